@@ -1,0 +1,238 @@
+"""params.yaml: reading it and checking it before any work starts.
+
+Every stage calls :func:`load_params` first. A bad value or an unknown key raises
+:class:`ParamError` with one line that names the key, the value given and what is allowed,
+so a typo never passes silently and nothing is computed on a wrong setting.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
+ARCHS = ("mnist_cnn", "cifar_cnn", "resnet18")
+SCORES = ("clean", "adversarial", "difference")
+
+
+class ParamError(ValueError):
+    """A parameter that is missing, unknown or out of range."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"params: {key} = {value!r} is not allowed; expected {allowed}")
+
+
+# --- leaf checks: each takes (key, value) and returns the normalised value ---------------------
+
+
+def _int(lo: int | None = None, optional: bool = False):
+    def check(key, v):
+        if v is None and optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
+            bound = f" >= {lo}" if lo is not None else ""
+            raise ParamError(key, v, f"an integer{bound}" + (" or null" if optional else ""))
+        return v
+
+    return check
+
+
+def _float(lo: float, hi: float | None = None, lo_open: bool = False):
+    def check(key, v):
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
+        if not ok:
+            left = "(" if lo_open else "["
+            right = f"{hi}]" if hi is not None else "inf)"
+            raise ParamError(key, v, f"a number in {left}{lo}, {right}")
+        return float(v)
+
+    return check
+
+
+def _bool(key, v):
+    if not isinstance(v, bool):
+        raise ParamError(key, v, "true or false")
+    return v
+
+
+def _str(key, v):
+    if not isinstance(v, str) or not v:
+        raise ParamError(key, v, "a non-empty string")
+    return v
+
+
+def _choice(*options, optional: bool = False):
+    def check(key, v):
+        if (v is None and optional) or v in options:
+            return v
+        allowed = " or ".join(repr(o) for o in options) + (" or null" if optional else "")
+        raise ParamError(key, v, allowed)
+
+    return check
+
+
+def _optional_str(key, v):
+    return None if v is None else _str(key, v)
+
+
+def _device(key, v):
+    if v in ("auto", "cpu", "cuda") or (isinstance(v, str) and v.startswith("cuda:")):
+        return v
+    raise ParamError(key, v, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _dataset_list(key, v):
+    if not isinstance(v, list) or any(d not in DATASETS for d in v):
+        raise ParamError(key, v, f"a list of dataset names from {list(DATASETS)}")
+    return v
+
+
+def parse_epsilon(key: str, v: Any) -> float:
+    """An epsilon given as a number (0.1) or as a fraction string ('8/255'), in pixel units."""
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        value = float(Fraction(v)) if isinstance(v, str) else float(v)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ParamError(key, v, "a number or a fraction such as '8/255'") from None
+    if not 0.0 <= value <= 1.0:
+        raise ParamError(key, v, "an epsilon in [0, 1] (pixel units)")
+    return value
+
+
+def epsilon_label(v: Any) -> str:
+    """How an epsilon is named in metrics and plots: as the user wrote it ('8/255', '0.1')."""
+    return v.replace(" ", "") if isinstance(v, str) else f"{float(v):g}"
+
+
+def _epsilons(key, v):
+    if not isinstance(v, list) or not v:
+        raise ParamError(key, v, "a non-empty list of epsilons")
+    values = [parse_epsilon(f"{key}[{i}]", e) for i, e in enumerate(v)]
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ParamError(key, v, "epsilons in strictly increasing order")
+    return v  # kept as written; stages use epsilon_values() and epsilon_labels()
+
+
+def _labels(key, v):
+    # YAML reads `true` as a boolean; method.md calls the two modes `true` and `predicted`.
+    if v is True or v == "true":
+        return "true"
+    if v == "predicted":
+        return "predicted"
+    raise ParamError(key, v, "true or 'predicted'")
+
+
+RUN_SCHEMA = {
+    "dataset": _choice(*DATASETS),
+    "arch": _choice(*ARCHS),
+    "train_size": _int(1, optional=True),
+    "test_size": _int(1, optional=True),
+    "train": {
+        "epochs": _int(1),
+        "batch_size": _int(1),
+        "lr": _float(0.0, lo_open=True),
+        "weight_decay": _float(0.0),
+        "augment": _bool,
+    },
+    "attack": {
+        "epsilons": _epsilons,
+        "labels": _labels,
+    },
+}
+
+SCHEMA = {
+    "seed": _int(0),
+    "device": _device,
+    "batch_size": _int(1),
+    "data": {
+        "root": _str,
+        "download": _bool,
+        "accept_checksum_mismatch": _dataset_list,
+    },
+    "runs": ("mapping", RUN_SCHEMA),
+    "scan": {
+        "layer": _optional_str,
+        "samples": _int(1),
+        "adversarial": _choice("transfer", "adaptive"),
+        "score": _choice(*SCORES),
+        "label_fraction": _float(0.0, 0.5, lo_open=True),
+    },
+    "correlate": {
+        "top_fraction": _float(0.0, 1.0, lo_open=True),
+    },
+    "harden": {
+        "compress": _float(0.0, 1.0),
+        "mode": _choice("proportional", "uniform"),
+        "max_gain": _float(1.0),
+    },
+    "evaluate": {
+        "random_controls": _int(1),
+        "samples": _int(1),
+        "pgd": {"steps": _int(1)},
+    },
+}
+
+
+def _check(schema: Any, value: Any, key: str) -> Any:
+    if callable(schema):
+        return schema(key, value)
+    if isinstance(schema, tuple):  # ("mapping", item schema): user-named entries
+        if not isinstance(value, dict) or not value:
+            raise ParamError(key, value, "a non-empty mapping of names to settings")
+        for name in value:
+            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+                raise ParamError(f"{key}.{name}", "", "a name of letters, digits, '_' or '-'")
+        return {name: _check(schema[1], item, f"{key}.{name}") for name, item in value.items()}
+    if not isinstance(value, dict):
+        raise ParamError(key, value, f"a mapping with keys {sorted(schema)}")
+    for name in value:
+        if name not in schema:
+            where = f"{key}.{name}" if key else name
+            raise ParamError(where, value[name], f"no such key; known keys here: {sorted(schema)}")
+    out = {}
+    for name, sub in schema.items():
+        where = f"{key}.{name}" if key else name
+        if name not in value:
+            raise ParamError(where, "<missing>", "a value: this key is required")
+        out[name] = _check(sub, value[name], where)
+    return out
+
+
+def validate(raw: Any) -> dict:
+    """Check a parsed params mapping against the schema; return it with values normalised."""
+    params = _check(SCHEMA, raw, "")
+    for name, run in params["runs"].items():
+        if run["dataset"] in ("mnist", "fashion_mnist") and run["train"]["augment"]:
+            raise ParamError(
+                f"runs.{name}.train.augment", True, "false for digit-like data (flips change labels)"
+            )
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Read and validate params.yaml. Raises ParamError (one line) on any bad setting."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    return validate(raw)
+
+
+def get_run(params: dict, name: str) -> dict:
+    """The settings of one entry of `runs`, or a clear error naming the known runs."""
+    if name not in params["runs"]:
+        raise ParamError("runs", name, f"one of the configured runs {sorted(params['runs'])}")
+    return params["runs"][name]
+
+
+def epsilon_values(run: dict) -> list[float]:
+    return [parse_epsilon("epsilons", e) for e in run["attack"]["epsilons"]]
+
+
+def epsilon_labels(run: dict) -> list[str]:
+    return [epsilon_label(e) for e in run["attack"]["epsilons"]]

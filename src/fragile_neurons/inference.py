@@ -1,0 +1,49 @@
+"""Batched forward passes: logits, accuracy and mean cross-entropy of a model on a split."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import to_unit
+
+
+def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def as_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on `device` as float in [0, 1] (uint8 images are scaled, floats pass through)."""
+    images = images.to(device)
+    return to_unit(images) if images.dtype == torch.uint8 else images.float()
+
+
+@torch.no_grad()
+def logits_of(
+    model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """The model's logits for every image, on the CPU."""
+    model.eval()
+    out = [model(as_input(images[s], device)).cpu() for s in batch_slices(len(images), batch_size)]
+    return torch.cat(out)
+
+
+def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Share of correct predictions and mean cross-entropy, as Python floats."""
+    correct = (logits.argmax(dim=1) == labels).sum().item() / len(labels)
+    return correct, F.cross_entropy(logits, labels).item()
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of `model` on a whole split."""
+    return accuracy_and_loss(logits_of(model, images, batch_size, device), labels)

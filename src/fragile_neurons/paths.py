@@ -1,0 +1,35 @@
+"""Where each stage reads and writes, per run: the one place that mirrors dvc.yaml's paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def prepared(run: str, split: str) -> Path:
+    return Path("data/prepared") / run / f"{split}.pt"
+
+
+def model(run: str) -> Path:
+    return Path("models") / run / "model.pt"
+
+
+def hardened(run: str) -> Path:
+    return Path("models") / run / "hardened.pt"
+
+
+def attack_cache(run: str) -> Path:
+    """What the attack stage leaves for later stages (gradient signs of the scan set)."""
+    return Path("data/attack") / run / "scan_set.pt"
+
+
+def scan_cache(run: str) -> Path:
+    """The scan's raw per-neuron measurements, reused when only the labelling changes."""
+    return Path("data/scan") / run / "measurements.pt"
+
+
+def metrics(run: str, stage: str) -> Path:
+    return Path("metrics") / run / f"{stage}.json"
+
+
+def plot(run: str, name: str) -> Path:
+    return Path("plots") / run / name

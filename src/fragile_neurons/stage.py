@@ -1,0 +1,43 @@
+"""The frame every stage script shares: `python stages/<stage>.py <run>`.
+
+It reads and validates params.yaml before any work, seeds everything, picks the device, and turns
+a bad setting or missing data into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .config import ParamError, get_run, load_params
+from .data import DataError
+from .runtime import seed_everything, select_device
+
+
+@dataclass
+class Context:
+    name: str  # the run's name, a key of `runs`
+    run: dict  # that run's settings
+    params: dict  # all of params.yaml, validated
+    device: torch.device
+    generator: torch.Generator  # seeded from params `seed`
+
+
+def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=body.__doc__)
+    parser.add_argument("run", help="a key of `runs` in params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="the params file")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        run = get_run(params, args.run)
+        device = select_device(params["device"])
+        generator = seed_everything(params["seed"])
+        body(Context(args.run, run, params, device, generator))
+    except (ParamError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

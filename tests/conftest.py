@@ -1,0 +1,119 @@
+"""Shared fixtures: small synthetic datasets written in torchvision's real on-disk formats
+(MNIST idx files, CIFAR-10 pickle batches), so the real loading code runs in every test, and a
+small model trained on them once per session.
+
+Real datasets are used only when FRAGILE_NEURONS_DATA names a torchvision root (`.ci/run` sets
+it when ../shared/datasets exists); tests that need them skip cleanly otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fragile_neurons import data
+from fragile_neurons.models import build_model
+from fragile_neurons.runtime import seed_everything
+from fragile_neurons.train import train_model
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck"]  # fmt: skip
+
+
+def synthetic_images(n: int, channels: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images N x size x size x channels whose class (0-9) is a bright block's position,
+    over noise: easy to learn, hard enough that accuracy is not trivially 1."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 90, size=(n, size, size, channels)).astype(np.uint8)
+    cell = size // 4
+    for i, c in enumerate(labels):
+        r, q = divmod(int(c), 4)
+        images[i, r * cell : (r + 1) * cell, q * cell : (q + 1) * cell, :] = rng.integers(
+            170, 256, size=(cell, cell, channels)
+        )
+    return images, labels.astype(np.uint8)
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """MNIST's idx3/idx1 format (magic 2051/2049, big-endian sizes), uncompressed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape[:3]
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, h, w) + images[..., 0].tobytes()
+    )
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, n) + labels.tobytes()
+    )
+
+
+def write_cifar(folder: Path, train: tuple, test: tuple) -> None:
+    """CIFAR-10's python pickles: 5 training batches, a test batch and batches.meta."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(images, labels, name):
+        flat = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # R plane, G, B
+        blob = {"batch_label": name, "labels": labels.tolist(), "data": flat,
+                "filenames": [f"{i}.png" for i in range(len(labels))]}  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(blob, protocol=2))
+
+    parts = np.array_split(np.arange(len(train[1])), 5)
+    for i, idx in enumerate(parts, start=1):
+        batch(train[0][idx], train[1][idx], f"data_batch_{i}")
+    batch(*test, "test_batch")
+    meta = {"label_names": CIFAR_CLASSES, "num_cases_per_batch": len(parts[0]), "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def make_root(root: Path, train_n: int = 400, test_n: int = 200) -> Path:
+    """A torchvision root with synthetic MNIST, FashionMNIST and CIFAR-10."""
+    for i, name in enumerate(("MNIST", "FashionMNIST")):
+        write_idx(root / name / "raw", "train", *synthetic_images(train_n, 1, 28, 10 * i))
+        write_idx(root / name / "raw", "t10k", *synthetic_images(test_n, 1, 28, 10 * i + 1))
+    write_cifar(
+        root / "cifar-10-batches-py",
+        synthetic_images(train_n, 3, 32, 20),
+        synthetic_images(test_n, 3, 32, 21),
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    return make_root(tmp_path_factory.mktemp("datasets"))
+
+
+@pytest.fixture(scope="session")
+def mnist_splits(synthetic_root) -> tuple[dict, dict]:
+    train, test, _ = data.prepare(
+        "mnist", synthetic_root, False, ["mnist"], None, None, seed=0
+    )
+    return train, test
+
+
+@pytest.fixture(scope="session")
+def trained_mnist(mnist_splits):
+    """A mnist_cnn trained for a few epochs on the synthetic digits (eval mode, CPU)."""
+    train, test = mnist_splits
+    generator = seed_everything(0)
+    model = build_model("mnist_cnn", 1, 28, 10, train["mean"], train["std"])
+    train_model(
+        model, train, test, epochs=4, batch_size=32, lr=0.003, weight_decay=0.0,
+        augment_images=False, device=torch.device("cpu"), generator=generator, progress=False,
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    root = os.environ.get("FRAGILE_NEURONS_DATA")
+    if not root or not Path(root).is_dir():
+        pytest.skip("real datasets not available (set FRAGILE_NEURONS_DATA to a torchvision root)")
+    return Path(root)
