@@ -7,6 +7,7 @@ dictionaries of tensors and names, loaded with ``weights_only=True``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -61,8 +62,12 @@ def save_figure(path: str | Path, fig) -> None:
 
 
 def save_tensors(path: str | Path, obj: dict) -> None:
-    """torch.save, atomically. Same tensors give the same bytes."""
-    write_with(path, lambda p: torch.save(obj, p))
+    """torch.save, atomically. Same tensors give the same bytes: torch.save names the records of
+    its zip archive after the file, so it writes to memory first, not to the temporary file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    write_with(path, lambda p: p.write_bytes(data))
 
 
 def load_tensors(path: str | Path) -> dict:

@@ -1,0 +1,128 @@
+"""params.yaml is checked before any work: one clear line naming key, value and what is allowed."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fragile_neurons.config import (
+    ParamError,
+    epsilon_labels,
+    epsilon_values,
+    load_params,
+    validate,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_committed_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert set(params["runs"]) >= {"mnist", "cifar10"}
+    assert epsilon_values(params["runs"]["mnist"]) == pytest.approx(
+        [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    )
+    assert epsilon_values(params["runs"]["cifar10"]) == pytest.approx(
+        [0, 1 / 255, 2 / 255, 4 / 255, 8 / 255]
+    )
+    assert epsilon_labels(params["runs"]["cifar10"]) == ["0", "1/255", "2/255", "4/255", "8/255"]
+
+
+def set_key(raw, dotted, value):
+    out = copy.deepcopy(raw)
+    *parents, last = dotted.split(".")
+    node = out
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("runs.mnist.dataset", "imagenet", "'mnist'"),
+        ("runs.mnist.arch", "vgg", "'mnist_cnn'"),
+        ("runs.mnist.train.epochs", 0, "integer >= 1"),
+        ("runs.mnist.train.batch_size", -8, "integer >= 1"),
+        ("runs.mnist.train.epochs", 2.5, "integer"),
+        ("runs.mnist.train.lr", 0, "(0.0"),
+        ("runs.mnist.attack.epsilons", [0, 1.5], "[0, 1]"),
+        ("runs.mnist.attack.epsilons", [0, 0.2, 0.1], "increasing"),
+        ("runs.mnist.attack.epsilons", [0, "a/b"], "fraction"),
+        ("runs.mnist.attack.labels", "guess", "'predicted'"),
+        ("runs.mnist.train.augment", True, "false for digit-like data"),
+        ("scan.label_fraction", 0.6, "(0.0, 0.5]"),
+        ("scan.score", "magic", "'clean'"),
+        ("scan.adversarial", "both", "'transfer'"),
+        ("correlate.top_fraction", 0, "(0.0, 1.0]"),
+        ("harden.compress", 1.5, "[0.0, 1.0]"),
+        ("harden.mode", "greedy", "'proportional'"),
+        ("harden.max_gain", 0.5, "[1.0"),
+        ("evaluate.random_controls", 0, ">= 1"),
+        ("device", "tpu", "'auto'"),
+        ("data.accept_checksum_mismatch", ["svhn"], "dataset names"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(raw, key, value, allowed):
+    with pytest.raises(ParamError) as err:
+        validate(set_key(raw, key, value))
+    message = str(err.value)
+    assert err.value.key.startswith(key)
+    assert repr(value) in message or key.endswith("]") or "epsilons[" in message
+    assert allowed in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "key", ["runs.mnist.train.epoch", "scan.labels_fraction", "harden.compres", "sed"]
+)
+def test_unknown_keys_are_errors(raw, key):
+    with pytest.raises(ParamError, match="no such key"):
+        validate(set_key(raw, key, 1))
+
+
+def test_missing_key_is_an_error(raw):
+    del raw["harden"]["mode"]
+    with pytest.raises(ParamError, match="harden.mode.*required"):
+        validate(raw)
+
+
+def test_fraction_strings_are_epsilons(raw):
+    params = validate(set_key(raw, "runs.mnist.attack.epsilons", [0, "1/255", 0.5]))
+    assert epsilon_values(params["runs"]["mnist"]) == [0.0, 1 / 255, 0.5]
+    assert epsilon_labels(params["runs"]["mnist"]) == ["0", "1/255", "0.5"]
+
+
+def test_stage_reports_one_line_and_exits_2(raw, tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(set_key(raw, "runs.mnist.train.epochs", -1)))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "prepare.py"), "mnist", "--params", str(bad)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: params: runs.mnist.train.epochs = -1 is not allowed; expected an integer >= 1"
+    ]
+    assert not (tmp_path / "data").exists()  # nothing was done
+
+
+def test_unknown_run_is_an_error(raw, tmp_path):
+    good = tmp_path / "params.yaml"
+    good.write_text(yaml.safe_dump(raw))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "prepare.py"), "svhn", "--params", str(good)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "runs = 'svhn'" in result.stderr and "cifar10" in result.stderr

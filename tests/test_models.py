@@ -1,0 +1,77 @@
+"""The model registry and checkpoints."""
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from fragile_neurons import io
+from fragile_neurons.models import ARCHITECTURES, Normalize, build_model, load_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32)])
+def test_every_model_normalises_first_and_classifies(arch, channels, size):
+    if arch == "mnist_cnn" and size != 28:
+        size = 28
+    model = build_model(arch, channels, size, 10, [0.5] * channels, [0.25] * channels).eval()
+    first_name, first = next(iter(model.named_children()))
+    assert first_name == "normalize" and isinstance(first, Normalize)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].in_channels == channels and convs[0].out_channels >= 32
+    assert model(torch.rand(2, channels, size, size)).shape == (2, 10)
+
+
+def test_resnet18_mnist_stem_is_the_papers():
+    model = build_model("resnet18", 1, 28, 10, [0.1], [0.3])
+    conv1 = model.conv1
+    assert (conv1.in_channels, conv1.out_channels, conv1.kernel_size, conv1.stride) == (
+        1, 64, (7, 7), (2, 2)
+    )
+
+
+def test_normalize_is_mean_std():
+    norm = Normalize([0.5, 0.25], [0.5, 0.25])
+    x = torch.rand(1, 2, 3, 3)
+    expected = torch.stack([(x[:, 0] - 0.5) / 0.5, (x[:, 1] - 0.25) / 0.25], dim=1)
+    assert torch.allclose(norm(x), expected)
+
+
+def test_checkpoint_round_trip_and_arch_check(tmp_path):
+    spec = {"arch": "cifar_cnn", "channels": 3, "size": 32, "classes": 10}
+    model = build_model(**spec, mean=[0.4, 0.5, 0.6], std=[0.2, 0.2, 0.3]).eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, spec)
+    loaded, loaded_spec = load_checkpoint(path, arch="cifar_cnn")
+    x = torch.rand(3, 3, 32, 32)
+    assert loaded_spec == spec and not loaded.training
+    assert torch.equal(model(x), loaded(x))
+    with pytest.raises(ValueError, match="'cifar_cnn' model, not the requested 'resnet18'"):
+        load_checkpoint(path, arch="resnet18")
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"spec": Evil()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        io.load_tensors(path)
+
+
+def test_outputs_are_written_atomically(tmp_path):
+    target = tmp_path / "out.json"
+    io.write_json(target, {"a": 1})
+
+    def fail(path):
+        path.write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        io.write_with(target, fail)
+    assert io.read_json(target) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

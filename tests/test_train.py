@@ -1,0 +1,68 @@
+"""Training is seeded and repeatable, and learns."""
+
+import hashlib
+
+import torch
+
+from fragile_neurons.inference import evaluate
+from fragile_neurons.models import build_model, save_checkpoint
+from fragile_neurons.runtime import seed_everything, select_device
+from fragile_neurons.train import augment, train_model
+
+
+def train_once(splits, arch, tmp_path, name, seed=0, augment_images=False):
+    train, test = splits
+    generator = seed_everything(seed)
+    spec = {"arch": arch, "channels": train["images"].shape[1],
+            "size": train["images"].shape[2], "classes": 10}  # fmt: skip
+    model = build_model(**spec, mean=train["mean"], std=train["std"])
+    history = train_model(
+        model, train, test, epochs=1, batch_size=50, lr=0.003, weight_decay=0.0,
+        augment_images=augment_images, device=torch.device("cpu"), generator=generator,
+        progress=False,
+    )
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(path, model, spec)
+    return hashlib.sha256(path.read_bytes()).hexdigest(), history
+
+
+def test_same_seed_same_checkpoint_bytes(mnist_splits, tmp_path):
+    a, hist_a = train_once(mnist_splits, "mnist_cnn", tmp_path, "a")
+    b, hist_b = train_once(mnist_splits, "mnist_cnn", tmp_path, "b")
+    c, _ = train_once(mnist_splits, "mnist_cnn", tmp_path, "c", seed=1)
+    assert a == b and hist_a == hist_b
+    assert a != c
+
+
+def test_augmented_training_is_repeatable_too(synthetic_root, tmp_path):
+    from fragile_neurons import data
+
+    train, test, _ = data.prepare("cifar10", synthetic_root, False, ["cifar10"], 100, 50, 0)
+    a, _ = train_once((train, test), "cifar_cnn", tmp_path, "a", augment_images=True)
+    b, _ = train_once((train, test), "cifar_cnn", tmp_path, "b", augment_images=True)
+    assert a == b
+
+
+def test_trained_model_learns(trained_mnist, mnist_splits):
+    _, test = mnist_splits
+    accuracy, _ = evaluate(trained_mnist, test["images"], test["labels"], 64, torch.device("cpu"))
+    assert accuracy >= 0.9
+
+
+def test_augment_crops_and_flips_keep_pixels():
+    x = torch.rand(64, 3, 8, 8)
+    out = augment(x, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == x.shape
+    for i in range(len(x)):
+        candidates = [x[i], x[i].flip(2)]
+        padded = [torch.nn.functional.pad(c, (2, 2, 2, 2)) for c in candidates]
+        assert any(
+            torch.equal(out[i], p[:, dy : dy + 8, dx : dx + 8])
+            for p in padded for dy in range(5) for dx in range(5)
+        )  # fmt: skip
+    assert not torch.equal(out, x)
+
+
+def test_auto_device_is_cpu_without_cuda():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert select_device("auto").type == expected
