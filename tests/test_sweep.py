@@ -1,0 +1,39 @@
+"""The seed summary: mean and a t-based 95% confidence interval per run and headline metric."""
+
+import math
+
+import pytest
+from scipy import stats
+
+from fragile_neurons.sweep import mean_ci, render, summarise
+
+
+def test_mean_ci_is_students_t():
+    values = [0.1, 0.3, 0.2, 0.5, 0.4]
+    mean, low, high = mean_ci(values)
+    half = stats.t.ppf(0.975, 4) * stats.tstd(values) / math.sqrt(5)
+    assert mean == pytest.approx(0.3)
+    assert (low, high) == pytest.approx((0.3 - half, 0.3 + half))
+
+
+def test_mean_ci_degenerate_cases():
+    assert mean_ci([0.2, 0.2]) == (0.2, 0.2, 0.2)
+    mean, low, high = mean_ci([0.7])
+    assert mean == 0.7 and math.isnan(low) and math.isnan(high)
+
+
+def test_summarise_groups_by_run_and_keeps_each_seed():
+    records = [
+        {"experiment": "a", "rev": "1", "seed": 0,
+         "runs": {"mnist": {"spearman_rho": 0.5, "fgsm_auc_gain": 0.01}}},
+        {"experiment": "b", "rev": "2", "seed": 1,
+         "runs": {"mnist": {"spearman_rho": 0.3}, "cifar10": {"spearman_rho": -0.1}}},
+    ]  # fmt: skip
+    summary = summarise(records)
+    assert summary["mnist"]["spearman_rho"]["n"] == 2
+    assert summary["mnist"]["spearman_rho"]["mean"] == pytest.approx(0.4)
+    assert summary["mnist"]["spearman_rho"]["values"] == {"0": 0.5, "1": 0.3}
+    assert summary["mnist"]["fgsm_auc_gain"]["ci95_low"] is None  # one seed: no interval
+    assert summary["cifar10"]["spearman_rho"]["n"] == 1
+    text = render(summary)
+    assert "run mnist" in text and "n < 2" in text
