@@ -42,16 +42,21 @@ def _execution_trace(model: nn.Module, example: torch.Tensor) -> list[tuple]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d | nn.BatchNorm2d):
             handles.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
     try:
-        was_training = model.training
         model.eval()
         with torch.no_grad():
             model(example)
-        model.train(was_training)
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return trace
+
+
+def convolutions(model: nn.Module) -> list[str]:
+    """Names of the model's ``nn.Conv2d`` modules, the candidates for `scan.layer`."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
 def find_scan_layer(model: nn.Module, example: torch.Tensor, layer: str | None = None) -> ScanLayer:
@@ -59,7 +64,7 @@ def find_scan_layer(model: nn.Module, example: torch.Tensor, layer: str | None =
 
     Raises ValueError naming the candidates when `layer` is unknown or not a convolution.
     """
-    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = convolutions(model)
     if layer is not None:
         modules = dict(model.named_modules())
         if layer not in modules or not isinstance(modules[layer], nn.Conv2d):
@@ -71,7 +76,10 @@ def find_scan_layer(model: nn.Module, example: torch.Tensor, layer: str | None =
         raise ValueError("the model runs no nn.Conv2d: there is no layer to scan")
     if layer is None:
         layer = ran[0][0]
-    position = next(k for k, (n, *_) in enumerate(trace) if n == layer)
+    position = next((k for k, (n, *_) in enumerate(trace) if n == layer), None)
+    if position is None:
+        ran_names = [n for n, *_ in ran]
+        raise ValueError(f"scan.layer = {layer!r} never runs in the forward pass; ran: {ran_names}")
     conv, conv_out = trace[position][1], trace[position][3]
     neuron = layer
     if position + 1 < len(trace):

@@ -1,0 +1,1 @@
+"""Pictures of the pipeline's results, one module per topic (matplotlib, Agg backend)."""

@@ -1,0 +1,195 @@
+"""Adversarial targeting T, R, D and the magnitude m (targeting.py, method.md section 2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fragile_neurons.attacks import fgsm_images
+from fragile_neurons.gates import gated
+from fragile_neurons.layers import ScanLayer, find_scan_layer
+from fragile_neurons.models import build_model
+from fragile_neurons.targeting import RELATIVE_FLOOR, feature_maps, targeting
+
+CPU = torch.device("cpu")
+
+
+def one_responder(gain: float = 3.0) -> tuple[nn.Sequential, ScanLayer]:
+    """A 1x1 convolution with four neurons of which only neuron 2 sees the input: the others are
+    constants (their biases), so the perturbation moves neuron 2 alone."""
+    conv = nn.Conv2d(1, 4, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[2] = gain
+        conv.bias.copy_(torch.tensor([0.5, 1.0, -1.0, 2.0]))
+    net = nn.Sequential()
+    net.add_module("conv", conv)
+    net.add_module("relu", nn.ReLU())
+    net.add_module("flatten", nn.Flatten())
+    net.add_module("fc", nn.Linear(4 * 6 * 6, 10))
+    return net.eval(), ScanLayer("conv", "conv", 4)
+
+
+def unit_images(n: int, channels: int, size: int, seed: int, low=0.0, high=1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return low + (high - low) * torch.rand(n, channels, size, size, generator=g)
+
+
+def random_signs(shape, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-1, 2, shape, generator=g).to(torch.int8)
+
+
+def test_only_the_responding_neuron_is_targeted():
+    net, layer = one_responder(gain=3.0)
+    x = unit_images(10, 1, 6, seed=0, low=0.3, high=0.7)  # no clipping for eps <= 0.3
+    signs = torch.where(random_signs(x.shape, 1) >= 0, 1, -1).to(torch.int8)
+    eps = [0.05, 0.1, 0.3]
+    result = targeting(net, layer, x, signs, eps, batch_size=4, device=CPU)
+    assert result.effect.dtype == torch.float64 and result.effect.shape == (3, 4)
+    expected_share = torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    assert torch.equal(result.share, expected_share.expand(3, 4))
+    for i, e in enumerate(eps):  # |a_2(x') - a_2(x)| = 3 eps on every pixel
+        assert result.effect[i, 2].item() == pytest.approx(3 * e, rel=1e-5)
+        assert result.effect[i, [0, 1, 3]].abs().max() == 0
+    m2 = (3 * x - 1).abs().mean().item()
+    assert result.magnitude.tolist() == pytest.approx([0.5, 1.0, m2, 2.0], rel=1e-6)
+    assert torch.allclose(result.relative_effect, result.effect / (result.magnitude + 1e-12))
+
+
+def brute_force(neuron_output, x, signs, eps):
+    """T, R, D, m straight from the definitions, one epsilon at a time, in float64."""
+    clean = neuron_output(x).double()
+    m = clean.abs().mean(dim=(0, 2, 3))
+    effect = torch.stack(
+        [
+            (neuron_output(fgsm_images(x, signs, e)).double() - clean).abs().mean(dim=(0, 2, 3))
+            for e in eps
+        ]
+    )
+    return effect, effect / (m + 1e-12), effect / effect.sum(1, keepdim=True), m
+
+
+def test_matches_the_definitions_on_a_batchnorm_neuron():
+    """cifar_cnn: the neuron is bn1's channel k. Random BatchNorm statistics make it matter."""
+    torch.manual_seed(0)
+    net = build_model("cifar_cnn", 3, 32, 10, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]).eval()
+    with torch.no_grad():
+        net.bn1.running_mean.uniform_(-0.5, 0.5)
+        net.bn1.running_var.uniform_(0.5, 2.0)
+        net.bn1.weight.uniform_(0.5, 1.5)
+        net.bn1.bias.uniform_(-0.2, 0.2)
+    x = (unit_images(12, 3, 32, seed=2) * 255).round().to(torch.uint8)
+    signs = random_signs(x.shape, 3)
+    layer = find_scan_layer(net, x[:1].float() / 255)
+    assert layer.neuron_name == "bn1"
+    eps = [1 / 255, 4 / 255, 16 / 255]
+    result = targeting(net, layer, x, signs, eps, batch_size=5, device=CPU)
+
+    def neuron_output(images):
+        with torch.no_grad():
+            return net.bn1(net.conv1(net.normalize(images)))
+
+    effect, relative, share, m = brute_force(neuron_output, x.float() / 255, signs, eps)
+    assert torch.allclose(result.effect, effect, rtol=1e-6, atol=0)
+    assert torch.allclose(result.relative_effect, relative, rtol=1e-6, atol=0)
+    assert torch.allclose(result.share, share, rtol=1e-6, atol=0)
+    assert torch.allclose(result.magnitude, m, rtol=1e-6, atol=0)
+    assert torch.allclose(result.share.sum(1), torch.ones(3, dtype=torch.float64))
+    assert (result.effect[1:] > result.effect[:-1]).all()  # a larger step moves more
+
+
+def test_does_not_depend_on_the_batch_size():
+    torch.manual_seed(1)
+    net = build_model("mnist_cnn", 1, 28, 10, [0.13], [0.3]).eval()
+    layer = find_scan_layer(net, torch.zeros(1, 1, 28, 28))
+    x = unit_images(11, 1, 28, seed=4)
+    signs = random_signs(x.shape, 5)
+    a = targeting(net, layer, x, signs, [0.1, 0.2], batch_size=11, device=CPU)
+    b = targeting(net, layer, x, signs, [0.1, 0.2], batch_size=3, device=CPU)
+    for name in ("effect", "relative_effect", "share", "magnitude"):
+        assert torch.allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=0), name
+
+
+def test_epsilon_zero_has_no_effect_and_no_share():
+    net, layer = one_responder()
+    x = unit_images(4, 1, 6, seed=0)
+    result = targeting(net, layer, x, random_signs(x.shape, 1), [0.0], batch_size=4, device=CPU)
+    assert result.effect.abs().max() == 0
+    assert result.share.isnan().all()
+
+
+def test_a_silent_neuron_has_a_finite_relative_effect():
+    net, layer = one_responder()
+    with torch.no_grad():
+        net.conv.bias[0] = 0.0  # neuron 0: weight 0, bias 0, always exactly zero
+    x = unit_images(4, 1, 6, seed=0)
+    result = targeting(net, layer, x, random_signs(x.shape, 1), [0.1], batch_size=4, device=CPU)
+    assert result.magnitude[0] == 0 and result.relative_effect[0, 0] == 0
+    assert math.isfinite(result.relative_effect.sum().item())
+    assert RELATIVE_FLOOR == 1e-12
+
+
+def test_frame_has_one_row_per_neuron_and_epsilon():
+    net, layer = one_responder()
+    x = unit_images(4, 1, 6, seed=0, low=0.3, high=0.7)
+    signs = torch.ones_like(x, dtype=torch.int8)
+    result = targeting(net, layer, x, signs, [0.05, 0.1], batch_size=4, device=CPU)
+    frame = result.frame(["0.05", "0.1"])
+    assert list(frame.columns) == [
+        "neuron",
+        "epsilon",
+        "epsilon_label",
+        "effect",
+        "relative_effect",
+        "share",
+        "magnitude",
+    ]
+    assert len(frame) == 8
+    assert frame["neuron"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert frame["epsilon_label"].tolist() == ["0.05", "0.1"] * 4
+    row = frame[(frame.neuron == 2) & (frame.epsilon_label == "0.1")].iloc[0]
+    assert row.effect == pytest.approx(0.3) and row.share == 1.0
+    assert row.magnitude == pytest.approx(result.magnitude[2].item())
+    assert frame.groupby("neuron")["magnitude"].nunique().eq(1).all()
+    with pytest.raises(ValueError, match="labels"):
+        result.frame(["0.05"])
+
+
+def test_feature_maps_stop_at_the_neuron_module_and_leave_no_hook():
+    net, layer = one_responder()
+
+    def boom(*_):
+        raise AssertionError("the forward pass went past the neuron module")
+
+    net.fc.register_forward_hook(boom)
+    x = unit_images(2, 1, 6, seed=0)
+    out = feature_maps(net, net.conv, x)
+    assert torch.equal(out, net.conv(x))
+    assert not net.conv._forward_hooks
+
+
+def test_feature_maps_see_a_gate_on_the_neuron_module():
+    net, layer = one_responder()
+    x = unit_images(2, 1, 6, seed=0)
+    gains = torch.tensor([1.0, 0.0, 2.0, 1.0])
+    with gated(net, layer, gains):
+        out = feature_maps(net, net.conv, x)
+    assert torch.allclose(out, net.conv(x) * gains.view(1, -1, 1, 1))
+
+
+def test_bad_inputs_are_clear_errors():
+    net, layer = one_responder()
+    x = unit_images(4, 1, 6, seed=0)
+    signs = torch.ones_like(x, dtype=torch.int8)
+    with pytest.raises(ValueError, match="do not match"):
+        targeting(net, layer, x, signs[:2], [0.1], batch_size=4, device=CPU)
+    with pytest.raises(ValueError, match="empty"):
+        targeting(net, layer, x[:0], signs[:0], [0.1], batch_size=4, device=CPU)
+    with pytest.raises(ValueError, match="not B x 5"):
+        targeting(net, ScanLayer("conv", "conv", 5), x, signs, [0.1], batch_size=4, device=CPU)
+    with pytest.raises(ValueError, match="did not run"):
+        feature_maps(net, nn.Conv2d(1, 1, 1), x)
