@@ -8,8 +8,14 @@ def main(ctx: Context) -> None:
     """Prepare the run's dataset: data/prepared/<run>/{train,test}.pt, metrics/<run>/data.json."""
     cfg = ctx.params["data"]
     train, test, report = data.prepare(
-        ctx.run["dataset"], cfg["root"], cfg["download"], cfg["accept_checksum_mismatch"],
-        ctx.run["train_size"], ctx.run["test_size"], ctx.params["seed"], run=ctx.name,
+        ctx.run["dataset"],
+        cfg["root"],
+        cfg["download"],
+        cfg["accept_checksum_mismatch"],
+        ctx.run["train_size"],
+        ctx.run["test_size"],
+        ctx.params["seed"],
+        run=ctx.name,
     )
     io.save_tensors(paths.prepared(ctx.name, "train"), train)
     io.save_tensors(paths.prepared(ctx.name, "test"), test)

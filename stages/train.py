@@ -15,26 +15,45 @@ def main(ctx: Context) -> None:
     train = io.load_tensors(paths.prepared(ctx.name, "train"))
     test = io.load_tensors(paths.prepared(ctx.name, "test"))
     channels, size = train["images"].shape[1], train["images"].shape[2]
-    spec = {"arch": ctx.run["arch"], "channels": channels, "size": size,
-            "classes": len(train["classes"])}
+    spec = {
+        "arch": ctx.run["arch"],
+        "channels": channels,
+        "size": size,
+        "classes": len(train["classes"]),
+    }
     model = build_model(**spec, mean=train["mean"], std=train["std"])
     cfg = ctx.run["train"]
     start = time.perf_counter()
     history = train_model(
-        model, train, test, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-        weight_decay=cfg["weight_decay"], augment_images=cfg["augment"], device=ctx.device,
-        generator=ctx.generator, eval_batch_size=ctx.params["batch_size"],
+        model,
+        train,
+        test,
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        lr=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        augment_images=cfg["augment"],
+        device=ctx.device,
+        generator=ctx.generator,
+        eval_batch_size=ctx.params["batch_size"],
     )
     seconds = time.perf_counter() - start
     save_checkpoint(paths.model(ctx.name), model, spec)
     io.write_csv(paths.plot(ctx.name, "train.csv"), pd.DataFrame(history))
     last = history[-1]
-    io.write_json(paths.metrics(ctx.name, "train"), {
-        "test_accuracy": last["test_accuracy"], "test_loss": last["test_loss"],
-        "train_accuracy": last["train_accuracy"], "train_loss": last["train_loss"],
-        "epochs": cfg["epochs"], "parameters": sum(p.numel() for p in model.parameters()),
-        "device": ctx.device.type, "seconds": round(seconds, 1),
-    })
+    io.write_json(
+        paths.metrics(ctx.name, "train"),
+        {
+            "test_accuracy": last["test_accuracy"],
+            "test_loss": last["test_loss"],
+            "train_accuracy": last["train_accuracy"],
+            "train_loss": last["train_loss"],
+            "epochs": cfg["epochs"],
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "device": ctx.device.type,
+            "seconds": round(seconds, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -92,9 +92,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_splits(synthetic_root) -> tuple[dict, dict]:
-    train, test, _ = data.prepare(
-        "mnist", synthetic_root, False, ["mnist"], None, None, seed=0
-    )
+    train, test, _ = data.prepare("mnist", synthetic_root, False, ["mnist"], None, None, seed=0)
     return train, test
 
 
@@ -105,8 +103,17 @@ def trained_mnist(mnist_splits):
     generator = seed_everything(0)
     model = build_model("mnist_cnn", 1, 28, 10, train["mean"], train["std"])
     train_model(
-        model, train, test, epochs=4, batch_size=32, lr=0.003, weight_decay=0.0,
-        augment_images=False, device=torch.device("cpu"), generator=generator, progress=False,
+        model,
+        train,
+        test,
+        epochs=4,
+        batch_size=32,
+        lr=0.003,
+        weight_decay=0.0,
+        augment_images=False,
+        device=torch.device("cpu"),
+        generator=generator,
+        progress=False,
     )
     return model.eval()
 

@@ -107,7 +107,9 @@ def test_stage_reports_one_line_and_exits_2(raw, tmp_path):
     bad.write_text(yaml.safe_dump(set_key(raw, "runs.mnist.train.epochs", -1)))
     result = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "prepare.py"), "mnist", "--params", str(bad)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -122,7 +124,9 @@ def test_unknown_run_is_an_error(raw, tmp_path):
     good.write_text(yaml.safe_dump(raw))
     result = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "prepare.py"), "svhn", "--params", str(good)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert "runs = 'svhn'" in result.stderr and "cifar10" in result.stderr

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from fragile_neurons import io
-from fragile_neurons.models import ARCHITECTURES, Normalize, build_model, load_checkpoint, save_checkpoint
+from fragile_neurons.models import (
+    ARCHITECTURES,
+    Normalize,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -27,7 +33,10 @@ def test_resnet18_mnist_stem_is_the_papers():
     model = build_model("resnet18", 1, 28, 10, [0.1], [0.3])
     conv1 = model.conv1
     assert (conv1.in_channels, conv1.out_channels, conv1.kernel_size, conv1.stride) == (
-        1, 64, (7, 7), (2, 2)
+        1,
+        64,
+        (7, 7),
+        (2, 2),
     )
 
 

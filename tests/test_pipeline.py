@@ -47,7 +47,10 @@ def dvc(repo: Path, *args: str) -> str:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     result = subprocess.run(
         [str(Path(sys.executable).parent / "dvc"), *args],
-        cwd=repo, env=env, capture_output=True, text=True,
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout

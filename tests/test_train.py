@@ -17,8 +17,16 @@ def train_once(splits, arch, tmp_path, name, seed=0, augment_images=False):
             "size": train["images"].shape[2], "classes": 10}  # fmt: skip
     model = build_model(**spec, mean=train["mean"], std=train["std"])
     history = train_model(
-        model, train, test, epochs=1, batch_size=50, lr=0.003, weight_decay=0.0,
-        augment_images=augment_images, device=torch.device("cpu"), generator=generator,
+        model,
+        train,
+        test,
+        epochs=1,
+        batch_size=50,
+        lr=0.003,
+        weight_decay=0.0,
+        augment_images=augment_images,
+        device=torch.device("cpu"),
+        generator=generator,
         progress=False,
     )
     path = tmp_path / f"{name}.pt"

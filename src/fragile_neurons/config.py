@@ -211,7 +211,9 @@ def validate(raw: Any) -> dict:
     for name, run in params["runs"].items():
         if run["dataset"] in ("mnist", "fashion_mnist") and run["train"]["augment"]:
             raise ParamError(
-                f"runs.{name}.train.augment", True, "false for digit-like data (flips change labels)"
+                f"runs.{name}.train.augment",
+                True,
+                "false for digit-like data (flips change labels)",
             )
     return params
 

@@ -120,8 +120,12 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Seque
         )
     state = blob["state_dict"]
     model = build_model(
-        spec["arch"], spec["channels"], spec["size"], spec["classes"],
-        state["normalize.mean"].flatten(), state["normalize.std"].flatten(),
+        spec["arch"],
+        spec["channels"],
+        spec["size"],
+        spec["classes"],
+        state["normalize.mean"].flatten(),
+        state["normalize.std"].flatten(),
     )
     model.load_state_dict(state)
     return model.eval(), spec

@@ -82,8 +82,12 @@ def collect(rev: str | None = None, num: int = 1) -> list[dict]:
             if values:
                 runs[run] = values
         records.append(
-            {"experiment": row.get("Experiment") or sha, "rev": sha,
-             "seed": params.get("seed"), "runs": runs}  # fmt: skip
+            {
+                "experiment": row.get("Experiment") or sha,
+                "rev": sha,
+                "seed": params.get("seed"),
+                "runs": runs,
+            }  # fmt: skip
         )
     return records
 
@@ -115,7 +119,9 @@ def render(summary: dict) -> str:
         lines.append(f"run {run}")
         lines.append(f"  {'metric':<26}{'n':>3}  {'mean':>10}  {'95% CI':>23}  per seed")
         for label, s in metrics.items():
-            ci = "n < 2" if s["ci95_low"] is None else f"[{s['ci95_low']:.4g}, {s['ci95_high']:.4g}]"
+            ci = (
+                "n < 2" if s["ci95_low"] is None else f"[{s['ci95_low']:.4g}, {s['ci95_high']:.4g}]"
+            )
             seeds = ", ".join(f"{k}: {v:.4g}" for k, v in s["values"].items())
             lines.append(f"  {label:<26}{s['n']:>3}  {s['mean']:>10.4g}  {ci:>23}  {seeds}")
     return "\n".join(lines) if lines else "no finished experiments with metrics found"

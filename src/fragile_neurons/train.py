@@ -68,7 +68,9 @@ def train_model(
             correct += (logits.argmax(1) == y).sum().item()
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}", refresh=False)
-        test_acc, test_loss = evaluate(model, test["images"], test["labels"], eval_batch_size, device)
+        test_acc, test_loss = evaluate(
+            model, test["images"], test["labels"], eval_batch_size, device
+        )
         history.append(
             {
                 "epoch": epoch,

@@ -1,0 +1,155 @@
+"""Correlating fragility with the attack share (method.md section 4)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fragile_neurons.correlate import (
+    association,
+    correlate,
+    json_ready,
+    most_targeted,
+    overlap,
+    top_count,
+)
+
+# a hand-made table of 8 neurons: fragility and mean attack share
+PHI = np.array([0.30, 0.02, -0.01, 0.12, 0.00, 0.25, 0.05, 0.08])
+SHARE = np.array([0.20, 0.05, 0.10, 0.15, 0.08, 0.22, 0.12, 0.08])
+
+
+def test_association_equals_scipy():
+    result = association(PHI, SHARE)
+    pearson = stats.pearsonr(PHI, SHARE)
+    spearman = stats.spearmanr(PHI, SHARE)
+    kendall = stats.kendalltau(PHI, SHARE)
+    assert result["pearson_r"] == pytest.approx(pearson.statistic, abs=1e-12)
+    assert result["pearson_p"] == pytest.approx(pearson.pvalue, abs=1e-12)
+    assert result["spearman_rho"] == pytest.approx(spearman.statistic, abs=1e-12)
+    assert result["spearman_p"] == pytest.approx(spearman.pvalue, abs=1e-12)
+    assert result["kendall_tau"] == pytest.approx(kendall.statistic, abs=1e-12)
+    assert result["kendall_p"] == pytest.approx(kendall.pvalue, abs=1e-12)
+
+
+def test_association_by_hand():
+    # ranks 1..5 against 2,1,4,3,5: sum d^2 = 4, rho = 1 - 6*4/(5*24) = 0.8;
+    # 8 concordant and 2 discordant pairs: tau = 6/10
+    result = association([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert result["spearman_rho"] == pytest.approx(0.8)
+    assert result["kendall_tau"] == pytest.approx(0.6)
+    assert result["pearson_r"] == pytest.approx(0.8)  # ranks are the values here
+    down = association([1, 2, 3, 4], [0.4, 0.3, 0.2, 0.1])
+    assert down["spearman_rho"] == pytest.approx(-1.0)
+    assert down["kendall_tau"] == pytest.approx(-1.0)
+
+
+def test_constant_phi_gives_nan_not_a_crash():
+    result = association(np.zeros(6), np.arange(6.0))
+    assert all(math.isnan(v) for v in result.values())
+    assert json_ready(result) == dict.fromkeys(result)
+
+
+def test_association_rejects_bad_input():
+    with pytest.raises(ValueError):
+        association([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError):
+        association([1.0], [1.0])
+    with pytest.raises(ValueError):
+        association([1.0, float("nan")], [1.0, 2.0])
+
+
+def test_most_targeted_counts_and_breaks_ties_by_index():
+    # ceil(0.25 * 8) = 2: the two largest shares are neurons 5 (0.22) and 0 (0.20)
+    assert most_targeted(SHARE, 0.25).tolist() == [0, 5]
+    # ceil(0.5 * 8) = 4: 0.22, 0.20, 0.15, 0.12
+    assert most_targeted(SHARE, 0.5).tolist() == [0, 3, 5, 6]
+    # ceil(0.75 * 8) = 6: the 6th place is a tie of neurons 4 and 7 (0.08); the lower index wins
+    assert most_targeted(SHARE, 0.75).tolist() == [0, 2, 3, 4, 5, 6]
+    assert top_count(30, 0.1) == 3 and top_count(32, 0.25) == 8 and top_count(10, 0.25) == 3
+
+
+def test_overlap_by_hand():
+    # N = 8, fragile {0, 1}, targeted {1, 2}: overlap 1, union 3;
+    # P(X >= 1) = 1 - C(6,2)/C(8,2) = 13/28
+    result = overlap([0, 1], [1, 2], 8)
+    assert result["overlap"] == 1
+    assert result["jaccard"] == pytest.approx(1 / 3)
+    assert result["jaccard_p"] == pytest.approx(13 / 28)
+    none = overlap([0, 1], [2, 3], 8)
+    assert none["jaccard"] == 0 and none["jaccard_p"] == pytest.approx(1.0)
+    full = overlap([0, 1], [0, 1], 8)  # P(X >= 2) = 1/C(8,2)
+    assert full["jaccard"] == 1 and full["jaccard_p"] == pytest.approx(1 / 28)
+    with pytest.raises(ValueError):
+        overlap([8], [0], 8)
+
+
+def _tables(phi=PHI):
+    """neurons.csv and targeting.csv as the label and attack stages write them."""
+    rng = np.random.default_rng(0)
+    n, epsilons, labels = len(phi), [0.1, 0.2], ["0.1", "0.2"]
+    raw = np.abs(rng.normal(size=(n, 2))) + 0.1
+    share = raw / raw.sum(axis=0)
+    targeting = pd.DataFrame(
+        [
+            {"neuron": k, "epsilon": e, "epsilon_label": lab, "effect": raw[k, i],
+             "share": share[k, i], "magnitude": 1.0}
+            for i, (e, lab) in enumerate(zip(epsilons, labels, strict=True))
+            for k in range(n)
+        ]
+    )  # fmt: skip
+    order = np.lexsort((np.arange(n), -np.asarray(phi)))
+    label = np.full(n, "neutral", dtype=object)
+    label[order[:2]], label[order[-2:]] = "fragile", "robust"
+    neurons = pd.DataFrame(
+        {"neuron": np.arange(n), "phi": phi, "label": label,
+         "antifragile": (label == "robust") & (np.asarray(phi) < 0),
+         "share": share.mean(axis=1)}
+    )  # fmt: skip
+    return neurons, targeting, share
+
+
+def test_correlate_summary_per_epsilon_and_mean():
+    neurons, targeting, share = _tables()
+    # shuffled rows, as a CSV may come: the result must not depend on row order
+    summary, table = correlate(neurons.sample(frac=1, random_state=1), targeting[::-1], 0.25)
+    mean = share.mean(axis=1)
+    assert summary["spearman_rho"] == pytest.approx(stats.spearmanr(PHI, mean).statistic)
+    assert summary["kendall_p"] == pytest.approx(stats.kendalltau(PHI, mean).pvalue)
+    assert list(summary["by_epsilon"]) == ["0.1", "0.2"]
+    for i, label in enumerate(["0.1", "0.2"]):
+        per = summary["by_epsilon"][label]
+        assert per["pearson_r"] == pytest.approx(stats.pearsonr(PHI, share[:, i]).statistic)
+        expected = overlap([0, 5], most_targeted(share[:, i], 0.25), 8)
+        assert per["jaccard"] == pytest.approx(expected["jaccard"])
+        assert per["jaccard_p"] == pytest.approx(expected["jaccard_p"])
+    assert summary["fragile"] == 2 and summary["targeted"] == 2 and summary["neurons"] == 8
+    assert list(table["neuron"]) == list(range(8))
+    assert table["targeted"].sum() == 2
+    assert table.loc[table["targeted"], "neuron"].tolist() == most_targeted(mean, 0.25).tolist()
+    json.dumps(json_ready(summary), allow_nan=False)
+
+
+def test_correlate_constant_phi_reports_null():
+    neurons, targeting, _ = _tables(np.zeros(8))
+    summary, _ = correlate(neurons, targeting, 0.25)
+    clean = json_ready(summary)
+    assert clean["spearman_rho"] is None and clean["by_epsilon"]["0.1"]["kendall_p"] is None
+    assert clean["jaccard"] is not None  # the overlap is still defined
+    json.dumps(clean, allow_nan=False)
+
+
+def test_correlate_rejects_inconsistent_tables():
+    neurons, targeting, _ = _tables()
+    with pytest.raises(ValueError, match="every neuron"):
+        correlate(neurons, targeting[targeting["neuron"] != 3], 0.25)
+    stale = neurons.assign(share=neurons["share"] * 1.1)
+    with pytest.raises(ValueError, match="mean over E"):
+        correlate(stale, targeting, 0.25)
+    with pytest.raises(ValueError, match="one row per neuron"):
+        correlate(neurons[neurons["neuron"] != 0], targeting, 0.25)

@@ -1,0 +1,185 @@
+"""Evaluation with controls (method.md section 6)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fragile_neurons.correlate import json_ready
+from fragile_neurons.evaluate import (
+    ATTACKS,
+    Setup,
+    attack_model,
+    attack_variants,
+    auc,
+    curves,
+    folded_difference,
+    random_gains,
+    summarize,
+    variants,
+    wide_curves,
+)
+from fragile_neurons.figures.results import robustness_figure
+from fragile_neurons.gates import fold, gated
+from fragile_neurons.inference import as_input
+from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.robustness import fgsm_sweep
+
+CPU = torch.device("cpu")
+EPS = [0.0, 0.1, 0.2]
+LABELS = ["0", "0.1", "0.2"]
+
+
+def _setup(**kw) -> Setup:
+    args = {"epsilons": EPS, "batch_size": 64, "device": CPU, "label_mode": "true",
+            "pgd_steps": 2, "pgd_samples": 32, "seed": 0}  # fmt: skip
+    return Setup(**{**args, **kw})
+
+
+def test_auc_by_hand():
+    # trapezoid: 0.1 * (1 + 0.5) / 2 + 0.2 * (0.5 + 0.1) / 2 = 0.135, over a range of 0.3
+    assert auc([0, 0.1, 0.3], [1.0, 0.5, 0.1]) == pytest.approx(0.45)
+    assert auc([0.05, 0.1, 0.2], [0.7, 0.7, 0.7]) == pytest.approx(0.7)
+    assert auc([0.1], [0.4]) == 0.4
+    with pytest.raises(ValueError):
+        auc([0.2, 0.1], [1.0, 0.5])
+
+
+def test_random_controls_never_select_by_score():
+    n, fragile = 32, torch.arange(8)  # the hardening amplifies neurons 0..7
+    gains = torch.ones(n)
+    gains[fragile] = torch.linspace(1.5, 3.0, 8)
+    gains[24:] = 0.5
+    draws = random_gains(gains, 400, torch.Generator().manual_seed(0))
+    # the same multiset of gains in every draw
+    assert torch.equal(draws.sort(dim=1).values, gains.sort().values.expand(400, n))
+    # amplified gains land on the fragile set at the rate of chance: 8 of 32 neurons, so the
+    # hypergeometric mean overlap is 8 * 8 / 32 = 2 (sd ~1.1, so the mean of 400 is 2 +- 0.15)
+    hits = (draws[:, fragile] > 1).sum(dim=1).double()
+    assert hits.mean().item() == pytest.approx(2.0, abs=0.3)
+    # every neuron is amplified equally often, whatever its score
+    per_neuron = (draws > 1).double().mean(dim=0)
+    assert per_neuron.min().item() > 0.1 and per_neuron.max().item() < 0.4
+    # seeded: the same generator seed gives the same draws
+    again = random_gains(gains, 400, torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
+
+
+def test_variants_names_and_gates():
+    gains, inverse = torch.tensor([2.0, 1.0, 0.5]), torch.tensor([0.5, 1.0, 2.0])
+    gates = variants(gains, inverse, 3, torch.Generator().manual_seed(1))
+    assert list(gates) == ["original", "hardened", "random_0", "random_1", "random_2", "inverse"]
+    assert torch.equal(gates["original"], torch.ones(3))
+    assert torch.equal(gates["hardened"], gains) and torch.equal(gates["inverse"], inverse)
+
+
+def test_original_fgsm_equals_the_attack_stage(trained_mnist, mnist_splits):
+    _, test = mnist_splits
+    images, labels = test["images"], test["labels"]
+    setup = _setup()
+    result, signs = attack_model(trained_mnist, images, labels, setup)
+    sweep = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
+    assert result["fgsm"] == sweep.accuracy
+    assert result["clean"] == sweep.clean_accuracy
+    assert torch.equal(signs, sweep.signs)
+    assert result["transfer"] == result["fgsm"]  # the source attacked with its own signs
+    assert result["fgsm"][2] < result["fgsm"][0]  # the attack does something
+    assert result["pgd"][0] == pytest.approx(
+        (trained_mnist(as_input(images[:32], CPU)).argmax(1) == labels[:32]).double().mean().item()
+    )  # PGD at eps 0: the clean accuracy on the PGD subset
+    assert result["pgd"][2] <= result["fgsm"][0]
+
+
+def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist_splits):
+    _, test = mnist_splits
+    images, labels = test["images"][:64], test["labels"][:64]
+    setup = _setup()
+    layer = find_scan_layer(trained_mnist, as_input(images[:1], CPU))
+    n = layer.channels
+    gains = torch.ones(n)
+    gains[:8], gains[-8:] = 2.0, 0.5
+    inverse = torch.ones(n)
+    inverse[:8], inverse[-8:] = 0.5, 2.0
+    gates = {"original": torch.ones(n), "hardened": gains, "random_0": torch.ones(n),
+             "random_1": gains.flip(0), "inverse": inverse}  # fmt: skip
+    results = attack_variants(trained_mnist, layer, gates, images, labels, setup)
+    alone, source = attack_model(trained_mnist, images, labels, setup)
+    # an identity gate is the original model; PGD starts from the same points every time
+    assert results["original"] == alone
+    assert results["random_0"] == alone
+    # the hardened variant is attacked white-box, and with the original's signs for transfer
+    with gated(trained_mnist, layer, gains):
+        hardened, _ = attack_model(trained_mnist, images, labels, setup, transfer_signs=source)
+    assert results["hardened"] == hardened
+    assert results["hardened"]["transfer"] != results["hardened"]["fgsm"]
+
+    m = np.linspace(0.5, 1.5, n)
+    summary = summarize(results, EPS, LABELS, m, gates)
+    v = summary["variants"]
+    for attack in ("fgsm", "pgd", "transfer"):
+        assert summary["gain"][attack] == pytest.approx(
+            v["hardened"][attack]["auc"] - v["original"][attack]["auc"]
+        )
+        draws = v["random"][attack]["auc_draws"]
+        assert v["random"][attack]["auc"] == pytest.approx(np.mean(draws))
+        assert v["random"][attack]["auc_std"] == pytest.approx(np.std(draws, ddof=1))
+        margin = summary["margin_over_random"][attack]
+        assert margin["mean"] == pytest.approx(v["hardened"][attack]["auc"] - np.mean(draws))
+        assert margin["hardened_beats"] == sum(v["hardened"][attack]["auc"] > d for d in draws)
+        assert v["original"][attack]["auc"] == pytest.approx(
+            auc(EPS, [v["original"][attack]["accuracy"][e] for e in LABELS])
+        )
+    assert summary["headline"]["fgsm_auc_gain"] == summary["gain"]["fgsm"]
+    assert v["original"]["magnitude_ratio"] == pytest.approx(1.0)
+    assert v["hardened"]["magnitude_ratio"] == pytest.approx((gains.numpy() * m).sum() / m.sum())
+    json.dumps(json_ready(summary), allow_nan=False)
+
+    frame = pd.DataFrame(curves(summary, EPS, LABELS))
+    assert len(frame) == 4 * 3 * len(EPS)
+    assert frame["accuracy_std"].notna().sum() == 3 * len(EPS)  # random only
+    robustness_figure(frame, summary, "test")  # draws without error
+
+
+def test_folded_difference_detects_a_wrong_checkpoint(trained_mnist, mnist_splits):
+    _, test = mnist_splits
+    images = test["images"][:32]
+    layer = find_scan_layer(trained_mnist, as_input(images[:1], CPU))
+    gains = torch.linspace(0.5, 2.0, layer.channels)
+    setup = _setup()
+    right = folded_difference(fold(trained_mnist, layer, gains), trained_mnist, layer, gains,
+                              images, setup)  # fmt: skip
+    wrong = folded_difference(fold(trained_mnist, layer, gains.flip(0)), trained_mnist, layer,
+                              gains, images, setup)  # fmt: skip
+    assert right < 1e-5 < 1e-2 < wrong
+
+
+def test_one_random_draw_has_no_std():
+    curve = {"clean": 0.9, "fgsm": [0.9, 0.5, 0.1], "pgd": [0.9, 0.4, 0.0],
+             "transfer": [0.9, 0.6, 0.2]}  # fmt: skip
+    results = {name: curve for name in ("original", "hardened", "random_0", "inverse")}
+    summary = summarize(results, EPS, LABELS)
+    assert summary["variants"]["random"]["fgsm"]["auc_std"] is None
+    assert summary["margin_over_random"]["pgd"] == {"mean": 0.0, "std": None,
+                                                    "hardened_beats": 0, "draws": 1}  # fmt: skip
+    assert summary["gain"] == {"fgsm": 0.0, "pgd": 0.0, "transfer": 0.0}
+    json.dumps(summary, allow_nan=False)
+    frame = pd.DataFrame(curves(summary, EPS, LABELS))
+    assert frame["accuracy_std"].isna().all()
+
+
+def test_wide_curves_has_one_column_per_attack_and_variant():
+    frame = pd.DataFrame(
+        [
+            {"variant": v, "attack": a, "epsilon": e, "epsilon_label": str(e),
+             "accuracy": acc, "accuracy_std": 0.01 if v == "random" else float("nan")}
+            for a in ATTACKS for v, acc in (("original", 0.9), ("random", 0.8)) for e in (0, 0.1)
+        ]
+    )  # fmt: skip
+    wide = wide_curves(frame)
+    assert list(wide["epsilon"]) == [0, 0.1]
+    assert list(wide["fgsm_original"]) == [0.9, 0.9] and list(wide["pgd_random"]) == [0.8, 0.8]
+    assert "transfer_random_std" in wide and "fgsm_original_std" not in wide
