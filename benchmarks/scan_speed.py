@@ -1,0 +1,101 @@
+"""Benchmark: the fast nodal-dropout scan against the naive one, on a run's real data and model.
+
+    .venv/bin/python benchmarks/scan_speed.py [run] [--samples N] [--threads T] [--naive-batch B]
+
+Both scans measure every dropped network of the run's scanned layer on the same scan set (the
+first `scan.samples` test images; --samples to use fewer) at every epsilon of the run, with the
+FGSM signs the attack stage saved (computed here when that stage has not run yet). The naive
+scan runs the whole network once per neuron and epsilon, the neuron dropped by a forward hook,
+on batches of params `batch_size` images (--naive-batch to change). Prints wall-clock and CPU
+seconds, the speed-up, and whether the per-neuron accuracies agree exactly (exit status 1 if
+not). Needs the prepared data and the trained model (`dvc repro train@<run>`); writes nothing.
+Timings on a shared machine are noisy: when other processes keep the cores busy, --threads 1 or
+OMP_WAIT_POLICY=PASSIVE in the environment give steadier numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from fragile_neurons import io, paths
+from fragile_neurons.attacks import gradient_signs
+from fragile_neurons.config import epsilon_values, get_run, load_params
+from fragile_neurons.inference import as_input
+from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.models import load_checkpoint
+from fragile_neurons.runtime import seed_everything, select_device
+from fragile_neurons.scan import naive_scan, scan, with_clean
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", nargs="?", default="mnist", help="a key of `runs` (mnist)")
+    parser.add_argument("--samples", type=int, default=None, help="scan images (scan.samples)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--naive-batch", type=int, default=None, help="naive batch (batch_size)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    run = get_run(params, args.run)
+    device = select_device(params["device"])
+    seed_everything(params["seed"])
+    for path in (paths.prepared(args.run, "test"), paths.model(args.run)):
+        if not Path(path).exists():
+            raise SystemExit(f"{path} is missing: run `dvc repro train@{args.run}` first")
+
+    test = io.load_tensors(paths.prepared(args.run, "test"))
+    model, _ = load_checkpoint(paths.model(args.run), arch=run["arch"])
+    samples = args.samples or params["scan"]["samples"]
+    images, labels = test["images"][:samples], test["labels"][:samples]
+    layer = find_scan_layer(model, as_input(images[:1], device), params["scan"]["layer"])
+    batch = params["batch_size"]
+    cache = paths.attack_cache(args.run)
+    if cache.exists() and len(io.load_tensors(cache)["signs"]) >= len(images):
+        signs, source = io.load_tensors(cache)["signs"][: len(images)], str(cache)
+    else:
+        mode = run["attack"]["labels"]
+        signs = gradient_signs(model, images, labels, batch_size=batch, device=device,
+                               label_mode=mode)  # fmt: skip
+        source = "computed here"
+    eps, _ = with_clean(epsilon_values(run), [str(e) for e in epsilon_values(run)])
+
+    fast, fast_wall, fast_cpu = timed(
+        lambda: scan(model, layer, images, labels, signs, eps, batch_size=batch, device=device)
+    )
+    naive_batch = args.naive_batch or batch
+    naive, naive_wall, naive_cpu = timed(
+        lambda: naive_scan(
+            model, layer, images, labels, signs, eps, batch_size=naive_batch, device=device
+        )
+    )
+    same = torch.equal(fast.dropped_correct, naive.dropped_correct) and torch.equal(
+        fast.intact_correct, naive.intact_correct
+    )
+    loss_gap = (fast.dropped_loss - naive.dropped_loss).abs().max().item()
+
+    print(f"run {args.run}: {layer.conv_name} ({layer.channels} neurons), {len(images)} images, "
+          f"{len(eps)} epsilons, {torch.get_num_threads()} threads on {device.type}; "
+          f"signs: {source}")  # fmt: skip
+    print(f"{'scan':<22}{'wall s':>9}{'cpu s':>9}")
+    print(f"{'fast (' + fast.path + ')':<22}{fast_wall:>9.1f}{fast_cpu:>9.1f}")
+    print(f"{f'naive (batch {naive_batch})':<22}{naive_wall:>9.1f}{naive_cpu:>9.1f}")
+    print(f"speed-up: {naive_wall / fast_wall:.1f}x wall, {naive_cpu / fast_cpu:.1f}x cpu")
+    print(f"per-neuron accuracies identical: {same}; largest loss difference {loss_gap:.2e}")
+    if not same:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

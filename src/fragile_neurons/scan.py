@@ -1,0 +1,435 @@
+"""The nodal-dropout scan (method.md section 3): every neuron dropped in turn, measured.
+
+For each neuron k the dropped network f^(-k) (gate 1 - e_k) is evaluated on the scan set, clean
+and on its FGSM images at every epsilon, next to the intact network f. `scan` gives the numbers of
+the naive way (`naive_scan`: the whole network once per neuron, the neuron dropped by a forward
+hook) at a fraction of its cost, by one of three paths:
+
+- `delta`, when the neuron module is a top-level child of an ``nn.Sequential`` followed only by
+  channel-wise operations (ReLU, BatchNorm, pooling, eval dropout; a flatten right before a
+  linear layer) up to the next ``nn.Conv2d`` or ``nn.Linear`` layer P. Everything up to P's
+  pre-activation z runs once. Dropping neuron k changes P's input in channel k only, from h_k to
+  h0_k (the channel-wise operations applied to a zero map: not 0 where a BatchNorm lies between),
+  so z^(-k) = z + P_k(h0_k - h_k), where P_k is P without bias restricted to input channel k:
+  1/N of P's cost, computed as one batched matrix product for several k. Only the rest of the
+  network runs once per neuron.
+- `prefix`, otherwise when the neuron module is top-level (ResNet: a residual block comes next):
+  the network up to the neuron module runs once; the rest runs on gated copies of its output.
+- `hooks`, for a nested neuron module: stacked copies of the images, each copy gated by its own
+  gains (`gates.gated` with G x N gains).
+
+Several dropped networks share a forward pass; the passes are kept small (BATCH_ELEMENTS),
+which on a CPU is faster than large ones. The intact network's numbers come from the same path.
+Accuracies are kept as counts of correct predictions (integers, so equal scores are exactly
+equal); losses are mean cross-entropies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attacks import fgsm_images, input_gradient
+from .gates import apply_gate, drop_gains, gated
+from .inference import as_input, batch_slices
+from .layers import ScanLayer
+
+# Operations that act on each channel separately in eval mode, so that dropping neuron k
+# changes channel k only. After a flatten, only element-wise ones may follow.
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
+               nn.Dropout, nn.Identity)  # fmt: skip
+CHANNELWISE = ELEMENTWISE + (nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                             nn.AdaptiveMaxPool2d, nn.Dropout2d)  # fmt: skip
+
+# Elements of the largest per-network tensor of one pass (networks x images x features): passes
+# of a few MB stay in a CPU's caches (larger ones run slower, smaller ones pay per-call costs);
+# a GPU prefers large ones.
+BATCH_ELEMENTS = {"cpu": 2**21, "cuda": 2**26}
+
+
+@dataclass
+class ScanResult:
+    """Correct counts and mean losses of the intact network and of every dropped network.
+
+    Column e is epsilons[e] (0: the clean images); intact_* have shape (E,), dropped_* shape
+    (N, E) with row k for f^(-k). `path` names how they were computed.
+    """
+
+    epsilons: list[float]
+    samples: int
+    intact_correct: torch.Tensor
+    intact_loss: torch.Tensor
+    dropped_correct: torch.Tensor
+    dropped_loss: torch.Tensor
+    path: str
+
+    @property
+    def intact_accuracy(self) -> torch.Tensor:
+        return self.intact_correct.double() / self.samples
+
+    @property
+    def dropped_accuracy(self) -> torch.Tensor:
+        return self.dropped_correct.double() / self.samples
+
+    def to_dict(self) -> dict:
+        """Tensors and plain values only, for io.save_tensors."""
+        blob = dict(vars(self))
+        blob["epsilons"] = torch.tensor(self.epsilons, dtype=torch.float64)
+        return blob
+
+    @classmethod
+    def from_dict(cls, blob: dict) -> ScanResult:
+        """The inverse of to_dict; other keys in `blob` are ignored."""
+        values = {f.name: blob[f.name] for f in fields(cls)}
+        return cls(**{**values, "epsilons": blob["epsilons"].tolist()})
+
+
+def with_clean(epsilons: Sequence[float], labels: Sequence[str]) -> tuple[list, list]:
+    """The scan's epsilons and their labels: `attack.epsilons`, with 0 (the clean images, for
+    the clean impact) put first where the grid lacks it."""
+    if len(epsilons) != len(labels):
+        raise ValueError("one label per epsilon")
+    if 0.0 in epsilons:
+        return list(epsilons), list(labels)
+    return [0.0, *epsilons], ["0", *labels]
+
+
+def scan_table(result: ScanResult, epsilon_labels: Sequence[str]) -> pd.DataFrame:
+    """scan.csv: one row per neuron and epsilon, the intact and the dropped network's accuracy
+    and loss, and the impact (intact minus dropped accuracy; at epsilon 0, the clean impact)."""
+    n, e = result.dropped_correct.shape
+    if len(epsilon_labels) != e:
+        raise ValueError(f"{len(epsilon_labels)} epsilon labels for {e} epsilons")
+    intact = result.intact_accuracy.numpy()
+    dropped = result.dropped_accuracy.numpy()
+    impact = (result.intact_correct[None, :] - result.dropped_correct).numpy() / result.samples
+    return pd.DataFrame({
+        "neuron": [k for k in range(n) for _ in range(e)],
+        "epsilon": result.epsilons * n,
+        "epsilon_label": list(epsilon_labels) * n,
+        "accuracy_intact": list(intact) * n,
+        "accuracy_dropped": dropped.reshape(-1),
+        "loss_intact": list(result.intact_loss.numpy()) * n,
+        "loss_dropped": result.dropped_loss.numpy().reshape(-1),
+        "impact": impact.reshape(-1),
+    })  # fmt: skip
+
+
+class _Tally:
+    """Correct predictions and summed cross-entropy; row 0 the intact network, row k + 1 the
+    network without neuron k; one column per epsilon."""
+
+    def __init__(self, channels: int, epsilons: int):
+        self.correct = torch.zeros(channels + 1, epsilons, dtype=torch.int64)
+        self.loss = torch.zeros(channels + 1, epsilons, dtype=torch.float64)
+
+    def add(self, neurons: Sequence[int] | None, e: int, logits: torch.Tensor, y: torch.Tensor):
+        """logits of G stacked networks on the same B labels y, (G * B) x classes, for the
+        networks without `neurons` (G of them), or of the intact network (None)."""
+        rows = [0] if neurons is None else [k + 1 for k in neurons]
+        logits = logits.float().view(len(rows), len(y), logits.shape[-1])
+        labels = y.expand(len(rows), -1)
+        correct = (logits.argmax(dim=2) == labels).sum(dim=1)
+        loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+        self.correct[rows, e] += correct.cpu()
+        self.loss[rows, e] += loss.double().sum(dim=1).cpu()
+
+    def result(self, epsilons: Sequence[float], samples: int, path: str) -> ScanResult:
+        mean = self.loss / samples
+        return ScanResult(list(epsilons), samples, self.correct[0], mean[0],
+                          self.correct[1:], mean[1:], path)  # fmt: skip
+
+
+def _check(images, labels, signs, epsilons, batch_size, group) -> None:
+    if images.dim() != 4 or labels.shape != (len(images),):
+        raise ValueError(
+            f"images must be N x C x H x W with N labels, got {tuple(images.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    if signs.shape != images.shape:
+        raise ValueError(f"signs {tuple(signs.shape)} must match images {tuple(images.shape)}")
+    if len(epsilons) == 0 or any(not 0.0 <= e <= 1.0 for e in epsilons):
+        raise ValueError(f"epsilons must be a non-empty list of values in [0, 1], got {epsilons}")
+    if batch_size < 1 or (group is not None and group < 1):
+        raise ValueError(f"batch_size = {batch_size!r} and group = {group!r} must be >= 1")
+
+
+def _pass_size(elements: int, batch_size: int, group: int | None, device: torch.device):
+    """(images, networks) per pass for networks whose largest tensor has `elements` per image:
+    `group` networks on `batch_size` images when group is given, else as many as fit."""
+    if group is not None:
+        return batch_size, group
+    fit = max(1, BATCH_ELEMENTS.get(device.type, BATCH_ELEMENTS["cuda"]) // elements)
+    images = min(batch_size, fit)
+    return images, max(1, fit // images)
+
+
+def _groups(channels: int, size: int) -> list[range]:
+    return [range(s, min(s + size, channels)) for s in range(0, channels, size)]
+
+
+def _run(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for module in modules:
+        x = module(x)
+    return x
+
+
+def _stack(x: torch.Tensor, copies: int) -> torch.Tensor:
+    return x.repeat(copies, *([1] * (x.dim() - 1)))
+
+
+# --- where the network is cut ------------------------------------------------------------------
+
+
+@dataclass
+class _Split:
+    """A top-level Sequential cut after the neuron module: prefix (through the neuron module),
+    the channel-wise part, the next layer P (Conv2d or Linear; None: no delta path) and the
+    suffix after P (after the neuron module when P is None)."""
+
+    prefix: list[nn.Module]
+    channelwise: list[nn.Module]
+    next_layer: nn.Conv2d | nn.Linear | None
+    suffix: list[nn.Module]
+    flattened: bool
+
+
+def _split(model: nn.Module, layer: ScanLayer) -> _Split | None:
+    """Cut `model` after the neuron module; None where it is not a top-level child of an
+    nn.Sequential."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    names = [name for name, _ in model.named_children()]
+    if layer.neuron_name not in names:
+        return None
+    modules = list(model.children())
+    i = names.index(layer.neuron_name)
+    prefix, after = modules[: i + 1], modules[i + 1 :]
+    channelwise, flattened = [], False
+    for j, module in enumerate(after):
+        if isinstance(module, nn.Conv2d) and not flattened:
+            plain = module.groups == 1 and module.padding_mode == "zeros"
+            if plain and isinstance(module.padding, tuple):  # not "same" or "valid"
+                return _Split(prefix, channelwise, module, after[j + 1 :], flattened)
+            break
+        if isinstance(module, nn.Linear):
+            if flattened:
+                return _Split(prefix, channelwise, module, after[j + 1 :], flattened)
+            break
+        if isinstance(module, nn.Flatten) and not flattened:
+            if (module.start_dim, module.end_dim) != (1, -1):
+                break
+            flattened = True
+        elif not isinstance(module, ELEMENTWISE if flattened else CHANNELWISE):
+            break
+        channelwise.append(module)
+    return _Split(prefix, [], None, after, False)
+
+
+# --- the three paths: one pass over B images at one epsilon ------------------------------------
+
+
+def _delta_rows(layer: nn.Module, diff: torch.Tensor) -> torch.Tensor:
+    """The change of P's input, B x G x (H x W or P features) for G neurons, as G x R x K rows
+    that multiply P's weights of one input channel: convolution patches (R = B x output
+    positions, K = kernel taps), or the flattened features of the channel (R = B)."""
+    if not isinstance(layer, nn.Conv2d):
+        return diff.transpose(0, 1)
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = (
+        layer.kernel_size, layer.stride, layer.dilation, layer.padding
+    )  # fmt: skip
+    d = diff.transpose(0, 1)  # G x B x H x W
+    if ph or pw:
+        d = F.pad(d, (pw, pw, ph, ph))
+    height = (d.shape[2] - dh * (kh - 1) - 1) // sh + 1  # P's output size
+    width = (d.shape[3] - dw * (kw - 1) - 1) // sw + 1
+
+    def tap(u: int, v: int) -> torch.Tensor:  # the inputs that kernel tap (u, v) multiplies
+        top, left = u * dh, v * dw
+        return d[
+            :, :, top : top + sh * (height - 1) + 1 : sh, left : left + sw * (width - 1) + 1 : sw
+        ]
+
+    taps = torch.stack([tap(u, v) for u in range(kh) for v in range(kw)], dim=1)  # G x K x B...
+    return taps.flatten(2).transpose(1, 2)
+
+
+def _delta_weights(layer: nn.Module, neurons: range, channels: int) -> torch.Tensor:
+    """P's weights on input channel k, without bias, for each k in `neurons`: G x K x M."""
+    if isinstance(layer, nn.Conv2d):
+        return layer.weight[:, neurons.start : neurons.stop].flatten(2).permute(1, 2, 0)
+    weight = layer.weight.view(layer.out_features, channels, -1)
+    return weight[:, neurons.start : neurons.stop].permute(1, 2, 0)
+
+
+def _scan_delta(split: _Split, channels: int, x, y, e, tally: _Tally, networks: int) -> None:
+    a = _run(split.prefix, x)
+    h = _run(split.channelwise, a)
+    h0 = _run(split.channelwise, torch.zeros_like(a[:1]))  # what a dropped channel becomes
+    z = split.next_layer(h)
+    tally.add(None, e, _run(split.suffix, z.clone()), y)  # a copy: the suffix may work in place
+    if split.flattened:  # channel k owns a contiguous block of the flattened features
+        h, h0 = h.view(len(h), channels, -1), h0.view(1, channels, -1)
+    # z as rows of P's outputs (a convolution's: one row per image and position, channels last)
+    # so that z^(-k) = z + rows_k @ weights_k for G neurons k in one batched product.
+    conv = isinstance(split.next_layer, nn.Conv2d)
+    z_rows = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]) if conv else z
+    for neurons in _groups(channels, networks):
+        part = slice(neurons.start, neurons.stop)
+        rows = _delta_rows(split.next_layer, h0[:, part] - h[:, part])
+        weights = _delta_weights(split.next_layer, neurons, channels)
+        z_dropped = torch.baddbmm(z_rows.unsqueeze(0), rows, weights)  # G x R x M
+        if conv:  # G*B x M x H x W, held in channels-last memory order
+            z_dropped = z_dropped.view(-1, *z.shape[2:], z.shape[1]).permute(0, 3, 1, 2)
+        tally.add(neurons, e, _run(split.suffix, z_dropped.reshape(-1, *z.shape[1:])), y)
+
+
+def _scan_prefix(split: _Split, channels: int, x, y, e, tally: _Tally, networks: int) -> None:
+    a = _run(split.prefix, x)
+    tally.add(None, e, _run(split.suffix, a.clone()), y)  # a copy: the suffix may work in place
+    for neurons in _groups(channels, networks):
+        gated_a = apply_gate(_stack(a, len(neurons)), drop_gains(channels, neurons))
+        tally.add(neurons, e, _run(split.suffix, gated_a), y)
+
+
+def _scan_hooks(model, layer: ScanLayer, x, y, e, tally: _Tally, networks: int) -> None:
+    tally.add(None, e, model(x), y)
+    for neurons in _groups(layer.channels, networks):
+        with gated(model, layer, drop_gains(layer.channels, neurons)):
+            tally.add(neurons, e, model(_stack(x, len(neurons))), y)
+
+
+@torch.no_grad()
+def _elements_per_image(model, layer: ScanLayer, split: _Split | None, x: torch.Tensor) -> int:
+    """Elements per image of the largest tensor a pass holds per dropped network: P's output
+    on the delta path, the neuron module's output otherwise."""
+    if split is not None and split.next_layer is not None:
+        return split.next_layer(_run(split.channelwise, _run(split.prefix, x[:1])))[0].numel()
+    sizes = []
+    handle = layer.neuron_module(model).register_forward_hook(
+        lambda module, inputs, output: sizes.append(output[0].numel())
+    )
+    try:
+        model(x[:1])
+    finally:
+        handle.remove()
+    return sizes[0]
+
+
+@torch.no_grad()
+def scan(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    signs: torch.Tensor,
+    epsilons: Sequence[float],
+    *,
+    batch_size: int,
+    device: torch.device,
+    group: int | None = None,
+) -> ScanResult:
+    """The transfer scan: the intact and every dropped network on the FGSM images
+    x'_eps = fgsm_images(x, signs, eps) for each eps in `epsilons` (0: the clean images), the
+    signs crafted on the intact network.
+
+    At most `batch_size` images per pass; `group` dropped networks per pass (None: passes of
+    BATCH_ELEMENTS). The numbers of `naive_scan`: the same accuracies (up to an argmax tie broken
+    differently by float rounding), losses to float tolerance.
+    """
+    _check(images, labels, signs, epsilons, batch_size, group)
+    model.eval().to(device)
+    split = _split(model, layer)
+    path = "hooks" if split is None else "prefix" if split.next_layer is None else "delta"
+    x_all = as_input(images, torch.device("cpu"))
+    elements = _elements_per_image(model, layer, split, x_all[:1].to(device))
+    size, networks = _pass_size(elements, batch_size, group, device)
+    tally = _Tally(layer.channels, len(epsilons))
+    for s in batch_slices(len(images), size):
+        y = labels[s].to(device)
+        for e, eps in enumerate(epsilons):
+            x = fgsm_images(x_all[s], signs[s], eps).to(device)
+            if path == "hooks":
+                _scan_hooks(model, layer, x, y, e, tally, networks)
+            else:
+                step = _scan_delta if path == "delta" else _scan_prefix
+                step(split, layer.channels, x, y, e, tally, networks)
+    return tally.result(epsilons, len(images), path)
+
+
+@torch.no_grad()
+def naive_scan(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    signs: torch.Tensor,
+    epsilons: Sequence[float],
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> ScanResult:
+    """The reference for `scan`: the whole network once per neuron and epsilon on batches of
+    `batch_size` images, neuron k dropped by a forward hook (`gates.gated`)."""
+    _check(images, labels, signs, epsilons, batch_size, None)
+    model.eval().to(device)
+    x_all = as_input(images, torch.device("cpu"))
+    tally = _Tally(layer.channels, len(epsilons))
+    for neuron in [None, *range(layer.channels)]:
+        gains = (
+            torch.ones(layer.channels)
+            if neuron is None
+            else drop_gains(layer.channels, [neuron])[0]
+        )
+        with gated(model, layer, gains):
+            for e, eps in enumerate(epsilons):
+                for s in batch_slices(len(images), batch_size):
+                    x = fgsm_images(x_all[s], signs[s], eps).to(device)
+                    tally.add(
+                        None if neuron is None else [neuron], e, model(x), labels[s].to(device)
+                    )
+    return tally.result(epsilons, len(images), "naive")
+
+
+def adaptive_scan(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    signs: torch.Tensor,
+    epsilons: Sequence[float],
+    *,
+    batch_size: int,
+    device: torch.device,
+    label_mode: str = "true",
+    group: int | None = None,
+) -> ScanResult:
+    """The adaptive scan: each dropped network is attacked with FGSM images crafted anew against
+    itself (one input gradient per image and network; `label_mode` as in attacks.input_gradient);
+    the intact network with `signs`, the attack crafted on it. Several dropped networks share a
+    pass, as stacked copies of the images gated by a hook (G x N gains)."""
+    _check(images, labels, signs, epsilons, batch_size, group)
+    model.eval().to(device)
+    x_all = as_input(images, torch.device("cpu"))
+    elements = _elements_per_image(model, layer, None, x_all[:1].to(device))
+    size, networks = _pass_size(elements, batch_size, group, device)
+    tally = _Tally(layer.channels, len(epsilons))
+    for s in batch_slices(len(images), size):
+        x0, y = x_all[s].to(device), labels[s].to(device)
+        with torch.no_grad():
+            for e, eps in enumerate(epsilons):
+                tally.add(None, e, model(fgsm_images(x0, signs[s], eps)), y)
+        for neurons in _groups(layer.channels, networks):
+            stacked = _stack(x0, len(neurons))
+            with gated(model, layer, drop_gains(layer.channels, neurons)):
+                own_signs = input_gradient(model, stacked, _stack(y, len(neurons)), label_mode)
+                with torch.no_grad():
+                    for e, eps in enumerate(epsilons):
+                        x = fgsm_images(stacked, own_signs.sign(), eps)
+                        tally.add(neurons, e, model(x), y)
+    return tally.result(epsilons, len(images), "adaptive")

@@ -1,0 +1,56 @@
+"""scan: every neuron of the scanned layer dropped in turn, measured clean and under FGSM (§3)."""
+
+import time
+
+from fragile_neurons import io, paths
+from fragile_neurons.config import ParamError, epsilon_labels, epsilon_values
+from fragile_neurons.data import DataError
+from fragile_neurons.inference import as_input
+from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.models import load_checkpoint
+from fragile_neurons.scan import adaptive_scan, scan, scan_table, with_clean
+from fragile_neurons.stage import Context, run_stage
+
+
+def main(ctx: Context) -> None:
+    """Scan: data/scan/<run>/{measurements.pt,summary.json}, plots/<run>/scan.csv."""
+    test = io.load_tensors(paths.prepared(ctx.name, "test"))
+    model, _ = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
+    cfg = ctx.params["scan"]
+    images, labels = test["images"][: cfg["samples"]], test["labels"][: cfg["samples"]]
+    try:
+        layer = find_scan_layer(model, as_input(images[:1], ctx.device), cfg["layer"])
+    except ValueError as err:
+        raise ParamError("scan.layer", cfg["layer"], "null or an nn.Conv2d's name") from err
+    attack = io.load_tensors(paths.attack_cache(ctx.name))  # the signs crafted on the intact f
+    if attack["signs"].shape != images.shape:
+        raise DataError(f"{paths.attack_cache(ctx.name)} is not the scan set's: rerun attack")
+    eps, names = with_clean(epsilon_values(ctx.run), epsilon_labels(ctx.run))
+    batch, mode = ctx.params["batch_size"], cfg["adversarial"]
+
+    start = time.perf_counter()
+    if mode == "transfer":
+        result = scan(model, layer, images, labels, attack["signs"], eps, batch_size=batch,
+                      device=ctx.device)  # fmt: skip
+    else:
+        result = adaptive_scan(model, layer, images, labels, attack["signs"], eps,
+                               batch_size=batch, device=ctx.device,
+                               label_mode=ctx.run["attack"]["labels"])  # fmt: skip
+    seconds = time.perf_counter() - start
+
+    layer_info = {"conv": layer.conv_name, "neuron_module": layer.neuron_name,
+                  "neurons": layer.channels}  # fmt: skip
+    io.save_tensors(paths.scan_cache(ctx.name),
+                    {**result.to_dict(), "epsilon_labels": names, "layer": layer_info})  # fmt: skip
+    io.write_csv(paths.plot(ctx.name, "scan.csv"), scan_table(result, names))
+    io.write_json(paths.scan_cache(ctx.name).with_name("summary.json"), {
+        "intact_accuracy": dict(zip(names, result.intact_accuracy.tolist(), strict=True)),
+        "intact_loss": dict(zip(names, result.intact_loss.tolist(), strict=True)),
+        "layer": layer_info, "neurons": layer.channels, "samples": result.samples,
+        "adversarial": mode, "path": result.path, "device": ctx.device.type,
+        "seconds": round(seconds, 1),
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,197 @@
+"""The fast scan gives the naive scan's numbers on every path (method.md section 3)."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from fragile_neurons.gates import drop_gains, gated
+from fragile_neurons.inference import accuracy_and_loss
+from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.models import Normalize, build_model
+from fragile_neurons.robustness import fgsm_sweep
+from fragile_neurons.scan import (
+    ScanResult,
+    adaptive_scan,
+    naive_scan,
+    scan,
+    scan_table,
+    with_clean,
+)
+
+EPSILONS = [0.0, 0.05, 0.2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy machine waiting threads
+    spin: one thread keeps these tests fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomise_batchnorm(model: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            for t, lo, hi in ((m.running_mean, -0.5, 0.5), (m.running_var, 0.5, 2.0),
+                              (m.weight.data, 0.5, 1.5), (m.bias.data, -0.5, 0.5)):  # fmt: skip
+                t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+    return model.eval()
+
+
+def small(kind: str) -> tuple[nn.Sequential, int, int]:
+    """Tiny Sequentials with ReLU, pooling and BatchNorm between the scanned layer and the next."""
+    torch.manual_seed(0)
+    if kind == "bn_between_conv":  # neuron conv1; relu, BatchNorm, max-pool; dilated padded conv
+        relu2 = nn.ReLU(inplace=True)  # in place, right after the next layer
+        layers = [("conv1", nn.Conv2d(1, 6, 3)), ("relu1", nn.ReLU()),
+                  ("bn1", nn.BatchNorm2d(6)), ("pool1", nn.MaxPool2d(2)),
+                  ("conv2", nn.Conv2d(6, 5, 3, padding=2, dilation=2)), ("relu2", relu2),
+                  ("pool2", nn.AvgPool2d(2)), ("flatten", nn.Flatten()),
+                  ("fc", nn.Linear(5 * 3 * 3, 10))]  # fmt: skip
+        channels, size = 1, 14
+    elif kind == "bn_neuron_linear":  # neuron bn1; relu, max-pool, flatten, dropout, linear
+        layers = [("conv1", nn.Conv2d(3, 4, 3, bias=False)), ("bn1", nn.BatchNorm2d(4)),
+                  ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)), ("flatten", nn.Flatten()),
+                  ("dropout", nn.Dropout(0.5)), ("fc", nn.Linear(4 * 5 * 5, 10))]  # fmt: skip
+        channels, size = 3, 12
+    else:  # "strided": avg-pool, in-place ReLU, then a strided, padded conv
+        layers = [("conv1", nn.Conv2d(1, 5, 3, padding=1)), ("pool1", nn.AvgPool2d(2)),
+                  ("relu1", nn.ReLU(True)), ("conv2", nn.Conv2d(5, 4, 3, stride=2, padding=1)),
+                  ("bn2", nn.BatchNorm2d(4)), ("relu2", nn.ReLU()), ("flatten", nn.Flatten()),
+                  ("fc", nn.Linear(4 * 4 * 4, 10))]  # fmt: skip
+        channels, size = 1, 16
+    normalize = Normalize([0.5] * channels, [0.3] * channels)
+    model = nn.Sequential(OrderedDict([("normalize", normalize), *layers]))
+    return randomise_batchnorm(model, 1), channels, size
+
+
+def data(model, channels, size, n=12, seed=0):
+    """Images, and as labels the intact model's own predictions (so dropping neurons hurts)."""
+    g = torch.Generator().manual_seed(seed)
+    images = (torch.rand(n, channels, size, size, generator=g) * 255).to(torch.uint8)
+    signs = torch.randint(-1, 2, images.shape, generator=g, dtype=torch.int8)
+    with torch.no_grad():
+        labels = model(images.float() / 255).argmax(dim=1)
+    return images, labels, signs
+
+
+def assert_same(fast: ScanResult, naive: ScanResult, flips: bool = True):
+    assert torch.equal(fast.intact_correct, naive.intact_correct)
+    assert torch.equal(fast.dropped_correct, naive.dropped_correct)
+    torch.testing.assert_close(fast.intact_loss, naive.intact_loss, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast.dropped_loss, naive.dropped_loss, rtol=0, atol=1e-5)
+    # not vacuous: dropping neurons changes the losses and (flips) some predictions
+    assert (naive.dropped_loss - naive.intact_loss).abs().max() > 1e-3
+    assert not flips or (naive.dropped_correct != naive.intact_correct).any()
+
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("kind", ["bn_between_conv", "bn_neuron_linear", "strided"])
+@pytest.mark.parametrize("group", [None, 2])
+def test_fast_scan_equals_naive_scan_on_small_models(kind, group):
+    model, channels, size = small(kind)
+    images, labels, signs = data(model, channels, size)
+    layer = find_scan_layer(model, images[:2].float() / 255)
+    assert layer.neuron_name == ("bn1" if kind == "bn_neuron_linear" else "conv1")
+    fast = scan(model, layer, images, labels, signs, EPSILONS, batch_size=5, device=CPU,
+                group=group)  # fmt: skip
+    assert fast.path == "delta"
+    assert_same(fast, naive_scan(model, layer, images, labels, signs, EPSILONS, batch_size=7,
+                                 device=CPU))  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["mnist_cnn", "cifar_cnn"])
+def test_fast_scan_equals_naive_scan_on_pipeline_models(arch):
+    channels, size = (1, 28) if arch == "mnist_cnn" else (3, 16)
+    torch.manual_seed(0)
+    model = randomise_batchnorm(build_model(arch, channels, size, 10, [0.5], [0.3]), 2)
+    images, labels, signs = data(model, channels, size, n=6)
+    layer = find_scan_layer(model, images[:2].float() / 255)
+    fast = scan(model, layer, images, labels, signs, EPSILONS, batch_size=6, device=CPU)
+    assert fast.path == "delta"
+    naive = naive_scan(model, layer, images, labels, signs, EPSILONS, batch_size=6, device=CPU)
+    assert_same(fast, naive, flips=False)  # 32 random neurons: one alone may flip nothing
+
+
+@pytest.mark.parametrize("name, path", [(None, "prefix"), ("layer1.0.conv1", "hooks")])
+def test_fast_scan_equals_naive_scan_on_resnet18(name, path):
+    torch.manual_seed(0)
+    model = randomise_batchnorm(build_model("resnet18", 1, 16, 10, [0.5], [0.3]), 3)
+    images, labels, signs = data(model, 1, 16, n=4)
+    layer = find_scan_layer(model, images[:2].float() / 255, name)
+    fast = scan(model, layer, images, labels, signs, [0.1], batch_size=4, device=CPU, group=24)
+    assert fast.path == path
+    naive = naive_scan(model, layer, images, labels, signs, [0.1], batch_size=4, device=CPU)
+    assert_same(fast, naive, flips=False)
+
+
+def test_intact_row_is_the_plain_model():
+    model, channels, size = small("bn_between_conv")
+    images, labels, signs = data(model, channels, size)
+    layer = find_scan_layer(model, images[:2].float() / 255)
+    result = scan(model, layer, images, labels, signs, [0.0], batch_size=100, device=CPU)
+    with torch.no_grad():
+        accuracy, loss = accuracy_and_loss(model(images.float() / 255), labels)
+    assert result.intact_correct.item() == len(labels) == round(accuracy * len(labels))
+    assert result.intact_loss.item() == pytest.approx(loss, abs=1e-6)
+
+
+def test_intact_accuracies_are_the_attack_stages():
+    """The same images and signs give the attack stage's accuracies (robustness.fgsm_sweep)."""
+    model, channels, size = small("bn_neuron_linear")
+    images, labels, _ = data(model, channels, size, n=10)
+    labels = labels.roll(1)  # some wrong, so the accuracies are not all 1
+    sweep = fgsm_sweep(model, images, labels, EPSILONS, batch_size=4, device=CPU)
+    layer = find_scan_layer(model, images[:2].float() / 255)
+    result = scan(model, layer, images, labels, sweep.signs, EPSILONS, batch_size=3, device=CPU)
+    assert result.intact_accuracy.tolist() == sweep.accuracy
+    assert result.intact_loss.tolist() == pytest.approx(sweep.loss, abs=1e-6)
+
+
+def test_adaptive_scan_attacks_each_dropped_network():
+    model, channels, size = small("bn_between_conv")
+    images, labels, signs = data(model, channels, size, n=8)
+    layer = find_scan_layer(model, images[:2].float() / 255)
+    result = adaptive_scan(model, layer, images, labels, signs, EPSILONS, batch_size=8,
+                           device=CPU, group=4)  # fmt: skip
+    transfer = scan(model, layer, images, labels, signs, EPSILONS, batch_size=8, device=CPU)
+    assert torch.equal(result.intact_correct, transfer.intact_correct)
+    assert torch.equal(result.dropped_correct[:, 0], transfer.dropped_correct[:, 0])  # clean
+    x = images.float() / 255
+    for k in range(layer.channels):  # by hand: FGSM against the dropped network itself
+        with gated(model, layer, drop_gains(layer.channels, [k])[0]):
+            x_req = x.clone().requires_grad_(True)
+            loss = nn.functional.cross_entropy(model(x_req), labels, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_req)
+            with torch.no_grad():
+                for e, eps in enumerate(EPSILONS):
+                    adv = (x + eps * grad.sign()).clamp(0, 1)
+                    correct = (model(adv).argmax(dim=1) == labels).sum().item()
+                    assert result.dropped_correct[k, e].item() == correct
+    assert not torch.equal(result.dropped_correct, transfer.dropped_correct)
+
+
+def test_table_and_checks():
+    model, channels, size = small("strided")
+    images, labels, signs = data(model, channels, size, n=4)
+    layer = find_scan_layer(model, images[:2].float() / 255)
+    result = scan(model, layer, images, labels, signs, EPSILONS, batch_size=4, device=CPU)
+    table = scan_table(result, ["0", "0.05", "0.2"])
+    assert len(table) == layer.channels * len(EPSILONS)
+    row = table[(table.neuron == 2) & (table.epsilon_label == "0.2")].iloc[0]
+    assert row.impact == pytest.approx(row.accuracy_intact - row.accuracy_dropped)
+    assert row.accuracy_dropped == result.dropped_correct[2, 2].item() / 4
+    assert ScanResult.from_dict(result.to_dict()).dropped_loss.equal(result.dropped_loss)
+    assert with_clean([0.1, 0.2], ["0.1", "0.2"]) == ([0.0, 0.1, 0.2], ["0", "0.1", "0.2"])
+    assert with_clean([0.0, 0.2], ["0", "0.2"]) == ([0.0, 0.2], ["0", "0.2"])
+    with pytest.raises(ValueError, match="signs"):
+        scan(model, layer, images, labels, signs[:2], EPSILONS, batch_size=4, device=CPU)
+    with pytest.raises(ValueError, match="epsilons"):
+        scan(model, layer, images, labels, signs, [1.5], batch_size=4, device=CPU)
