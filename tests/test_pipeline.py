@@ -134,3 +134,13 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
     finally:
         params_file.write_text(original)
         dvc(project, "repro")
+
+
+def test_report_tabulates_every_run(project):
+    result = subprocess.run(
+        [sys.executable, "-m", "fragile_neurons.report"],
+        cwd=project, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "| digits | mnist (NOT verified) | mnist_cnn |" in result.stdout
+    assert "| objects | cifar10 (NOT verified) | cifar_cnn |" in result.stdout
+    assert "| hardened |" in result.stdout and "FGSM accuracy" in result.stdout
