@@ -118,6 +118,16 @@ def trained_mnist(mnist_splits):
     return model.eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy machine waiting threads
+    spin: one thread keeps these tests fast."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def real_root() -> Path:
     root = os.environ.get("FRAGILE_NEURONS_DATA")

@@ -10,15 +10,7 @@ from fragile_neurons.gates import drop_gains, fold, gated
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import build_model, load_checkpoint, save_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy machine waiting threads
-    spin: one thread keeps these tests fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(arch, channels, size, seed=0):

@@ -23,14 +23,7 @@ from fragile_neurons.scan import (
 EPSILONS = [0.0, 0.05, 0.2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy machine waiting threads
-    spin: one thread keeps these tests fast."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise_batchnorm(model: nn.Module, seed: int) -> nn.Module:
