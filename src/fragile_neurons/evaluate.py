@@ -88,6 +88,18 @@ def _accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, setup: Se
     return accuracy_and_loss(logits_of(model, x, setup.batch_size, setup.device), labels)[0]
 
 
+def _signs(model: nn.Module, images, labels, setup: Setup) -> torch.Tensor:
+    """The FGSM gradient signs of `model` on every image, with the setup's batching and labels."""
+    return gradient_signs(
+        model,
+        images,
+        labels,
+        batch_size=setup.batch_size,
+        device=setup.device,
+        label_mode=setup.label_mode,
+    )
+
+
 def attack_model(
     model: nn.Module,
     images: torch.Tensor,
@@ -105,14 +117,7 @@ def attack_model(
     clean = accuracy_and_loss(logits, labels)[0]
     n = min(setup.pgd_samples, len(images))
     clean_subset = accuracy_and_loss(logits[:n], labels[:n])[0]
-    signs = gradient_signs(
-        model,
-        images,
-        labels,
-        batch_size=setup.batch_size,
-        device=setup.device,
-        label_mode=setup.label_mode,
-    )
+    signs = _signs(model, images, labels, setup)
 
     def fgsm_curve(s: torch.Tensor) -> list[float]:
         return [
@@ -161,14 +166,7 @@ def attack_variants(
     source = None
     first = next((name for name, g in gates.items() if bool((g == 1).all())), None)
     if first is None:
-        source = gradient_signs(
-            model,
-            images,
-            labels,
-            batch_size=setup.batch_size,
-            device=setup.device,
-            label_mode=setup.label_mode,
-        )
+        source = _signs(model, images, labels, setup)
     order = ([first] if first is not None else []) + [name for name in gates if name != first]
     out = {}
     for name in order:
