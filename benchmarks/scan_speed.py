@@ -27,7 +27,7 @@ from fragile_neurons.config import epsilon_values, get_run, load_params
 from fragile_neurons.inference import as_input
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import load_checkpoint
-from fragile_neurons.runtime import seed_everything, select_device
+from fragile_neurons.runtime import keep_freed_memory, seed_everything, select_device
 from fragile_neurons.scan import naive_scan, scan, with_clean
 
 
@@ -45,12 +45,13 @@ def main() -> None:
     parser.add_argument("--naive-batch", type=int, default=None, help="naive batch (batch_size)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
+    keep_freed_memory()  # as the stages do
     if args.threads:
         torch.set_num_threads(args.threads)
     params = load_params(args.params)
     run = get_run(params, args.run)
     device = select_device(params["device"])
-    seed_everything(params["seed"])
+    seed_everything(params["seed"], device)
     for path in (paths.prepared(args.run, "test"), paths.model(args.run)):
         if not Path(path).exists():
             raise SystemExit(f"{path} is missing: run `dvc repro train@{args.run}` first")

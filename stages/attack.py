@@ -1,7 +1,5 @@
 """attack: FGSM over the run's epsilon grid on the test split, and how it targets the neurons."""
 
-import time
-
 from fragile_neurons import io, paths
 from fragile_neurons.config import ParamError, epsilon_labels, epsilon_values
 from fragile_neurons.figures.attack import EXAMPLES, examples_figure
@@ -33,7 +31,6 @@ def main(ctx: Context) -> None:
     scan_images = test["images"][: ctx.params["scan"]["samples"]]
     layer = scan_layer(model, as_input(scan_images[:1], ctx.device), ctx.params["scan"]["layer"])
 
-    start = time.perf_counter()
     sweep = fgsm_sweep(
         model, test["images"], test["labels"], eps, batch_size=batch, device=ctx.device,
         label_mode=mode,
@@ -48,7 +45,6 @@ def main(ctx: Context) -> None:
     shown, predicted = fgsm_examples(
         model, scan_images[:EXAMPLES], signs[:EXAMPLES], [e for e, _ in rows], device=ctx.device
     )
-    seconds = time.perf_counter() - start
 
     layer_info = {"conv": layer.conv_name, "neuron_module": layer.neuron_name,
                   "neurons": layer.channels}  # fmt: skip
@@ -71,7 +67,7 @@ def main(ctx: Context) -> None:
         "success_rate": by_eps(sweep.success_rate), "linf_mean": by_eps(sweep.linf_mean),
         "l2_mean": by_eps(sweep.l2_mean), "clean_accuracy": sweep.clean_accuracy,
         "clean_loss": sweep.clean_loss, "layer": layer_info, "scan_samples": len(scan_images),
-        "labels": mode, "device": ctx.device.type, "seconds": round(seconds, 1),
+        "labels": mode, "device": ctx.device.type,
     })  # fmt: skip
 
 

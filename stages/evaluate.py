@@ -63,7 +63,6 @@ def main(ctx: Context) -> None:
                     "pgd": min(cfg["samples"], len(images))},
         "pgd_steps": setup.pgd_steps, "random_controls": cfg["random_controls"],
         "hardened_checkpoint_difference": difference, "device": ctx.device.type,
-        "seconds": round(time.perf_counter() - start, 1),
     })  # fmt: skip
 
 

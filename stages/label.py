@@ -3,7 +3,7 @@
 import pandas as pd
 
 from fragile_neurons import io, paths
-from fragile_neurons.data import DataError
+from fragile_neurons.errors import DataError
 from fragile_neurons.figures.scan import filters_figure, impact_figure
 from fragile_neurons.fragility import impact_scores, label_count, neuron_table
 from fragile_neurons.models import load_checkpoint
@@ -42,7 +42,6 @@ def main(ctx: Context) -> None:
         "label_count": label_count(len(neurons), cfg["label_fraction"]),
         "intact_accuracy": summary["intact_accuracy"], "intact_loss": summary["intact_loss"],
         "layer": layer, "samples": result.samples, "adversarial": summary["adversarial"],
-        "seconds": summary["seconds"],
     })  # fmt: skip
 
     title = f"{ctx.name}: {layer['conv']}, phi = {cfg['score']} impact"

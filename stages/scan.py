@@ -1,10 +1,8 @@
 """scan: every neuron of the scanned layer dropped in turn, measured clean and under FGSM (§3)."""
 
-import time
-
 from fragile_neurons import io, paths
 from fragile_neurons.config import ParamError, epsilon_labels, epsilon_values
-from fragile_neurons.data import DataError
+from fragile_neurons.errors import DataError
 from fragile_neurons.inference import as_input
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import load_checkpoint
@@ -28,7 +26,6 @@ def main(ctx: Context) -> None:
     eps, names = with_clean(epsilon_values(ctx.run), epsilon_labels(ctx.run))
     batch, mode = ctx.params["batch_size"], cfg["adversarial"]
 
-    start = time.perf_counter()
     if mode == "transfer":
         result = scan(model, layer, images, labels, attack["signs"], eps, batch_size=batch,
                       device=ctx.device)  # fmt: skip
@@ -36,7 +33,6 @@ def main(ctx: Context) -> None:
         result = adaptive_scan(model, layer, images, labels, attack["signs"], eps,
                                batch_size=batch, device=ctx.device,
                                label_mode=ctx.run["attack"]["labels"])  # fmt: skip
-    seconds = time.perf_counter() - start
 
     layer_info = {"conv": layer.conv_name, "neuron_module": layer.neuron_name,
                   "neurons": layer.channels}  # fmt: skip
@@ -48,7 +44,6 @@ def main(ctx: Context) -> None:
         "intact_loss": dict(zip(names, result.intact_loss.tolist(), strict=True)),
         "layer": layer_info, "neurons": layer.channels, "samples": result.samples,
         "adversarial": mode, "path": result.path, "device": ctx.device.type,
-        "seconds": round(seconds, 1),
     })  # fmt: skip
 
 

@@ -1,7 +1,5 @@
 """train: fit the run's architecture on its prepared data; save the checkpoint and curves."""
 
-import time
-
 import pandas as pd
 
 from fragile_neurons import io, paths
@@ -23,7 +21,6 @@ def main(ctx: Context) -> None:
     }
     model = build_model(**spec, mean=train["mean"], std=train["std"])
     cfg = ctx.run["train"]
-    start = time.perf_counter()
     history = train_model(
         model,
         train,
@@ -37,7 +34,6 @@ def main(ctx: Context) -> None:
         generator=ctx.generator,
         eval_batch_size=ctx.params["batch_size"],
     )
-    seconds = time.perf_counter() - start
     save_checkpoint(paths.model(ctx.name), model, spec)
     io.write_csv(paths.plot(ctx.name, "train.csv"), pd.DataFrame(history))
     last = history[-1]
@@ -51,7 +47,6 @@ def main(ctx: Context) -> None:
             "epochs": cfg["epochs"],
             "parameters": sum(p.numel() for p in model.parameters()),
             "device": ctx.device.type,
-            "seconds": round(seconds, 1),
         },
     )
 

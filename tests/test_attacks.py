@@ -3,6 +3,8 @@ torchattacks' implementations as the oracle, image for image."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -320,6 +322,25 @@ def test_sweep_measures_what_it_says(sweep, trained_mnist, mnist_splits):
     assert torch.equal(
         sweep.signs, gradient_signs(trained_mnist, images, labels, batch_size=64, device=CPU)
     )
+
+
+def test_sweep_with_given_signs_is_a_transferred_attack(sweep, trained_mnist, mnist_splits):
+    """Another source's signs (here the flipped ones) make every epsilon's images; the model's
+    own signs with its clean logits give its white-box sweep back."""
+    _, test = mnist_splits
+    images, labels = test["images"], test["labels"]
+    run = partial(fgsm_sweep, trained_mnist, images, labels, EPSILONS, batch_size=64, device=CPU)
+    other = -sweep.signs
+    transfer = run(signs=other)
+    x = as_input(images, CPU)
+    with torch.no_grad():
+        for i, eps in enumerate(EPSILONS):
+            right = trained_mnist(fgsm_images(x, other, eps)).argmax(1) == labels
+            assert transfer.accuracy[i] == right.sum().item() / len(labels)
+    assert transfer.clean_accuracy == sweep.clean_accuracy and torch.equal(transfer.signs, other)
+    assert run(signs=sweep.signs, clean_logits=sweep.clean_logits).accuracy == sweep.accuracy
+    with pytest.raises(ValueError, match="signs have shape"):
+        run(signs=other[:5])
 
 
 def test_sweep_does_not_depend_on_the_batch_size(sweep, trained_mnist, mnist_splits):

@@ -57,6 +57,7 @@ def set_key(raw, dotted, value):
         ("runs.mnist.train.lr", 0, "(0.0"),
         ("runs.mnist.attack.epsilons", [0, 1.5], "[0, 1]"),
         ("runs.mnist.attack.epsilons", [0, 0.2, 0.1], "increasing"),
+        ("runs.mnist.attack.epsilons", [0], "positive epsilon"),
         ("runs.mnist.attack.epsilons", [0, "a/b"], "fraction"),
         ("runs.mnist.attack.labels", "guess", "'predicted'"),
         ("runs.mnist.train.augment", True, "false for digit-like data"),

@@ -2,9 +2,11 @@
 gating (method.md, "The channel gate")."""
 
 import copy
+from collections import OrderedDict
 
 import pytest
 import torch
+from torch import nn
 
 from fragile_neurons.gates import drop_gains, fold, gated
 from fragile_neurons.layers import find_scan_layer
@@ -120,3 +122,14 @@ def test_bad_gains_are_refused():
     with pytest.raises(ValueError, match="equal copies"), gated(model, layer, torch.ones(3, 32)):
         model(x)
     assert torch.equal(drop_gains(4, [1, 3]), torch.tensor([[1.0, 0, 1, 1], [1, 1, 1, 0]]))
+
+
+def test_a_gate_after_a_batchnorm_without_affine_cannot_be_folded():
+    model = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 4, 3)), ("bn1", nn.BatchNorm2d(4, affine=False)),
+        ("relu1", nn.ReLU()), ("flatten", nn.Flatten()), ("fc", nn.Linear(4 * 26 * 26, 10)),
+    ])).eval()  # fmt: skip
+    layer = find_scan_layer(model, torch.rand(1, 1, 28, 28))
+    assert layer.neuron_name == "bn1"
+    with pytest.raises(ValueError, match="no weight to scale"):
+        fold(model, layer, torch.ones(4))

@@ -1,9 +1,11 @@
 """The model registry and checkpoints."""
 
 import pickle
+from collections import OrderedDict
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fragile_neurons import io
@@ -38,6 +40,44 @@ def test_resnet18_mnist_stem_is_the_papers():
         (7, 7),
         (2, 2),
     )
+
+
+@pytest.mark.parametrize(("arch", "channels", "size"), [("mnist_cnn", 1, 28), ("cifar_cnn", 3, 32)])
+def test_pooling_before_relu_is_the_usual_relu_then_pool_bit_for_bit(arch, channels, size):
+    """The small CNNs max-pool before the ReLU (less work); logits and input gradients are those
+    of the conventional order exactly."""
+    torch.manual_seed(0)
+    model = build_model(arch, channels, size, 10, [0.5] * channels, [0.25] * channels).eval()
+    names = [name for name, _ in model.named_children()]
+    conventional = list(model.named_children())
+    for i, name in enumerate(names):
+        if name.startswith("pool") and names[i + 1].startswith("relu"):
+            conventional[i], conventional[i + 1] = conventional[i + 1], conventional[i]
+    assert [n for n, _ in conventional] != names
+    reference = nn.Sequential(OrderedDict(conventional)).eval()
+    x = torch.rand(16, channels, size, size)
+    labels = torch.arange(16) % 10
+
+    def logits_and_gradient(net):
+        image = x.clone().requires_grad_(True)
+        logits = net(image)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels), image)
+        return logits.detach(), grad
+
+    ours, theirs = logits_and_gradient(model), logits_and_gradient(reference)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_models_run_channels_last_and_save_the_standard_layout(tmp_path):
+    model = build_model("cifar_cnn", 3, 32, 10, [0.5] * 3, [0.25] * 3)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    save_checkpoint(tmp_path / "m.pt", model, {"arch": "cifar_cnn", "channels": 3, "size": 32,
+                                               "classes": 10})  # fmt: skip
+    saved = io.load_tensors(tmp_path / "m.pt")["state_dict"]
+    assert all(t.is_contiguous() for t in saved.values())
+    loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_normalize_is_mean_std():

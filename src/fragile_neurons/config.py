@@ -14,17 +14,11 @@ from typing import Any
 
 import yaml
 
+from .errors import ParamError
+
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ARCHS = ("mnist_cnn", "cifar_cnn", "resnet18")
 SCORES = ("clean", "adversarial", "difference")
-
-
-class ParamError(ValueError):
-    """A parameter that is missing, unknown or out of range."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"params: {key} = {value!r} is not allowed; expected {allowed}")
 
 
 # --- leaf checks: each takes (key, value) and returns the normalised value ---------------------
@@ -117,6 +111,8 @@ def _epsilons(key, v):
     values = [parse_epsilon(f"{key}[{i}]", e) for i, e in enumerate(v)]
     if any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ParamError(key, v, "epsilons in strictly increasing order")
+    if values[-1] == 0:
+        raise ParamError(key, v, "at least one positive epsilon (E+ is what is attacked)")
     return v  # kept as written; stages use epsilon_values() and epsilon_labels()
 
 

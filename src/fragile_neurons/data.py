@@ -18,12 +18,7 @@ import torch
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
-from .config import ParamError
-
-
-class DataError(RuntimeError):
-    """The data cannot be had: missing files without a download, or checksums that differ."""
-
+from .errors import DataError, ParamError
 
 # md5 of the *uncompressed* originals. torchvision verifies only the .gz archives it downloads;
 # a root that holds just the uncompressed files (as torchvision's MNIST accepts) is checked here.
@@ -201,8 +196,3 @@ def prepare(
         std=[round(v, 6) for v in std.tolist()],
     )
     return splits["train"], splits["test"], report
-
-
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images to float32 in [0, 1]: the model's input space, where epsilons live."""
-    return images.to(torch.float32).div_(255)

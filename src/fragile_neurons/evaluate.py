@@ -17,16 +17,18 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .attacks import fgsm_images, gradient_signs, pgd
+from .attacks import gradient_signs, pgd
 from .gates import gated
 from .inference import accuracy_and_loss, as_input, logits_of
 from .layers import ScanLayer
+from .robustness import fgsm_sweep
 
 ATTACKS = ("fgsm", "pgd", "transfer")
 
@@ -84,22 +86,6 @@ def variants(
     }
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, setup: Setup) -> float:
-    return accuracy_and_loss(logits_of(model, x, setup.batch_size, setup.device), labels)[0]
-
-
-def _signs(model: nn.Module, images, labels, setup: Setup) -> torch.Tensor:
-    """The FGSM gradient signs of `model` on every image, with the setup's batching and labels."""
-    return gradient_signs(
-        model,
-        images,
-        labels,
-        batch_size=setup.batch_size,
-        device=setup.device,
-        label_mode=setup.label_mode,
-    )
-
-
 def attack_model(
     model: nn.Module,
     images: torch.Tensor,
@@ -108,22 +94,21 @@ def attack_model(
     transfer_signs: torch.Tensor | None = None,
 ) -> tuple[dict, torch.Tensor]:
     """Attack one model: clean accuracy, and the accuracy at every epsilon in E under FGSM
-    (white-box), PGD (white-box, first `pgd_samples` images) and FGSM with `transfer_signs`
-    (None: the model is the source itself, so the transfer equals its white-box FGSM).
+    (white-box, the attack stage's `fgsm_sweep`), PGD (white-box, first `pgd_samples` images)
+    and FGSM with `transfer_signs` (None: the model is the source itself, so the transfer equals
+    its white-box FGSM).
     Returns ({"clean": acc, "fgsm": [...], "pgd": [...], "transfer": [...]}, the model's signs).
     """
-    x = as_input(images, torch.device("cpu"))
-    logits = logits_of(model, x, setup.batch_size, setup.device)
-    clean = accuracy_and_loss(logits, labels)[0]
+    sweep = partial(
+        fgsm_sweep, model, images, labels, setup.epsilons,
+        batch_size=setup.batch_size, device=setup.device, label_mode=setup.label_mode,
+    )  # fmt: skip
+    own = sweep()
+    transfer = own if transfer_signs is None else sweep(
+        signs=transfer_signs, clean_logits=own.clean_logits
+    )  # fmt: skip
     n = min(setup.pgd_samples, len(images))
-    clean_subset = accuracy_and_loss(logits[:n], labels[:n])[0]
-    signs = _signs(model, images, labels, setup)
-
-    def fgsm_curve(s: torch.Tensor) -> list[float]:
-        return [
-            clean if eps == 0 else _accuracy(model, fgsm_images(x, s, eps), labels, setup)
-            for eps in setup.epsilons
-        ]
+    clean_subset = accuracy_and_loss(own.clean_logits[:n], labels[:n])[0]
 
     def pgd_accuracy(eps: float) -> float:
         if eps == 0:
@@ -139,16 +124,16 @@ def attack_model(
             generator=torch.Generator().manual_seed(setup.seed),
             label_mode=setup.label_mode,
         )
-        return _accuracy(model, adv, labels[:n], setup)
+        logits = logits_of(model, adv, setup.batch_size, setup.device)
+        return accuracy_and_loss(logits, labels[:n])[0]
 
-    fgsm = fgsm_curve(signs)
     result = {
-        "clean": clean,
-        "fgsm": fgsm,
+        "clean": own.clean_accuracy,
+        "fgsm": own.accuracy,
         "pgd": [pgd_accuracy(eps) for eps in setup.epsilons],
-        "transfer": fgsm if transfer_signs is None else fgsm_curve(transfer_signs),
+        "transfer": transfer.accuracy,
     }
-    return result, signs
+    return result, own.signs
 
 
 def attack_variants(
@@ -166,7 +151,10 @@ def attack_variants(
     source = None
     first = next((name for name, g in gates.items() if bool((g == 1).all())), None)
     if first is None:
-        source = _signs(model, images, labels, setup)
+        source = gradient_signs(
+            model, images, labels,
+            batch_size=setup.batch_size, device=setup.device, label_mode=setup.label_mode,
+        )  # fmt: skip
     order = ([first] if first is not None else []) + [name for name in gates if name != first]
     out = {}
     for name in order:

@@ -72,6 +72,11 @@ def fold(model: nn.Module, layer: ScanLayer, gains: torch.Tensor) -> nn.Module:
     _check_gains(layer, gains)
     if gains.dim() != 1:
         raise ValueError("fold takes one gate of shape (N,)")
+    if getattr(layer.neuron_module(model), "weight", None) is None:
+        raise ValueError(
+            f"cannot fold a gate into {layer.neuron_name!r}: it has no weight to scale "
+            "(a BatchNorm with affine=False); use `gated` instead"
+        )
     folded = copy.deepcopy(model)
     module = layer.neuron_module(folded)
     g = gains.to(module.weight.device, module.weight.dtype)

