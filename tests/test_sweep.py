@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy import stats
 
-from fragile_neurons.sweep import mean_ci, render, summarise
+from fragile_neurons.sweep import mean_ci, render, reproduced, summarise
 
 
 def test_mean_ci_is_students_t():
@@ -37,3 +37,20 @@ def test_summarise_groups_by_run_and_keeps_each_seed():
     assert summary["cifar10"]["spearman_rho"]["n"] == 1
     text = render(summary)
     assert "run mnist" in text and "n < 2" in text
+
+
+def test_a_run_counts_only_when_all_its_stages_ran_with_the_experiments_params():
+    params = {"seed": 1, "runs": {"mnist": {"train": {"epochs": 3}}, "cifar10": {}},
+              "correlate": {"top_fraction": 0.25}}  # fmt: skip
+    lock = {"stages": {
+        "train@mnist": {"params": {"params.yaml": {"seed": 1, "runs.mnist.train": {"epochs": 3}}}},
+        "correlate@mnist": {"params": {"params.yaml": {"correlate.top_fraction": 0.25}}},
+        # the baseline's, kept by an experiment that targeted mnist only
+        "train@cifar10": {"params": {"params.yaml": {"seed": 0}}},
+        "correlate@cifar10": {"params": {"params.yaml": {"correlate.top_fraction": 0.25}}},
+    }}  # fmt: skip
+    assert reproduced(lock, params, "mnist")
+    assert not reproduced(lock, params, "cifar10")
+    assert not reproduced(lock, params, "fashion")  # no stage at all
+    params["runs"]["mnist"]["train"]["epochs"] = 5
+    assert not reproduced(lock, params, "mnist")

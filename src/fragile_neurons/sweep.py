@@ -9,7 +9,10 @@ the Spearman correlation of fragility with the attack share and its p-value, the
 in AUC under FGSM and PGD and its margin over the random control) as the mean over experiments
 with a two-sided 95% confidence interval from Student's t distribution, next to each seed's value.
 Experiments are listed by DVC (`dvc.api.exp_show`); their metrics are read from the experiment
-commits with git, so a run that an experiment did not reproduce is simply absent.
+commits with git. An experiment commit also holds the metrics of runs it did not reproduce (an
+experiment of `evaluate@mnist` keeps the baseline's cifar10 files), so a run counts only when
+every one of its stages in the commit's dvc.lock ran with the experiment's params; otherwise it
+is left out rather than counted again with another seed's values.
 """
 
 from __future__ import annotations
@@ -63,6 +66,32 @@ def _dig(obj, keys):
     return obj
 
 
+_MISSING = object()
+
+
+def _lookup(params: dict, dotted: str):
+    obj = params
+    for key in dotted.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return _MISSING
+        obj = obj[key]
+    return obj
+
+
+def reproduced(lock: dict, params: dict, run: str) -> bool:
+    """Whether every stage of `run` (`<stage>@<run>` in dvc.lock) ran with `params`: a stage
+    that an experiment did not rerun keeps the params of the run that made its outputs."""
+    stages = {
+        name: entry for name, entry in (lock.get("stages") or {}).items()
+        if name.endswith(f"@{run}")
+    }  # fmt: skip
+    return bool(stages) and all(
+        _lookup(params, key) == value
+        for entry in stages.values()
+        for key, value in (entry.get("params") or {}).get("params.yaml", {}).items()
+    )
+
+
 def collect(rev: str | None = None, num: int = 1) -> list[dict]:
     """One record per successful experiment: name, rev, seed, {run: {label: value}}."""
     records = []
@@ -71,8 +100,11 @@ def collect(rev: str | None = None, num: int = 1) -> list[dict]:
             continue
         sha = row["rev"]
         params = yaml.safe_load(_git_show(sha, "params.yaml") or "{}") or {}
+        lock = yaml.safe_load(_git_show(sha, "dvc.lock") or "{}") or {}
         runs = {}
         for run in params.get("runs", {}):
+            if not reproduced(lock, params, run):
+                continue
             values = {}
             for label, stem, keys in HEADLINE:
                 text = _git_show(sha, f"metrics/{run}/{stem}.json")
