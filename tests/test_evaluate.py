@@ -24,7 +24,7 @@ from fragile_neurons.evaluate import (
     wide_curves,
 )
 from fragile_neurons.figures.results import robustness_figure
-from fragile_neurons.gates import fold, gated
+from fragile_neurons.gates import fold
 from fragile_neurons.inference import as_input
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.robustness import fgsm_sweep
@@ -111,9 +111,10 @@ def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist
     # an identity gate is the original model; PGD starts from the same points every time
     assert results["original"] == alone
     assert results["random_0"] == alone
-    # the hardened variant is attacked white-box, and with the original's signs for transfer
-    with gated(trained_mnist, layer, gains):
-        hardened, _ = attack_model(trained_mnist, images, labels, setup, transfer_signs=source)
+    # the hardened variant (gains folded in) is attacked white-box, and with the original's
+    # signs for transfer
+    folded = fold(trained_mnist, layer, gains)
+    hardened, _ = attack_model(folded, images, labels, setup, transfer_signs=source)
     assert results["hardened"] == hardened
     assert results["hardened"]["transfer"] != results["hardened"]["fgsm"]
 

@@ -1,6 +1,9 @@
 """Evaluating the hardening with controls, as method.md section 6 defines it.
 
-Variants are gates over the original model: `original` (g = 1), `hardened` (the hardening gains),
+Variants are gates over the original model, each folded into a copy of its weights
+(`gates.fold`), so every variant is an ordinary model of the same architecture, as the hardened
+checkpoint is; a forward hook would cost an extra pass over the layer's output, about a tenth of
+this stage's time. `original` (g = 1: the weights unchanged bit for bit), `hardened` (the gains),
 `random` (the same gains given to randomly drawn neuron sets of the same sizes: each draw is a
 random permutation of the hardening gain vector over the neurons, which never looks at fragility
 or labels) and `inverse` (roles swapped). Every variant is attacked white-box:
@@ -25,7 +28,7 @@ import torch
 from torch import nn
 
 from .attacks import gradient_signs, pgd
-from .gates import gated
+from .gates import fold, gated
 from .inference import accuracy_and_loss, as_input, logits_of
 from .layers import ScanLayer
 from .robustness import fgsm_sweep
@@ -145,9 +148,9 @@ def attack_variants(
     setup: Setup,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict]:
-    """attack_model for `model` gated by each of `gates`, white-box, with FGSM transferred from
-    the ungated model. A gate of all ones (the original) is attacked first and its own signs are
-    the transfer source, so the source gradient is not computed twice."""
+    """attack_model for `model` with each of `gates` folded into its weights, white-box, with FGSM
+    transferred from the ungated model. A gate of all ones (the original) is attacked first and
+    its own signs are the transfer source, so the source gradient is not computed twice."""
     source = None
     first = next((name for name, g in gates.items() if bool((g == 1).all())), None)
     if first is None:
@@ -158,8 +161,8 @@ def attack_variants(
     order = ([first] if first is not None else []) + [name for name in gates if name != first]
     out = {}
     for name in order:
-        with gated(model, layer, gates[name]):
-            out[name], signs = attack_model(model, images, labels, setup, transfer_signs=source)
+        variant = fold(model, layer, gates[name])
+        out[name], signs = attack_model(variant, images, labels, setup, transfer_signs=source)
         if source is None:
             source = signs  # the original's signs: transfer equals its white-box FGSM
         if progress is not None:
