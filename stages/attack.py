@@ -1,5 +1,7 @@
 """attack: FGSM over the run's epsilon grid on the test split, and how it targets the neurons."""
 
+import dataclasses
+
 from fragile_neurons import io, paths
 from fragile_neurons.config import ParamError, epsilon_labels, epsilon_values
 from fragile_neurons.figures.attack import EXAMPLES, examples_figure
@@ -22,7 +24,8 @@ def scan_layer(model, example, name):
 
 def main(ctx: Context) -> None:
     """Attack: metrics/<run>/attack.json, plots/<run>/{attack,targeting}.csv and examples.png,
-    data/attack/<run>/scan_set.pt (the scan set's gradient signs, for the scan stage)."""
+    data/attack/<run>/scan_set.pt (the scan set's gradient signs, for the scan stage) and
+    data/attack/<run>/sweep.pt (the whole sweep, evaluate's `original` under FGSM)."""
     test = io.load_tensors(paths.prepared(ctx.name, "test"))
     model, _ = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
     model.to(ctx.device)
@@ -51,6 +54,9 @@ def main(ctx: Context) -> None:
     io.save_tensors(paths.attack_cache(ctx.name), {
         "signs": signs, "labels": test["labels"][: len(scan_images)].clone(), "label_mode": mode,
         "samples": len(scan_images), "layer": layer_info,
+    })  # fmt: skip
+    io.save_tensors(paths.attack_sweep(ctx.name), {
+        "sweep": dataclasses.asdict(sweep), "label_mode": mode, "batch_size": batch,
     })  # fmt: skip
     io.write_csv(paths.plot(ctx.name, "attack.csv"), sweep.frame(names))
     io.write_csv(paths.plot(ctx.name, "targeting.csv"), target.frame([n for _, n in positive]))

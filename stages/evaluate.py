@@ -8,9 +8,11 @@ import torch
 
 from fragile_neurons import evaluate, io, paths
 from fragile_neurons.config import epsilon_labels, epsilon_values
+from fragile_neurons.errors import DataError
 from fragile_neurons.figures.results import robustness_figure
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import load_checkpoint
+from fragile_neurons.robustness import FGSMSweep
 from fragile_neurons.stage import Context, run_stage
 
 FOLD_TOLERANCE = 1e-4  # relative logit difference allowed between folded and gated hardening
@@ -45,12 +47,21 @@ def main(ctx: Context) -> None:
         raise ValueError(f"{paths.hardened(ctx.name)} does not hold gains.csv's gains "
                          f"(relative logit difference {difference:.2g})")  # fmt: skip
 
+    attack = io.load_tensors(paths.attack_sweep(ctx.name))  # the original under FGSM
+    source = FGSMSweep(**attack["sweep"])
+    try:
+        evaluate.check_sweep(source, images, setup)
+        if (attack["label_mode"], attack["batch_size"]) != (setup.label_mode, setup.batch_size):
+            raise ValueError(f"it was made with labels {attack['label_mode']!r} and batch size "
+                             f"{attack['batch_size']}")  # fmt: skip
+    except ValueError as err:
+        raise DataError(f"{paths.attack_sweep(ctx.name)}: {err}; rerun attack") from err
     gates = evaluate.variants(gains, inverse, cfg["random_controls"], ctx.generator)
 
     def progress(name):
         print(f"evaluate {ctx.name}: {name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
-    results = evaluate.attack_variants(model, layer, gates, images, labels, setup, progress)
+    results = evaluate.attack_variants(model, layer, gates, images, labels, setup, progress, source)
     summary = evaluate.summarize(results, eps, names, table["magnitude"].to_numpy(), gates)
     frame = pd.DataFrame(evaluate.curves(summary, eps, names))
     io.write_csv(paths.plot(ctx.name, "evaluate.csv"), evaluate.wide_curves(frame))

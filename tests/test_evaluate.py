@@ -145,6 +145,33 @@ def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist
     robustness_figure(frame, summary, "test")  # draws without error
 
 
+def test_a_given_source_sweep_is_reused_and_checked(trained_mnist, mnist_splits):
+    """evaluate takes the original's FGSM from the attack stage: the results are those of
+    computing it afresh, and a sweep of other images or epsilons is refused."""
+    _, test = mnist_splits
+    images, labels = test["images"][:48], test["labels"][:48]
+    setup = _setup()
+    layer = find_scan_layer(trained_mnist, as_input(images[:1], CPU))
+    n = layer.channels
+    gains = torch.ones(n)
+    gains[:8], gains[-8:] = 2.0, 0.5
+    source = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
+    with_identity = {"original": torch.ones(n), "hardened": gains}
+    fresh = attack_variants(trained_mnist, layer, with_identity, images, labels, setup)
+    assert attack_variants(trained_mnist, layer, with_identity, images, labels, setup,
+                           source=source) == fresh  # fmt: skip
+    # without an identity gate the source still gives the transfer signs
+    alone = attack_variants(trained_mnist, layer, {"hardened": gains}, images, labels, setup,
+                            source=source)  # fmt: skip
+    assert alone["hardened"] == fresh["hardened"]
+    other = fgsm_sweep(trained_mnist, images[:40], labels[:40], EPS, batch_size=64, device=CPU)
+    with pytest.raises(ValueError, match="signs of shape"):
+        attack_variants(trained_mnist, layer, with_identity, images, labels, setup, source=other)
+    with pytest.raises(ValueError, match="epsilons"):
+        attack_variants(trained_mnist, layer, with_identity, images, labels,
+                        _setup(epsilons=[0.0, 0.1]), source=source)  # fmt: skip
+
+
 def test_folded_difference_detects_a_wrong_checkpoint(trained_mnist, mnist_splits):
     _, test = mnist_splits
     images = test["images"][:32]

@@ -7,7 +7,8 @@ this stage's time. `original` (g = 1: the weights unchanged bit for bit), `harde
 `random` (the same gains given to randomly drawn neuron sets of the same sizes: each draw is a
 random permutation of the hardening gain vector over the neurons, which never looks at fragility
 or labels) and `inverse` (roles swapped). Every variant is attacked white-box:
-- FGSM at every epsilon in E on the whole test split (eps = 0 is the clean accuracy);
+- FGSM at every epsilon in E on the whole test split (eps = 0 is the clean accuracy); the
+  original's is the attack stage's sweep (the same model, images and batches), not recomputed;
 - PGD-Linf at every epsilon in E+ on the first `samples` test images, `steps` steps of eps / 4
   from a random start drawn from a generator seeded with `seed` afresh for every variant, so all
   variants start from the same points (eps = 0 is the clean accuracy on those images);
@@ -31,7 +32,7 @@ from .attacks import gradient_signs, pgd
 from .gates import fold, gated
 from .inference import accuracy_and_loss, as_input, logits_of
 from .layers import ScanLayer
-from .robustness import fgsm_sweep
+from .robustness import FGSMSweep, fgsm_sweep
 
 ATTACKS = ("fgsm", "pgd", "transfer")
 
@@ -95,18 +96,22 @@ def attack_model(
     labels: torch.Tensor,
     setup: Setup,
     transfer_signs: torch.Tensor | None = None,
+    own: FGSMSweep | None = None,
 ) -> tuple[dict, torch.Tensor]:
     """Attack one model: clean accuracy, and the accuracy at every epsilon in E under FGSM
     (white-box, the attack stage's `fgsm_sweep`), PGD (white-box, first `pgd_samples` images)
     and FGSM with `transfer_signs` (None: the model is the source itself, so the transfer equals
-    its white-box FGSM).
+    its white-box FGSM). `own`: the model's white-box sweep when already computed.
     Returns ({"clean": acc, "fgsm": [...], "pgd": [...], "transfer": [...]}, the model's signs).
     """
     sweep = partial(
         fgsm_sweep, model, images, labels, setup.epsilons,
         batch_size=setup.batch_size, device=setup.device, label_mode=setup.label_mode,
     )  # fmt: skip
-    own = sweep()
+    if own is None:
+        own = sweep()
+    else:
+        check_sweep(own, images, setup)
     transfer = own if transfer_signs is None else sweep(
         signs=transfer_signs, clean_logits=own.clean_logits
     )  # fmt: skip
@@ -139,6 +144,15 @@ def attack_model(
     return result, own.signs
 
 
+def check_sweep(sweep: FGSMSweep, images: torch.Tensor, setup: Setup) -> None:
+    """A precomputed sweep must be of these images, at these epsilons."""
+    if sweep.signs.shape != images.shape or list(sweep.epsilons) != list(setup.epsilons):
+        raise ValueError(
+            f"the FGSM sweep has signs of shape {tuple(sweep.signs.shape)} at epsilons "
+            f"{sweep.epsilons}, not {tuple(images.shape)} at {setup.epsilons}"
+        )
+
+
 def attack_variants(
     model: nn.Module,
     layer: ScanLayer,
@@ -147,14 +161,17 @@ def attack_variants(
     labels: torch.Tensor,
     setup: Setup,
     progress: Callable[[str], None] | None = None,
+    source: FGSMSweep | None = None,
 ) -> dict[str, dict]:
     """attack_model for `model` with each of `gates` folded into its weights, white-box, with FGSM
-    transferred from the ungated model. A gate of all ones (the original) is attacked first and
-    its own signs are the transfer source, so the source gradient is not computed twice."""
-    source = None
+    transferred from the ungated model. `source`: the ungated model's FGSM sweep of these images
+    when already computed (the attack stage's); otherwise a gate of all ones (the original) is
+    attacked first and its own sweep is the source. The source's signs are the transfer signs,
+    and the source is the white-box FGSM of a gate of all ones, so neither is computed twice."""
     first = next((name for name, g in gates.items() if bool((g == 1).all())), None)
-    if first is None:
-        source = gradient_signs(
+    signs = None if source is None else source.signs
+    if signs is None and first is None:
+        signs = gradient_signs(
             model, images, labels,
             batch_size=setup.batch_size, device=setup.device, label_mode=setup.label_mode,
         )  # fmt: skip
@@ -162,9 +179,10 @@ def attack_variants(
     out = {}
     for name in order:
         variant = fold(model, layer, gates[name])
-        out[name], signs = attack_model(variant, images, labels, setup, transfer_signs=source)
-        if source is None:
-            source = signs  # the original's signs: transfer equals its white-box FGSM
+        if name == first:  # the source itself: its transfer attack is its white-box FGSM
+            out[name], signs = attack_model(variant, images, labels, setup, own=source)
+        else:
+            out[name], _ = attack_model(variant, images, labels, setup, transfer_signs=signs)
         if progress is not None:
             progress(name)
     return {name: out[name] for name in gates}

@@ -22,6 +22,12 @@ def attack_cache(run: str) -> Path:
     return Path("data/attack") / run / "scan_set.pt"
 
 
+def attack_sweep(run: str) -> Path:
+    """The attack stage's FGSM sweep of the whole test split (signs, clean logits, accuracies):
+    evaluate's `original` variant under FGSM, and the source of its transferred attack."""
+    return Path("data/attack") / run / "sweep.pt"
+
+
 def scan_cache(run: str) -> Path:
     """The scan's raw per-neuron measurements, reused when only the labelling changes."""
     return Path("data/scan") / run / "measurements.pt"
