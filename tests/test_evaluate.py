@@ -40,6 +40,16 @@ def _setup(**kw) -> Setup:
     return Setup(**{**args, **kw})
 
 
+def _case(model, splits, count: int):
+    """The first `count` test images and labels, the scanned layer, and gains that amplify the
+    first 8 neurons and compress the last 8."""
+    images, labels = splits[1]["images"][:count], splits[1]["labels"][:count]
+    layer = find_scan_layer(model, as_input(images[:1], CPU))
+    gains = torch.ones(layer.channels)
+    gains[:8], gains[-8:] = 2.0, 0.5
+    return images, labels, layer, gains
+
+
 def test_auc_by_hand():
     # trapezoid: 0.1 * (1 + 0.5) / 2 + 0.2 * (0.5 + 0.1) / 2 = 0.135, over a range of 0.3
     assert auc([0, 0.1, 0.3], [1.0, 0.5, 0.1]) == pytest.approx(0.45)
@@ -95,13 +105,8 @@ def test_original_fgsm_equals_the_attack_stage(trained_mnist, mnist_splits):
 
 
 def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist_splits):
-    _, test = mnist_splits
-    images, labels = test["images"][:64], test["labels"][:64]
-    setup = _setup()
-    layer = find_scan_layer(trained_mnist, as_input(images[:1], CPU))
-    n = layer.channels
-    gains = torch.ones(n)
-    gains[:8], gains[-8:] = 2.0, 0.5
+    images, labels, layer, gains = _case(trained_mnist, mnist_splits, 64)
+    setup, n = _setup(), layer.channels
     inverse = torch.ones(n)
     inverse[:8], inverse[-8:] = 0.5, 2.0
     gates = {"original": torch.ones(n), "hardened": gains, "random_0": torch.ones(n),
@@ -148,13 +153,8 @@ def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist
 def test_a_given_source_sweep_is_reused_and_checked(trained_mnist, mnist_splits):
     """evaluate takes the original's FGSM from the attack stage: the results are those of
     computing it afresh, and a sweep of other images or epsilons is refused."""
-    _, test = mnist_splits
-    images, labels = test["images"][:48], test["labels"][:48]
-    setup = _setup()
-    layer = find_scan_layer(trained_mnist, as_input(images[:1], CPU))
-    n = layer.channels
-    gains = torch.ones(n)
-    gains[:8], gains[-8:] = 2.0, 0.5
+    images, labels, layer, gains = _case(trained_mnist, mnist_splits, 48)
+    setup, n = _setup(), layer.channels
     source = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
     with_identity = {"original": torch.ones(n), "hardened": gains}
     fresh = attack_variants(trained_mnist, layer, with_identity, images, labels, setup)
