@@ -48,14 +48,14 @@ def main(ctx: Context) -> None:
                          f"(relative logit difference {difference:.2g})")  # fmt: skip
 
     attack = io.load_tensors(paths.attack_sweep(ctx.name))  # the original under FGSM
-    source = FGSMSweep(**attack["sweep"])
+    source, made_with = FGSMSweep(**attack["sweep"]), (attack["label_mode"], attack["batch_size"])
     try:
         evaluate.check_sweep(source, images, setup)
-        if (attack["label_mode"], attack["batch_size"]) != (setup.label_mode, setup.batch_size):
-            raise ValueError(f"it was made with labels {attack['label_mode']!r} and batch size "
-                             f"{attack['batch_size']}")  # fmt: skip
     except ValueError as err:
         raise DataError(f"{paths.attack_sweep(ctx.name)}: {err}; rerun attack") from err
+    if made_with != (setup.label_mode, setup.batch_size):
+        raise DataError(f"{paths.attack_sweep(ctx.name)} was made with labels {made_with[0]!r} "
+                        f"and batch size {made_with[1]}; rerun attack")  # fmt: skip
     gates = evaluate.variants(gains, inverse, cfg["random_controls"], ctx.generator)
 
     def progress(name):
