@@ -62,9 +62,9 @@ def main() -> None:
     images, labels = test["images"][:samples], test["labels"][:samples]
     layer = find_scan_layer(model, as_input(images[:1], device), params["scan"]["layer"])
     batch = params["batch_size"]
-    cache = paths.attack_cache(args.run)
-    if cache.exists() and len(io.load_tensors(cache)["signs"]) >= len(images):
-        signs, source = io.load_tensors(cache)["signs"][: len(images)], str(cache)
+    cache = paths.attack_sweep(args.run)
+    if cache.exists() and len(io.load_tensors(cache)["sweep"]["signs"]) >= len(images):
+        signs, source = io.load_tensors(cache)["sweep"]["signs"][: len(images)], str(cache)
     else:
         mode = run["attack"]["labels"]
         signs = gradient_signs(model, images, labels, batch_size=batch, device=device,

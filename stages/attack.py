@@ -24,8 +24,7 @@ def scan_layer(model, example, name):
 
 def main(ctx: Context) -> None:
     """Attack: metrics/<run>/attack.json, plots/<run>/{attack,targeting}.csv and examples.png,
-    data/attack/<run>/scan_set.pt (the scan set's gradient signs, for the scan stage) and
-    data/attack/<run>/sweep.pt (the whole sweep, evaluate's `original` under FGSM)."""
+    data/attack/<run>/sweep.pt (the whole sweep: the scan's signs, evaluate's `original`)."""
     test = io.load_tensors(paths.prepared(ctx.name, "test"))
     model, _ = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
     model.to(ctx.device)
@@ -38,7 +37,7 @@ def main(ctx: Context) -> None:
         model, test["images"], test["labels"], eps, batch_size=batch, device=ctx.device,
         label_mode=mode,
     )  # fmt: skip
-    signs = sweep.signs[: len(scan_images)].clone()  # a copy: a view would save all the signs
+    signs = sweep.signs[: len(scan_images)]
     positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
     target = targeting(
         model, layer, scan_images, signs, [e for e, _ in positive], batch_size=batch,
@@ -51,10 +50,6 @@ def main(ctx: Context) -> None:
 
     layer_info = {"conv": layer.conv_name, "neuron_module": layer.neuron_name,
                   "neurons": layer.channels}  # fmt: skip
-    io.save_tensors(paths.attack_cache(ctx.name), {
-        "signs": signs, "labels": test["labels"][: len(scan_images)].clone(), "label_mode": mode,
-        "samples": len(scan_images), "layer": layer_info,
-    })  # fmt: skip
     io.save_tensors(paths.attack_sweep(ctx.name), {
         "sweep": dataclasses.asdict(sweep), "label_mode": mode, "batch_size": batch,
     })  # fmt: skip

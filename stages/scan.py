@@ -20,17 +20,19 @@ def main(ctx: Context) -> None:
         layer = find_scan_layer(model, as_input(images[:1], ctx.device), cfg["layer"])
     except ValueError as err:
         raise ParamError("scan.layer", cfg["layer"], "null or an nn.Conv2d's name") from err
-    attack = io.load_tensors(paths.attack_cache(ctx.name))  # the signs crafted on the intact f
-    if attack["signs"].shape != images.shape:
-        raise DataError(f"{paths.attack_cache(ctx.name)} is not the scan set's: rerun attack")
+    # the signs crafted on the intact model: the attack stage's sweep of the whole test split
+    signs = io.load_tensors(paths.attack_sweep(ctx.name))["sweep"]["signs"]
+    if signs.shape != test["images"].shape:
+        raise DataError(f"{paths.attack_sweep(ctx.name)} is not this test split's: rerun attack")
+    signs = signs[: cfg["samples"]]
     eps, names = with_clean(epsilon_values(ctx.run), epsilon_labels(ctx.run))
     batch, mode = ctx.params["batch_size"], cfg["adversarial"]
 
     if mode == "transfer":
-        result = scan(model, layer, images, labels, attack["signs"], eps, batch_size=batch,
+        result = scan(model, layer, images, labels, signs, eps, batch_size=batch,
                       device=ctx.device)  # fmt: skip
     else:
-        result = adaptive_scan(model, layer, images, labels, attack["signs"], eps,
+        result = adaptive_scan(model, layer, images, labels, signs, eps,
                                batch_size=batch, device=ctx.device,
                                label_mode=ctx.run["attack"]["labels"])  # fmt: skip
 

@@ -49,7 +49,7 @@ OUTPUTS = [
     "plots/mnist/attack.csv",
     "plots/mnist/targeting.csv",
     "plots/mnist/examples.png",
-    "data/attack/mnist/scan_set.pt",
+    "data/attack/mnist/sweep.pt",
 ]
 
 
@@ -73,7 +73,7 @@ def test_attack_stage_writes_the_contract(workdir, mnist_splits, trained_mnist):
     assert len(targets) == 32 * 2 and set(targets["epsilon_label"]) == {"0.1", "1/5"}
     assert targets.groupby("epsilon_label")["share"].sum().tolist() == pytest.approx([1, 1])
 
-    cache = io.load_tensors("data/attack/mnist/scan_set.pt")
+    cache = io.load_tensors("data/attack/mnist/sweep.pt")
     expected = gradient_signs(
         trained_mnist,
         test["images"][:SAMPLES],
@@ -81,8 +81,12 @@ def test_attack_stage_writes_the_contract(workdir, mnist_splits, trained_mnist):
         batch_size=BATCH,
         device=CPU,
     )
-    assert cache["signs"].dtype == torch.int8 and torch.equal(cache["signs"], expected)
-    assert Path("data/attack/mnist/scan_set.pt").stat().st_size < 2 * expected.numel()
+    signs = cache["sweep"]["signs"]
+    assert signs.dtype == torch.int8 and torch.equal(signs[:SAMPLES], expected)
+    assert signs.shape == test["images"].shape  # the whole split: evaluate's original under FGSM
+    assert cache["sweep"]["accuracy"] == list(report["fgsm_accuracy"].values())
+    logits = cache["sweep"]["clean_logits"]
+    assert Path("data/attack/mnist/sweep.pt").stat().st_size < 2 * signs.numel() + 2 * logits.nbytes
 
     before = {p: Path(p).read_bytes() for p in OUTPUTS}
     stage.run_stage(stage.main, ["mnist"])

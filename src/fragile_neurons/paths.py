@@ -17,14 +17,10 @@ def hardened(run: str) -> Path:
     return Path("models") / run / "hardened.pt"
 
 
-def attack_cache(run: str) -> Path:
-    """What the attack stage leaves for later stages (gradient signs of the scan set)."""
-    return Path("data/attack") / run / "scan_set.pt"
-
-
 def attack_sweep(run: str) -> Path:
     """The attack stage's FGSM sweep of the whole test split (signs, clean logits, accuracies):
-    evaluate's `original` variant under FGSM, and the source of its transferred attack."""
+    the scan's signs (its first `scan.samples` rows), and in evaluate the `original` variant
+    under FGSM and the source of the transferred attack."""
     return Path("data/attack") / run / "sweep.pt"
 
 
