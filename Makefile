@@ -1,5 +1,5 @@
 # Two entry points, each sets up .venv on first use:
-#   make repro   run the whole DVC pipeline (dvc repro)
+#   make repro   fetch the raw datasets the runs need (when absent), then run the pipeline
 #   make test    run the test suite
 PY ?= python3
 VENV := .venv
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 repro: $(STAMP)
+	$(BIN)/python -m fragile_neurons.fetch
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
 test: $(STAMP)

@@ -25,7 +25,7 @@ from fragile_neurons import io, paths
 from fragile_neurons.attacks import gradient_signs
 from fragile_neurons.config import epsilon_values, get_run, load_params
 from fragile_neurons.inference import as_input
-from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.layers import resolve_layer
 from fragile_neurons.models import load_checkpoint
 from fragile_neurons.runtime import keep_freed_memory, seed_everything, select_device
 from fragile_neurons.scan import naive_scan, scan, with_clean
@@ -56,11 +56,11 @@ def main() -> None:
         if not Path(path).exists():
             raise SystemExit(f"{path} is missing: run `dvc repro train@{args.run}` first")
 
-    test = io.load_tensors(paths.prepared(args.run, "test"))
+    test = io.load_split(paths.prepared(args.run, "test"))
     model, _ = load_checkpoint(paths.model(args.run), arch=run["arch"])
     samples = args.samples or params["scan"]["samples"]
     images, labels = test["images"][:samples], test["labels"][:samples]
-    layer = find_scan_layer(model, as_input(images[:1], device), params["scan"]["layer"])
+    layer = resolve_layer(model, as_input(images[:1], device), params["scan"]["layer"])
     batch = params["batch_size"]
     cache = paths.attack_sweep(args.run)
     if cache.exists() and len(io.load_tensors(cache)["sweep"]["signs"]) >= len(images):

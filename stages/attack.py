@@ -3,35 +3,26 @@
 import dataclasses
 
 from fragile_neurons import io, paths
-from fragile_neurons.config import ParamError, epsilon_labels, epsilon_values
+from fragile_neurons.config import epsilon_labels, epsilon_values
 from fragile_neurons.figures.attack import EXAMPLES, examples_figure
 from fragile_neurons.inference import as_input
-from fragile_neurons.layers import convolutions, find_scan_layer
+from fragile_neurons.layers import resolve_layer
 from fragile_neurons.models import load_checkpoint
 from fragile_neurons.robustness import fgsm_examples, fgsm_sweep
 from fragile_neurons.stage import Context, run_stage
 from fragile_neurons.targeting import targeting
 
 
-def scan_layer(model, example, name):
-    """find_scan_layer, with a bad `scan.layer` reported as a one-line parameter error."""
-    try:
-        return find_scan_layer(model, example, name)
-    except ValueError as err:
-        allowed = f"null or the name of an nn.Conv2d the model runs: {convolutions(model)}"
-        raise ParamError("scan.layer", name, allowed) from err
-
-
 def main(ctx: Context) -> None:
     """Attack: metrics/<run>/attack.json, plots/<run>/{attack,targeting}.csv and examples.png,
     data/attack/<run>/sweep.pt (the whole sweep: the scan's signs, evaluate's `original`)."""
-    test = io.load_tensors(paths.prepared(ctx.name, "test"))
+    test = io.load_split(paths.prepared(ctx.name, "test"))
     model, _ = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
     model.to(ctx.device)
     eps, names = epsilon_values(ctx.run), epsilon_labels(ctx.run)
     mode, batch = ctx.run["attack"]["labels"], ctx.params["batch_size"]
     scan_images = test["images"][: ctx.params["scan"]["samples"]]
-    layer = scan_layer(model, as_input(scan_images[:1], ctx.device), ctx.params["scan"]["layer"])
+    layer = resolve_layer(model, as_input(scan_images[:1], ctx.device), ctx.params["scan"]["layer"])
 
     sweep = fgsm_sweep(
         model, test["images"], test["labels"], eps, batch_size=batch, device=ctx.device,
@@ -68,7 +59,7 @@ def main(ctx: Context) -> None:
         "success_rate": by_eps(sweep.success_rate), "linf_mean": by_eps(sweep.linf_mean),
         "l2_mean": by_eps(sweep.l2_mean), "clean_accuracy": sweep.clean_accuracy,
         "clean_loss": sweep.clean_loss, "layer": layer_info, "scan_samples": len(scan_images),
-        "labels": mode, "device": ctx.device.type,
+        "labels": mode, **ctx.runtime(),
     })  # fmt: skip
 
 

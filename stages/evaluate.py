@@ -10,7 +10,7 @@ from fragile_neurons import evaluate, io, paths
 from fragile_neurons.config import epsilon_labels, epsilon_values
 from fragile_neurons.errors import DataError
 from fragile_neurons.figures.results import robustness_figure
-from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.layers import resolve_layer
 from fragile_neurons.models import load_checkpoint
 from fragile_neurons.robustness import FGSMSweep
 from fragile_neurons.stage import Context, run_stage
@@ -21,13 +21,13 @@ FOLD_TOLERANCE = 1e-4  # relative logit difference allowed between folded and ga
 def main(ctx: Context) -> None:
     """Evaluate: metrics/<run>/evaluate.json, plots/<run>/evaluate.csv and robustness.png."""
     start = time.perf_counter()
-    test = io.load_tensors(paths.prepared(ctx.name, "test"))
+    test = io.load_split(paths.prepared(ctx.name, "test"))
     model, spec = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
     folded, _ = load_checkpoint(paths.hardened(ctx.name), arch=ctx.run["arch"])
     model.to(ctx.device)
     folded.to(ctx.device)
     example = torch.zeros(1, spec["channels"], spec["size"], spec["size"], device=ctx.device)
-    layer = find_scan_layer(model, example, ctx.params["scan"]["layer"])
+    layer = resolve_layer(model, example, ctx.params["scan"]["layer"])
     table = pd.read_csv(paths.plot(ctx.name, "gains.csv")).sort_values("neuron")
     gains = torch.tensor(table["gain"].tolist(), dtype=torch.float32)
     inverse = torch.tensor(table["inverse_gain"].tolist(), dtype=torch.float32)
@@ -44,14 +44,17 @@ def main(ctx: Context) -> None:
         folded, model, layer, gains, images[: cfg["samples"]], setup
     )
     if difference > FOLD_TOLERANCE:
-        raise ValueError(f"{paths.hardened(ctx.name)} does not hold gains.csv's gains "
-                         f"(relative logit difference {difference:.2g})")  # fmt: skip
+        raise DataError(f"{paths.hardened(ctx.name)} does not hold gains.csv's gains (relative "
+                        f"logit difference {difference:.2g}): rerun harden")  # fmt: skip
 
-    attack = io.load_tensors(paths.attack_sweep(ctx.name))  # the original under FGSM
-    source, made_with = FGSMSweep(**attack["sweep"]), (attack["label_mode"], attack["batch_size"])
+    attack = io.load_tensors(
+        paths.attack_sweep(ctx.name), keys=("sweep", "label_mode", "batch_size")
+    )  # the original under FGSM
+    made_with = (attack["label_mode"], attack["batch_size"])
     try:
+        source = FGSMSweep(**attack["sweep"])
         evaluate.check_sweep(source, images, setup)
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise DataError(f"{paths.attack_sweep(ctx.name)}: {err}; rerun attack") from err
     if made_with != (setup.label_mode, setup.batch_size):
         raise DataError(f"{paths.attack_sweep(ctx.name)} was made with labels {made_with[0]!r} "
@@ -73,7 +76,7 @@ def main(ctx: Context) -> None:
         "samples": {"fgsm": len(images), "transfer": len(images),
                     "pgd": min(cfg["samples"], len(images))},
         "pgd_steps": setup.pgd_steps, "random_controls": cfg["random_controls"],
-        "hardened_checkpoint_difference": difference, "device": ctx.device.type,
+        "hardened_checkpoint_difference": difference, **ctx.runtime(),
     })  # fmt: skip
 
 

@@ -4,8 +4,9 @@ import pandas as pd
 import torch
 
 from fragile_neurons import harden, io, paths
+from fragile_neurons.errors import DataError
 from fragile_neurons.gates import fold
-from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.layers import resolve_layer
 from fragile_neurons.models import load_checkpoint, save_checkpoint
 from fragile_neurons.stage import Context, run_stage
 
@@ -14,11 +15,12 @@ def main(ctx: Context) -> None:
     """Harden: models/<run>/hardened.pt, plots/<run>/gains.csv, metrics/<run>/harden.json."""
     model, spec = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
     example = torch.zeros(1, spec["channels"], spec["size"], spec["size"])  # only its shape counts
-    layer = find_scan_layer(model, example, ctx.params["scan"]["layer"])
+    layer = resolve_layer(model, example, ctx.params["scan"]["layer"])
     neurons = pd.read_csv(paths.plot(ctx.name, "neurons.csv")).sort_values("neuron")
     if list(neurons["neuron"]) != list(range(layer.channels)):
-        raise ValueError(
-            f"neurons.csv must list neurons 0..{layer.channels - 1} of {layer.conv_name}"
+        last = layer.channels - 1
+        raise DataError(
+            f"neurons.csv must list neurons 0..{last} of {layer.conv_name}: rerun label"
         )
     cfg = ctx.params["harden"]
     m, phi, labels = neurons["magnitude"].to_numpy(), neurons["phi"].to_numpy(), neurons["label"]

@@ -13,7 +13,7 @@ from fragile_neurons.stage import Context, run_stage
 
 def main(ctx: Context) -> None:
     """Label: metrics/<run>/scan.json, plots/<run>/neurons.csv, impact.png and filters.png."""
-    blob = io.load_tensors(paths.scan_cache(ctx.name))
+    blob = io.load_tensors(paths.scan_cache(ctx.name), keys=("epsilon_labels", "layer"))
     summary = io.read_json(paths.scan_cache(ctx.name).with_name("summary.json"))
     result, names, layer = ScanResult.from_dict(blob), blob["epsilon_labels"], blob["layer"]
     cfg = ctx.params["scan"]

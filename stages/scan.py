@@ -1,10 +1,10 @@
 """scan: every neuron of the scanned layer dropped in turn, measured clean and under FGSM (§3)."""
 
 from fragile_neurons import io, paths
-from fragile_neurons.config import ParamError, epsilon_labels, epsilon_values
+from fragile_neurons.config import epsilon_labels, epsilon_values
 from fragile_neurons.errors import DataError
 from fragile_neurons.inference import as_input
-from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.layers import resolve_layer
 from fragile_neurons.models import load_checkpoint
 from fragile_neurons.scan import adaptive_scan, scan, scan_table, with_clean
 from fragile_neurons.stage import Context, run_stage
@@ -12,16 +12,13 @@ from fragile_neurons.stage import Context, run_stage
 
 def main(ctx: Context) -> None:
     """Scan: data/scan/<run>/{measurements.pt,summary.json}, plots/<run>/scan.csv."""
-    test = io.load_tensors(paths.prepared(ctx.name, "test"))
+    test = io.load_split(paths.prepared(ctx.name, "test"))
     model, _ = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
     cfg = ctx.params["scan"]
     images, labels = test["images"][: cfg["samples"]], test["labels"][: cfg["samples"]]
-    try:
-        layer = find_scan_layer(model, as_input(images[:1], ctx.device), cfg["layer"])
-    except ValueError as err:
-        raise ParamError("scan.layer", cfg["layer"], "null or an nn.Conv2d's name") from err
+    layer = resolve_layer(model, as_input(images[:1], ctx.device), cfg["layer"])
     # the signs crafted on the intact model: the attack stage's sweep of the whole test split
-    signs = io.load_tensors(paths.attack_sweep(ctx.name))["sweep"]["signs"]
+    signs = io.load_tensors(paths.attack_sweep(ctx.name), keys=("sweep",))["sweep"]["signs"]
     if signs.shape != test["images"].shape:
         raise DataError(f"{paths.attack_sweep(ctx.name)} is not this test split's: rerun attack")
     signs = signs[: cfg["samples"]]
@@ -45,7 +42,7 @@ def main(ctx: Context) -> None:
         "intact_accuracy": dict(zip(names, result.intact_accuracy.tolist(), strict=True)),
         "intact_loss": dict(zip(names, result.intact_loss.tolist(), strict=True)),
         "layer": layer_info, "neurons": layer.channels, "samples": result.samples,
-        "adversarial": mode, "path": result.path, "device": ctx.device.type,
+        "adversarial": mode, "path": result.path, **ctx.runtime(),
     })  # fmt: skip
 
 

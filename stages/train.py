@@ -10,8 +10,8 @@ from fragile_neurons.train import train_model
 
 def main(ctx: Context) -> None:
     """Train: models/<run>/model.pt, metrics/<run>/train.json, plots/<run>/train.csv."""
-    train = io.load_tensors(paths.prepared(ctx.name, "train"))
-    test = io.load_tensors(paths.prepared(ctx.name, "test"))
+    train = io.load_split(paths.prepared(ctx.name, "train"))
+    test = io.load_split(paths.prepared(ctx.name, "test"))
     channels, size = train["images"].shape[1], train["images"].shape[2]
     spec = {
         "arch": ctx.run["arch"],
@@ -33,6 +33,7 @@ def main(ctx: Context) -> None:
         device=ctx.device,
         generator=ctx.generator,
         eval_batch_size=ctx.params["batch_size"],
+        lr_key=f"runs.{ctx.name}.train.lr",
     )
     save_checkpoint(paths.model(ctx.name), model, spec)
     io.write_csv(paths.plot(ctx.name, "train.csv"), pd.DataFrame(history))
@@ -46,7 +47,7 @@ def main(ctx: Context) -> None:
             "train_loss": last["train_loss"],
             "epochs": cfg["epochs"],
             "parameters": sum(p.numel() for p in model.parameters()),
-            "device": ctx.device.type,
+            **ctx.runtime(),
         },
     )
 

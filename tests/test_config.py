@@ -70,7 +70,17 @@ def set_key(raw, dotted, value):
         ("harden.max_gain", 0.5, "[1.0"),
         ("evaluate.random_controls", 0, ">= 1"),
         ("device", "tpu", "'auto'"),
-        ("data.accept_checksum_mismatch", ["svhn"], "dataset names"),
+        ("data.accept_checksum_mismatch", ["cifar10"], "{raw file name: md5}"),
+        ("data.accept_checksum_mismatch", {"svhn": {"a": "0" * 32}}, "dataset name"),
+        ("data.accept_checksum_mismatch.cifar10", {"test_batch": "abc"}, "32 lowercase hex"),
+        ("seed", 2**32, "[0, 4294967295]"),
+        ("seed", -1, ">= 0"),
+        ("device", "cuda:abc", "'cuda:N'"),
+        ("deterministic", True, "'strict'"),
+        ("runs", {}, "non-empty mapping"),
+        ("runs", {"x;touch marker;echo": {}}, "a letter, then letters"),
+        ("runs", {"-h": {}}, "a letter, then letters"),
+        ("runs", {"a b": {}}, "a letter, then letters"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw, key, value, allowed):
@@ -78,7 +88,9 @@ def test_bad_values_name_key_value_and_allowed(raw, key, value, allowed):
         validate(set_key(raw, key, value))
     message = str(err.value)
     assert err.value.key.startswith(key)
-    assert repr(value) in message or key.endswith("]") or "epsilons[" in message
+    given = [repr(value), *map(repr, value if isinstance(value, dict | list) else [])]
+    given += [repr(v) for v in (value.values() if isinstance(value, dict) else [])]
+    assert any(g in message for g in given) or "epsilons[" in message
     assert allowed in message
     assert "\n" not in message
 
@@ -95,6 +107,21 @@ def test_missing_key_is_an_error(raw):
     del raw["harden"]["mode"]
     with pytest.raises(ParamError, match="harden.mode.*required"):
         validate(raw)
+
+
+def test_params_are_read_as_dvc_reads_them(tmp_path):
+    """YAML 1.2, as DVC's ruamel.yaml: `1e-3` is a number (PyYAML's YAML 1.1 reads a string)."""
+    text = (ROOT / "params.yaml").read_text().replace("lr: 0.003 ", "lr: 3e-3  ")
+    assert "lr: 3e-3" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml")["runs"]["mnist"]["train"]["lr"] == 0.003
+
+
+def test_unparsable_params_name_the_place(tmp_path):
+    (tmp_path / "params.yaml").write_text("seed: 0\nruns: [\n")
+    with pytest.raises(ParamError, match=r"params.yaml.*valid YAML.*line 3") as err:
+        load_params(tmp_path / "params.yaml")
+    assert "\n" not in str(err.value)
 
 
 def test_fraction_strings_are_epsilons(raw):

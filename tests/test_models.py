@@ -1,7 +1,7 @@
 """The model registry and checkpoints."""
 
-import pickle
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fragile_neurons import io
+from fragile_neurons.errors import DataError
 from fragile_neurons.models import (
     ARCHITECTURES,
     Normalize,
@@ -96,20 +97,34 @@ def test_checkpoint_round_trip_and_arch_check(tmp_path):
     x = torch.rand(3, 3, 32, 32)
     assert loaded_spec == spec and not loaded.training
     assert torch.equal(model(x), loaded(x))
-    with pytest.raises(ValueError, match="'cifar_cnn' model, not the requested 'resnet18'"):
+    with pytest.raises(DataError, match="holds a 'cifar_cnn' model, not 'resnet18'"):
         load_checkpoint(path, arch="resnet18")
 
 
 class Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (print, ("code ran",))
+        return (Path.touch, (self.marker,))
 
 
 def test_checkpoints_load_weights_only(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"spec": Evil()}, path)
-    with pytest.raises(pickle.UnpicklingError):
-        io.load_tensors(path)
+    path, marker = tmp_path / "evil.pt", tmp_path / "marker"
+    torch.save({"spec": Evil(marker)}, path)
+    with pytest.raises(DataError, match=r"evil.pt asks the unpickler for .*nothing in it ran"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_it(tmp_path):
+    spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, build_model(**spec, mean=[0.1], std=[0.3]), spec)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DataError, match="model.pt is truncated or corrupt") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
 
 
 def test_outputs_are_written_atomically(tmp_path):

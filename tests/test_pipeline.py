@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fragile_neurons.data import file_md5s
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "seed": 0,
     "device": "cpu",
+    "deterministic": "warn",
     "batch_size": 64,
-    "data": {"root": None, "download": False, "accept_checksum_mismatch": ["mnist", "cifar10"]},
+    "data": {"root": None, "download": False, "accept_checksum_mismatch": None},  # pinned below
     "runs": {
         "digits": {
             "dataset": "mnist", "arch": "mnist_cnn", "train_size": 200, "test_size": 80,
@@ -65,7 +68,10 @@ def project(tmp_path_factory, synthetic_root):
             shutil.copytree(src, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, repo / item)
-    params = dict(TINY, data=dict(TINY["data"], root=str(synthetic_root)))
+    pins = {d: file_md5s(d, synthetic_root) for d in ("mnist", "cifar10")}  # synthetic copies
+    params = dict(
+        TINY, data=dict(TINY["data"], root=str(synthetic_root), accept_checksum_mismatch=pins)
+    )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
@@ -119,7 +125,7 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
         params["runs"]["digits"]["train"]["epochs"] = 3
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         dirty = set(json.loads(dvc(project, "status", "--json")))
-        assert dirty == {"train@digits"}
+        assert dirty == {"check", "train@digits"}  # check reads all of params.yaml
         params = yaml.safe_load(original)
         params["harden"]["compress"] = 0.25
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -128,7 +134,8 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
             for line in dvc(project, "repro").splitlines()
             if line.startswith("Running stage")
         }
-        assert ran == {f"{stage}@{run}" for stage in ("harden", "evaluate") for run in TINY["runs"]}
+        stages = {f"{stage}@{run}" for stage in ("harden", "evaluate") for run in TINY["runs"]}
+        assert ran == {"check"} | stages
     finally:
         params_file.write_text(original)
         dvc(project, "repro")
@@ -142,3 +149,63 @@ def test_report_tabulates_every_run(project):
     assert "| digits | mnist (NOT verified) | mnist_cnn |" in result.stdout
     assert "| objects | cifar10 (NOT verified) | cifar_cnn |" in result.stdout
     assert "| hardened |" in result.stdout and "FGSM accuracy" in result.stdout
+
+
+def dvc_fails(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    dvc_bin = str(Path(sys.executable).parent / "dvc")
+    result = subprocess.run([dvc_bin, *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode != 0, result.stdout
+    return result
+
+
+def edited(project: Path, edit) -> str:
+    """params.yaml after `edit(params)`; returns the original text to restore."""
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    edit(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return original
+
+
+@pytest.mark.parametrize(
+    ("edit", "line"),
+    [
+        (lambda p: p["scan"].update(layr=1), "params: scan.layr = 1 is not allowed"),
+        (lambda p: p.update(sed=0), "params: sed = 0 is not allowed"),
+        (lambda p: p.update(runs={}), "params: runs = {} is not allowed"),
+    ],
+)
+def test_an_edit_no_stage_reads_is_still_checked(project, edit, line):
+    """A misspelt key in a section no stage reruns for, or no runs at all, stops `dvc repro`."""
+    original = edited(project, edit)
+    try:
+        result = dvc_fails(project, "repro")
+        assert f"error: {line}" in result.stderr
+        assert "Running stage 'check'" in result.stdout
+        assert "Running stage 'prepare" not in result.stdout
+    finally:
+        (project / "params.yaml").write_text(original)
+        dvc(project, "repro")
+
+
+def test_a_run_name_never_reaches_a_shell(project):
+    """A run name with shell syntax is refused by the check before any command holding it runs."""
+    marker = project / "marker"
+
+    def inject(params):
+        params["runs"]["x;touch marker;echo"] = params["runs"]["digits"]
+
+    original = edited(project, inject)
+    try:
+        result = dvc_fails(project, "repro")
+        assert "params: runs = 'x;touch marker;echo' is not allowed" in result.stderr
+        assert not marker.exists()
+        assert not (project / "data" / "params.ok").exists()  # so no stage after check can run
+        (project / "data" / "params.ok").write_text("stale\n")  # as if it were left over
+        result = dvc_fails(project, "repro", "--single-item", "prepare@x;touch marker;echo")
+        assert not marker.exists()  # quoted: the stage gets the name as one argument
+        assert "params: runs = 'x;touch marker;echo' is not allowed" in result.stderr
+    finally:
+        (project / "params.yaml").write_text(original)
+        dvc(project, "repro")

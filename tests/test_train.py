@@ -42,10 +42,10 @@ def test_same_seed_same_checkpoint_bytes(mnist_splits, tmp_path):
     assert a != c
 
 
-def test_augmented_training_is_repeatable_too(synthetic_root, tmp_path):
+def test_augmented_training_is_repeatable_too(synthetic_root, synthetic_pins, tmp_path):
     from fragile_neurons import data
 
-    train, test, _ = data.prepare("cifar10", synthetic_root, False, ["cifar10"], 100, 50, 0)
+    train, test, _ = data.prepare("cifar10", synthetic_root, False, synthetic_pins, 100, 50, 0)
     a, _ = train_once((train, test), "cifar_cnn", tmp_path, "a", augment_images=True)
     b, _ = train_once((train, test), "cifar_cnn", tmp_path, "b", augment_images=True)
     assert a == b

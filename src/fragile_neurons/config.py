@@ -8,17 +8,21 @@ so a typo never passes silently and nothing is computed on a wrong setting.
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from .errors import ParamError
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ARCHS = ("mnist_cnn", "cifar_cnn", "resnet18")
 SCORES = ("clean", "adversarial", "difference")
+SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
+# A run's name becomes a stage name, a path component and a command-line argument: a letter,
+# then letters, digits, '_' or '-', so it can never be read as an option, a path or shell syntax.
+RUN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 # --- leaf checks: each takes (key, value) and returns the normalised value ---------------------
@@ -76,14 +80,29 @@ def _optional_str(key, v):
 
 
 def _device(key, v):
-    if v in ("auto", "cpu", "cuda") or (isinstance(v, str) and v.startswith("cuda:")):
+    if isinstance(v, str) and (v in ("auto", "cpu") or re.fullmatch(r"cuda(:[0-9]+)?", v)):
         return v
-    raise ParamError(key, v, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    raise ParamError(key, v, "'auto', 'cpu', 'cuda' or 'cuda:N' (N a device index)")
 
 
-def _dataset_list(key, v):
-    if not isinstance(v, list) or any(d not in DATASETS for d in v):
-        raise ParamError(key, v, f"a list of dataset names from {list(DATASETS)}")
+def _pins(key, v):
+    """data.accept_checksum_mismatch: dataset -> {raw file name: md5 of the accepted copy}."""
+    if v is None:
+        return {}
+    allowed = (
+        "a mapping of dataset names to {raw file name: md5}, e.g. {cifar10: {data_batch_1: <md5>}}"
+    )
+    if not isinstance(v, dict):
+        raise ParamError(key, v, allowed)
+    for dataset, files in v.items():
+        where = f"{key}.{dataset}"
+        if dataset not in DATASETS:
+            raise ParamError(where, files, f"a dataset name from {list(DATASETS)}")
+        if not isinstance(files, dict) or not files:
+            raise ParamError(where, files, "a non-empty mapping of raw file names to md5s")
+        for name, md5 in files.items():
+            if not isinstance(name, str) or not isinstance(md5, str) or not MD5.fullmatch(md5):
+                raise ParamError(f"{where}.{name}", md5, "an md5: 32 lowercase hex digits")
     return v
 
 
@@ -143,14 +162,23 @@ RUN_SCHEMA = {
     },
 }
 
+
+def _seed(key, v):
+    _int(0)(key, v)
+    if v >= SEED_LIMIT:
+        raise ParamError(key, v, f"an integer in [0, {SEED_LIMIT - 1}]")
+    return v
+
+
 SCHEMA = {
-    "seed": _int(0),
+    "seed": _seed,
     "device": _device,
+    "deterministic": _choice("warn", "strict"),
     "batch_size": _int(1),
     "data": {
         "root": _str,
         "download": _bool,
-        "accept_checksum_mismatch": _dataset_list,
+        "accept_checksum_mismatch": _pins,
     },
     "runs": ("mapping", RUN_SCHEMA),
     "scan": {
@@ -183,11 +211,13 @@ def _check(schema: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict) or not value:
             raise ParamError(key, value, "a non-empty mapping of names to settings")
         for name in value:
-            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-                raise ParamError(f"{key}.{name}", "", "a name of letters, digits, '_' or '-'")
+            if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+                raise ParamError(
+                    key, name, "run names of a letter, then letters, digits, '_' or '-'"
+                )
         return {name: _check(schema[1], item, f"{key}.{name}") for name, item in value.items()}
     if not isinstance(value, dict):
-        raise ParamError(key, value, f"a mapping with keys {sorted(schema)}")
+        raise ParamError(key or "params.yaml", value, f"a mapping with keys {sorted(schema)}")
     for name in value:
         if name not in schema:
             where = f"{key}.{name}" if key else name
@@ -214,11 +244,36 @@ def validate(raw: Any) -> dict:
     return params
 
 
+def parse_yaml(text: str, source: str = "params.yaml") -> Any:
+    """Parse YAML exactly as DVC does (ruamel.yaml's safe loader, YAML 1.2), so the stages and
+    `dvc exp run -S` agree on every value: `1e-3` is a number, `yes` a string. Unparsable text is
+    a ParamError naming `source` and the place."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as err:
+        where = ""
+        if isinstance(err, MarkedYAMLError) and err.problem_mark is not None:
+            mark = err.problem_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ParamError(source, "<not valid YAML>", f"valid YAML; {problem}{where}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """:func:`parse_yaml` of a file; a missing or unreadable file is a ParamError naming it."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParamError(str(path), "<unreadable>", f"a readable YAML file ({err})") from None
+    return parse_yaml(text, str(path))
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
     """Read and validate params.yaml. Raises ParamError (one line) on any bad setting."""
-    with open(path) as f:
-        raw = yaml.safe_load(f)
-    return validate(raw)
+    return validate(read_yaml(path))
 
 
 def get_run(params: dict, name: str) -> dict:

@@ -1,27 +1,50 @@
-"""Preparing MNIST, Fashion-MNIST and CIFAR-10 through torchvision, and reading them back.
+"""Preparing MNIST, Fashion-MNIST and CIFAR-10 from torchvision's on-disk layout, safely.
 
-`prepare` reads torchvision's on-disk layout under a root folder (downloading into it when the
-files are absent and downloading is allowed), checks the files' checksums, draws optional seeded
-class-balanced subsets, and returns uint8 tensors in a fixed, seeded order. A prepared split is a
-dict ``images`` (uint8, N x C x H x W), ``labels`` (int64, N), ``classes`` (names), ``mean`` and
-``std`` (per channel, of the prepared training images; the model's first operation uses them).
+`prepare` reads the raw files of torchvision's layout under a root folder (downloading them into
+it when they are absent and downloading is allowed), compares every file's md5 with the
+original's or with an md5 the params pin for it, draws optional seeded class-balanced subsets,
+and returns uint8 tensors in a fixed, seeded order. A prepared split is a dict ``images`` (uint8,
+N x C x H x W), ``labels`` (int64, N), ``classes`` (names), ``mean`` and ``std`` (per channel, of
+the prepared training images; the model's first operation uses them).
+
+The files are parsed here, not by torchvision's dataset classes: CIFAR10 unpickles its batches
+with the general unpickler (a tampered batch would run code), and MNIST loads legacy
+``processed/*.pt`` files with ``torch.load`` when they exist. CIFAR-10's pickles go through
+`CifarUnpickler`, which admits only numpy's array reconstruction; MNIST's idx files are read with
+numpy after their headers are checked. Each file is read once: its md5 and its parse come from the
+same bytes.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
-import os
+import io
 import pickle
+import re
+import shutil
+import struct
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
+from urllib.error import URLError
 
+import numpy as np
 import torch
 from torchvision import datasets
-from torchvision.datasets.utils import check_integrity
+from torchvision.datasets.utils import download_and_extract_archive
 
 from .errors import DataError, ParamError
 
-# md5 of the *uncompressed* originals. torchvision verifies only the .gz archives it downloads;
-# a root that holds just the uncompressed files (as torchvision's MNIST accepts) is checked here.
+try:  # numpy >= 2 keeps these in numpy._core; older releases in numpy.core
+    from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+    from numpy.core.numeric import _frombuffer
+
+# md5 of the *uncompressed* originals (torchvision lists only the md5s of the .gz archives it
+# downloads; a root may hold just the uncompressed files, which is all torchvision's layout needs).
 RAW_MD5 = {
     "mnist": {
         "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -31,14 +54,56 @@ RAW_MD5 = {
     },
     "fashion_mnist": {
         "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
     },
 }
 
+# Where the files come from and what they are called: torchvision's dataset classes (their
+# attributes only; their constructors are never called).
 TORCHVISION_CLASS = {
     "mnist": datasets.MNIST,
     "fashion_mnist": datasets.FashionMNIST,
     "cifar10": datasets.CIFAR10,
 }
+
+_MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+class Checksum(NamedTuple):
+    """A raw file's md5 and whether it equals the original's."""
+
+    md5: str
+    original: bool
+
+
+def _folder(dataset: str, root: Path) -> Path:
+    """The folder of torchvision's layout that holds the dataset's raw files."""
+    cls = TORCHVISION_CLASS[dataset]
+    if dataset == "cifar10":
+        return root / cls.base_folder
+    return root / cls.__name__ / "raw"
+
+
+def original_md5s(dataset: str) -> dict[str, str]:
+    """md5 of each raw file of the original dataset, by file name, in a fixed order.
+
+    CIFAR-10: torchvision's list (batches 1-5, test batch, then batches.meta). MNIST and
+    Fashion-MNIST: the uncompressed idx files, in the order of torchvision's resources.
+    """
+    cls = TORCHVISION_CLASS[dataset]
+    if dataset == "cifar10":
+        files = [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+        return {name: md5 for name, md5 in files}
+    names = [name.removesuffix(".gz") for name, _ in cls.resources]
+    return {name: RAW_MD5[dataset][name] for name in names}
+
+
+def raw_files(dataset: str, root: str | Path) -> dict[str, Path]:
+    """The raw files `prepare` reads for `dataset` under `root`, by file name, in a fixed order."""
+    folder = _folder(dataset, Path(root))
+    return {name: folder / name for name in original_md5s(dataset)}
 
 
 def _md5(path: Path) -> str:
@@ -49,41 +114,55 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def expected_files(dataset: str, root: Path) -> list[Path]:
-    """The files torchvision reads for `dataset` under `root`."""
+def file_md5s(dataset: str, root: str | Path) -> dict[str, str]:
+    """md5 of each raw file under `root`, by file name: what to pin to accept a re-packed copy
+    (data.accept_checksum_mismatch.<dataset>.<file>)."""
+    return {name: _md5(path) for name, path in raw_files(dataset, root).items()}
+
+
+def checksums(dataset: str, root: str | Path) -> dict[str, Checksum]:
+    """Each raw file's md5 and whether it equals the original's (all True: a verified copy)."""
+    originals = original_md5s(dataset)
+    md5s = file_md5s(dataset, root)
+    return {name: Checksum(md5, md5 == originals[name]) for name, md5 in md5s.items()}
+
+
+def _outermost_new_folder(folder: Path) -> Path | None:
+    """The outermost of `folder` and its parents that does not exist yet (None: `folder` does)."""
+    new = None
+    while not folder.exists():
+        new, folder = folder, folder.parent
+    return new
+
+
+def _download(dataset: str, root: Path) -> None:
+    """Download and unpack torchvision's archives (md5-checked by torchvision), without loading."""
     cls = TORCHVISION_CLASS[dataset]
     if dataset == "cifar10":
-        folder = root / cls.base_folder
-        names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        return [folder / name for name in names]
-    folder = root / cls.__name__ / "raw"
-    return [folder / os.path.basename(url).removesuffix(".gz") for url, _ in cls.resources]
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        return
+    for filename, md5 in cls.resources:
+        errors = []
+        for mirror in cls.mirrors:
+            try:
+                download_and_extract_archive(
+                    f"{mirror}{filename}", str(_folder(dataset, root)), filename=filename, md5=md5
+                )
+                break
+            except (RuntimeError, URLError) as err:
+                errors.append(f"{mirror}: {type(err).__name__}: {err}")
+        else:
+            raise RuntimeError(f"{filename}: {'; '.join(errors)}")
 
 
-def checksum_mismatches(dataset: str, root: Path) -> list[str]:
-    """Names of the files whose checksums do not match the originals (empty: all verified)."""
-    cls = TORCHVISION_CLASS[dataset]
-    bad = []
-    if dataset == "cifar10":
-        folder = root / cls.base_folder
-        meta = (cls.meta["filename"], cls.meta["md5"])
-        for name, md5 in cls.train_list + cls.test_list + [meta]:
-            if not check_integrity(str(folder / name), md5):
-                bad.append(name)
-        return bad
-    folder = root / cls.__name__ / "raw"
-    for url, gz_md5 in cls.resources:
-        gz_name = os.path.basename(url)
-        name = gz_name.removesuffix(".gz")
-        if check_integrity(str(folder / gz_name), gz_md5):
-            continue  # the archive torchvision verifies is there and matches
-        if RAW_MD5.get(dataset, {}).get(name) != _md5(folder / name):
-            bad.append(name)
-    return bad
+def ensure_files(dataset: str, root: str | Path, download: bool) -> None:
+    """Make sure the dataset's raw files are under `root`, downloading them when allowed.
 
-
-def _ensure_files(dataset: str, root: Path, download: bool) -> None:
-    missing = [p for p in expected_files(dataset, root) if not p.is_file()]
+    A failed download (e.g. offline) removes the folders it created, `root` too when it did not
+    exist before, so a retry or a manual copy starts from a clean tree.
+    """
+    root = Path(root)
+    missing = [p for p in raw_files(dataset, root).values() if not p.is_file()]
     if not missing:
         return
     where = ", ".join(str(p) for p in missing)
@@ -92,39 +171,193 @@ def _ensure_files(dataset: str, root: Path, download: bool) -> None:
             f"{dataset}: files missing under data.root = {str(root)!r}: {where}. Put torchvision's "
             f"files there (or set data.download: true on a machine with internet)."
         )
+    new_folder = _outermost_new_folder(_folder(dataset, root))
     try:
-        TORCHVISION_CLASS[dataset](str(root), train=True, download=True)
-        TORCHVISION_CLASS[dataset](str(root), train=False, download=True)
+        _download(dataset, root)
     except Exception as err:  # network errors come in many types; say what to do instead
+        if new_folder is not None:
+            shutil.rmtree(new_folder, ignore_errors=True)
         raise DataError(
             f"{dataset}: download into {str(root)!r} failed ({type(err).__name__}: "
             f"{' '.join(str(err).split())[:300]}). "
             f"Offline, put torchvision's files there yourself: {where}"
         ) from err
+    still_missing = [str(p) for p in missing if not p.is_file()]
+    if still_missing:
+        raise DataError(f"{dataset}: the download into {str(root)!r} did not give {still_missing}")
 
 
-class _UncheckedCIFAR10(datasets.CIFAR10):
-    """CIFAR-10 from a copy whose checksums were already compared and the mismatch accepted."""
+def _pins(dataset: str, accept_checksum_mismatch: Mapping) -> dict[str, str]:
+    """The md5s pinned for `dataset`'s files; ParamError for a pin that names no raw file."""
+    key = "data.accept_checksum_mismatch"
+    if not isinstance(accept_checksum_mismatch, Mapping):
+        raise ParamError(key, accept_checksum_mismatch, "a mapping dataset -> {file name: md5}")
+    pins = accept_checksum_mismatch.get(dataset) or {}
+    if not isinstance(pins, Mapping):
+        raise ParamError(f"{key}.{dataset}", pins, "a mapping file name -> md5")
+    names = list(original_md5s(dataset))
+    for name, md5 in pins.items():
+        if name not in names:
+            raise ParamError(f"{key}.{dataset}.{name}", md5, f"a file name from {names}")
+        if not isinstance(md5, str) or not _MD5.fullmatch(md5):
+            raise ParamError(f"{key}.{dataset}.{name}", md5, "an md5: 32 lowercase hex digits")
+    return dict(pins)
 
-    def _check_integrity(self) -> bool:
-        return all(os.path.isfile(p) for p in expected_files("cifar10", Path(self.root)))
 
-    def _load_meta(self) -> None:
-        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+def _accept(dataset: str, paths: dict[str, Path], md5s: dict[str, str], pins: dict) -> list[str]:
+    """Names of the files that differ from the originals but are pinned (accepted).
+
+    Any other difference is a DataError naming each such file, its md5 and the expected ones.
+    """
+    originals = original_md5s(dataset)
+    accepted, refused = [], []
+    for name, md5 in md5s.items():
+        if md5 == originals[name]:
+            continue
+        if md5 == pins.get(name):
+            accepted.append(name)
+        else:
+            refused.append(name)
+    if refused:
+        what = "; ".join(
+            f"{paths[name]} has md5 {md5s[name]}, not the original's {originals[name]}"
+            + (f" or the pinned {pins[name]}" if name in pins else "")
+            for name in refused
+        )
+        raise DataError(
+            f"{dataset}: {what}. To use a re-packed or reconstructed copy, pin each file's md5 "
+            f"under data.accept_checksum_mismatch.{dataset}.<file> (e.g. {refused[0]}: "
+            f"{md5s[refused[0]]}); data.json then records the data as unverified."
+        )
+    return accepted
 
 
-def _read(dataset: str, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+# What CIFAR-10's pickles may ask for: numpy's array reconstruction (both module names, as numpy
+# 1.x and 2.x write them; _frombuffer for protocol 5) and _codecs.encode, which protocol-2 pickles
+# written by Python 3 use for bytes. Containers, strings and numbers need no globals.
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 file, refusing every global but numpy's array reconstruction.
+
+    The general unpickler calls whatever a pickle names, so a tampered batch could run code;
+    this one raises DataError (naming `path` and the global) instead.
+    """
+
+    def __init__(self, blob: bytes, path: Path):
+        super().__init__(io.BytesIO(blob), encoding="latin1")  # the originals are Python 2 pickles
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _PICKLE_GLOBALS:
+            return _PICKLE_GLOBALS[module, name]
+        raise DataError(
+            f"cifar10: {self.path} asks the unpickler for '{module}.{name}'; a CIFAR-10 file holds "
+            f"only arrays, lists, strings and numbers. Refusing to load it."
+        )
+
+
+def _unpickle(path: Path, blob: bytes):
+    try:
+        return CifarUnpickler(blob, path).load()
+    except DataError:
+        raise
+    except Exception as err:  # a truncated or corrupt pickle fails in many ways
+        raise DataError(
+            f"cifar10: {path} is not a readable pickle ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:200]}); the file is truncated or corrupt."
+        ) from err
+
+
+def _cifar_batch(path: Path, blob: bytes) -> tuple[np.ndarray, list[int]]:
+    """A batch's images (uint8, n x 3072: R plane, G, B) and labels, checked."""
+    entry = _unpickle(path, blob)
+    data = entry.get("data") if isinstance(entry, dict) else None
+    labels = None
+    if isinstance(entry, dict):  # as torchvision: 'labels', else CIFAR-100's 'fine_labels'
+        labels = entry["labels"] if "labels" in entry else entry.get("fine_labels")
+    if not (
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == 3 * 32 * 32
+        and isinstance(labels, list)
+        and len(labels) == len(data)
+        and all(type(v) is int and 0 <= v < 10 for v in labels)
+    ):
+        raise DataError(
+            f"cifar10: {path} is not a CIFAR-10 batch: expected a dict with 'data' (a uint8 array "
+            f"n x 3072) and 'labels' (a list of n ints in 0..9)."
+        )
+    return data, labels
+
+
+def _cifar_classes(path: Path, blob: bytes) -> list[str]:
+    """batches.meta's ``label_names``, checked."""
+    meta = _unpickle(path, blob)
+    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if not (isinstance(names, list) and len(names) == 10 and all(type(n) is str for n in names)):
+        raise DataError(
+            f"cifar10: {path} is not CIFAR-10's batches.meta: expected a dict whose "
+            f"'label_names' is a list of 10 strings."
+        )
+    return names
+
+
+def _idx(dataset: str, path: Path, blob: bytes, images: bool) -> np.ndarray:
+    """An uncompressed idx file: images (magic 2051, n x 28 x 28) or labels (magic 2049, n)."""
+    magic, dims = (2051, 3) if images else (2049, 1)
+    header = 4 * (1 + dims)
+    fields = struct.unpack(f">{1 + dims}I", blob[:header]) if len(blob) >= header else ()
+    shape = tuple(fields[1:])
+    if not (
+        fields
+        and fields[0] == magic
+        and (not images or shape[1:] == (28, 28))
+        and len(blob) == header + int(np.prod(shape))
+    ):
+        what = "images (magic 2051, n x 28 x 28)" if images else "labels (magic 2049, n)"
+        raise DataError(
+            f"{dataset}: {path} is not an idx file of {what} whose sizes match its {len(blob)} "
+            f"bytes (header read: {list(fields)})."
+        )
+    return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _read(
+    dataset: str, paths: dict[str, Path], blobs: dict[str, bytes], train: bool
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """A whole split from the files' bytes: uint8 images N x C x H x W, int64 labels, classes."""
+    cls = TORCHVISION_CLASS[dataset]
     if dataset == "cifar10":
-        ds = _UncheckedCIFAR10(str(root), train=train, download=False)
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        labels = torch.tensor(ds.targets, dtype=torch.int64)
-    else:
-        ds = TORCHVISION_CLASS[dataset](str(root), train=train, download=False)
-        images = ds.data.unsqueeze(1).contiguous()
-        labels = ds.targets.to(torch.int64)
-    return images, labels, list(ds.classes)
+        names = [name for name, _ in (cls.train_list if train else cls.test_list)]
+        batches = [_cifar_batch(paths[name], blobs[name]) for name in names]
+        images = np.vstack([data for data, _ in batches]).reshape(-1, 3, 32, 32)
+        labels = [label for _, batch_labels in batches for label in batch_labels]
+        meta = cls.meta["filename"]
+        classes = _cifar_classes(paths[meta], blobs[meta])
+        return torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64), classes
+    prefix = "train" if train else "t10k"
+    image_name, label_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+    images = _idx(dataset, paths[image_name], blobs[image_name], images=True)
+    labels = _idx(dataset, paths[label_name], blobs[label_name], images=False)
+    if len(labels) != len(images) or labels.max(initial=0) >= 10:
+        raise DataError(
+            f"{dataset}: {paths[label_name]} does not hold one label in 0..9 for each of the "
+            f"{len(images)} images of {paths[image_name]}."
+        )
+    images = torch.from_numpy(images.reshape(-1, 1, 28, 28).copy())  # copy: own, writable memory
+    labels = torch.from_numpy(labels.astype(np.int64))
+    return images, labels, list(cls.classes)
 
 
 def balanced_order(
@@ -159,37 +392,42 @@ def prepare(
     dataset: str,
     root: str | Path,
     download: bool,
-    accept_checksum_mismatch: list[str],
+    accept_checksum_mismatch: Mapping[str, Mapping[str, str]],
     train_size: int | None,
     test_size: int | None,
     seed: int,
     run: str = "run",
 ) -> tuple[dict, dict, dict]:
-    """Read (or download) a dataset and return (train split, test split, report for data.json)."""
+    """Read (or download) a dataset and return (train split, test split, report for data.json).
+
+    Every raw file must equal the original (md5) or the md5 pinned for it in
+    ``accept_checksum_mismatch[dataset][file name]``; all md5s are checked before any file is
+    parsed. The report lists each file's md5 under ``files``.
+    """
     root = Path(root)
-    _ensure_files(dataset, root, download)
-    mismatches = checksum_mismatches(dataset, root)
-    if mismatches and dataset not in accept_checksum_mismatch:
-        raise DataError(
-            f"{dataset}: checksums differ from the originals for {mismatches} under "
-            f"{str(root)!r}. If this is a re-packed or reconstructed copy, accept it explicitly "
-            f"with data.accept_checksum_mismatch: [{dataset}] (results will say it is unverified)."
-        )
+    pins = _pins(dataset, accept_checksum_mismatch)
+    ensure_files(dataset, root, download)
+    paths = raw_files(dataset, root)
+    blobs = {name: path.read_bytes() for name, path in paths.items()}
+    md5s = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
+    mismatches = _accept(dataset, paths, md5s, pins)
     generator = torch.Generator().manual_seed(seed)
     splits, report = {}, {"dataset": dataset, "root": str(root)}
     for split, size in (("train", train_size), ("test", test_size)):
-        images, labels, classes = _read(dataset, root, train=split == "train")
+        images, labels, classes = _read(dataset, paths, blobs, train=split == "train")
         order = balanced_order(labels, size, len(classes), generator, f"runs.{run}.{split}_size")
         images, labels = images[order].contiguous(), labels[order].contiguous()
         splits[split] = {"images": images, "labels": labels, "classes": classes}
         report[f"{split}_size"] = len(labels)
         report[f"{split}_class_counts"] = torch.bincount(labels, minlength=len(classes)).tolist()
+    del blobs  # the raw bytes are parsed; free them before the float64 statistics
     mean, std = channel_stats(splits["train"]["images"])
     for split in splits.values():
         split["mean"], split["std"] = mean, std
     report.update(
         checksums_verified=not mismatches,
         checksum_mismatches=mismatches,
+        files=md5s,
         classes=splits["train"]["classes"],
         image_shape=list(splits["train"]["images"].shape[1:]),
         mean=[round(v, 6) for v in mean.tolist()],

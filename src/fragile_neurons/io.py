@@ -1,8 +1,12 @@
 """Writing outputs atomically and reading them back safely.
 
 Every file a stage writes goes to a temporary file in the same folder first and is renamed into
-place, so an interrupted stage never leaves a half-written output. Checkpoints are plain
-dictionaries of tensors and names, loaded with ``weights_only=True``.
+place, so an interrupted stage never leaves a half-written output. Checkpoints and records are
+plain dictionaries of tensors and names, loaded with ``weights_only=True``: a file that asks the
+unpickler for anything else (code) is refused, and so is a missing, truncated or corrupt file,
+each with one line that names the file and the stage that rewrites it.
+
+torch is imported where tensors are read or written, so the params check imports none of it.
 """
 
 from __future__ import annotations
@@ -10,13 +14,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
+from .errors import DataError
+from .paths import producer
 
 
 @contextmanager
@@ -67,12 +74,72 @@ def save_figure(path: str | Path, fig) -> None:
 def save_tensors(path: str | Path, obj: dict) -> None:
     """torch.save, atomically. Same tensors give the same bytes: torch.save names the records of
     its zip archive after the file, so it writes to memory first, not to the temporary file."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
     write_with(path, lambda p: p.write_bytes(data))
 
 
-def load_tensors(path: str | Path) -> dict:
-    """torch.load restricted to tensors and plain containers (``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def rerun_advice(path: str | Path) -> str:
+    """What to do about a bad input file: rerun the stage that writes it."""
+    stage = producer(path)
+    return f"rerun `dvc repro --force {stage}`" if stage else "replace it"
+
+
+def load_tensors(path: str | Path, keys: tuple[str, ...] = ()) -> dict:
+    """torch.load restricted to tensors and plain containers (``weights_only=True``).
+
+    Returns a dict holding at least `keys`. Anything else (a missing, truncated or corrupt file,
+    one that asks for code, one of another structure) is a one-line DataError naming the file and
+    the stage that rewrites it. The message never suggests switching the restriction off.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: {rerun_advice(path)}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"(?:unsupported global:? GLOBAL|GLOBAL) ([\w.]+)", str(err), re.I)
+        asks = f"asks the unpickler for {found.group(1)!r}" if found else "holds more than tensors"
+        raise DataError(
+            f"{path} {asks}, which a checkpoint or record of this pipeline never holds; refused "
+            f"to load it (nothing in it ran). If you did not put it there, {rerun_advice(path)}"
+        ) from None
+    except Exception as err:  # a corrupt file fails torch.load in many ways; each is this one line
+        first = " ".join(str(err).split()).split(". ")[0][:160]
+        raise DataError(
+            f"{path} is truncated or corrupt ({type(err).__name__}: {first}): {rerun_advice(path)}"
+        ) from None
+    missing = [k for k in keys if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise DataError(
+            f"{path} lacks {missing}: not a file this pipeline wrote; {rerun_advice(path)}"
+        )
+    return blob
+
+
+def load_split(path: str | Path) -> dict:
+    """A prepared split (see data.prepare): uint8 images N x C x H x W, int64 labels N, the class
+    names, and the per-channel mean and std; anything else is a one-line DataError."""
+    import torch
+
+    split = load_tensors(path, keys=("images", "labels", "classes", "mean", "std"))
+    images, labels = split["images"], split["labels"]
+    ok = isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
+    ok = ok and isinstance(labels, torch.Tensor) and labels.dtype == torch.int64
+    ok = ok and labels.shape == images.shape[:1] and isinstance(split["classes"], list)
+    ok = (
+        ok
+        and bool(len(labels))
+        and 0 <= int(labels.min()) <= int(labels.max()) < len(split["classes"])
+    )
+    if not ok:
+        raise DataError(
+            f"{path} is not a prepared split (uint8 images N x C x H x W, int64 labels in "
+            f"[0, classes)); {rerun_advice(path)}"
+        )
+    return split

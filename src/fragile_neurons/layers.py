@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import ParamError
+
 
 @dataclass(frozen=True)
 class ScanLayer:
@@ -91,3 +93,13 @@ def find_scan_layer(model: nn.Module, example: torch.Tensor, layer: str | None =
         ):
             neuron = name
     return ScanLayer(conv_name=layer, neuron_name=neuron, channels=conv.out_channels)
+
+
+def resolve_layer(model: nn.Module, example: torch.Tensor, layer: str | None) -> ScanLayer:
+    """:func:`find_scan_layer` for the value of `scan.layer`: a name that is not a convolution
+    the model runs is a ParamError naming the candidates."""
+    try:
+        return find_scan_layer(model, example, layer)
+    except ValueError as err:
+        allowed = f"null or the name of an nn.Conv2d the model runs: {convolutions(model)}"
+        raise ParamError("scan.layer", layer, allowed) from err

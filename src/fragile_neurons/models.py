@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .io import load_tensors, save_tensors
+from .errors import DataError
+from .io import load_tensors, rerun_advice, save_tensors
 
 
 class Normalize(nn.Module):
@@ -123,21 +124,34 @@ def save_checkpoint(path: str | Path, model: nn.Sequential, spec: dict) -> None:
 
 
 def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Sequential, dict]:
-    """Rebuild a saved model in eval mode; `arch`, when given, must match the checkpoint's."""
-    blob = load_tensors(path)
-    spec = blob["spec"]
-    if arch is not None and spec["arch"] != arch:
-        raise ValueError(
-            f"{path}: checkpoint holds a {spec['arch']!r} model, not the requested {arch!r}"
+    """Rebuild a saved model in eval mode; `arch`, when given, must match the checkpoint's.
+
+    The file is untrusted: it loads with ``weights_only`` (see :func:`io.load_tensors`), and a
+    spec or state that does not rebuild the architecture is a one-line DataError naming the file.
+    """
+    blob = load_tensors(path, keys=("spec", "state_dict"))
+    spec, state = blob["spec"], blob["state_dict"]
+    fields = {"arch": str, "channels": int, "size": int, "classes": int}
+    if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) for k, t in fields.items()):
+        raise DataError(f"{path}: its spec is not {fields}; {rerun_advice(path)}")
+    if spec["arch"] not in ARCHITECTURES or (arch is not None and spec["arch"] != arch):
+        wanted = arch or f"one of {sorted(ARCHITECTURES)}"
+        raise DataError(
+            f"{path} holds a {spec['arch']!r} model, not {wanted!r}; {rerun_advice(path)}"
         )
-    state = blob["state_dict"]
-    model = build_model(
-        spec["arch"],
-        spec["channels"],
-        spec["size"],
-        spec["classes"],
-        state["normalize.mean"].flatten(),
-        state["normalize.std"].flatten(),
-    )
-    model.load_state_dict(state)
+    try:
+        model = build_model(
+            spec["arch"],
+            spec["channels"],
+            spec["size"],
+            spec["classes"],
+            state["normalize.mean"].flatten(),
+            state["normalize.std"].flatten(),
+        )
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        first = " ".join(str(err).split())[:160]
+        raise DataError(
+            f"{path} does not hold a {spec['arch']} state ({first}); {rerun_advice(path)}"
+        ) from None
     return model.eval(), spec

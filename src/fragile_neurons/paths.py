@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def params_checked() -> Path:
+    """The check stage's output, which every other stage depends on (its content is constant)."""
+    return Path("data/params.ok")
+
+
 def prepared(run: str, split: str) -> Path:
     return Path("data/prepared") / run / f"{split}.pt"
 
@@ -35,3 +40,15 @@ def metrics(run: str, stage: str) -> Path:
 
 def plot(run: str, name: str) -> Path:
     return Path("plots") / run / name
+
+
+def producer(path: str | Path) -> str | None:
+    """The `stage@run` of dvc.yaml that writes `path` (None for a path no stage writes): what to
+    rerun when a record is missing, stale or corrupt."""
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[0] == "data" and parts[1] in ("prepared", "attack", "scan"):
+        stage = {"prepared": "prepare", "attack": "attack", "scan": "scan"}[parts[1]]
+        return f"{stage}@{parts[2]}"
+    if len(parts) == 3 and parts[0] == "models":
+        return {"model.pt": f"train@{parts[1]}", "hardened.pt": f"harden@{parts[1]}"}.get(parts[2])
+    return None

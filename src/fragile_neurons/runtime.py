@@ -7,37 +7,77 @@ import ctypes.util
 import os
 import random
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
+from .errors import ParamError
+
 
 def select_device(name: str = "auto") -> torch.device:
-    """`auto` is CUDA when present, else the CPU; `cuda` without a GPU is a clear error."""
+    """`auto` is CUDA when present, else the CPU; a CUDA device that is not there is a
+    ParamError naming what is."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"params: device = {name!r} but no CUDA device is available; use 'auto'")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            there = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ParamError(
+                "device", name, f"a device this machine has ({there}): 'auto' or 'cpu'"
+            )
     return torch.device(name)
 
 
-def seed_everything(seed: int, device: torch.device | None = None) -> torch.Generator:
+def seed_everything(
+    seed: int, device: torch.device | None = None, deterministic: str = "warn"
+) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU generator seeded with `seed`.
 
     With the same params and the same machine type, a stage rewrites identical bytes. On CUDA
-    that needs torch's deterministic kernels, which are switched on here; the CPU kernels this
-    package runs are deterministic for a given thread count without them (the pipeline test
-    checks byte-identical reruns), and the switch would cost every stage 2-3 s of importing
-    torch's compiler, which is never used.
+    that needs torch's deterministic kernels, which are switched on here. Some operations have no
+    deterministic CUDA kernel (e.g. the backward of adaptive average pooling, which ResNet-18
+    runs): `deterministic: warn` (the default) lets them run and records them (see
+    :func:`watch_nondeterminism`), `strict` stops the stage with torch's error. The CPU kernels
+    this package runs are deterministic for a given thread count without the switch (the
+    pipeline test checks byte-identical reruns), and on the CPU it would only cost every stage
+    the import of torch's compiler.
     """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if device is not None and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=deterministic != "strict")
         torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)
+
+
+NONDETERMINISTIC = " does not have a deterministic implementation"
+
+
+@contextmanager
+def watch_nondeterminism() -> Iterator[list[str]]:
+    """Collect the operations that ran without a deterministic kernel (torch warns about each
+    under ``use_deterministic_algorithms(True, warn_only=True)``); the warnings still print."""
+    ops: list[str] = []
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def record(message, category, filename, lineno, file=None, line=None):
+            text = str(message)
+            if NONDETERMINISTIC in text:
+                op = text.split(NONDETERMINISTIC)[0].strip()
+                if op not in ops:
+                    ops.append(op)
+            show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = record
+        yield ops
 
 
 # glibc mallopt parameters (malloc.h)

@@ -11,14 +11,20 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .config import get_run, load_params
 from .errors import DataError, ParamError
-from .runtime import keep_freed_memory, seed_everything, select_device
+from .runtime import (
+    NONDETERMINISTIC,
+    keep_freed_memory,
+    seed_everything,
+    select_device,
+    watch_nondeterminism,
+)
 
 
 @dataclass
@@ -28,6 +34,12 @@ class Context:
     params: dict  # all of params.yaml, validated
     device: torch.device
     generator: torch.Generator  # seeded from params `seed`
+    nondeterministic: list[str] = field(default_factory=list)  # ops that ran without one
+
+    def runtime(self) -> dict:
+        """Where the stage ran, for its metrics: the device type, and the operations that ran
+        without a deterministic kernel (empty: a rerun writes the same bytes)."""
+        return {"device": self.device.type, "nondeterministic_ops": list(self.nondeterministic)}
 
 
 def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) -> None:
@@ -40,9 +52,17 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
         params = load_params(args.params)
         run = get_run(params, args.run)
         device = select_device(params["device"])
-        generator = seed_everything(params["seed"], device)
+        generator = seed_everything(params["seed"], device, params["deterministic"])
         start = time.perf_counter()
-        body(Context(args.run, run, params, device, generator))
+        with watch_nondeterminism() as ops:
+            try:
+                body(Context(args.run, run, params, device, generator, ops))
+            except RuntimeError as err:  # `deterministic: strict` met an op without such a kernel
+                if NONDETERMINISTIC not in str(err):
+                    raise
+                op = str(err).split(NONDETERMINISTIC)[0].strip()
+                allowed = f"'warn': {op} has no deterministic kernel on {device}"
+                raise ParamError("deterministic", "strict", allowed) from None
         stage = Path(sys.argv[0]).stem if argv is None else body.__name__
         print(
             f"{stage} {args.run}: {time.perf_counter() - start:.1f} s on {device}", file=sys.stderr

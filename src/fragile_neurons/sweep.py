@@ -25,8 +25,9 @@ import sys
 from collections import defaultdict
 
 import dvc.api
-import yaml
 from scipy import stats
+
+from .config import parse_yaml
 
 # (label, metrics file stem, key path inside the file)
 HEADLINE = [
@@ -99,8 +100,8 @@ def collect(rev: str | None = None, num: int = 1) -> list[dict]:
         if row.get("typ") == "baseline" or row.get("State") not in (None, "Success"):
             continue
         sha = row["rev"]
-        params = yaml.safe_load(_git_show(sha, "params.yaml") or "{}") or {}
-        lock = yaml.safe_load(_git_show(sha, "dvc.lock") or "{}") or {}
+        params = parse_yaml(_git_show(sha, "params.yaml") or "{}") or {}  # as DVC reads it
+        lock = parse_yaml(_git_show(sha, "dvc.lock") or "{}", "dvc.lock") or {}
         runs = {}
         for run in params.get("runs", {}):
             if not reproduced(lock, params, run):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .errors import ParamError
 from .inference import as_input, batch_slices, evaluate
 
 
@@ -39,8 +40,13 @@ def train_model(
     generator: torch.Generator,
     eval_batch_size: int = 1000,
     progress: bool = True,
+    lr_key: str = "train.lr",
 ) -> list[dict]:
-    """Train in place; return one row per epoch: train and test loss and accuracy."""
+    """Train in place; return one row per epoch: train and test loss and accuracy.
+
+    A training that diverges stops with a ParamError on the learning rate (`lr_key` names it):
+    at the first non-finite loss, or when the final test accuracy is no better than a constant
+    prediction of the commonest test class (what a network whose weights blew up gets)."""
     model.to(device)
     images, labels = train["images"], train["labels"]
     steps = epochs * -(-len(labels) // batch_size)
@@ -59,6 +65,10 @@ def train_model(
                 x = augment(x, generator)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                where = f"the loss became {loss.item()} in epoch {epoch}"
+                allowed = f"a learning rate at which training converges: {where}"
+                raise ParamError(lr_key, lr, allowed)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -83,4 +93,8 @@ def train_model(
         bar.write(f"epoch {epoch}: test accuracy {test_acc:.4f}, test loss {test_loss:.4f}")
     bar.close()
     model.eval()
+    chance = torch.bincount(test["labels"]).max().item() / len(test["labels"])
+    if history[-1]["test_accuracy"] <= chance:
+        reached = f"test accuracy {history[-1]['test_accuracy']:.4f} is at chance ({chance:.4f})"
+        raise ParamError(lr_key, lr, f"a learning rate at which training learns: {reached}")
     return history
