@@ -23,6 +23,14 @@ SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
 # then letters, digits, '_' or '-', so it can never be read as an option, a path or shell syntax.
 RUN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 MD5 = re.compile(r"[0-9a-f]{32}")
+# The raw files of each dataset in torchvision's layout (data.py reads exactly these).
+_IDX = [f"{split}-{kind}-idx{dims}-ubyte" for split in ("train", "t10k")
+        for kind, dims in (("images", 3), ("labels", 1))]  # fmt: skip
+RAW_FILES = {
+    "mnist": _IDX,
+    "fashion_mnist": _IDX,
+    "cifar10": [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"],
+}
 
 
 # --- leaf checks: each takes (key, value) and returns the normalised value ---------------------
@@ -42,7 +50,11 @@ def _int(lo: int | None = None, optional: bool = False):
 
 def _float(lo: float, hi: float | None = None, lo_open: bool = False):
     def check(key, v):
-        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        try:
+            ok = ok and math.isfinite(float(v))
+        except OverflowError:  # an integer beyond float's range
+            ok = False
         ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
         if not ok:
             left = "(" if lo_open else "["
@@ -101,7 +113,9 @@ def _pins(key, v):
         if not isinstance(files, dict) or not files:
             raise ParamError(where, files, "a non-empty mapping of raw file names to md5s")
         for name, md5 in files.items():
-            if not isinstance(name, str) or not isinstance(md5, str) or not MD5.fullmatch(md5):
+            if name not in RAW_FILES[dataset]:
+                raise ParamError(f"{where}.{name}", md5, f"a file name from {RAW_FILES[dataset]}")
+            if not isinstance(md5, str) or not MD5.fullmatch(md5):
                 raise ParamError(f"{where}.{name}", md5, "an md5: 32 lowercase hex digits")
     return v
 
@@ -112,6 +126,8 @@ def parse_epsilon(key: str, v: Any) -> float:
         if isinstance(v, bool):
             raise ValueError
         value = float(Fraction(v)) if isinstance(v, str) else float(v)
+    except OverflowError:  # a number beyond float's range: out of [0, 1] below
+        value = math.inf
     except (TypeError, ValueError, ZeroDivisionError):
         raise ParamError(key, v, "a number or a fraction such as '8/255'") from None
     if not 0.0 <= value <= 1.0:
@@ -253,6 +269,8 @@ def parse_yaml(text: str, source: str = "params.yaml") -> Any:
 
     try:
         return YAML(typ="safe").load(text)
+    except ValueError as err:  # a scalar ruamel cannot convert, e.g. an int of 5000 digits
+        raise ParamError(source, "<not valid YAML>", f"valid YAML; {err}") from None
     except YAMLError as err:
         where = ""
         if isinstance(err, MarkedYAMLError) and err.problem_mark is not None:

@@ -102,16 +102,16 @@ def load_tensors(path: str | Path, keys: tuple[str, ...] = ()) -> dict:
         raise DataError(f"{path} is missing: {rerun_advice(path)}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"(?:unsupported global:? GLOBAL|GLOBAL) ([\w.]+)", str(err), re.I)
-        asks = f"asks the unpickler for {found.group(1)!r}" if found else "holds more than tensors"
-        raise DataError(
-            f"{path} {asks}, which a checkpoint or record of this pipeline never holds; refused "
-            f"to load it (nothing in it ran). If you did not put it there, {rerun_advice(path)}"
-        ) from None
     except Exception as err:  # a corrupt file fails torch.load in many ways; each is this one line
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if isinstance(err, pickle.UnpicklingError) and found:
+            raise DataError(
+                f"{path} asks the unpickler for {found.group(1)!r}, which a checkpoint or record "
+                f"of this pipeline never holds; refused to load it (nothing in it ran). If you "
+                f"did not put it there, {rerun_advice(path)}"
+            ) from None
         first = " ".join(str(err).split()).split(". ")[0][:160]
-        raise DataError(
+        raise DataError(  # never torch's advice to switch weights_only off
             f"{path} is truncated or corrupt ({type(err).__name__}: {first}): {rerun_advice(path)}"
         ) from None
     missing = [k for k in keys if not isinstance(blob, dict) or k not in blob]

@@ -53,7 +53,9 @@ def train_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     history = []
-    bar = tqdm(total=steps, desc="train", unit="batch", disable=not progress, mininterval=2)
+    # progress on a terminal only (disable=None): a log or a captured stderr gets no bar
+    bar = tqdm(total=steps, desc="train", unit="batch", disable=None if progress else True,
+               mininterval=2)  # fmt: skip
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(labels), generator=generator)
