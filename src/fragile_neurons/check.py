@@ -5,12 +5,20 @@ runs it first whenever params.yaml changed. A misspelt key in a section no stage
 `runs`, or a run name that is not a plain name stops the pipeline with one line and exit status
 2, before any command with a run name in it runs. The output's content never changes, so a
 passing check reruns nothing downstream.
+
+`fragile-neurons check -S key=value ...` checks `dvc exp run -S` overrides the same way before
+anything is queued: the overrides are applied by DVC's own code (Hydra's override grammar,
+sweeps such as `seed=0,1,2` expanded into every combination) to a copy of params.yaml.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 
 from . import paths
 from .config import load_params
@@ -20,16 +28,52 @@ from .io import write_with
 PASSED = "params.yaml passed the check of fragile_neurons.config\n"
 
 
+def with_overrides(params: str | Path, overrides: Sequence[str]) -> list[dict]:
+    """The validated params of every combination that `dvc exp run -S <overrides>` would run
+    (one when no override sweeps). ParamError for an override DVC would refuse, or a value the
+    schema refuses."""
+    if not overrides:
+        return [load_params(params)]
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides, get_hydra_sweeps
+
+    try:
+        combinations = get_hydra_sweeps({"params.yaml": list(overrides)})
+    except Exception as err:  # Hydra's grammar errors come in several types
+        cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ParamError("-S", " ".join(overrides), f"overrides DVC accepts ({cause})") from None
+    checked = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for combination in combinations:
+            copy = Path(tmp) / "params.yaml"
+            shutil.copyfile(params, copy)
+            try:
+                apply_overrides(copy, combination["params.yaml"])
+            except InvalidArgumentError as err:
+                cause = " ".join(str(err.__cause__ or err).split())
+                given = " ".join(combination["params.yaml"])
+                raise ParamError("-S", given, f"keys of params.yaml ({cause})") from None
+            checked.append(load_params(copy))
+    return checked
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="check", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="the params file")
+    parser.add_argument(
+        "-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="an override as `dvc exp run -S` takes it (only checked, nothing is written)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        load_params(args.params)
+        combinations = with_overrides(args.params, args.overrides)
     except ParamError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    write_with(paths.params_checked(), lambda p: p.write_text(PASSED))
+    if args.overrides:
+        print(f"{args.params} with {' '.join(args.overrides)}: {len(combinations)} run(s) checked")
+    else:
+        write_with(paths.params_checked(), lambda p: p.write_text(PASSED))
 
 
 if __name__ == "__main__":
