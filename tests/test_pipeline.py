@@ -209,3 +209,22 @@ def test_a_run_name_never_reaches_a_shell(project):
     finally:
         (project / "params.yaml").write_text(original)
         dvc(project, "repro")
+
+
+def test_results_travel_through_a_dvc_remote(project, tmp_path):
+    """What a collaborator does: push to a remote, clone afresh, pull, and find nothing to redo."""
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    dvc(project, "remote", "add", "--force", "-d", "shared", str(remote))
+    dvc(project, "push", "--run-cache")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "results"], cwd=project, check=True)
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    assert not (clone / "models" / "digits" / "model.pt").exists()  # models are not in git
+    dvc(clone, "pull")
+    assert cached_outputs(clone) == cached_outputs(project)
+    assert (clone / "models" / "digits" / "model.pt").read_bytes() == (
+        project / "models" / "digits" / "model.pt"
+    ).read_bytes()
+    assert json.loads(dvc(clone, "status", "--json")) == {}
+    assert "Running stage" not in dvc(clone, "repro")
