@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from fragile_neurons import io, paths
-from fragile_neurons.attacks import gradient_signs
-from fragile_neurons.config import epsilon_values, get_run, load_params
+from fragile_neurons.adversarial import gradient_signs
+from fragile_neurons.config import epsilon_labels, epsilon_values, get_run, load_params
 from fragile_neurons.inference import as_input
 from fragile_neurons.layers import resolve_layer
 from fragile_neurons.models import load_checkpoint
+from fragile_neurons.records import FGSMSweep
 from fragile_neurons.runtime import keep_freed_memory, seed_everything, select_device
 from fragile_neurons.scan import naive_scan, scan, with_clean
 
@@ -62,15 +63,17 @@ def main() -> None:
     images, labels = test["images"][:samples], test["labels"][:samples]
     layer = resolve_layer(model, as_input(images[:1], device), params["scan"]["layer"])
     batch = params["batch_size"]
-    cache = paths.attack_sweep(args.run)
-    if cache.exists() and len(io.load_tensors(cache)["sweep"]["signs"]) >= len(images):
-        signs, source = io.load_tensors(cache)["sweep"]["signs"][: len(images)], str(cache)
+    cache = paths.sweep_record(args.run)
+    sweep = FGSMSweep.load(cache) if cache.exists() else None
+    if sweep is not None and len(sweep.signs) >= len(images):
+        signs, source = sweep.signs[: len(images)], str(cache)
     else:
         mode = run["attack"]["labels"]
-        signs = gradient_signs(model, images, labels, batch_size=batch, device=device,
-                               label_mode=mode)  # fmt: skip
+        signs = gradient_signs(
+            model, images, labels, batch_size=batch, device=device, label_mode=mode
+        )
         source = "computed here"
-    eps, _ = with_clean(epsilon_values(run), [str(e) for e in epsilon_values(run)])
+    eps, _ = with_clean(epsilon_values(run), epsilon_labels(run))
 
     fast, fast_wall, fast_cpu = timed(
         lambda: scan(model, layer, images, labels, signs, eps, batch_size=batch, device=device)
@@ -86,9 +89,11 @@ def main() -> None:
     )
     loss_gap = (fast.dropped_loss - naive.dropped_loss).abs().max().item()
 
-    print(f"run {args.run}: {layer.conv_name} ({layer.channels} neurons), {len(images)} images, "
-          f"{len(eps)} epsilons, {torch.get_num_threads()} threads on {device.type}; "
-          f"signs: {source}")  # fmt: skip
+    print(
+        f"run {args.run}: {layer.conv_name} ({layer.channels} neurons), {len(images)} images, "
+        f"{len(eps)} epsilons, {torch.get_num_threads()} threads on {device.type}; "
+        f"signs: {source}"
+    )
     print(f"{'scan':<22}{'wall s':>9}{'cpu s':>9}")
     print(f"{'fast (' + fast.path + ')':<22}{fast_wall:>9.1f}{fast_cpu:>9.1f}")
     print(f"{f'naive (batch {naive_batch})':<22}{naive_wall:>9.1f}{naive_cpu:>9.1f}")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import runpy
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +21,55 @@ import torch
 
 from fragile_neurons import data
 from fragile_neurons.models import build_model
+from fragile_neurons.records import Labels
 from fragile_neurons.runtime import keep_freed_memory, seed_everything
 from fragile_neurons.train import train_model
 
 keep_freed_memory()  # as every stage does: faster CPU passes, identical results
 
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+def run_script(stage: str, *args: str) -> None:
+    """`python stages/<stage>.py <args>` in this process, in the current directory, as dvc.yaml
+    runs it (as `__main__`, with its own sys.argv), without a new interpreter's start-up. A bad
+    input ends it with SystemExit(2), as the script would exit."""
+    script = ROOT / "stages" / f"{stage}.py"
+    argv = sys.argv
+    sys.argv = [str(script), *args]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+
+
+def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
+    """A label stage's record with fragility `phi` (also every impact: a clean score) and
+    `label`; antifragile where robust and phi < 0."""
+    phi = torch.as_tensor(phi, dtype=torch.float64)
+    robust = torch.tensor([name == "robust" for name in label])
+    return Labels(
+        score="clean",
+        fraction=fraction,
+        phi=phi,
+        clean_impact=phi,
+        adversarial_impact=phi,
+        difference_impact=phi,
+        label=list(label),
+        antifragile=robust & (phi < 0),
+    )
 
 
 def synthetic_images(n: int, channels: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +106,12 @@ def write_cifar(folder: Path, train: tuple, test: tuple) -> None:
 
     def batch(images, labels, name):
         flat = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # R plane, G, B
-        blob = {"batch_label": name, "labels": labels.tolist(), "data": flat,
-                "filenames": [f"{i}.png" for i in range(len(labels))]}  # fmt: skip
+        blob = {
+            "batch_label": name,
+            "labels": labels.tolist(),
+            "data": flat,
+            "filenames": [f"{i}.png" for i in range(len(labels))],
+        }
         (folder / name).write_bytes(pickle.dumps(blob, protocol=2))
 
     parts = np.array_split(np.arange(len(train[1])), 5)

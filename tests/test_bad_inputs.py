@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import io
 import pickle
 import random
@@ -23,14 +22,13 @@ from contextlib import chdir, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import run_script
 
 from fragile_neurons import check, data
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = "mnist"
 STAGES = ("prepare", "train", "attack", "scan", "label", "correlate", "harden", "evaluate")
 MARKER = "MARKER"  # beside the project: what a payload creates when it runs
@@ -68,35 +66,22 @@ TRAIN_SPLIT = "data/prepared/mnist/train.pt"
 MODEL = "models/mnist/model.pt"
 HARDENED = "models/mnist/hardened.pt"
 SWEEP = "data/attack/mnist/sweep.pt"
+LAYER = "data/attack/mnist/layer.pt"
+TARGETING = "data/attack/mnist/targeting.pt"
 MEASUREMENTS = "data/scan/mnist/measurements.pt"
-SUMMARY = "data/scan/mnist/summary.json"
-GAINS = "plots/mnist/gains.csv"
+LABELS = "data/label/mnist/labels.pt"
+GAINS = "data/harden/mnist/gains.pt"
 
 
 # --- the stages, run in-process as `python stages/<stage>.py <run>` runs them ----------------
-
-
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"bad_inputs_{name}", ROOT / "stages" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_STAGES: dict[str, Any] = {}
 
 
 def run(stage: str, run_name: str = RUN) -> None:
     """One stage in the current directory; `check` validates params.yaml as dvc.yaml runs it."""
     if stage == "check":
         check.main([])
-        return
-    if stage not in _STAGES:
-        _STAGES[stage] = load_stage(stage)
-    module = _STAGES[stage]
-    module.run_stage(module.main, [run_name])
+    else:
+        run_script(stage, run_name)
 
 
 def md5s(project: Path) -> dict[str, str]:
@@ -299,11 +284,6 @@ def flip_byte(blob: bytes, at: int) -> bytes:
     return blob[:at] + bytes([blob[at] ^ 0xFF]) + blob[at + 1 :]
 
 
-def drop_column(csv: bytes, column: str) -> bytes:
-    frame = pd.read_csv(io.BytesIO(csv))
-    return frame.drop(columns=[column]).to_csv(index=False).encode()
-
-
 def md5_of(rel: str) -> Callable[[Path], str]:
     return lambda project: hashlib.md5((project / rel).read_bytes()).hexdigest()
 
@@ -322,10 +302,6 @@ class Case(NamedTuple):
 
 def case(id_, *args, marks=(), **kwargs):
     return pytest.param(Case(*args, **kwargs), id=id_, marks=marks)
-
-
-def bug(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -453,7 +429,7 @@ PARAMS_CASES = [
          "runs.mnist.train_size", "10000", "at most the split's 400 images"),
     case("scan.layer-fc1", "attack", set_param("scan.layer", "fc1"), "scan.layer", "'fc1'",
          "['conv1', 'conv2']"),
-    case("scan.layer-nope", "scan", set_param("scan.layer", "nope"), "scan.layer", "'nope'",
+    case("scan.layer-nope", "attack", set_param("scan.layer", "nope"), "scan.layer", "'nope'",
          "['conv1', 'conv2']"),
 ]  # fmt: skip
 
@@ -524,7 +500,7 @@ DATA_CASES = [
          MODEL, "spec is not", "rerun `dvc repro --force train@mnist`"),
     case("hardened-holds-the-original", "evaluate",
          Mutation((HARDENED,), lambda p: shutil.copy(p / MODEL, p / HARDENED)), HARDENED,
-         "does not hold gains.csv's gains", "rerun harden"),
+         "does not hold the gains", "rerun `dvc repro --force harden@mnist`"),
     case("hardened-missing", "evaluate", remove(HARDENED), HARDENED, "is missing",
          "rerun `dvc repro --force harden@mnist`"),
     # records
@@ -534,29 +510,48 @@ DATA_CASES = [
          "rerun `dvc repro --force attack@mnist`"),
     case("sweep-missing", "scan", remove(SWEEP), SWEEP, "is missing",
          "rerun `dvc repro --force attack@mnist`"),
-    case("sweep-without-signs", "scan", edit_record(SWEEP, lambda b: b["sweep"].pop("signs")),
-         SWEEP, "signs", "rerun", marks=bug("stages/scan.py main indexes sweep['sweep']['signs'] "
-                                            "unchecked: KeyError traceback")),
+    case("sweep-without-signs", "scan", edit_record(SWEEP, lambda b: b.pop("signs")), SWEEP,
+         "lacks ['signs']", "rerun `dvc repro --force attack@mnist`"),
+    case("sweep-float-signs", "scan",
+         edit_record(SWEEP, lambda b: b.update(signs=b["signs"].float())), SWEEP,
+         "signs is torch.float32", "rerun `dvc repro --force attack@mnist`"),
+    case("sweep-of-other-images", "evaluate",
+         edit_record(SWEEP, lambda b: b.update(signs=b["signs"][:10],
+                                               clean_logits=b["clean_logits"][:10])),
+         SWEEP, "not of this test split's", "rerun `dvc repro --force attack@mnist`"),
+    case("sweep-other-batch-size", "evaluate", edit_record(SWEEP, lambda b: b.update(batch_size=7)),
+         SWEEP, "batch size 7", "rerun `dvc repro --force attack@mnist`"),
     case("measurements-truncated", "label", truncate(MEASUREMENTS), MEASUREMENTS,
          "truncated or corrupt", "rerun `dvc repro --force scan@mnist`"),
     case("measurements-without-a-field", "label",
          edit_record(MEASUREMENTS, lambda b: b.pop("dropped_correct")), MEASUREMENTS,
-         "dropped_correct", "rerun", marks=bug("stages/label.py main: ScanResult.from_dict "
-                                               "raises KeyError: traceback")),
-    # tables a stage reads back
-    case("neurons-csv-missing", "harden", remove("plots/mnist/neurons.csv"),
-         "plots/mnist/neurons.csv", "missing", "rerun",
-         marks=bug("stages/harden.py main: pd.read_csv raises FileNotFoundError: traceback")),
-    case("targeting-csv-truncated", "correlate", truncate("plots/mnist/targeting.csv"),
-         "plots/mnist/targeting.csv", "targeting.csv", "rerun",
-         marks=bug("stages/correlate.py main: correlate() raises ValueError (the targeting "
-                   "table must give a share for every neuron): traceback")),
-    case("gains-csv-without-a-column", "evaluate",
-         file_bytes(GAINS, lambda blob: drop_column(blob, "inverse_gain")), GAINS,
-         "inverse_gain", "rerun", marks=bug("stages/evaluate.py main: table['inverse_gain'] "
-                                            "raises KeyError: traceback")),
-    case("scan-summary-missing", "label", remove(SUMMARY), SUMMARY, "missing", "rerun",
-         marks=bug("stages/label.py main: io.read_json raises FileNotFoundError: traceback")),
+         "dropped_correct", "rerun `dvc repro --force scan@mnist`"),
+    case("measurements-without-clean", "label",
+         edit_record(MEASUREMENTS, lambda b: b.update(epsilons=[0.05, 0.1, 0.2])), MEASUREMENTS,
+         "not the clean images", "rerun `dvc repro --force scan@mnist`"),
+    case("layer-of-another-model", "scan",
+         edit_record(LAYER, lambda b: b.update(conv_name="fc1")), LAYER, "'fc1'",
+         "rerun `dvc repro --force attack@mnist`"),
+    case("layer-missing", "harden", remove(LAYER), LAYER, "is missing",
+         "rerun `dvc repro --force attack@mnist`"),
+    case("targeting-truncated", "correlate", truncate(TARGETING), TARGETING,
+         "truncated or corrupt", "rerun `dvc repro --force attack@mnist`"),
+    case("targeting-other-neurons", "label",
+         edit_record(TARGETING, lambda b: b.update(
+             {k: b[k][..., :5] for k in ("effect", "relative_effect", "share", "magnitude")})),
+         TARGETING, "holds 5 neurons, not the 32", "rerun `dvc repro --force attack@mnist`"),
+    case("labels-missing", "harden", remove(LABELS), LABELS, "is missing",
+         "rerun `dvc repro --force label@mnist`"),
+    case("labels-malicious", "correlate", torch_file(LABELS, payload), LABELS, "'io.open'",
+         "rerun `dvc repro --force label@mnist`"),
+    case("labels-unknown-label", "harden",
+         edit_record(LABELS, lambda b: b["label"].__setitem__(0, "brittle")), LABELS,
+         "every label", "rerun `dvc repro --force label@mnist`"),
+    case("gains-without-a-field", "evaluate", edit_record(GAINS, lambda b: b.pop("inverse_gain")),
+         GAINS, "lacks ['inverse_gain']", "rerun `dvc repro --force harden@mnist`"),
+    case("gains-not-finite", "evaluate",
+         edit_record(GAINS, lambda b: b["gain"].__setitem__(0, float("inf"))), GAINS,
+         "gain must be finite", "rerun `dvc repro --force harden@mnist`"),
 ]  # fmt: skip
 
 CASES = PARAMS_CASES + RUN_NAME_CASES + DATA_CASES
@@ -629,3 +624,21 @@ def test_an_untampered_cifar_run_prepares(project, capsys):
         run("prepare", "cifar")
     assert (project / "data/prepared/cifar/test.pt").is_file()
     assert "error" not in capsys.readouterr().err
+
+
+def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
+    """Plots and metrics are written for people: with none of them there, scan, label, correlate,
+    harden and evaluate run from the records alone and write theirs again, byte for byte."""
+    shutil.rmtree(project / "plots")
+    shutil.rmtree(project / "metrics")
+    with chdir(project), redirect_stderr(io.StringIO()):
+        for stage in ("scan", "label", "correlate", "harden", "evaluate"):
+            run(stage)
+    after = md5s(project)
+    assert {p: pristine[1][p] for p in after} == after  # every file as it was
+    earlier = ["data.json", "train.json", "attack.json"]  # what the stages before scan write
+    earlier = [f"metrics/mnist/{name}" for name in earlier] + [
+        f"plots/mnist/{name}"
+        for name in ("train.csv", "attack.csv", "targeting.csv", "examples.png")
+    ]
+    assert {p for p in pristine[1] if p not in after} == set(earlier)

@@ -6,18 +6,14 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
+import torch
+from conftest import labels_record
 from scipy import stats
 
-from fragile_neurons.correlate import (
-    association,
-    correlate,
-    json_ready,
-    most_targeted,
-    overlap,
-    top_count,
-)
+from fragile_neurons.correlate import association, json_ready, most_targeted, overlap, run
+from fragile_neurons.ranking import top_count
+from fragile_neurons.records import Targeting
 
 # a hand-made table of 8 neurons: fragility and mean attack share
 PHI = np.array([0.30, 0.02, -0.01, 0.12, 0.00, 0.25, 0.05, 0.08])
@@ -89,35 +85,30 @@ def test_overlap_by_hand():
         overlap([8], [0], 8)
 
 
-def _tables(phi=PHI):
-    """neurons.csv and targeting.csv as the label and attack stages write them."""
+def _records(phi=PHI):
+    """The label and attack stages' records for 8 neurons: labels by phi, shares at 2 epsilons."""
     rng = np.random.default_rng(0)
-    n, epsilons, labels = len(phi), [0.1, 0.2], ["0.1", "0.2"]
-    raw = np.abs(rng.normal(size=(n, 2))) + 0.1
-    share = raw / raw.sum(axis=0)
-    targeting = pd.DataFrame(
-        [
-            {"neuron": k, "epsilon": e, "epsilon_label": lab, "effect": raw[k, i],
-             "share": share[k, i], "magnitude": 1.0}
-            for i, (e, lab) in enumerate(zip(epsilons, labels, strict=True))
-            for k in range(n)
-        ]
-    )  # fmt: skip
+    n = len(phi)
+    raw = np.abs(rng.normal(size=(2, n))) + 0.1
+    share = raw / raw.sum(axis=1, keepdims=True)
     order = np.lexsort((np.arange(n), -np.asarray(phi)))
     label = np.full(n, "neutral", dtype=object)
     label[order[:2]], label[order[-2:]] = "fragile", "robust"
-    neurons = pd.DataFrame(
-        {"neuron": np.arange(n), "phi": phi, "label": label,
-         "antifragile": (label == "robust") & (np.asarray(phi) < 0),
-         "share": share.mean(axis=1)}
-    )  # fmt: skip
-    return neurons, targeting, share
+    labels = labels_record(phi, [str(x) for x in label])
+    targeting = Targeting(
+        epsilons=[0.1, 0.2],
+        epsilon_labels=["0.1", "0.2"],
+        effect=torch.from_numpy(raw),
+        relative_effect=torch.from_numpy(raw),
+        share=torch.from_numpy(share),
+        magnitude=torch.ones(n, dtype=torch.float64),
+    )
+    return labels, targeting, share.T
 
 
 def test_correlate_summary_per_epsilon_and_mean():
-    neurons, targeting, share = _tables()
-    # shuffled rows, as a CSV may come: the result must not depend on row order
-    summary, table = correlate(neurons.sample(frac=1, random_state=1), targeting[::-1], 0.25)
+    labels, targeting, share = _records()
+    summary, table = run(labels, targeting, 0.25)
     mean = share.mean(axis=1)
     assert summary["spearman_rho"] == pytest.approx(stats.spearmanr(PHI, mean).statistic)
     assert summary["kendall_p"] == pytest.approx(stats.kendalltau(PHI, mean).pvalue)
@@ -130,26 +121,16 @@ def test_correlate_summary_per_epsilon_and_mean():
         assert per["jaccard_p"] == pytest.approx(expected["jaccard_p"])
     assert summary["fragile"] == 2 and summary["targeted"] == 2 and summary["neurons"] == 8
     assert list(table["neuron"]) == list(range(8))
+    assert list(table.columns) == ["neuron", "label", "antifragile", "phi", "share", "targeted"]
     assert table["targeted"].sum() == 2
     assert table.loc[table["targeted"], "neuron"].tolist() == most_targeted(mean, 0.25).tolist()
     json.dumps(json_ready(summary), allow_nan=False)
 
 
 def test_correlate_constant_phi_reports_null():
-    neurons, targeting, _ = _tables(np.zeros(8))
-    summary, _ = correlate(neurons, targeting, 0.25)
+    labels, targeting, _ = _records(np.zeros(8))
+    summary, _ = run(labels, targeting, 0.25)
     clean = json_ready(summary)
     assert clean["spearman_rho"] is None and clean["by_epsilon"]["0.1"]["kendall_p"] is None
     assert clean["jaccard"] is not None  # the overlap is still defined
     json.dumps(clean, allow_nan=False)
-
-
-def test_correlate_rejects_inconsistent_tables():
-    neurons, targeting, _ = _tables()
-    with pytest.raises(ValueError, match="every neuron"):
-        correlate(neurons, targeting[targeting["neuron"] != 3], 0.25)
-    stale = neurons.assign(share=neurons["share"] * 1.1)
-    with pytest.raises(ValueError, match="mean over E"):
-        correlate(stale, targeting, 0.25)
-    with pytest.raises(ValueError, match="one row per neuron"):
-        correlate(neurons[neurons["neuron"] != 0], targeting, 0.25)

@@ -12,9 +12,11 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR_CLASSES, synthetic_images
+import yaml
+from conftest import CIFAR_CLASSES, ROOT, synthetic_images
 
 from fragile_neurons import data
+from fragile_neurons.config import validate
 from fragile_neurons.errors import DataError, ParamError
 
 CIFAR = "cifar-10-batches-py"
@@ -136,17 +138,24 @@ def test_pinned_file_that_changes_is_refused(synthetic_root, tmp_path):
     assert "data_batch_1" not in message  # the files still equal to their pins are not named
 
 
-def test_a_pin_for_an_unknown_file_is_a_param_error(synthetic_root, synthetic_pins):
+def params_pinning(pins) -> dict:
+    """The committed params with data.accept_checksum_mismatch = `pins`."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["accept_checksum_mismatch"] = pins
+    return params
+
+
+def test_a_pin_for_an_unknown_file_is_a_param_error(synthetic_pins):
     pins = {"cifar10": {**synthetic_pins["cifar10"], "data_batch_6": "0" * 32}}
     with pytest.raises(ParamError) as err:
-        data.prepare("cifar10", synthetic_root, False, pins, None, None, 0)
+        validate(params_pinning(pins))
     assert err.value.key == "data.accept_checksum_mismatch.cifar10.data_batch_6"
     assert "data_batch_1" in err.value.allowed and "batches.meta" in err.value.allowed
 
 
-def test_the_old_list_form_is_a_param_error(synthetic_root):
+def test_the_old_list_form_is_a_param_error():
     with pytest.raises(ParamError, match="data.accept_checksum_mismatch"):
-        data.prepare("cifar10", synthetic_root, False, ["cifar10"], None, None, 0)
+        validate(params_pinning(["cifar10"]))
 
 
 def test_originals_are_verified_without_pins(synthetic_root, tmp_path, monkeypatch):

@@ -9,35 +9,54 @@ import pandas as pd
 import pytest
 import torch
 
+from fragile_neurons.adversarial import fgsm_sweep
+from fragile_neurons.config import ATTACKS
 from fragile_neurons.correlate import json_ready
+from fragile_neurons.errors import DataError
 from fragile_neurons.evaluate import (
-    ATTACKS,
-    Setup,
-    attack_model,
+    Settings,
     attack_variants,
     auc,
     curves,
     folded_difference,
+    load_hardened,
+    load_source,
     random_gains,
-    summarize,
+    summarise,
     variants,
     wide_curves,
 )
-from fragile_neurons.figures.results import robustness_figure
+from fragile_neurons.figures.evaluate import robustness_figure
 from fragile_neurons.gates import fold
 from fragile_neurons.inference import as_input
 from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.robustness import fgsm_sweep
+from fragile_neurons.models import save_checkpoint
+from fragile_neurons.records import Gains
 
 CPU = torch.device("cpu")
 EPS = [0.0, 0.1, 0.2]
 LABELS = ["0", "0.1", "0.2"]
 
 
-def _setup(**kw) -> Setup:
-    args = {"epsilons": EPS, "batch_size": 64, "device": CPU, "label_mode": "true",
-            "pgd_steps": 2, "pgd_samples": 32, "seed": 0}  # fmt: skip
-    return Setup(**{**args, **kw})
+def _settings(**kw) -> Settings:
+    args = {
+        "epsilons": EPS,
+        "epsilon_labels": LABELS,
+        "batch_size": 64,
+        "device": CPU,
+        "label_mode": "true",
+        "pgd_steps": 2,
+        "pgd_samples": 32,
+        "random_controls": 2,
+        "seed": 0,
+    }
+    return Settings(**{**args, **kw})
+
+
+def _attack(variants_: dict, images, labels, settings) -> dict:
+    """attack_variants with the original's sweep computed here, as the attack stage does."""
+    source = fgsm_sweep(variants_["original"], images, labels, EPS, batch_size=64, device=CPU)
+    return attack_variants(variants_, source, images, labels, settings)
 
 
 def _case(model, splits, count: int):
@@ -87,15 +106,14 @@ def test_variants_names_and_gates():
     assert torch.equal(gates["hardened"], gains) and torch.equal(gates["inverse"], inverse)
 
 
-def test_original_fgsm_equals_the_attack_stage(trained_mnist, mnist_splits):
+def test_original_fgsm_is_the_attack_stages(trained_mnist, mnist_splits):
     _, test = mnist_splits
     images, labels = test["images"], test["labels"]
-    setup = _setup()
-    result, signs = attack_model(trained_mnist, images, labels, setup)
     sweep = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
+    result = attack_variants({"original": trained_mnist}, sweep, images, labels, _settings())
+    result = result["original"]
     assert result["fgsm"] == sweep.accuracy
     assert result["clean"] == sweep.clean_accuracy
-    assert torch.equal(signs, sweep.signs)
     assert result["transfer"] == result["fgsm"]  # the source attacked with its own signs
     assert result["fgsm"][2] < result["fgsm"][0]  # the attack does something
     assert result["pgd"][0] == pytest.approx(
@@ -106,25 +124,35 @@ def test_original_fgsm_equals_the_attack_stage(trained_mnist, mnist_splits):
 
 def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist_splits):
     images, labels, layer, gains = _case(trained_mnist, mnist_splits, 64)
-    setup, n = _setup(), layer.channels
+    settings, n = _settings(), layer.channels
     inverse = torch.ones(n)
     inverse[:8], inverse[-8:] = 0.5, 2.0
-    gates = {"original": torch.ones(n), "hardened": gains, "random_0": torch.ones(n),
-             "random_1": gains.flip(0), "inverse": inverse}  # fmt: skip
-    results = attack_variants(trained_mnist, layer, gates, images, labels, setup)
-    alone, source = attack_model(trained_mnist, images, labels, setup)
-    # an identity gate is the original model; PGD starts from the same points every time
-    assert results["original"] == alone
-    assert results["random_0"] == alone
-    # the hardened variant (gains folded in) is attacked white-box, and with the original's
-    # signs for transfer
-    folded = fold(trained_mnist, layer, gains)
-    hardened, _ = attack_model(folded, images, labels, setup, transfer_signs=source)
-    assert results["hardened"] == hardened
+    gates = {
+        "original": torch.ones(n),
+        "hardened": gains,
+        "random_0": torch.ones(n),
+        "random_1": gains.flip(0),
+        "inverse": inverse,
+    }
+    models = {name: fold(trained_mnist, layer, g) for name, g in gates.items()}
+    models["original"] = trained_mnist
+    results = _attack(models, images, labels, settings)
+    # an identity gate attacked afresh gives the original's results, which reuse the source
+    # sweep; PGD starts from the same points every time
+    assert results["random_0"] == results["original"]
+    # the hardened variant is attacked white-box, and with the original's signs for transfer
+    hardened = models["hardened"]
+    white_box = fgsm_sweep(hardened, images, labels, EPS, batch_size=64, device=CPU)
+    assert results["hardened"]["fgsm"] == white_box.accuracy
+    source = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
+    transferred = fgsm_sweep(
+        hardened, images, labels, EPS, batch_size=64, device=CPU, signs=source.signs
+    )
+    assert results["hardened"]["transfer"] == transferred.accuracy
     assert results["hardened"]["transfer"] != results["hardened"]["fgsm"]
 
     m = np.linspace(0.5, 1.5, n)
-    summary = summarize(results, EPS, LABELS, m, gates)
+    summary = summarise(results, EPS, LABELS, m, gates)
     v = summary["variants"]
     for attack in ("fgsm", "pgd", "transfer"):
         assert summary["gain"][attack] == pytest.approx(
@@ -144,32 +172,10 @@ def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist
     assert v["hardened"]["magnitude_ratio"] == pytest.approx((gains.numpy() * m).sum() / m.sum())
     json.dumps(json_ready(summary), allow_nan=False)
 
-    frame = pd.DataFrame(curves(summary, EPS, LABELS))
+    frame = curves(summary, EPS, LABELS)
     assert len(frame) == 4 * 3 * len(EPS)
     assert frame["accuracy_std"].notna().sum() == 3 * len(EPS)  # random only
     robustness_figure(frame, summary, "test")  # draws without error
-
-
-def test_a_given_source_sweep_is_reused_and_checked(trained_mnist, mnist_splits):
-    """evaluate takes the original's FGSM from the attack stage: the results are those of
-    computing it afresh, and a sweep of other images or epsilons is refused."""
-    images, labels, layer, gains = _case(trained_mnist, mnist_splits, 48)
-    setup, n = _setup(), layer.channels
-    source = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
-    with_identity = {"original": torch.ones(n), "hardened": gains}
-    fresh = attack_variants(trained_mnist, layer, with_identity, images, labels, setup)
-    assert attack_variants(trained_mnist, layer, with_identity, images, labels, setup,
-                           source=source) == fresh  # fmt: skip
-    # without an identity gate the source still gives the transfer signs
-    alone = attack_variants(trained_mnist, layer, {"hardened": gains}, images, labels, setup,
-                            source=source)  # fmt: skip
-    assert alone["hardened"] == fresh["hardened"]
-    other = fgsm_sweep(trained_mnist, images[:40], labels[:40], EPS, batch_size=64, device=CPU)
-    with pytest.raises(ValueError, match="signs of shape"):
-        attack_variants(trained_mnist, layer, with_identity, images, labels, setup, source=other)
-    with pytest.raises(ValueError, match="epsilons"):
-        attack_variants(trained_mnist, layer, with_identity, images, labels,
-                        _setup(epsilons=[0.0, 0.1]), source=source)  # fmt: skip
 
 
 def test_folded_difference_detects_a_wrong_checkpoint(trained_mnist, mnist_splits):
@@ -177,37 +183,86 @@ def test_folded_difference_detects_a_wrong_checkpoint(trained_mnist, mnist_split
     images = test["images"][:32]
     layer = find_scan_layer(trained_mnist, as_input(images[:1], CPU))
     gains = torch.linspace(0.5, 2.0, layer.channels)
-    setup = _setup()
-    right = folded_difference(fold(trained_mnist, layer, gains), trained_mnist, layer, gains,
-                              images, setup)  # fmt: skip
-    wrong = folded_difference(fold(trained_mnist, layer, gains.flip(0)), trained_mnist, layer,
-                              gains, images, setup)  # fmt: skip
+    settings = _settings()
+    right = fold(trained_mnist, layer, gains)
+    wrong = fold(trained_mnist, layer, gains.flip(0))
+    right = folded_difference(right, trained_mnist, layer, gains, images, settings)
+    wrong = folded_difference(wrong, trained_mnist, layer, gains, images, settings)
     assert right < 1e-5 < 1e-2 < wrong
 
 
 def test_one_random_draw_has_no_std():
-    curve = {"clean": 0.9, "fgsm": [0.9, 0.5, 0.1], "pgd": [0.9, 0.4, 0.0],
-             "transfer": [0.9, 0.6, 0.2]}  # fmt: skip
+    curve = {
+        "clean": 0.9,
+        "fgsm": [0.9, 0.5, 0.1],
+        "pgd": [0.9, 0.4, 0.0],
+        "transfer": [0.9, 0.6, 0.2],
+    }
     results = {name: curve for name in ("original", "hardened", "random_0", "inverse")}
-    summary = summarize(results, EPS, LABELS)
+    summary = summarise(results, EPS, LABELS)
     assert summary["variants"]["random"]["fgsm"]["auc_std"] is None
-    assert summary["margin_over_random"]["pgd"] == {"mean": 0.0, "std": None,
-                                                    "hardened_beats": 0, "draws": 1}  # fmt: skip
+    assert summary["margin_over_random"]["pgd"] == {
+        "mean": 0.0,
+        "std": None,
+        "hardened_beats": 0,
+        "draws": 1,
+    }
     assert summary["gain"] == {"fgsm": 0.0, "pgd": 0.0, "transfer": 0.0}
     json.dumps(summary, allow_nan=False)
-    frame = pd.DataFrame(curves(summary, EPS, LABELS))
+    frame = curves(summary, EPS, LABELS)
     assert frame["accuracy_std"].isna().all()
 
 
 def test_wide_curves_has_one_column_per_attack_and_variant():
     frame = pd.DataFrame(
         [
-            {"variant": v, "attack": a, "epsilon": e, "epsilon_label": str(e),
-             "accuracy": acc, "accuracy_std": 0.01 if v == "random" else float("nan")}
-            for a in ATTACKS for v, acc in (("original", 0.9), ("random", 0.8)) for e in (0, 0.1)
+            {
+                "variant": v,
+                "attack": a,
+                "epsilon": e,
+                "epsilon_label": str(e),
+                "accuracy": acc,
+                "accuracy_std": 0.01 if v == "random" else float("nan"),
+            }
+            for a in ATTACKS
+            for v, acc in (("original", 0.9), ("random", 0.8))
+            for e in (0, 0.1)
         ]
-    )  # fmt: skip
+    )
     wide = wide_curves(frame)
     assert list(wide["epsilon"]) == [0, 0.1]
     assert list(wide["fgsm_original"]) == [0.9, 0.9] and list(wide["pgd_random"]) == [0.8, 0.8]
     assert "transfer_random_std" in wide and "fgsm_original_std" not in wide
+
+
+def test_stale_inputs_are_one_line_data_errors(trained_mnist, mnist_splits, tmp_path, monkeypatch):
+    """evaluate's inputs must fit together: the attack stage's sweep of this test split at these
+    settings, and a hardened checkpoint that holds the gains record's gains."""
+    monkeypatch.chdir(tmp_path)
+    images, labels, layer, gains = _case(trained_mnist, mnist_splits, 48)
+    test, settings = {"images": images, "labels": labels}, _settings()
+    sweep = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
+    sweep.save("data/attack/run/sweep.pt")
+    assert load_source("data/attack/run/sweep.pt", test, settings).accuracy == sweep.accuracy
+    with pytest.raises(DataError, match="not of this test split's"):
+        load_source("data/attack/run/sweep.pt", {"images": images[:40]}, settings)
+    other = _settings(epsilons=[0.0, 0.1], epsilon_labels=["0", "0.1"])
+    with pytest.raises(DataError, match=r"made at epsilons .* `dvc repro --force attack@run`"):
+        load_source("data/attack/run/sweep.pt", test, other)
+
+    n = layer.channels
+    record = Gains(
+        gain=gains.double(),
+        inverse_gain=gains.flip(0).double(),
+        magnitude=torch.ones(n, dtype=torch.float64),
+        phi=torch.zeros(n, dtype=torch.float64),
+    )
+    spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
+    save_checkpoint("models/run/hardened.pt", fold(trained_mnist, layer, gains), spec)
+    args = (trained_mnist, layer, record, test, settings)
+    hardened, difference = load_hardened("models/run/hardened.pt", "mnist_cnn", *args)
+    assert difference < 1e-5 and not hardened.training
+    save_checkpoint("models/run/hardened.pt", trained_mnist, spec)  # not the hardened network
+    with pytest.raises(DataError, match="does not hold the gains.*harden@run") as err:
+        load_hardened("models/run/hardened.pt", "mnist_cnn", *args)
+    assert "\n" not in str(err.value)

@@ -125,10 +125,17 @@ def test_bad_gains_are_refused():
 
 
 def test_a_gate_after_a_batchnorm_without_affine_cannot_be_folded():
-    model = nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 4, 3)), ("bn1", nn.BatchNorm2d(4, affine=False)),
-        ("relu1", nn.ReLU()), ("flatten", nn.Flatten()), ("fc", nn.Linear(4 * 26 * 26, 10)),
-    ])).eval()  # fmt: skip
+    model = nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(1, 4, 3)),
+                ("bn1", nn.BatchNorm2d(4, affine=False)),
+                ("relu1", nn.ReLU()),
+                ("flatten", nn.Flatten()),
+                ("fc", nn.Linear(4 * 26 * 26, 10)),
+            ]
+        )
+    ).eval()
     layer = find_scan_layer(model, torch.rand(1, 1, 28, 28))
     assert layer.neuron_name == "bn1"
     with pytest.raises(ValueError, match="no weight to scale"):

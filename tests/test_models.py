@@ -73,8 +73,9 @@ def test_pooling_before_relu_is_the_usual_relu_then_pool_bit_for_bit(arch, chann
 def test_models_run_channels_last_and_save_the_standard_layout(tmp_path):
     model = build_model("cifar_cnn", 3, 32, 10, [0.5] * 3, [0.25] * 3)
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    save_checkpoint(tmp_path / "m.pt", model, {"arch": "cifar_cnn", "channels": 3, "size": 32,
-                                               "classes": 10})  # fmt: skip
+    save_checkpoint(
+        tmp_path / "m.pt", model, {"arch": "cifar_cnn", "channels": 3, "size": 32, "classes": 10}
+    )
     saved = io.load_tensors(tmp_path / "m.pt")["state_dict"]
     assert all(t.is_contiguous() for t in saved.values())
     loaded, _ = load_checkpoint(tmp_path / "m.pt")

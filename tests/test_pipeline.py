@@ -85,7 +85,16 @@ def read(repo: Path, run: str, stage: str) -> dict:
 
 def test_every_stage_ran_for_every_run(project):
     for run in TINY["runs"]:
-        for stage in ("data", "train", "attack", "scan", "correlate", "harden", "evaluate"):
+        for stage in (
+            "data",
+            "train",
+            "attack",
+            "scan",
+            "label",
+            "correlate",
+            "harden",
+            "evaluate",
+        ):
             assert (project / "metrics" / run / f"{stage}.json").is_file(), (run, stage)
         train, attack = read(project, run, "train"), read(project, run, "attack")
         assert attack["fgsm_accuracy"]["0"] == train["test_accuracy"]
@@ -144,8 +153,11 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
 def test_report_tabulates_every_run(project):
     result = subprocess.run(
         [sys.executable, "-m", "fragile_neurons.report"],
-        cwd=project, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "| digits | mnist (NOT verified) | mnist_cnn |" in result.stdout
     assert "| objects | cifar10 (NOT verified) | cifar_cnn |" in result.stdout
     assert "| hardened |" in result.stdout and "FGSM accuracy" in result.stdout

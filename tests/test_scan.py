@@ -6,19 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from fragile_neurons.adversarial import fgsm_sweep
 from fragile_neurons.gates import drop_gains, gated
 from fragile_neurons.inference import accuracy_and_loss
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import Normalize, build_model
-from fragile_neurons.robustness import fgsm_sweep
-from fragile_neurons.scan import (
-    ScanResult,
-    adaptive_scan,
-    naive_scan,
-    scan,
-    scan_table,
-    with_clean,
-)
+from fragile_neurons.records import ScanMeasurements
+from fragile_neurons.scan import adaptive_scan, naive_scan, scan, with_clean
 
 EPSILONS = [0.0, 0.05, 0.2]
 
@@ -30,8 +24,12 @@ def randomise_batchnorm(model: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            for t, lo, hi in ((m.running_mean, -0.5, 0.5), (m.running_var, 0.5, 2.0),
-                              (m.weight.data, 0.5, 1.5), (m.bias.data, -0.5, 0.5)):  # fmt: skip
+            for t, lo, hi in (
+                (m.running_mean, -0.5, 0.5),
+                (m.running_var, 0.5, 2.0),
+                (m.weight.data, 0.5, 1.5),
+                (m.bias.data, -0.5, 0.5),
+            ):
                 t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
     return model.eval()
 
@@ -41,22 +39,40 @@ def small(kind: str) -> tuple[nn.Sequential, int, int]:
     torch.manual_seed(0)
     if kind == "bn_between_conv":  # neuron conv1; relu, BatchNorm, max-pool; dilated padded conv
         relu2 = nn.ReLU(inplace=True)  # in place, right after the next layer
-        layers = [("conv1", nn.Conv2d(1, 6, 3)), ("relu1", nn.ReLU()),
-                  ("bn1", nn.BatchNorm2d(6)), ("pool1", nn.MaxPool2d(2)),
-                  ("conv2", nn.Conv2d(6, 5, 3, padding=2, dilation=2)), ("relu2", relu2),
-                  ("pool2", nn.AvgPool2d(2)), ("flatten", nn.Flatten()),
-                  ("fc", nn.Linear(5 * 3 * 3, 10))]  # fmt: skip
+        layers = [
+            ("conv1", nn.Conv2d(1, 6, 3)),
+            ("relu1", nn.ReLU()),
+            ("bn1", nn.BatchNorm2d(6)),
+            ("pool1", nn.MaxPool2d(2)),
+            ("conv2", nn.Conv2d(6, 5, 3, padding=2, dilation=2)),
+            ("relu2", relu2),
+            ("pool2", nn.AvgPool2d(2)),
+            ("flatten", nn.Flatten()),
+            ("fc", nn.Linear(5 * 3 * 3, 10)),
+        ]
         channels, size = 1, 14
     elif kind == "bn_neuron_linear":  # neuron bn1; relu, max-pool, flatten, dropout, linear
-        layers = [("conv1", nn.Conv2d(3, 4, 3, bias=False)), ("bn1", nn.BatchNorm2d(4)),
-                  ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)), ("flatten", nn.Flatten()),
-                  ("dropout", nn.Dropout(0.5)), ("fc", nn.Linear(4 * 5 * 5, 10))]  # fmt: skip
+        layers = [
+            ("conv1", nn.Conv2d(3, 4, 3, bias=False)),
+            ("bn1", nn.BatchNorm2d(4)),
+            ("relu1", nn.ReLU()),
+            ("pool1", nn.MaxPool2d(2)),
+            ("flatten", nn.Flatten()),
+            ("dropout", nn.Dropout(0.5)),
+            ("fc", nn.Linear(4 * 5 * 5, 10)),
+        ]
         channels, size = 3, 12
     else:  # "strided": avg-pool, in-place ReLU, then a strided, padded conv
-        layers = [("conv1", nn.Conv2d(1, 5, 3, padding=1)), ("pool1", nn.AvgPool2d(2)),
-                  ("relu1", nn.ReLU(True)), ("conv2", nn.Conv2d(5, 4, 3, stride=2, padding=1)),
-                  ("bn2", nn.BatchNorm2d(4)), ("relu2", nn.ReLU()), ("flatten", nn.Flatten()),
-                  ("fc", nn.Linear(4 * 4 * 4, 10))]  # fmt: skip
+        layers = [
+            ("conv1", nn.Conv2d(1, 5, 3, padding=1)),
+            ("pool1", nn.AvgPool2d(2)),
+            ("relu1", nn.ReLU(True)),
+            ("conv2", nn.Conv2d(5, 4, 3, stride=2, padding=1)),
+            ("bn2", nn.BatchNorm2d(4)),
+            ("relu2", nn.ReLU()),
+            ("flatten", nn.Flatten()),
+            ("fc", nn.Linear(4 * 4 * 4, 10)),
+        ]
         channels, size = 1, 16
     normalize = Normalize([0.5] * channels, [0.3] * channels)
     model = nn.Sequential(OrderedDict([("normalize", normalize), *layers]))
@@ -73,7 +89,7 @@ def data(model, channels, size, n=12, seed=0):
     return images, labels, signs
 
 
-def assert_same(fast: ScanResult, naive: ScanResult, flips: bool = True):
+def assert_same(fast: ScanMeasurements, naive: ScanMeasurements, flips: bool = True):
     assert torch.equal(fast.intact_correct, naive.intact_correct)
     assert torch.equal(fast.dropped_correct, naive.dropped_correct)
     torch.testing.assert_close(fast.intact_loss, naive.intact_loss, rtol=0, atol=1e-5)
@@ -93,11 +109,13 @@ def test_fast_scan_equals_naive_scan_on_small_models(kind, group):
     images, labels, signs = data(model, channels, size)
     layer = find_scan_layer(model, images[:2].float() / 255)
     assert layer.neuron_name == ("bn1" if kind == "bn_neuron_linear" else "conv1")
-    fast = scan(model, layer, images, labels, signs, EPSILONS, batch_size=5, device=CPU,
-                group=group)  # fmt: skip
+    fast = scan(
+        model, layer, images, labels, signs, EPSILONS, batch_size=5, device=CPU, group=group
+    )
     assert fast.path == "delta"
-    assert_same(fast, naive_scan(model, layer, images, labels, signs, EPSILONS, batch_size=7,
-                                 device=CPU))  # fmt: skip
+    assert_same(
+        fast, naive_scan(model, layer, images, labels, signs, EPSILONS, batch_size=7, device=CPU)
+    )
 
 
 @pytest.mark.parametrize("arch", ["mnist_cnn", "cifar_cnn"])
@@ -152,8 +170,9 @@ def test_adaptive_scan_attacks_each_dropped_network():
     model, channels, size = small("bn_between_conv")
     images, labels, signs = data(model, channels, size, n=8)
     layer = find_scan_layer(model, images[:2].float() / 255)
-    result = adaptive_scan(model, layer, images, labels, signs, EPSILONS, batch_size=8,
-                           device=CPU, group=4)  # fmt: skip
+    result = adaptive_scan(
+        model, layer, images, labels, signs, EPSILONS, batch_size=8, device=CPU, group=4
+    )
     transfer = scan(model, layer, images, labels, signs, EPSILONS, batch_size=8, device=CPU)
     assert torch.equal(result.intact_correct, transfer.intact_correct)
     assert torch.equal(result.dropped_correct[:, 0], transfer.dropped_correct[:, 0])  # clean
@@ -175,16 +194,17 @@ def test_table_and_checks():
     model, channels, size = small("strided")
     images, labels, signs = data(model, channels, size, n=4)
     layer = find_scan_layer(model, images[:2].float() / 255)
-    result = scan(model, layer, images, labels, signs, EPSILONS, batch_size=4, device=CPU)
-    table = scan_table(result, ["0", "0.05", "0.2"])
+    names = ["0", "0.05", "1/5"]
+    result = scan(model, layer, images, labels, signs, EPSILONS, names, batch_size=4, device=CPU)
+    table = result.frame()
     assert len(table) == layer.channels * len(EPSILONS)
-    row = table[(table.neuron == 2) & (table.epsilon_label == "0.2")].iloc[0]
+    row = table[(table.neuron == 2) & (table.epsilon_label == "1/5")].iloc[0]
     assert row.impact == pytest.approx(row.accuracy_intact - row.accuracy_dropped)
     assert row.accuracy_dropped == result.dropped_correct[2, 2].item() / 4
-    assert ScanResult.from_dict(result.to_dict()).dropped_loss.equal(result.dropped_loss)
+    assert ScanMeasurements.from_dict(result.to_dict()).dropped_loss.equal(result.dropped_loss)
     assert with_clean([0.1, 0.2], ["0.1", "0.2"]) == ([0.0, 0.1, 0.2], ["0", "0.1", "0.2"])
     assert with_clean([0.0, 0.2], ["0", "0.2"]) == ([0.0, 0.2], ["0", "0.2"])
     with pytest.raises(ValueError, match="signs"):
         scan(model, layer, images, labels, signs[:2], EPSILONS, batch_size=4, device=CPU)
-    with pytest.raises(ValueError, match="epsilons"):
-        scan(model, layer, images, labels, signs, [1.5], batch_size=4, device=CPU)
+    with pytest.raises(ValueError, match="epsilon"):
+        scan(model, layer, images, labels, signs, [0.0, 1.5], batch_size=4, device=CPU)

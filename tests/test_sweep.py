@@ -24,11 +24,19 @@ def test_mean_ci_degenerate_cases():
 
 def test_summarise_groups_by_run_and_keeps_each_seed():
     records = [
-        {"experiment": "a", "rev": "1", "seed": 0,
-         "runs": {"mnist": {"spearman_rho": 0.5, "fgsm_auc_gain": 0.01}}},
-        {"experiment": "b", "rev": "2", "seed": 1,
-         "runs": {"mnist": {"spearman_rho": 0.3}, "cifar10": {"spearman_rho": -0.1}}},
-    ]  # fmt: skip
+        {
+            "experiment": "a",
+            "rev": "1",
+            "seed": 0,
+            "runs": {"mnist": {"spearman_rho": 0.5, "fgsm_auc_gain": 0.01}},
+        },
+        {
+            "experiment": "b",
+            "rev": "2",
+            "seed": 1,
+            "runs": {"mnist": {"spearman_rho": 0.3}, "cifar10": {"spearman_rho": -0.1}},
+        },
+    ]
     summary = summarise(records)
     assert summary["mnist"]["spearman_rho"]["n"] == 2
     assert summary["mnist"]["spearman_rho"]["mean"] == pytest.approx(0.4)
@@ -40,15 +48,22 @@ def test_summarise_groups_by_run_and_keeps_each_seed():
 
 
 def test_a_run_counts_only_when_all_its_stages_ran_with_the_experiments_params():
-    params = {"seed": 1, "runs": {"mnist": {"train": {"epochs": 3}}, "cifar10": {}},
-              "correlate": {"top_fraction": 0.25}}  # fmt: skip
-    lock = {"stages": {
-        "train@mnist": {"params": {"params.yaml": {"seed": 1, "runs.mnist.train": {"epochs": 3}}}},
-        "correlate@mnist": {"params": {"params.yaml": {"correlate.top_fraction": 0.25}}},
-        # the baseline's, kept by an experiment that targeted mnist only
-        "train@cifar10": {"params": {"params.yaml": {"seed": 0}}},
-        "correlate@cifar10": {"params": {"params.yaml": {"correlate.top_fraction": 0.25}}},
-    }}  # fmt: skip
+    params = {
+        "seed": 1,
+        "runs": {"mnist": {"train": {"epochs": 3}}, "cifar10": {}},
+        "correlate": {"top_fraction": 0.25},
+    }
+    lock = {
+        "stages": {
+            "train@mnist": {
+                "params": {"params.yaml": {"seed": 1, "runs.mnist.train": {"epochs": 3}}}
+            },
+            "correlate@mnist": {"params": {"params.yaml": {"correlate.top_fraction": 0.25}}},
+            # the baseline's, kept by an experiment that targeted mnist only
+            "train@cifar10": {"params": {"params.yaml": {"seed": 0}}},
+            "correlate@cifar10": {"params": {"params.yaml": {"correlate.top_fraction": 0.25}}},
+        }
+    }
     assert reproduced(lock, params, "mnist")
     assert not reproduced(lock, params, "cifar10")
     assert not reproduced(lock, params, "fashion")  # no stage at all

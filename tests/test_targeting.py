@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from fragile_neurons.attacks import fgsm_images
+from fragile_neurons.adversarial import fgsm_images
 from fragile_neurons.gates import gated
-from fragile_neurons.layers import ScanLayer, find_scan_layer
+from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import build_model
+from fragile_neurons.records import ScanLayer
 from fragile_neurons.targeting import RELATIVE_FLOOR, feature_maps, targeting
 
 CPU = torch.device("cpu")
@@ -137,8 +138,10 @@ def test_frame_has_one_row_per_neuron_and_epsilon():
     net, layer = one_responder()
     x = unit_images(4, 1, 6, seed=0, low=0.3, high=0.7)
     signs = torch.ones_like(x, dtype=torch.int8)
-    result = targeting(net, layer, x, signs, [0.05, 0.1], batch_size=4, device=CPU)
-    frame = result.frame(["0.05", "0.1"])
+    result = targeting(
+        net, layer, x, signs, [0.05, 0.1], ["0.05", "1/10"], batch_size=4, device=CPU
+    )
+    frame = result.frame()
     assert list(frame.columns) == [
         "neuron",
         "epsilon",
@@ -150,13 +153,13 @@ def test_frame_has_one_row_per_neuron_and_epsilon():
     ]
     assert len(frame) == 8
     assert frame["neuron"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert frame["epsilon_label"].tolist() == ["0.05", "0.1"] * 4
-    row = frame[(frame.neuron == 2) & (frame.epsilon_label == "0.1")].iloc[0]
+    assert frame["epsilon_label"].tolist() == ["0.05", "1/10"] * 4
+    row = frame[(frame.neuron == 2) & (frame.epsilon_label == "1/10")].iloc[0]
     assert row.effect == pytest.approx(0.3) and row.share == 1.0
     assert row.magnitude == pytest.approx(result.magnitude[2].item())
     assert frame.groupby("neuron")["magnitude"].nunique().eq(1).all()
-    with pytest.raises(ValueError, match="labels"):
-        result.frame(["0.05"])
+    with pytest.raises(ValueError, match="lengths differ"):
+        targeting(net, layer, x, signs, [0.05, 0.1], ["0.05"], batch_size=4, device=CPU)
 
 
 def test_feature_maps_stop_at_the_neuron_module_and_leave_no_hook():

@@ -4,7 +4,7 @@ import hashlib
 
 import torch
 
-from fragile_neurons.inference import evaluate
+from fragile_neurons.inference import accuracy_and_loss, logits_of
 from fragile_neurons.models import build_model, save_checkpoint
 from fragile_neurons.runtime import seed_everything, select_device
 from fragile_neurons.train import augment, train_model
@@ -13,8 +13,12 @@ from fragile_neurons.train import augment, train_model
 def train_once(splits, arch, tmp_path, name, seed=0, augment_images=False):
     train, test = splits
     generator = seed_everything(seed)
-    spec = {"arch": arch, "channels": train["images"].shape[1],
-            "size": train["images"].shape[2], "classes": 10}  # fmt: skip
+    spec = {
+        "arch": arch,
+        "channels": train["images"].shape[1],
+        "size": train["images"].shape[2],
+        "classes": 10,
+    }
     model = build_model(**spec, mean=train["mean"], std=train["std"])
     history = train_model(
         model,
@@ -53,7 +57,8 @@ def test_augmented_training_is_repeatable_too(synthetic_root, synthetic_pins, tm
 
 def test_trained_model_learns(trained_mnist, mnist_splits):
     _, test = mnist_splits
-    accuracy, _ = evaluate(trained_mnist, test["images"], test["labels"], 64, torch.device("cpu"))
+    logits = logits_of(trained_mnist, test["images"], 64, torch.device("cpu"))
+    accuracy, _ = accuracy_and_loss(logits, test["labels"])
     assert accuracy >= 0.9
 
 
@@ -66,8 +71,10 @@ def test_augment_crops_and_flips_keep_pixels():
         padded = [torch.nn.functional.pad(c, (2, 2, 2, 2)) for c in candidates]
         assert any(
             torch.equal(out[i], p[:, dy : dy + 8, dx : dx + 8])
-            for p in padded for dy in range(5) for dx in range(5)
-        )  # fmt: skip
+            for p in padded
+            for dy in range(5)
+            for dx in range(5)
+        )
     assert not torch.equal(out, x)
 
 

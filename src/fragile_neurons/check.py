@@ -61,9 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="check", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="the params file")
     parser.add_argument(
-        "-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "-S",
+        "--set-param",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="an override as `dvc exp run -S` takes it (only checked, nothing is written)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     try:
         combinations = with_overrides(args.params, args.overrides)

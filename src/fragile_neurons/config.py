@@ -15,17 +15,29 @@ from typing import Any
 
 from .errors import ParamError
 
+# Every allowed value, defined once; the library imports them from here.
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ARCHS = ("mnist_cnn", "cifar_cnn", "resnet18")
-SCORES = ("clean", "adversarial", "difference")
+DETERMINISTIC = ("warn", "strict")
+LABEL_MODES = ("true", "predicted")  # attack.labels: FGSM on the true or the predicted labels
+ADVERSARIAL = ("transfer", "adaptive")  # scan.adversarial
+SCORES = ("clean", "adversarial", "difference")  # scan.score: the impact that is phi
+MODES = ("proportional", "uniform")  # harden.mode
+# Not params, but fixed by method.md: the labels of the label stage (fragile first: the order of
+# tables and legends) and the attacks of the evaluate stage.
+LABELS = ("fragile", "robust", "neutral")
+ATTACKS = ("fgsm", "pgd", "transfer")
 SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
 # A run's name becomes a stage name, a path component and a command-line argument: a letter,
 # then letters, digits, '_' or '-', so it can never be read as an option, a path or shell syntax.
 RUN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 MD5 = re.compile(r"[0-9a-f]{32}")
 # The raw files of each dataset in torchvision's layout (data.py reads exactly these).
-_IDX = [f"{split}-{kind}-idx{dims}-ubyte" for split in ("train", "t10k")
-        for kind, dims in (("images", 3), ("labels", 1))]  # fmt: skip
+_IDX = [
+    f"{split}-{kind}-idx{dims}-ubyte"
+    for split in ("train", "t10k")
+    for kind, dims in (("images", 3), ("labels", 1))
+]
 RAW_FILES = {
     "mnist": _IDX,
     "fashion_mnist": _IDX,
@@ -153,10 +165,10 @@ def _epsilons(key, v):
 
 def _labels(key, v):
     # YAML reads `true` as a boolean; method.md calls the two modes `true` and `predicted`.
-    if v is True or v == "true":
+    if v is True:
         return "true"
-    if v == "predicted":
-        return "predicted"
+    if isinstance(v, str) and v in LABEL_MODES:
+        return v
     raise ParamError(key, v, "true or 'predicted'")
 
 
@@ -189,7 +201,7 @@ def _seed(key, v):
 SCHEMA = {
     "seed": _seed,
     "device": _device,
-    "deterministic": _choice("warn", "strict"),
+    "deterministic": _choice(*DETERMINISTIC),
     "batch_size": _int(1),
     "data": {
         "root": _str,
@@ -200,7 +212,7 @@ SCHEMA = {
     "scan": {
         "layer": _optional_str,
         "samples": _int(1),
-        "adversarial": _choice("transfer", "adaptive"),
+        "adversarial": _choice(*ADVERSARIAL),
         "score": _choice(*SCORES),
         "label_fraction": _float(0.0, 0.5, lo_open=True),
     },
@@ -209,7 +221,7 @@ SCHEMA = {
     },
     "harden": {
         "compress": _float(0.0, 1.0),
-        "mode": _choice("proportional", "uniform"),
+        "mode": _choice(*MODES),
         "max_gain": _float(1.0),
     },
     "evaluate": {
@@ -307,3 +319,15 @@ def epsilon_values(run: dict) -> list[float]:
 
 def epsilon_labels(run: dict) -> list[str]:
     return [epsilon_label(e) for e in run["attack"]["epsilons"]]
+
+
+def fgsm_settings(params: dict, name: str) -> dict:
+    """How run `name` makes and names its FGSM images, as the attack, scan and evaluate stages
+    read it: the epsilon grid and its names, the labels attacked, images per pass."""
+    run = params["runs"][name]
+    return {
+        "epsilons": epsilon_values(run),
+        "epsilon_labels": epsilon_labels(run),
+        "label_mode": run["attack"]["labels"],
+        "batch_size": params["batch_size"],
+    }

@@ -1,10 +1,11 @@
-"""Correlating fragility with the attack, exactly as method.md section 4 defines it.
+"""The correlate stage: fragility against the attack, exactly as method.md section 4 defines it.
 
 Across the N neurons of the scanned layer, fragility phi_k is set against the attack share D_k,
 for each epsilon in E+ and for the mean over E+: Pearson r, Spearman rho and Kendall tau, each
 with its two-sided p-value from scipy.stats, and the overlap of the fragile set with the most
 targeted set (the ceil(top_fraction * N) neurons with the largest share, ties broken by neuron
-index): the Jaccard index and the hypergeometric p-value of an overlap at least that large.
+index: ranking.py): the Jaccard index and the hypergeometric p-value of an overlap at least that
+large.
 
 Statistics are reported together with their p-values, whichever way they fall. Where a statistic
 is undefined (a constant phi or share), scipy's NaN is kept as NaN here and written as null in
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-ASSOCIATION = ("pearson_r", "pearson_p", "spearman_rho", "spearman_p", "kendall_tau", "kendall_p")
+from .ranking import largest, top_count
+from .records import Labels, Targeting
 
 
 def _vectors(phi, share) -> tuple[np.ndarray, np.ndarray]:
@@ -57,18 +59,9 @@ def association(phi, share) -> dict[str, float]:
     }
 
 
-def top_count(n: int, fraction: float) -> int:
-    """ceil(fraction * n), robust to floating-point (0.1 * 30 is 3, not 4)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction = {fraction!r}; expected a number in (0, 1]")
-    return math.ceil(round(fraction * n, 9))
-
-
 def most_targeted(share, fraction: float) -> np.ndarray:
     """The ceil(fraction * N) neurons with the largest share (ties: lower index first), sorted."""
-    share = np.asarray(share, dtype=np.float64)
-    order = np.lexsort((np.arange(len(share)), -share))  # by share descending, then by index
-    return np.sort(order[: top_count(len(share), fraction)])
+    return np.sort(largest(share, top_count(len(share), fraction)))
 
 
 def overlap(fragile, targeted, n: int) -> dict[str, float | int]:
@@ -94,42 +87,17 @@ def compare(phi, share, fragile, top_fraction: float) -> dict[str, float | int]:
     return {**association(phi, share), **overlap(fragile, targeted, len(phi))}
 
 
-def share_table(targeting: pd.DataFrame, neurons: int) -> pd.DataFrame:
-    """D_k(eps) as a neurons x epsilon-label table (columns in increasing epsilon order), from
-    the long targeting table (neuron, epsilon, epsilon_label, share); eps = 0 rows are ignored."""
-    rows = targeting[targeting["epsilon"] > 0]
-    if rows.empty:
-        raise ValueError("the targeting table has no rows for a positive epsilon")
-    order = rows.groupby("epsilon_label", sort=False)["epsilon"].first().sort_values().index
-    table = rows.pivot(index="neuron", columns="epsilon_label", values="share")[list(order)]
-    if list(table.index) != list(range(neurons)) or table.isna().any().any():
-        raise ValueError(
-            f"the targeting table must give a share for every neuron 0..{neurons - 1} at every "
-            "positive epsilon"
-        )
-    return table
+def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict, pd.DataFrame]:
+    """The correlate stage: fragility phi against the attack share D for the mean over E+ and
+    for each eps in E+.
 
-
-def correlate(
-    neurons: pd.DataFrame, targeting: pd.DataFrame, top_fraction: float
-) -> tuple[dict, pd.DataFrame]:
-    """Correlate fragility with the attack share for the mean over E+ and for each eps in E+.
-
-    `neurons`: one row per neuron (neuron, phi, label, and optionally antifragile, share);
-    `targeting`: neuron, epsilon, epsilon_label, share (D_k(eps)).
     Returns the summary (statistics of the mean share at the top level, per epsilon under
-    `by_epsilon`; NaN where undefined) and a per-neuron table for plotting.
+    `by_epsilon`; NaN where undefined) and the per-neuron table correlate.csv.
     """
-    neurons = neurons.sort_values("neuron").reset_index(drop=True)
-    n = len(neurons)
-    if list(neurons["neuron"]) != list(range(n)):
-        raise ValueError("the neurons table must have exactly one row per neuron 0..N-1")
-    shares = share_table(targeting, n)
-    mean_share = shares.mean(axis=1).to_numpy()
-    if "share" in neurons and not np.allclose(neurons["share"], mean_share, rtol=1e-4, atol=1e-9):
-        raise ValueError("the neurons table's share is not the mean over E+ of the targeting table")
-    phi = neurons["phi"].to_numpy(dtype=np.float64)
-    fragile = np.flatnonzero(neurons["label"].to_numpy() == "fragile")
+    phi, mean_share = labels.phi.numpy(), targeting.mean_share()
+    fragile = np.array(labels.members("fragile"), dtype=np.int64)
+    n = len(phi)
+    by_epsilon = zip(targeting.epsilon_labels, targeting.share.numpy(), strict=True)
     summary = {
         "neurons": n,
         "fragile": len(fragile),
@@ -137,14 +105,21 @@ def correlate(
         "top_fraction": top_fraction,
         **compare(phi, mean_share, fragile, top_fraction),
         "by_epsilon": {
-            label: compare(phi, shares[label].to_numpy(), fragile, top_fraction)
-            for label in shares.columns
+            label: compare(phi, share, fragile, top_fraction) for label, share in by_epsilon
         },
     }
     targeted = np.zeros(n, dtype=bool)
     targeted[most_targeted(mean_share, top_fraction)] = True
-    columns = ["neuron", "label"] + (["antifragile"] if "antifragile" in neurons else [])
-    table = neurons[columns].assign(phi=phi, share=mean_share, targeted=targeted)
+    table = pd.DataFrame(
+        {
+            "neuron": np.arange(n),
+            "label": labels.label,
+            "antifragile": labels.antifragile.numpy(),
+            "phi": phi,
+            "share": mean_share,
+            "targeted": targeted,
+        }
+    )
     return summary, table
 
 

@@ -21,7 +21,6 @@ import codecs
 import hashlib
 import io
 import pickle
-import re
 import shutil
 import struct
 from collections.abc import Mapping
@@ -67,8 +66,6 @@ TORCHVISION_CLASS = {
     "fashion_mnist": datasets.FashionMNIST,
     "cifar10": datasets.CIFAR10,
 }
-
-_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 class Checksum(NamedTuple):
@@ -185,23 +182,6 @@ def ensure_files(dataset: str, root: str | Path, download: bool) -> None:
     still_missing = [str(p) for p in missing if not p.is_file()]
     if still_missing:
         raise DataError(f"{dataset}: the download into {str(root)!r} did not give {still_missing}")
-
-
-def _pins(dataset: str, accept_checksum_mismatch: Mapping) -> dict[str, str]:
-    """The md5s pinned for `dataset`'s files; ParamError for a pin that names no raw file."""
-    key = "data.accept_checksum_mismatch"
-    if not isinstance(accept_checksum_mismatch, Mapping):
-        raise ParamError(key, accept_checksum_mismatch, "a mapping dataset -> {file name: md5}")
-    pins = accept_checksum_mismatch.get(dataset) or {}
-    if not isinstance(pins, Mapping):
-        raise ParamError(f"{key}.{dataset}", pins, "a mapping file name -> md5")
-    names = list(original_md5s(dataset))
-    for name, md5 in pins.items():
-        if name not in names:
-            raise ParamError(f"{key}.{dataset}.{name}", md5, f"a file name from {names}")
-        if not isinstance(md5, str) or not _MD5.fullmatch(md5):
-            raise ParamError(f"{key}.{dataset}.{name}", md5, "an md5: 32 lowercase hex digits")
-    return dict(pins)
 
 
 def _accept(dataset: str, paths: dict[str, Path], md5s: dict[str, str], pins: dict) -> list[str]:
@@ -401,11 +381,12 @@ def prepare(
     """Read (or download) a dataset and return (train split, test split, report for data.json).
 
     Every raw file must equal the original (md5) or the md5 pinned for it in
-    ``accept_checksum_mismatch[dataset][file name]``; all md5s are checked before any file is
-    parsed. The report lists each file's md5 under ``files``.
+    ``accept_checksum_mismatch[dataset][file name]`` (the params check has judged the pins'
+    form and file names); all md5s are checked before any file is parsed. The report lists each
+    file's md5 under ``files``.
     """
     root = Path(root)
-    pins = _pins(dataset, accept_checksum_mismatch)
+    pins = (accept_checksum_mismatch or {}).get(dataset) or {}  # checked with the params
     ensure_files(dataset, root, download)
     paths = raw_files(dataset, root)
     blobs = {name: path.read_bytes() for name, path in paths.items()}

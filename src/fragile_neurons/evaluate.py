@@ -1,12 +1,12 @@
-"""Evaluating the hardening with controls, as method.md section 6 defines it.
+"""The evaluate stage: the hardening with controls, as method.md section 6 defines it.
 
-Variants are gates over the original model, each folded into a copy of its weights
-(`gates.fold`), so every variant is an ordinary model of the same architecture, as the hardened
-checkpoint is; a forward hook would cost an extra pass over the layer's output, about a tenth of
-this stage's time. `original` (g = 1: the weights unchanged bit for bit), `hardened` (the gains),
-`random` (the same gains given to randomly drawn neuron sets of the same sizes: each draw is a
-random permutation of the hardening gain vector over the neurons, which never looks at fragility
-or labels) and `inverse` (roles swapped). Every variant is attacked white-box:
+The variants: `original` (the trained model), `hardened` (models/<run>/hardened.pt, as the harden
+stage wrote it), `random` (the same gains given to randomly drawn neuron sets of the same sizes:
+each draw is a random permutation of the hardening gain vector over the neurons, which never
+looks at fragility or labels) and `inverse` (roles swapped). The controls are built from the
+gains record at full precision, folded into a copy of the original's weights (`gates.fold`), so
+every variant is an ordinary model of the same architecture, as the hardened checkpoint is.
+Every variant is attacked white-box:
 - FGSM at every epsilon in E on the whole test split (eps = 0 is the clean accuracy); the
   original's is the attack stage's sweep (the same model, images and batches), not recomputed;
 - PGD-Linf at every epsilon in E+ on the first `samples` test images, `steps` steps of eps / 4
@@ -22,32 +22,104 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .attacks import gradient_signs, pgd
+from .adversarial import fgsm_sweep, pgd
+from .config import ATTACKS, fgsm_settings
+from .errors import DataError
 from .gates import fold, gated
 from .inference import accuracy_and_loss, as_input, logits_of
-from .layers import ScanLayer
-from .robustness import FGSMSweep, fgsm_sweep
+from .io import rerun_advice
+from .models import load_checkpoint
+from .records import FGSMSweep, Gains, ScanLayer
 
-ATTACKS = ("fgsm", "pgd", "transfer")
+FOLD_TOLERANCE = 1e-4  # relative logit difference allowed between hardened.pt and the gains
 
 
 @dataclass(frozen=True)
-class Setup:
-    """How every variant is attacked."""
+class Settings:
+    """What the evaluate stage reads of params.yaml (dvc.yaml: seed, batch_size, the run's
+    attack, evaluate), and where it runs: how every variant is attacked."""
 
     epsilons: list[float]  # E, increasing, in pixel units
+    epsilon_labels: list[str]  # their names in metrics and plots
     batch_size: int
     device: torch.device
     label_mode: str  # "true" | "predicted"
     pgd_steps: int
     pgd_samples: int  # the first `pgd_samples` test images are attacked with PGD
+    random_controls: int  # random neuron sets given the hardening's gains
     seed: int  # seeds PGD's random start, the same for every variant
+
+    @classmethod
+    def from_params(cls, params: dict, name: str, device: torch.device) -> Settings:
+        cfg = params["evaluate"]
+        return cls(
+            **fgsm_settings(params, name),
+            device=device,
+            pgd_steps=cfg["pgd"]["steps"],
+            pgd_samples=cfg["samples"],
+            random_controls=cfg["random_controls"],
+            seed=params["seed"],
+        )
+
+
+def load_source(path: str | Path, test: dict, settings: Settings) -> FGSMSweep:
+    """The attack stage's FGSM sweep of the original (records.FGSMSweep): it must be of the
+    `test` split's images, at these epsilons, with these labels and batch size; else DataError."""
+    return FGSMSweep.load(
+        path,
+        images=test["images"],
+        epsilons=settings.epsilons,
+        label_mode=settings.label_mode,
+        batch_size=settings.batch_size,
+    )
+
+
+def load_hardened(
+    path: str | Path,
+    arch: str,
+    model: nn.Module,
+    layer: ScanLayer,
+    gains: Gains,
+    test: dict,
+    settings: Settings,
+) -> tuple[nn.Module, float]:
+    """The hardened checkpoint (an `arch` network) and its relative logit difference from
+    `model` gated by the gains record's gains, on the PGD images (a few 1e-7 when it holds
+    exactly those gains). One that does not hold them is a DataError: it is not the harden
+    stage's output for these gains."""
+    hardened, _ = load_checkpoint(path, arch=arch)
+    images = test["images"][: settings.pgd_samples]
+    difference = folded_difference(hardened, model, layer, gains.gain, images, settings)
+    if difference > FOLD_TOLERANCE:
+        raise DataError(
+            f"{path} does not hold the gains of the gains record (relative logit difference "
+            f"{difference:.2g}); {rerun_advice(path)}"
+        )
+    return hardened, difference
+
+
+def folded_difference(
+    folded: nn.Module,
+    model: nn.Module,
+    layer: ScanLayer,
+    gains: torch.Tensor,
+    images: torch.Tensor,
+    settings: Settings,
+) -> float:
+    """Largest |logit difference| between a folded model and `model` gated by `gains`, relative
+    to the largest |logit|."""
+    x = as_input(images, torch.device("cpu"))
+    with gated(model, layer, gains):
+        reference = logits_of(model, x, settings.batch_size, settings.device)
+    diff = (logits_of(folded, x, settings.batch_size, settings.device) - reference).abs().max()
+    return float(diff / reference.abs().max().clamp_min(1e-12))
 
 
 def auc(epsilons, accuracies) -> float:
@@ -67,10 +139,6 @@ def auc(epsilons, accuracies) -> float:
 def random_gains(gains: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
     """`draws` x N random controls: each row is `gains` permuted by torch.randperm(N), i.e. the
     same multiset of gains given to neuron sets drawn at random (never by score or label)."""
-    if gains.dim() != 1:
-        raise ValueError(f"gains must be a vector, got shape {tuple(gains.shape)}")
-    if draws < 1:
-        raise ValueError(f"draws = {draws!r}; expected an integer >= 1")
     n = len(gains)
     return torch.stack([gains[torch.randperm(n, generator=generator)] for _ in range(draws)])
 
@@ -79,8 +147,6 @@ def variants(
     gains: torch.Tensor, inverse_gains: torch.Tensor, draws: int, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """The gates of every variant: original, hardened, random_0 .. random_{draws-1}, inverse."""
-    if inverse_gains.shape != gains.shape:
-        raise ValueError("gains and inverse gains must have the same shape")
     controls = random_gains(gains, draws, generator)
     return {
         "original": torch.ones_like(gains),
@@ -90,126 +156,122 @@ def variants(
     }
 
 
-def attack_model(
+def pgd_accuracies(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    setup: Setup,
-    transfer_signs: torch.Tensor | None = None,
-    own: FGSMSweep | None = None,
-) -> tuple[dict, torch.Tensor]:
-    """Attack one model: clean accuracy, and the accuracy at every epsilon in E under FGSM
-    (white-box, the attack stage's `fgsm_sweep`), PGD (white-box, first `pgd_samples` images)
-    and FGSM with `transfer_signs` (None: the model is the source itself, so the transfer equals
-    its white-box FGSM). `own`: the model's white-box sweep when already computed.
-    Returns ({"clean": acc, "fgsm": [...], "pgd": [...], "transfer": [...]}, the model's signs).
-    """
-    sweep = partial(
-        fgsm_sweep, model, images, labels, setup.epsilons,
-        batch_size=setup.batch_size, device=setup.device, label_mode=setup.label_mode,
-    )  # fmt: skip
-    if own is None:
-        own = sweep()
-    else:
-        check_sweep(own, images, setup)
-    transfer = own if transfer_signs is None else sweep(
-        signs=transfer_signs, clean_logits=own.clean_logits
-    )  # fmt: skip
-    n = min(setup.pgd_samples, len(images))
-    clean_subset = accuracy_and_loss(own.clean_logits[:n], labels[:n])[0]
-
-    def pgd_accuracy(eps: float) -> float:
+    clean_logits: torch.Tensor,
+    settings: Settings,
+) -> list[float]:
+    """White-box PGD accuracy at every epsilon of E on the first `pgd_samples` images, from the
+    same random start for every model; at eps = 0 the clean accuracy (from `clean_logits`)."""
+    n = min(settings.pgd_samples, len(images))
+    accuracies = []
+    for eps in settings.epsilons:
         if eps == 0:
-            return clean_subset
-        adv = pgd(
+            accuracies.append(accuracy_and_loss(clean_logits[:n], labels[:n])[0])
+            continue
+        adversarial = pgd(
             model,
             images[:n],
             labels[:n],
             eps,
-            steps=setup.pgd_steps,
-            batch_size=setup.batch_size,
-            device=setup.device,
-            generator=torch.Generator().manual_seed(setup.seed),
-            label_mode=setup.label_mode,
+            steps=settings.pgd_steps,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            generator=torch.Generator().manual_seed(settings.seed),
+            label_mode=settings.label_mode,
         )
-        logits = logits_of(model, adv, setup.batch_size, setup.device)
-        return accuracy_and_loss(logits, labels[:n])[0]
-
-    result = {
-        "clean": own.clean_accuracy,
-        "fgsm": own.accuracy,
-        "pgd": [pgd_accuracy(eps) for eps in setup.epsilons],
-        "transfer": transfer.accuracy,
-    }
-    return result, own.signs
-
-
-def check_sweep(sweep: FGSMSweep, images: torch.Tensor, setup: Setup) -> None:
-    """A precomputed sweep must be of these images, at these epsilons."""
-    if sweep.signs.shape != images.shape or list(sweep.epsilons) != list(setup.epsilons):
-        raise ValueError(
-            f"the FGSM sweep has signs of shape {tuple(sweep.signs.shape)} at epsilons "
-            f"{sweep.epsilons}, not {tuple(images.shape)} at {setup.epsilons}"
-        )
+        logits = logits_of(model, adversarial, settings.batch_size, settings.device)
+        accuracies.append(accuracy_and_loss(logits, labels[:n])[0])
+    return accuracies
 
 
 def attack_variants(
-    model: nn.Module,
-    layer: ScanLayer,
-    gates: dict[str, torch.Tensor],
+    models: dict[str, nn.Module],
+    source: FGSMSweep,
     images: torch.Tensor,
     labels: torch.Tensor,
-    setup: Setup,
+    settings: Settings,
     progress: Callable[[str], None] | None = None,
-    source: FGSMSweep | None = None,
 ) -> dict[str, dict]:
-    """attack_model for `model` with each of `gates` folded into its weights, white-box, with FGSM
-    transferred from the ungated model. `source`: the ungated model's FGSM sweep of these images
-    when already computed (the attack stage's); otherwise a gate of all ones (the original) is
-    attacked first and its own sweep is the source. The source's signs are the transfer signs,
-    and the source is the white-box FGSM of a gate of all ones, so neither is computed twice."""
-    first = next((name for name, g in gates.items() if bool((g == 1).all())), None)
-    signs = None if source is None else source.signs
-    if signs is None and first is None:
-        signs = gradient_signs(
-            model, images, labels,
-            batch_size=setup.batch_size, device=setup.device, label_mode=setup.label_mode,
-        )  # fmt: skip
-    order = ([first] if first is not None else []) + [name for name in gates if name != first]
-    out = {}
-    for name in order:
-        variant = fold(model, layer, gates[name])
-        if name == first:  # the source itself: its transfer attack is its white-box FGSM
-            out[name], signs = attack_model(variant, images, labels, setup, own=source)
+    """Every variant attacked white-box by FGSM and PGD, and by FGSM transferred from the
+    original: {"clean": acc, "fgsm": [...], "pgd": [...], "transfer": [...]} per variant.
+
+    `source`: the white-box FGSM sweep of `models["original"]` on these images (the attack
+    stage's): the original's FGSM, and the signs transferred to every other variant."""
+    results = {}
+    for name, model in models.items():
+        if name == "original":
+            white_box = transferred = source
         else:
-            out[name], _ = attack_model(variant, images, labels, setup, transfer_signs=signs)
+            sweep = partial(
+                fgsm_sweep,
+                model,
+                images,
+                labels,
+                settings.epsilons,
+                batch_size=settings.batch_size,
+                device=settings.device,
+                label_mode=settings.label_mode,
+            )
+            white_box = sweep()
+            transferred = sweep(signs=source.signs, clean_logits=white_box.clean_logits)
+        results[name] = {
+            "clean": white_box.clean_accuracy,
+            "fgsm": white_box.accuracy,
+            "pgd": pgd_accuracies(model, images, labels, white_box.clean_logits, settings),
+            "transfer": transferred.accuracy,
+        }
         if progress is not None:
             progress(name)
-    return {name: out[name] for name in gates}
+    return results
 
 
-def folded_difference(
-    folded: nn.Module,
+def run(
     model: nn.Module,
+    hardened: nn.Module,
     layer: ScanLayer,
-    gains: torch.Tensor,
-    images: torch.Tensor,
-    setup: Setup,
-) -> float:
-    """Largest |logit difference| between a folded model and `model` gated by `gains`, relative
-    to the largest |logit| (a few 1e-7 when the checkpoint holds exactly those gains)."""
-    x = as_input(images, torch.device("cpu"))
-    with gated(model, layer, gains):
-        reference = logits_of(model, x, setup.batch_size, setup.device)
-    diff = (logits_of(folded, x, setup.batch_size, setup.device) - reference).abs().max()
-    return float(diff / reference.abs().max().clamp_min(1e-12))
+    gains: Gains,
+    source: FGSMSweep,
+    test: dict,
+    settings: Settings,
+    generator: torch.Generator,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict, pd.DataFrame]:
+    """The evaluate stage: every variant attacked (`attack_variants`), summarised for
+    evaluate.json, and the robustness curves (`curves`). `generator` draws the random
+    controls."""
+    gates = variants(gains.gain, gains.inverse_gain, settings.random_controls, generator)
+    given = {"original": model, "hardened": hardened}  # the controls: gates folded into a copy
+    models = {
+        name: given[name] if name in given else fold(model, layer, gate)
+        for name, gate in gates.items()
+    }
+    images, labels = test["images"], test["labels"]
+    results = attack_variants(models, source, images, labels, settings, progress)
+    magnitude = gains.magnitude.numpy()
+    summary = summarise(results, settings.epsilons, settings.epsilon_labels, magnitude, gates)
+    summary = {
+        **summary,
+        "epsilons": settings.epsilon_labels,
+        "labels": settings.label_mode,
+        "samples": {
+            "fgsm": len(images),
+            "transfer": len(images),
+            "pgd": min(settings.pgd_samples, len(images)),
+        },
+        "pgd_steps": settings.pgd_steps,
+        "random_controls": settings.random_controls,
+    }
+    return summary, curves(summary, settings.epsilons, settings.epsilon_labels)
 
 
 def _std(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None  # undefined for one draw
 
 
-def summarize(
+def summarise(
     results: dict[str, dict],
     epsilons: list[float],
     labels: list[str],
@@ -286,8 +348,8 @@ def summarize(
     }
 
 
-def curves(summary: dict, epsilons: list[float], labels: list[str]) -> list[dict]:
-    """Long table rows (variant, attack, epsilon, epsilon_label, accuracy, accuracy_std) of every
+def curves(summary: dict, epsilons: list[float], labels: list[str]) -> pd.DataFrame:
+    """The long table (variant, attack, epsilon, epsilon_label, accuracy, accuracy_std) of every
     robustness curve in a summary; accuracy_std is the std over random draws (NaN otherwise)."""
     rows = []
     for variant, result in summary["variants"].items():
@@ -295,12 +357,17 @@ def curves(summary: dict, epsilons: list[float], labels: list[str]) -> list[dict
             std = result[attack].get("accuracy_std", {})
             nan = float("nan")
             for eps, label in zip(epsilons, labels, strict=True):
-                rows.append({
-                    "variant": variant, "attack": attack, "epsilon": eps, "epsilon_label": label,
-                    "accuracy": result[attack]["accuracy"][label],
-                    "accuracy_std": nan if std.get(label) is None else std[label],
-                })  # fmt: skip
-    return rows
+                rows.append(
+                    {
+                        "variant": variant,
+                        "attack": attack,
+                        "epsilon": eps,
+                        "epsilon_label": label,
+                        "accuracy": result[attack]["accuracy"][label],
+                        "accuracy_std": nan if std.get(label) is None else std[label],
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
 def wide_curves(frame: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .layers import ScanLayer
+from .records import ScanLayer
 
 
 def _check_gains(layer: ScanLayer, gains: torch.Tensor) -> None:

@@ -1,4 +1,4 @@
-"""Hardening: compress robust neurons, amplify fragile ones proportionally (method.md section 5).
+"""The harden stage: compress robust neurons, amplify fragile ones proportionally (method.md 5).
 
 With m_k the neurons' mean output magnitudes, F the fragile and R the robust set:
 - every k in R is compressed, g_k = c (`harden.compress`, 0 <= c <= 1);
@@ -18,13 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+import torch
 
-MODES = ("proportional", "uniform")
-LABELS = ("fragile", "robust", "neutral")
+from .config import LABELS
+from .records import Gains, Labels, ScanLayer, Targeting
 
 
 @dataclass(frozen=True)
-class Gains:
+class Hardening:
+    """One gain vector and how it came about."""
+
     gains: np.ndarray  # g_k, one per neuron
     weighting: str  # the weights applied: "proportional", or "uniform" (asked for, or the fallback)
     capped: np.ndarray  # True where the cap lowered the gain
@@ -39,9 +43,10 @@ def gains(
     compress: float,
     mode: str = "proportional",
     max_gain: float = 4.0,
-) -> Gains:
+) -> Hardening:
     """The gains of method.md section 5 for the neuron sets `amplified` (F) and `compressed`
-    (R), given as index lists; the weights are the `phi` of the amplified neurons."""
+    (R), given as index lists; the weights are the `phi` of the amplified neurons. The settings
+    are params the check has already judged (harden.compress, harden.mode, harden.max_gain)."""
     m = np.asarray(magnitude, dtype=np.float64)
     phi = np.asarray(phi, dtype=np.float64)
     amplified = np.asarray(amplified, dtype=np.int64)
@@ -54,12 +59,6 @@ def gains(
         raise ValueError("magnitudes must be finite and >= 0")
     if not np.isfinite(phi).all():
         raise ValueError("phi must be finite")
-    if not 0.0 <= compress <= 1.0:
-        raise ValueError(f"compress = {compress!r}; expected a number in [0, 1]")
-    if mode not in MODES:
-        raise ValueError(f"mode = {mode!r}; expected one of {MODES}")
-    if not max_gain >= 1.0:
-        raise ValueError(f"max_gain = {max_gain!r}; expected a number >= 1")
     for name, idx in (("amplified", amplified), ("compressed", compressed)):
         if (
             idx.ndim != 1
@@ -85,7 +84,7 @@ def gains(
         extra = np.where(give > 0, give / m[amplified], 0.0)  # inf for m_k = 0: the cap applies
     g[amplified] = 1.0 + extra
     capped = g > max_gain
-    return Gains(gains=np.minimum(g, max_gain), weighting=weighting, capped=capped)
+    return Hardening(gains=np.minimum(g, max_gain), weighting=weighting, capped=capped)
 
 
 def _check_labels(labels) -> np.ndarray:
@@ -105,7 +104,7 @@ def hardening(
     mode: str = "proportional",
     max_gain: float = 4.0,
     inverse: bool = False,
-) -> Gains:
+) -> Hardening:
     """Hardening gains from per-neuron labels (fragile | robust | neutral): fragile amplified,
     robust compressed; `inverse=True` swaps the roles (the inverse control)."""
     labels = _check_labels(labels)
@@ -116,7 +115,7 @@ def hardening(
     )
 
 
-def summary(result: Gains, magnitude) -> dict:
+def summarise(result: Hardening, magnitude) -> dict:
     """What a gain vector does: neurons compressed (g < 1) and amplified (g > 1), the largest
     gain, whether the cap lowered any gain, and sum g m / sum m (1 when conserved)."""
     g, m = result.gains, np.asarray(magnitude, dtype=np.float64)
@@ -129,3 +128,47 @@ def summary(result: Gains, magnitude) -> dict:
         "magnitude_ratio": float((g * m).sum() / total) if total > 0 else float("nan"),
         "weighting": result.weighting,
     }
+
+
+def run(
+    labels: Labels,
+    targeting: Targeting,
+    layer: ScanLayer,
+    *,
+    compress: float,
+    mode: str,
+    max_gain: float,
+) -> tuple[Gains, dict]:
+    """The harden stage: the hardening's gains and the inverse control's from the labels and
+    phi of the label stage and the magnitudes m of the attack stage, and harden.json."""
+    m, phi, label = targeting.magnitude.numpy(), labels.phi.numpy(), labels.label
+    settings = {"compress": compress, "mode": mode, "max_gain": max_gain}
+    hardened = hardening(m, phi, label, **settings)
+    inverse = hardening(m, phi, label, **settings, inverse=True)
+    record = Gains(
+        gain=torch.from_numpy(hardened.gains),
+        inverse_gain=torch.from_numpy(inverse.gains),
+        magnitude=targeting.magnitude,
+        phi=labels.phi,
+    )
+    summary = {
+        **summarise(hardened, m),
+        **settings,
+        "layer": layer.conv_name,
+        "inverse": summarise(inverse, m),
+    }
+    return record, summary
+
+
+def table(gains: Gains, labels: Labels) -> pd.DataFrame:
+    """gains.csv: per neuron, its label, m, phi, gain and inverse gain."""
+    return pd.DataFrame(
+        {
+            "neuron": np.arange(len(gains.gain)),
+            "label": labels.label,
+            "magnitude": gains.magnitude.numpy(),
+            "phi": gains.phi.numpy(),
+            "gain": gains.gain.numpy(),
+            "inverse_gain": gains.inverse_gain.numpy(),
+        }
+    )

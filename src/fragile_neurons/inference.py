@@ -39,14 +39,3 @@ def accuracy_and_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float
     """Share of correct predictions and mean cross-entropy, as Python floats."""
     correct = (logits.argmax(dim=1) == labels).sum().item() / len(labels)
     return correct, F.cross_entropy(logits, labels).item()
-
-
-def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    device: torch.device,
-) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of `model` on a whole split."""
-    return accuracy_and_loss(logits_of(model, images, batch_size, device), labels)

@@ -4,30 +4,17 @@ By default L is the first ``nn.Conv2d`` that the forward pass executes (found by
 model on an example, not by guessing from module order); `scan.layer` may name another
 convolution by its name in ``model.named_modules()``. Where L's output goes straight into a
 BatchNorm2d over the same channels, the neuron's output is that BatchNorm's channel k, so that
-zeroing and scaling are not undone by normalisation (method.md, notation).
+zeroing and scaling are not undone by normalisation (method.md, notation). The attack stage
+resolves the layer once and records it (records.ScanLayer); the other stages read the record.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .errors import ParamError
-
-
-@dataclass(frozen=True)
-class ScanLayer:
-    conv_name: str  # L, by its name in model.named_modules()
-    neuron_name: str  # the module whose output channel k is neuron k (L, or its BatchNorm)
-    channels: int  # N, the number of neurons
-
-    def conv(self, model: nn.Module) -> nn.Conv2d:
-        return model.get_submodule(self.conv_name)
-
-    def neuron_module(self, model: nn.Module) -> nn.Module:
-        return model.get_submodule(self.neuron_name)
+from .records import ScanLayer
 
 
 def _execution_trace(model: nn.Module, example: torch.Tensor) -> list[tuple]:

@@ -5,7 +5,7 @@ dataset's per-channel mean and std, so inputs stay in [0, 1] and epsilons are in
 Names are stable (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so `scan.layer` can name a layer
 and a checkpoint's keys read like the architecture. The small CNNs max-pool before the ReLU:
 max commutes with the monotone ReLU, so the function and its gradients are the same bit for bit
-as ReLU-then-pool, at a quarter of the ReLU work (20-30% faster attacks on the CPU here).
+as ReLU-then-pool, at a quarter of the ReLU work (benchmarks/README.md has the timings).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def resnet18(channels: int, size: int, classes: int) -> list[tuple[str, nn.Modul
     three channels (CIFAR-10): torchvision's standard stem. The top-level modules are laid out in
     the order torchvision's forward runs them, with the flatten made explicit.
     """
-    # imported here: torchvision.models imports torch._dynamo, 2.5 s of every stage's start-up
+    # imported here: torchvision.models imports torch._dynamo, which slows every stage's start-up
     from torchvision.models import resnet18 as tv_resnet18
 
     net = tv_resnet18(num_classes=classes)
@@ -105,8 +105,8 @@ def build_model(
     """A fresh model of architecture `arch` for `channels` x `size` x `size` inputs.
 
     Its convolution weights are laid out channels-last, so activations flow in that layout
-    (2-3x faster convolution, pooling and ReLU on the CPU here; same values up to the last bits
-    of float rounding). Checkpoints are saved in the standard layout."""
+    (faster on the CPU; same values up to the last bits of float rounding). Checkpoints are saved
+    in the standard layout."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
     layers = ARCHITECTURES[arch](channels, size, classes)

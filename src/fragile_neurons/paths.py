@@ -1,4 +1,9 @@
-"""Where each stage reads and writes, per run: the one place that mirrors dvc.yaml's paths."""
+"""Where each stage reads and writes, per run: the one place that mirrors dvc.yaml's paths.
+
+Records (records.py) live under data/<stage>/<run>/, named for what they hold; checkpoints under
+models/<run>/; metrics JSON and plot CSVs/PNGs, for people and `dvc metrics`/`dvc plots`, under
+metrics/<run>/<stage>.json and plots/<run>/. No stage reads a file under plots/ or metrics/.
+"""
 
 from __future__ import annotations
 
@@ -22,16 +27,36 @@ def hardened(run: str) -> Path:
     return Path("models") / run / "hardened.pt"
 
 
-def attack_sweep(run: str) -> Path:
-    """The attack stage's FGSM sweep of the whole test split (signs, clean logits, accuracies):
-    the scan's signs (its first `scan.samples` rows), and in evaluate the `original` variant
-    under FGSM and the source of the transferred attack."""
+def sweep_record(run: str) -> Path:
+    """records.FGSMSweep of the whole test split: the scan's signs (its first `scan.samples`
+    rows), and in evaluate the `original` variant under FGSM and the transferred attack."""
     return Path("data/attack") / run / "sweep.pt"
 
 
-def scan_cache(run: str) -> Path:
-    """The scan's raw per-neuron measurements, reused when only the labelling changes."""
+def layer_record(run: str) -> Path:
+    """records.ScanLayer: the scanned layer, resolved by the attack stage."""
+    return Path("data/attack") / run / "layer.pt"
+
+
+def targeting_record(run: str) -> Path:
+    """records.Targeting: T, R, D and m of the scanned layer's neurons."""
+    return Path("data/attack") / run / "targeting.pt"
+
+
+def scan_record(run: str) -> Path:
+    """records.ScanMeasurements: the scan's counts and losses, reused when only the labelling
+    changes."""
     return Path("data/scan") / run / "measurements.pt"
+
+
+def labels_record(run: str) -> Path:
+    """records.Labels: phi, impacts and labels per neuron."""
+    return Path("data/label") / run / "labels.pt"
+
+
+def gains_record(run: str) -> Path:
+    """records.Gains: the hardening's and the inverse control's gains at full precision."""
+    return Path("data/harden") / run / "gains.pt"
 
 
 def metrics(run: str, stage: str) -> Path:
@@ -42,13 +67,22 @@ def plot(run: str, name: str) -> Path:
     return Path("plots") / run / name
 
 
+# the folders under data/ that hold a stage's records: folder -> stage
+RECORD_FOLDERS = {
+    "prepared": "prepare",
+    "attack": "attack",
+    "scan": "scan",
+    "label": "label",
+    "harden": "harden",
+}
+
+
 def producer(path: str | Path) -> str | None:
     """The `stage@run` of dvc.yaml that writes `path` (None for a path no stage writes): what to
     rerun when a record is missing, stale or corrupt."""
     parts = Path(path).parts
-    if len(parts) >= 3 and parts[0] == "data" and parts[1] in ("prepared", "attack", "scan"):
-        stage = {"prepared": "prepare", "attack": "attack", "scan": "scan"}[parts[1]]
-        return f"{stage}@{parts[2]}"
+    if len(parts) >= 3 and parts[0] == "data" and parts[1] in RECORD_FOLDERS:
+        return f"{RECORD_FOLDERS[parts[1]]}@{parts[2]}"
     if len(parts) == 3 and parts[0] == "models":
         return {"model.pt": f"train@{parts[1]}", "hardened.pt": f"harden@{parts[1]}"}.get(parts[2])
     return None

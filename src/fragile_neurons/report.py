@@ -9,16 +9,9 @@ import argparse
 from pathlib import Path
 
 from . import paths
-from .config import load_params
+from .config import ATTACKS, load_params
+from .formats import fixed, p_value
 from .io import read_json
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _p(value) -> str:
-    return "n/a" if value is None else f"{value:.2g}"
 
 
 def headline_table(runs: dict[str, dict]) -> str:
@@ -36,11 +29,12 @@ def headline_table(runs: dict[str, dict]) -> str:
         verified = "verified" if data["checksums_verified"] else "NOT verified"
         lines.append(
             f"| {run} | {data['dataset']} ({verified}) | {settings['arch']} "
-            f"| {_fmt(train['test_accuracy'], 4)} "
-            f"| {_fmt(corr['spearman_rho'])} ({_p(corr['spearman_p'])}) "
-            f"| {_fmt(corr['jaccard'])} ({_p(corr['jaccard_p'])}) "
-            f"| {_fmt(head['fgsm_auc_gain'])} / {_fmt(head['pgd_auc_gain'])} "
-            f"| {_fmt(head['fgsm_margin_over_random'])} / {_fmt(head['pgd_margin_over_random'])} |"
+            f"| {fixed(train['test_accuracy'], 4)} "
+            f"| {fixed(corr['spearman_rho'], 3)} ({p_value(corr['spearman_p'])}) "
+            f"| {fixed(corr['jaccard'], 3)} ({p_value(corr['jaccard_p'])}) "
+            f"| {fixed(head['fgsm_auc_gain'], 3)} / {fixed(head['pgd_auc_gain'], 3)} "
+            f"| {fixed(head['fgsm_margin_over_random'], 3)} / "
+            f"{fixed(head['pgd_margin_over_random'], 3)} |"
         )
     return "\n".join(lines)
 
@@ -53,10 +47,10 @@ def attack_table(run: str) -> str:
             f"| {run}: epsilon | " + " | ".join(labels) + " |",
             "| --- |" + " --- |" * len(labels),
             "| FGSM accuracy | "
-            + " | ".join(_fmt(attack["fgsm_accuracy"][e], 4) for e in labels)
+            + " | ".join(fixed(attack["fgsm_accuracy"][e], 4) for e in labels)
             + " |",
             "| success rate | "
-            + " | ".join(_fmt(attack["success_rate"][e]) for e in labels)
+            + " | ".join(fixed(attack["success_rate"][e], 3) for e in labels)
             + " |",
         ]
     )
@@ -70,10 +64,10 @@ def evaluate_table(run: str) -> str:
     ]
     for name, result in variants.items():
         cells = []
-        for attack in ("fgsm", "pgd", "transfer"):
+        for attack in ATTACKS:
             r = result[attack]
             std = r.get("auc_std")
-            cells.append(_fmt(r["auc"]) + ("" if std is None else f" ± {_fmt(std)}"))
+            cells.append(fixed(r["auc"], 3) + ("" if std is None else f" ± {fixed(std, 3)}"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -89,11 +89,11 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
     elsewhere). Returns whether the setting took.
 
     By default glibc serves every block above a few MB with a fresh mmap and returns it to the
-    kernel on free, so each CPU forward pass page-faults its activations in anew: on the 2-core
-    reference machine that made convolution, ReLU and pooling of small images 2-3x slower than
-    the arithmetic. Blocks up to `mmap_threshold` (32 MiB, glibc's ceiling) now come from the heap,
-    and up to `trim_threshold` of freed heap stays mapped. Results are unchanged: only where
-    memory comes from changes.
+    kernel on free, so each CPU forward pass page-faults its activations in anew, which can cost
+    more than the arithmetic of small images (benchmarks/README.md). Blocks up to
+    `mmap_threshold` (32 MiB, glibc's ceiling) now come from the heap, and up to
+    `trim_threshold` of freed heap stays mapped. Results are unchanged: only where memory comes
+    from changes.
     """
     if not sys.platform.startswith("linux"):
         return False

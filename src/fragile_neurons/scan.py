@@ -5,6 +5,9 @@ and on its FGSM images at every epsilon, next to the intact network f. `scan` gi
 the naive way (`naive_scan`: the whole network once per neuron, the neuron dropped by a forward
 hook) at a fraction of its cost, by one of three paths:
 
+Each path is a plan (`_Delta`, `_Prefix`, `_Hooks`) with one interface: `elements` sizes the
+passes, `step` runs the intact and the dropped networks on one batch at one epsilon.
+
 - `delta`, when the neuron module is a top-level child of an ``nn.Sequential`` followed only by
   channel-wise operations (ReLU, BatchNorm, pooling, eval dropout; a flatten right before a
   linear layer) up to the next ``nn.Conv2d`` or ``nn.Linear`` layer P. Everything up to P's
@@ -18,8 +21,8 @@ hook) at a fraction of its cost, by one of three paths:
 - `hooks`, for a nested neuron module: stacked copies of the images, each copy gated by its own
   gains (`gates.gated` with G x N gains).
 
-Several dropped networks share a forward pass; the passes are kept small (BATCH_ELEMENTS),
-which on a CPU is faster than large ones. The intact network's numbers come from the same path.
+Several dropped networks share a forward pass, whose size BATCH_ELEMENTS bounds (see
+benchmarks/README.md). The intact network's numbers come from the same path.
 Accuracies are kept as counts of correct predictions (integers, so equal scores are exactly
 equal); losses are mean cross-entropies.
 """
@@ -27,97 +30,51 @@ equal); losses are mean cross-entropies.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import fgsm_images, input_gradient
+from .adversarial import fgsm_images, input_gradient
+from .config import epsilon_label, fgsm_settings
 from .gates import apply_gate, drop_gains, gated
 from .inference import as_input, batch_slices
-from .layers import ScanLayer
+from .records import ScanLayer, ScanMeasurements
 
 # Operations that act on each channel separately in eval mode, so that dropping neuron k
 # changes channel k only. After a flatten, only element-wise ones may follow.
-ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid,
-               nn.Dropout, nn.Identity)  # fmt: skip
-CHANNELWISE = ELEMENTWISE + (nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                             nn.AdaptiveMaxPool2d, nn.Dropout2d)  # fmt: skip
+ELEMENTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Dropout,
+    nn.Identity,
+)
+CHANNELWISE = ELEMENTWISE + (
+    nn.BatchNorm2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout2d,
+)
 
 # Elements of the largest per-network tensor of one pass (networks x images x features): passes
-# of a few MB stay in a CPU's caches (larger ones run slower, smaller ones pay per-call costs);
-# a GPU prefers large ones.
+# of a few MB stay in a CPU's caches; a GPU prefers large ones.
 BATCH_ELEMENTS = {"cpu": 2**21, "cuda": 2**26}
-
-
-@dataclass
-class ScanResult:
-    """Correct counts and mean losses of the intact network and of every dropped network.
-
-    Column e is epsilons[e] (0: the clean images); intact_* have shape (E,), dropped_* shape
-    (N, E) with row k for f^(-k). `path` names how they were computed.
-    """
-
-    epsilons: list[float]
-    samples: int
-    intact_correct: torch.Tensor
-    intact_loss: torch.Tensor
-    dropped_correct: torch.Tensor
-    dropped_loss: torch.Tensor
-    path: str
-
-    @property
-    def intact_accuracy(self) -> torch.Tensor:
-        return self.intact_correct.double() / self.samples
-
-    @property
-    def dropped_accuracy(self) -> torch.Tensor:
-        return self.dropped_correct.double() / self.samples
-
-    def to_dict(self) -> dict:
-        """Tensors and plain values only, for io.save_tensors."""
-        blob = dict(vars(self))
-        blob["epsilons"] = torch.tensor(self.epsilons, dtype=torch.float64)
-        return blob
-
-    @classmethod
-    def from_dict(cls, blob: dict) -> ScanResult:
-        """The inverse of to_dict; other keys in `blob` are ignored."""
-        values = {f.name: blob[f.name] for f in fields(cls)}
-        return cls(**{**values, "epsilons": blob["epsilons"].tolist()})
 
 
 def with_clean(epsilons: Sequence[float], labels: Sequence[str]) -> tuple[list, list]:
     """The scan's epsilons and their labels: `attack.epsilons`, with 0 (the clean images, for
     the clean impact) put first where the grid lacks it."""
-    if len(epsilons) != len(labels):
-        raise ValueError("one label per epsilon")
     if 0.0 in epsilons:
         return list(epsilons), list(labels)
     return [0.0, *epsilons], ["0", *labels]
-
-
-def scan_table(result: ScanResult, epsilon_labels: Sequence[str]) -> pd.DataFrame:
-    """scan.csv: one row per neuron and epsilon, the intact and the dropped network's accuracy
-    and loss, and the impact (intact minus dropped accuracy; at epsilon 0, the clean impact)."""
-    n, e = result.dropped_correct.shape
-    if len(epsilon_labels) != e:
-        raise ValueError(f"{len(epsilon_labels)} epsilon labels for {e} epsilons")
-    intact = result.intact_accuracy.numpy()
-    dropped = result.dropped_accuracy.numpy()
-    impact = (result.intact_correct[None, :] - result.dropped_correct).numpy() / result.samples
-    return pd.DataFrame({
-        "neuron": [k for k in range(n) for _ in range(e)],
-        "epsilon": result.epsilons * n,
-        "epsilon_label": list(epsilon_labels) * n,
-        "accuracy_intact": list(intact) * n,
-        "accuracy_dropped": dropped.reshape(-1),
-        "loss_intact": list(result.intact_loss.numpy()) * n,
-        "loss_dropped": result.dropped_loss.numpy().reshape(-1),
-        "impact": impact.reshape(-1),
-    })  # fmt: skip
 
 
 class _Tally:
@@ -139,13 +96,23 @@ class _Tally:
         self.correct[rows, e] += correct.cpu()
         self.loss[rows, e] += loss.double().sum(dim=1).cpu()
 
-    def result(self, epsilons: Sequence[float], samples: int, path: str) -> ScanResult:
+    def result(
+        self, epsilons: Sequence[float], labels: Sequence[str] | None, samples: int, path: str
+    ) -> ScanMeasurements:
         mean = self.loss / samples
-        return ScanResult(list(epsilons), samples, self.correct[0], mean[0],
-                          self.correct[1:], mean[1:], path)  # fmt: skip
+        return ScanMeasurements(
+            epsilons=list(epsilons),
+            epsilon_labels=list(labels or map(epsilon_label, epsilons)),
+            samples=samples,
+            path=path,
+            intact_correct=self.correct[0].clone(),
+            intact_loss=mean[0].clone(),
+            dropped_correct=self.correct[1:].clone(),
+            dropped_loss=mean[1:].clone(),
+        )
 
 
-def _check(images, labels, signs, epsilons, batch_size, group) -> None:
+def _check(images, labels, signs) -> None:
     if images.dim() != 4 or labels.shape != (len(images),):
         raise ValueError(
             f"images must be N x C x H x W with N labels, got {tuple(images.shape)} and "
@@ -153,10 +120,6 @@ def _check(images, labels, signs, epsilons, batch_size, group) -> None:
         )
     if signs.shape != images.shape:
         raise ValueError(f"signs {tuple(signs.shape)} must match images {tuple(images.shape)}")
-    if len(epsilons) == 0 or any(not 0.0 <= e <= 1.0 for e in epsilons):
-        raise ValueError(f"epsilons must be a non-empty list of values in [0, 1], got {epsilons}")
-    if batch_size < 1 or (group is not None and group < 1):
-        raise ValueError(f"batch_size = {batch_size!r} and group = {group!r} must be >= 1")
 
 
 def _pass_size(elements: int, batch_size: int, group: int | None, device: torch.device):
@@ -231,7 +194,7 @@ def _split(model: nn.Module, layer: ScanLayer) -> _Split | None:
     return _Split(prefix, [], None, after, False)
 
 
-# --- the three paths: one pass over B images at one epsilon ------------------------------------
+# --- the three paths: each runs one batch of B images at one epsilon --------------------------
 
 
 def _delta_rows(layer: nn.Module, diff: torch.Tensor) -> torch.Tensor:
@@ -241,8 +204,11 @@ def _delta_rows(layer: nn.Module, diff: torch.Tensor) -> torch.Tensor:
     if not isinstance(layer, nn.Conv2d):
         return diff.transpose(0, 1)
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = (
-        layer.kernel_size, layer.stride, layer.dilation, layer.padding
-    )  # fmt: skip
+        layer.kernel_size,
+        layer.stride,
+        layer.dilation,
+        layer.padding,
+    )
     d = diff.transpose(0, 1)  # G x B x H x W
     if ph or pw:
         d = F.pad(d, (pw, pw, ph, ph))
@@ -267,58 +233,98 @@ def _delta_weights(layer: nn.Module, neurons: range, channels: int) -> torch.Ten
     return weight[:, neurons.start : neurons.stop].permute(1, 2, 0)
 
 
-def _scan_delta(split: _Split, channels: int, x, y, e, tally: _Tally, networks: int) -> None:
-    a = _run(split.prefix, x)
-    h = _run(split.channelwise, a)
-    h0 = _run(split.channelwise, torch.zeros_like(a[:1]))  # what a dropped channel becomes
-    z = split.next_layer(h)
-    tally.add(None, e, _run(split.suffix, z.clone()), y)  # a copy: the suffix may work in place
-    if split.flattened:  # channel k owns a contiguous block of the flattened features
-        h, h0 = h.view(len(h), channels, -1), h0.view(1, channels, -1)
-    # z as rows of P's outputs (a convolution's: one row per image and position, channels last)
-    # so that z^(-k) = z + rows_k @ weights_k for G neurons k in one batched product.
-    conv = isinstance(split.next_layer, nn.Conv2d)
-    z_rows = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]) if conv else z
-    for neurons in _groups(channels, networks):
-        part = slice(neurons.start, neurons.stop)
-        rows = _delta_rows(split.next_layer, h0[:, part] - h[:, part])
-        weights = _delta_weights(split.next_layer, neurons, channels)
-        z_dropped = torch.baddbmm(z_rows.unsqueeze(0), rows, weights)  # G x R x M
-        if conv:  # G*B x M x H x W, held in channels-last memory order
-            z_dropped = z_dropped.view(-1, *z.shape[2:], z.shape[1]).permute(0, 3, 1, 2)
-        tally.add(neurons, e, _run(split.suffix, z_dropped.reshape(-1, *z.shape[1:])), y)
+class _Delta:
+    """The delta path: z^(-k) = z + P_k(h0_k - h_k) for G neurons in one batched product."""
 
+    name = "delta"
 
-def _scan_prefix(split: _Split, channels: int, x, y, e, tally: _Tally, networks: int) -> None:
-    a = _run(split.prefix, x)
-    tally.add(None, e, _run(split.suffix, a.clone()), y)  # a copy: the suffix may work in place
-    for neurons in _groups(channels, networks):
-        gated_a = apply_gate(_stack(a, len(neurons)), drop_gains(channels, neurons))
-        tally.add(neurons, e, _run(split.suffix, gated_a), y)
+    def __init__(self, split: _Split, channels: int):
+        self.split, self.channels = split, channels
 
-
-def _scan_hooks(model, layer: ScanLayer, x, y, e, tally: _Tally, networks: int) -> None:
-    tally.add(None, e, model(x), y)
-    for neurons in _groups(layer.channels, networks):
-        with gated(model, layer, drop_gains(layer.channels, neurons)):
-            tally.add(neurons, e, model(_stack(x, len(neurons))), y)
-
-
-@torch.no_grad()
-def _elements_per_image(model, layer: ScanLayer, split: _Split | None, x: torch.Tensor) -> int:
-    """Elements per image of the largest tensor a pass holds per dropped network: P's output
-    on the delta path, the neuron module's output otherwise."""
-    if split is not None and split.next_layer is not None:
+    def elements(self, x: torch.Tensor) -> int:
+        """Elements per image of P's output, the largest tensor held per dropped network."""
+        split = self.split
         return split.next_layer(_run(split.channelwise, _run(split.prefix, x[:1])))[0].numel()
-    sizes = []
-    handle = layer.neuron_module(model).register_forward_hook(
-        lambda module, inputs, output: sizes.append(output[0].numel())
-    )
-    try:
-        model(x[:1])
-    finally:
-        handle.remove()
-    return sizes[0]
+
+    def step(self, x, y, e: int, tally: _Tally, networks: int) -> None:
+        split, channels = self.split, self.channels
+        a = _run(split.prefix, x)
+        h = _run(split.channelwise, a)
+        h0 = _run(split.channelwise, torch.zeros_like(a[:1]))  # what a dropped channel becomes
+        z = split.next_layer(h)
+        tally.add(None, e, _run(split.suffix, z.clone()), y)  # a copy: the suffix may work in place
+        if split.flattened:  # channel k owns a contiguous block of the flattened features
+            h, h0 = h.view(len(h), channels, -1), h0.view(1, channels, -1)
+        # z as rows of P's outputs (a convolution's: one row per image and position, channels
+        # last) so that z^(-k) = z + rows_k @ weights_k for G neurons k in one batched product.
+        conv = isinstance(split.next_layer, nn.Conv2d)
+        z_rows = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]) if conv else z
+        for neurons in _groups(channels, networks):
+            part = slice(neurons.start, neurons.stop)
+            rows = _delta_rows(split.next_layer, h0[:, part] - h[:, part])
+            weights = _delta_weights(split.next_layer, neurons, channels)
+            z_dropped = torch.baddbmm(z_rows.unsqueeze(0), rows, weights)  # G x R x M
+            if conv:  # G*B x M x H x W, held in channels-last memory order
+                z_dropped = z_dropped.view(-1, *z.shape[2:], z.shape[1]).permute(0, 3, 1, 2)
+            tally.add(neurons, e, _run(split.suffix, z_dropped.reshape(-1, *z.shape[1:])), y)
+
+
+class _Prefix:
+    """The prefix path: the network up to the neuron module once, the rest on gated copies."""
+
+    name = "prefix"
+
+    def __init__(self, split: _Split, channels: int):
+        self.split, self.channels = split, channels
+
+    def elements(self, x: torch.Tensor) -> int:
+        """Elements per image of the neuron module's output."""
+        return _run(self.split.prefix, x[:1])[0].numel()
+
+    def step(self, x, y, e: int, tally: _Tally, networks: int) -> None:
+        a = _run(self.split.prefix, x)
+        tally.add(None, e, _run(self.split.suffix, a.clone()), y)  # a copy: may work in place
+        for neurons in _groups(self.channels, networks):
+            gated_a = apply_gate(_stack(a, len(neurons)), drop_gains(self.channels, neurons))
+            tally.add(neurons, e, _run(self.split.suffix, gated_a), y)
+
+
+class _Hooks:
+    """The hooks path: stacked copies of the images, each gated by its own gains."""
+
+    name = "hooks"
+
+    def __init__(self, model: nn.Module, layer: ScanLayer):
+        self.model, self.layer = model, layer
+
+    def elements(self, x: torch.Tensor) -> int:
+        """Elements per image of the neuron module's output."""
+        sizes = []
+        handle = self.layer.neuron_module(self.model).register_forward_hook(
+            lambda module, inputs, output: sizes.append(output[0].numel())
+        )
+        try:
+            self.model(x[:1])
+        finally:
+            handle.remove()
+        return sizes[0]
+
+    def step(self, x, y, e: int, tally: _Tally, networks: int) -> None:
+        model, layer = self.model, self.layer
+        tally.add(None, e, model(x), y)
+        for neurons in _groups(layer.channels, networks):
+            with gated(model, layer, drop_gains(layer.channels, neurons)):
+                tally.add(neurons, e, model(_stack(x, len(neurons))), y)
+
+
+def _plan(model: nn.Module, layer: ScanLayer) -> _Delta | _Prefix | _Hooks:
+    """The fastest path that gives the naive scan's numbers for this model and layer."""
+    split = _split(model, layer)
+    if split is None:
+        return _Hooks(model, layer)
+    if split.next_layer is None:
+        return _Prefix(split, layer.channels)
+    return _Delta(split, layer.channels)
 
 
 @torch.no_grad()
@@ -329,11 +335,12 @@ def scan(
     labels: torch.Tensor,
     signs: torch.Tensor,
     epsilons: Sequence[float],
+    epsilon_labels: Sequence[str] | None = None,
     *,
     batch_size: int,
     device: torch.device,
     group: int | None = None,
-) -> ScanResult:
+) -> ScanMeasurements:
     """The transfer scan: the intact and every dropped network on the FGSM images
     x'_eps = fgsm_images(x, signs, eps) for each eps in `epsilons` (0: the clean images), the
     signs crafted on the intact network.
@@ -342,24 +349,18 @@ def scan(
     BATCH_ELEMENTS). The numbers of `naive_scan`: the same accuracies (up to an argmax tie broken
     differently by float rounding), losses to float tolerance.
     """
-    _check(images, labels, signs, epsilons, batch_size, group)
+    _check(images, labels, signs)
     model.eval().to(device)
-    split = _split(model, layer)
-    path = "hooks" if split is None else "prefix" if split.next_layer is None else "delta"
+    plan = _plan(model, layer)
     x_all = as_input(images, torch.device("cpu"))
-    elements = _elements_per_image(model, layer, split, x_all[:1].to(device))
-    size, networks = _pass_size(elements, batch_size, group, device)
+    size, networks = _pass_size(plan.elements(x_all[:1].to(device)), batch_size, group, device)
     tally = _Tally(layer.channels, len(epsilons))
     for s in batch_slices(len(images), size):
         y = labels[s].to(device)
         for e, eps in enumerate(epsilons):
             x = fgsm_images(x_all[s], signs[s], eps).to(device)
-            if path == "hooks":
-                _scan_hooks(model, layer, x, y, e, tally, networks)
-            else:
-                step = _scan_delta if path == "delta" else _scan_prefix
-                step(split, layer.channels, x, y, e, tally, networks)
-    return tally.result(epsilons, len(images), path)
+            plan.step(x, y, e, tally, networks)
+    return tally.result(epsilons, epsilon_labels, len(images), plan.name)
 
 
 @torch.no_grad()
@@ -370,13 +371,14 @@ def naive_scan(
     labels: torch.Tensor,
     signs: torch.Tensor,
     epsilons: Sequence[float],
+    epsilon_labels: Sequence[str] | None = None,
     *,
     batch_size: int,
     device: torch.device,
-) -> ScanResult:
+) -> ScanMeasurements:
     """The reference for `scan`: the whole network once per neuron and epsilon on batches of
     `batch_size` images, neuron k dropped by a forward hook (`gates.gated`)."""
-    _check(images, labels, signs, epsilons, batch_size, None)
+    _check(images, labels, signs)
     model.eval().to(device)
     x_all = as_input(images, torch.device("cpu"))
     tally = _Tally(layer.channels, len(epsilons))
@@ -393,7 +395,7 @@ def naive_scan(
                     tally.add(
                         None if neuron is None else [neuron], e, model(x), labels[s].to(device)
                     )
-    return tally.result(epsilons, len(images), "naive")
+    return tally.result(epsilons, epsilon_labels, len(images), "naive")
 
 
 def adaptive_scan(
@@ -403,20 +405,22 @@ def adaptive_scan(
     labels: torch.Tensor,
     signs: torch.Tensor,
     epsilons: Sequence[float],
+    epsilon_labels: Sequence[str] | None = None,
     *,
     batch_size: int,
     device: torch.device,
     label_mode: str = "true",
     group: int | None = None,
-) -> ScanResult:
+) -> ScanMeasurements:
     """The adaptive scan: each dropped network is attacked with FGSM images crafted anew against
-    itself (one input gradient per image and network; `label_mode` as in attacks.input_gradient);
-    the intact network with `signs`, the attack crafted on it. Several dropped networks share a
-    pass, as stacked copies of the images gated by a hook (G x N gains)."""
-    _check(images, labels, signs, epsilons, batch_size, group)
+    itself (one input gradient per image and network; `label_mode` as in
+    adversarial.input_gradient); the intact network with `signs`, the attack crafted on it.
+    Several dropped networks share a pass, as stacked copies of the images gated by a hook."""
+    _check(images, labels, signs)
     model.eval().to(device)
     x_all = as_input(images, torch.device("cpu"))
-    elements = _elements_per_image(model, layer, None, x_all[:1].to(device))
+    with torch.no_grad():
+        elements = _Hooks(model, layer).elements(x_all[:1].to(device))
     size, networks = _pass_size(elements, batch_size, group, device)
     tally = _Tally(layer.channels, len(epsilons))
     for s in batch_slices(len(images), size):
@@ -432,4 +436,71 @@ def adaptive_scan(
                     for e, eps in enumerate(epsilons):
                         x = fgsm_images(stacked, own_signs.sign(), eps)
                         tally.add(neurons, e, model(x), y)
-    return tally.result(epsilons, len(images), "adaptive")
+    return tally.result(epsilons, epsilon_labels, len(images), "adaptive")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the scan stage reads of params.yaml (dvc.yaml: batch_size, the run's attack,
+    scan.samples, scan.adversarial), and where it runs."""
+
+    epsilons: list[float]  # E, in pixel units
+    epsilon_labels: list[str]
+    samples: int  # scan.samples: the scan set S, the first images of the test split
+    adversarial: str  # scan.adversarial: "transfer" | "adaptive"
+    label_mode: str  # attack.labels, for the adaptive scan's own FGSM
+    batch_size: int
+    device: torch.device
+
+    @classmethod
+    def from_params(cls, params: dict, name: str, device: torch.device) -> Settings:
+        scan = params["scan"]
+        return cls(
+            **fgsm_settings(params, name),
+            samples=scan["samples"],
+            adversarial=scan["adversarial"],
+            device=device,
+        )
+
+
+def run(
+    model: nn.Module, layer: ScanLayer, test: dict, signs: torch.Tensor, settings: Settings
+) -> ScanMeasurements:
+    """The scan stage: the scan set (the first `samples` images of the prepared `test` split) and
+    its FGSM `signs` (the attack stage's, crafted on the intact network), at 0 and every epsilon
+    of the grid, by the transfer or the adaptive scan."""
+    n = settings.samples
+    images, labels, signs = test["images"][:n], test["labels"][:n], signs[:n]
+    eps, names = with_clean(settings.epsilons, settings.epsilon_labels)
+    batch_size, device = settings.batch_size, settings.device
+    if settings.adversarial == "adaptive":
+        return adaptive_scan(
+            model,
+            layer,
+            images,
+            labels,
+            signs,
+            eps,
+            names,
+            batch_size=batch_size,
+            device=device,
+            label_mode=settings.label_mode,
+        )
+    return scan(
+        model, layer, images, labels, signs, eps, names, batch_size=batch_size, device=device
+    )
+
+
+def metrics(result: ScanMeasurements, layer: ScanLayer) -> dict:
+    """scan.json: the intact network's accuracy and loss per epsilon, and how it was scanned."""
+    return {
+        "intact_accuracy": dict(
+            zip(result.epsilon_labels, result.intact_accuracy.tolist(), strict=True)
+        ),
+        "intact_loss": dict(zip(result.epsilon_labels, result.intact_loss.tolist(), strict=True)),
+        "layer": layer.describe(),
+        "neurons": layer.channels,
+        "samples": result.samples,
+        "adversarial": result.adversarial,
+        "path": result.path,
+    }

@@ -35,11 +35,18 @@ class Context:
     device: torch.device
     generator: torch.Generator  # seeded from params `seed`
     nondeterministic: list[str] = field(default_factory=list)  # ops that ran without one
+    stage: str = "stage"  # the stage's name, for messages
+    start: float = field(default_factory=time.perf_counter)
 
     def runtime(self) -> dict:
         """Where the stage ran, for its metrics: the device type, and the operations that ran
         without a deterministic kernel (empty: a rerun writes the same bytes)."""
         return {"device": self.device.type, "nondeterministic_ops": list(self.nondeterministic)}
+
+    def progress(self, step: str) -> None:
+        """A step done, with the time since the stage began, on stderr (never in an output)."""
+        elapsed = time.perf_counter() - self.start
+        print(f"{self.stage} {self.name}: {step} ({elapsed:.0f} s)", file=sys.stderr)
 
 
 def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) -> None:
@@ -47,6 +54,7 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
     parser.add_argument("run", help="a key of `runs` in params.yaml")
     parser.add_argument("--params", default="params.yaml", help="the params file")
     args = parser.parse_args(argv)
+    stage = Path(sys.argv[0]).stem if argv is None else body.__name__
     keep_freed_memory()
     try:
         params = load_params(args.params)
@@ -56,14 +64,13 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
         start = time.perf_counter()
         with watch_nondeterminism() as ops:
             try:
-                body(Context(args.run, run, params, device, generator, ops))
+                body(Context(args.run, run, params, device, generator, ops, stage, start))
             except RuntimeError as err:  # `deterministic: strict` met an op without such a kernel
                 if NONDETERMINISTIC not in str(err):
                     raise
                 op = str(err).split(NONDETERMINISTIC)[0].strip()
                 allowed = f"'warn': {op} has no deterministic kernel on {device}"
                 raise ParamError("deterministic", "strict", allowed) from None
-        stage = Path(sys.argv[0]).stem if argv is None else body.__name__
         print(
             f"{stage} {args.run}: {time.perf_counter() - start:.1f} s on {device}", file=sys.stderr
         )

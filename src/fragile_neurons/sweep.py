@@ -83,9 +83,10 @@ def reproduced(lock: dict, params: dict, run: str) -> bool:
     """Whether every stage of `run` (`<stage>@<run>` in dvc.lock) ran with `params`: a stage
     that an experiment did not rerun keeps the params of the run that made its outputs."""
     stages = {
-        name: entry for name, entry in (lock.get("stages") or {}).items()
+        name: entry
+        for name, entry in (lock.get("stages") or {}).items()
         if name.endswith(f"@{run}")
-    }  # fmt: skip
+    }
     return bool(stages) and all(
         _lookup(params, key) == value
         for entry in stages.values()
@@ -120,7 +121,7 @@ def collect(rev: str | None = None, num: int = 1) -> list[dict]:
                 "rev": sha,
                 "seed": params.get("seed"),
                 "runs": runs,
-            }  # fmt: skip
+            }
         )
     return records
 
@@ -140,9 +141,12 @@ def summarise(records: list[dict]) -> dict:
                 continue
             mean, low, high = (None if math.isnan(v) else v for v in mean_ci([v for _, v in pairs]))
             table[run][label] = {
-                "n": len(pairs), "mean": mean, "ci95_low": low, "ci95_high": high,
+                "n": len(pairs),
+                "mean": mean,
+                "ci95_low": low,
+                "ci95_high": high,
                 "values": {str(seed): value for seed, value in pairs},
-            }  # fmt: skip
+            }
     return dict(table)
 
 

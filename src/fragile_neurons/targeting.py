@@ -16,48 +16,15 @@ results do not depend on the batch size beyond the last digits of float64.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import pandas as pd
 import torch
 from torch import nn
 
-from .attacks import fgsm_images
+from .adversarial import fgsm_images
+from .config import epsilon_label
 from .inference import as_input, batch_slices
-from .layers import ScanLayer
+from .records import ScanLayer, Targeting
 
 RELATIVE_FLOOR = 1e-12  # keeps R finite for a neuron that never fires (method.md section 2)
-
-
-@dataclass(frozen=True)
-class Targeting:
-    """T, R and D as E x N float64 tensors (rows in the order of `epsilons`), m as N.
-
-    D is NaN in a row where no neuron moves at all (sum_j T_j = 0, as at epsilon 0): the share
-    of a zero attack is undefined."""
-
-    epsilons: list[float]
-    effect: torch.Tensor  # T
-    relative_effect: torch.Tensor  # R
-    share: torch.Tensor  # D
-    magnitude: torch.Tensor  # m
-
-    def frame(self, labels: list[str]) -> pd.DataFrame:
-        """One row per (neuron, epsilon), neurons outer; `labels` name the epsilons."""
-        if len(labels) != len(self.epsilons):
-            raise ValueError(f"{len(labels)} labels for {len(self.epsilons)} epsilons")
-        n_eps, n_neurons = self.effect.shape
-        return pd.DataFrame(
-            {
-                "neuron": torch.arange(n_neurons).repeat_interleave(n_eps).numpy(),
-                "epsilon": self.epsilons * n_neurons,
-                "epsilon_label": list(labels) * n_neurons,
-                "effect": self.effect.T.flatten().numpy(),
-                "relative_effect": self.relative_effect.T.flatten().numpy(),
-                "share": self.share.T.flatten().numpy(),
-                "magnitude": self.magnitude.repeat_interleave(n_eps).numpy(),
-            }
-        )
 
 
 class _Reached(Exception):
@@ -92,12 +59,14 @@ def targeting(
     images: torch.Tensor,
     signs: torch.Tensor,
     epsilons: list[float],
+    epsilon_labels: list[str] | None = None,
     *,
     batch_size: int,
     device: torch.device,
 ) -> Targeting:
     """T, R, D and m on the scan set `images` (uint8 or float in [0, 1]) with its FGSM gradient
-    `signs` (same shape), at every epsilon in `epsilons` (method.md uses E+, without 0)."""
+    `signs` (same shape), at every epsilon in `epsilons` (method.md uses E+, without 0), named
+    `epsilon_labels` (default: as numbers, '0.1')."""
     if images.shape != signs.shape:
         raise ValueError(f"signs {tuple(signs.shape)} do not match images {tuple(images.shape)}")
     if len(images) == 0:
@@ -126,6 +95,7 @@ def targeting(
     share = torch.where(total > 0, effect / total, torch.full_like(effect, float("nan")))
     return Targeting(
         epsilons=list(epsilons),
+        epsilon_labels=list(epsilon_labels or map(epsilon_label, epsilons)),
         effect=effect,
         relative_effect=effect / (magnitude + RELATIVE_FLOOR),
         share=share,

@@ -1,6 +1,9 @@
-"""Training a classifier: AdamW with a one-cycle learning-rate schedule, seeded and repeatable."""
+"""The train stage: a classifier fitted with AdamW and a one-cycle learning-rate schedule, seeded
+and repeatable."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +11,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import ParamError
-from .inference import as_input, batch_slices, evaluate
+from .inference import accuracy_and_loss, as_input, batch_slices, logits_of
+from .models import build_model
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -54,8 +58,8 @@ def train_model(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     history = []
     # progress on a terminal only (disable=None): a log or a captured stderr gets no bar
-    bar = tqdm(total=steps, desc="train", unit="batch", disable=None if progress else True,
-               mininterval=2)  # fmt: skip
+    disable = None if progress else True
+    bar = tqdm(total=steps, desc="train", unit="batch", disable=disable, mininterval=2)
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(labels), generator=generator)
@@ -80,9 +84,8 @@ def train_model(
             correct += (logits.argmax(1) == y).sum().item()
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}", refresh=False)
-        test_acc, test_loss = evaluate(
-            model, test["images"], test["labels"], eval_batch_size, device
-        )
+        test_logits = logits_of(model, test["images"], eval_batch_size, device)
+        test_acc, test_loss = accuracy_and_loss(test_logits, test["labels"])
         history.append(
             {
                 "epoch": epoch,
@@ -100,3 +103,77 @@ def train_model(
         reached = f"test accuracy {history[-1]['test_accuracy']:.4f} is at chance ({chance:.4f})"
         raise ParamError(lr_key, lr, f"a learning rate at which training learns: {reached}")
     return history
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the train stage reads of params.yaml (dvc.yaml: batch_size, the run's arch and
+    train), and where it runs."""
+
+    arch: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    augment: bool
+    eval_batch_size: int  # batch_size: images per pass when measuring the test split
+    lr_key: str  # the learning rate's key, for the message of a diverged training
+    device: torch.device
+
+    @classmethod
+    def from_params(cls, params: dict, name: str, device: torch.device) -> Settings:
+        run = params["runs"][name]
+        cfg = run["train"]
+        return cls(
+            arch=run["arch"],
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            lr=cfg["lr"],
+            weight_decay=cfg["weight_decay"],
+            augment=cfg["augment"],
+            eval_batch_size=params["batch_size"],
+            lr_key=f"runs.{name}.train.lr",
+            device=device,
+        )
+
+
+def run(
+    train: dict, test: dict, settings: Settings, generator: torch.Generator
+) -> tuple[nn.Module, dict, list[dict]]:
+    """The train stage: a fresh model of `settings.arch` for the prepared splits, trained.
+    Returns the model, the spec that rebuilds it (models.save_checkpoint) and the history."""
+    spec = {
+        "arch": settings.arch,
+        "channels": train["images"].shape[1],
+        "size": train["images"].shape[2],
+        "classes": len(train["classes"]),
+    }
+    model = build_model(**spec, mean=train["mean"], std=train["std"])
+    history = train_model(
+        model,
+        train,
+        test,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        augment_images=settings.augment,
+        device=settings.device,
+        generator=generator,
+        eval_batch_size=settings.eval_batch_size,
+        lr_key=settings.lr_key,
+    )
+    return model, spec, history
+
+
+def metrics(model: nn.Module, history: list[dict]) -> dict:
+    """train.json: the last epoch's test and train accuracy and loss, epochs, parameters."""
+    last = history[-1]
+    return {
+        "test_accuracy": last["test_accuracy"],
+        "test_loss": last["test_loss"],
+        "train_accuracy": last["train_accuracy"],
+        "train_loss": last["train_loss"],
+        "epochs": len(history),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

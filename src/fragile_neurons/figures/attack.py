@@ -1,14 +1,17 @@
-"""The attack at a glance: a few test images, clean and at each epsilon, with predictions."""
+"""The attack stage's picture, examples.png: a few test images, clean and at each epsilon, with
+the model's predictions."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
-EXAMPLES = 8  # images (columns) shown
+if TYPE_CHECKING:
+    from ..attack import Examples
 
 
 def short_name(name: str) -> str:
@@ -16,18 +19,11 @@ def short_name(name: str) -> str:
     return name.split(" - ")[0]
 
 
-def examples_figure(
-    images: torch.Tensor,
-    predictions: torch.Tensor,
-    labels: torch.Tensor,
-    classes: list[str],
-    epsilons: list[float],
-    epsilon_labels: list[str],
-):
+def examples_figure(examples: Examples):
     """Rows: epsilons (epsilon 0 is the clean images); columns: images, their true class below.
-    Each panel is titled with the predicted class, green when right and red when wrong.
-
-    images: E x n x C x H x W in [0, 1]; predictions: E x n; labels: n true labels."""
+    Each panel is titled with the predicted class, green when right and red when wrong."""
+    images, predictions, labels = examples.images, examples.predictions, examples.labels
+    classes, epsilons, epsilon_labels = examples.classes, examples.epsilons, examples.epsilon_labels
     rows, cols = predictions.shape
     fig, axes = plt.subplots(
         rows, cols, figsize=(1.15 * cols + 0.9, 1.25 * rows + 0.5), squeeze=False

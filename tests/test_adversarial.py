@@ -1,5 +1,5 @@
-"""FGSM and PGD (attacks.py) and the FGSM sweep over a split (robustness.py): properties, and
-torchattacks' implementations as the oracle, image for image."""
+"""FGSM and PGD and the FGSM sweep over a split (adversarial.py): properties, and torchattacks'
+implementations as the oracle, image for image."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fragile_neurons.attacks import fgsm, fgsm_images, gradient_signs, input_gradient, pgd
-from fragile_neurons.inference import as_input, evaluate
-from fragile_neurons.robustness import fgsm_examples, fgsm_sweep
+from fragile_neurons.adversarial import (
+    fgsm,
+    fgsm_examples,
+    fgsm_images,
+    fgsm_sweep,
+    gradient_signs,
+    input_gradient,
+    pgd,
+)
+from fragile_neurons.inference import accuracy_and_loss, as_input, logits_of
 
 if os.environ.get("CI"):  # CI installs torchattacks (Makefile): a missing oracle fails there
     import torchattacks
@@ -190,8 +197,8 @@ def test_pgd_is_at_least_as_strong_as_fgsm(trained_mnist, batch):
         device=CPU,
         generator=torch.Generator().manual_seed(0),
     )
-    _, loss_fgsm = evaluate(trained_mnist, x_fgsm, labels, N, CPU)
-    _, loss_pgd = evaluate(trained_mnist, x_pgd, labels, N, CPU)
+    _, loss_fgsm = accuracy_and_loss(logits_of(trained_mnist, x_fgsm, N, CPU), labels)
+    _, loss_pgd = accuracy_and_loss(logits_of(trained_mnist, x_pgd, N, CPU), labels)
     assert loss_pgd >= loss_fgsm
 
 
@@ -296,7 +303,8 @@ def sweep(trained_mnist, mnist_splits):
 
 def test_sweep_at_epsilon_zero_is_the_clean_evaluation_exactly(sweep, trained_mnist, mnist_splits):
     _, test = mnist_splits
-    accuracy, loss = evaluate(trained_mnist, test["images"], test["labels"], 64, CPU)
+    logits = logits_of(trained_mnist, test["images"], 64, CPU)
+    accuracy, loss = accuracy_and_loss(logits, test["labels"])
     assert sweep.accuracy[0] == accuracy == sweep.clean_accuracy
     assert sweep.loss[0] == loss == sweep.clean_loss
     assert sweep.success_rate[0] == 0 and sweep.linf_mean[0] == 0 and sweep.l2_mean[0] == 0
@@ -361,7 +369,8 @@ def test_sweep_does_not_depend_on_the_batch_size(sweep, trained_mnist, mnist_spl
 
 
 def test_sweep_frame_has_the_contract_columns(sweep):
-    frame = sweep.frame([f"{e:g}" for e in EPSILONS])
+    frame = sweep.frame()
+    assert list(frame["epsilon_label"]) == ["0", "0.05", "0.1", "0.2", "0.3"]  # named as numbers
     assert list(frame.columns) == [
         "epsilon",
         "epsilon_label",
@@ -372,8 +381,7 @@ def test_sweep_frame_has_the_contract_columns(sweep):
         "l2_mean",
     ]
     assert len(frame) == len(EPSILONS)
-    with pytest.raises(ValueError, match="labels"):
-        sweep.frame(["0"])
+    assert sweep.label_mode == "true" and sweep.batch_size == 64  # how it was made, recorded
 
 
 def test_examples_are_the_sweeps_images(trained_mnist, batch, sweep, mnist_splits):

@@ -1,31 +1,24 @@
-"""The attack stage end to end on the synthetic digits: its files, the clean accuracy at epsilon
-0, identical bytes on a rerun, and a bad `scan.layer` as a one-line error."""
+"""The attack stage end to end on the synthetic digits: its files and records, the clean accuracy
+at epsilon 0, identical bytes on a rerun, and a bad `scan.layer` as a one-line error."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import ROOT, run_script
 
 from fragile_neurons import io, paths
-from fragile_neurons.attacks import gradient_signs
-from fragile_neurons.inference import evaluate
+from fragile_neurons.adversarial import gradient_signs
+from fragile_neurons.inference import accuracy_and_loss, logits_of
 from fragile_neurons.models import save_checkpoint
+from fragile_neurons.records import FGSMSweep, ScanLayer, Targeting
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 SAMPLES, BATCH = 40, 64
-
-
-def load_stage():
-    spec = importlib.util.spec_from_file_location("attack_stage", ROOT / "stages" / "attack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -49,16 +42,19 @@ OUTPUTS = [
     "plots/mnist/attack.csv",
     "plots/mnist/targeting.csv",
     "plots/mnist/examples.png",
+    "metrics/mnist/attack.json",
     "data/attack/mnist/sweep.pt",
+    "data/attack/mnist/layer.pt",
+    "data/attack/mnist/targeting.pt",
 ]
 
 
 def test_attack_stage_writes_the_contract(workdir, mnist_splits, trained_mnist):
-    stage = load_stage()
-    stage.run_stage(stage.main, ["mnist"])
+    run_script("attack", "mnist")
     _, test = mnist_splits
     report = io.read_json("metrics/mnist/attack.json")
-    accuracy, _ = evaluate(trained_mnist, test["images"], test["labels"], BATCH, CPU)
+    logits = logits_of(trained_mnist, test["images"], BATCH, CPU)
+    accuracy, _ = accuracy_and_loss(logits, test["labels"])
     assert report["fgsm_accuracy"]["0"] == accuracy == report["clean_accuracy"]
     assert list(report["fgsm_accuracy"]) == ["0", "0.1", "1/5"]
     for key in ("fgsm_loss", "success_rate", "linf_mean", "l2_mean"):
@@ -73,7 +69,11 @@ def test_attack_stage_writes_the_contract(workdir, mnist_splits, trained_mnist):
     assert len(targets) == 32 * 2 and set(targets["epsilon_label"]) == {"0.1", "1/5"}
     assert targets.groupby("epsilon_label")["share"].sum().tolist() == pytest.approx([1, 1])
 
-    cache = io.load_tensors("data/attack/mnist/sweep.pt")
+    # the records the later stages read, checked on load
+    assert ScanLayer.load(paths.layer_record("mnist")) == ScanLayer("conv1", "conv1", 32)
+    targeting = Targeting.load(paths.targeting_record("mnist"), neurons=32)
+    assert targeting.epsilon_labels == ["0.1", "1/5"] and targeting.share.shape == (2, 32)
+    sweep = FGSMSweep.load(paths.sweep_record("mnist"), images=test["images"])
     expected = gradient_signs(
         trained_mnist,
         test["images"][:SAMPLES],
@@ -81,15 +81,15 @@ def test_attack_stage_writes_the_contract(workdir, mnist_splits, trained_mnist):
         batch_size=BATCH,
         device=CPU,
     )
-    signs = cache["sweep"]["signs"]
-    assert signs.dtype == torch.int8 and torch.equal(signs[:SAMPLES], expected)
-    assert signs.shape == test["images"].shape  # the whole split: evaluate's original under FGSM
-    assert cache["sweep"]["accuracy"] == list(report["fgsm_accuracy"].values())
-    logits = cache["sweep"]["clean_logits"]
-    assert Path("data/attack/mnist/sweep.pt").stat().st_size < 2 * signs.numel() + 2 * logits.nbytes
+    assert sweep.signs.dtype == torch.int8 and torch.equal(sweep.signs[:SAMPLES], expected)
+    assert sweep.signs.shape == test["images"].shape  # the whole split: evaluate's original
+    assert sweep.accuracy == list(report["fgsm_accuracy"].values())
+    assert (sweep.label_mode, sweep.batch_size) == ("true", BATCH)
+    size = Path(paths.sweep_record("mnist")).stat().st_size
+    assert size < 2 * sweep.signs.numel() + 2 * sweep.clean_logits.nbytes
 
     before = {p: Path(p).read_bytes() for p in OUTPUTS}
-    stage.run_stage(stage.main, ["mnist"])
+    run_script("attack", "mnist")
     assert all(Path(p).read_bytes() == before[p] for p in OUTPUTS)
 
 
@@ -97,9 +97,8 @@ def test_a_bad_scan_layer_is_one_line_and_exit_status_2(workdir, capsys):
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["scan"]["layer"] = "fc1"
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    stage = load_stage()
     with pytest.raises(SystemExit) as err:
-        stage.run_stage(stage.main, ["mnist"])
+        run_script("attack", "mnist")
     assert err.value.code == 2
     message = capsys.readouterr().err
     assert message.count("\n") == 1 and "scan.layer" in message and "'conv2'" in message

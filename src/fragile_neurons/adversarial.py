@@ -1,11 +1,17 @@
-"""FGSM and PGD-Linf in pixel space, exactly as method.md section 1 defines them.
+"""Adversarial examples: FGSM and PGD-Linf in pixel space, exactly as method.md section 1 defines
+them, and what FGSM does to a model at every epsilon of a grid (`fgsm_sweep`).
 
 The model is put in eval mode; the loss is the cross-entropy of the logits summed over the
 batch, so each image's gradient is its own and results do not depend on the batch size; the
 gradient is taken with respect to the input only (``torch.autograd.grad``, the parameters frozen
 meanwhile, so no weight gradient is computed at all). FGSM needs one gradient per image for the
-whole epsilon grid: the signs are computed once (`gradient_signs`) and every epsilon is a cheap
-`fgsm_images` of them.
+whole epsilon grid: the signs are computed once (`signs_and_logits`, whose forward pass also gives
+the clean logits) and every epsilon is a cheap `fgsm_images` of them, made batch by batch, so the
+grid never sits in memory at once. At epsilon 0 the adversarial images are the clean images bit
+for bit. Given another model's signs, a sweep is a transferred attack.
+
+The public functions check their inputs as torchattacks does (shapes, labels, pixel range,
+epsilon range), so a caller outside the pipeline gets a clear ValueError.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inference import as_input, batch_slices
-
-LABEL_MODES = ("true", "predicted")
+from .config import LABEL_MODES, epsilon_label
+from .inference import accuracy_and_loss, as_input, batch_slices, logits_of
+from .records import FGSMSweep
 
 
 def _check(images: torch.Tensor, labels: torch.Tensor, label_mode: str) -> None:
@@ -49,7 +55,7 @@ def input_gradient(
 def _frozen(model: nn.Module) -> Iterator[None]:
     """Parameters stop requiring gradients within the block. Autograd then skips the weight
     gradients that `torch.autograd.grad(loss, x)` would otherwise compute and discard inside each
-    layer's backward (7% of a gradient pass here); the input gradient is the same bit for bit."""
+    layer's backward; the input gradient is the same bit for bit."""
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
@@ -95,19 +101,10 @@ def signs_and_logits(
     return torch.cat(signs), torch.cat(logits)
 
 
-def gradient_signs(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int,
-    device: torch.device,
-    label_mode: str = "true",
-) -> torch.Tensor:
-    """sign(grad_x CE) for every image, as int8 on the CPU (the signs of `signs_and_logits`)."""
-    return signs_and_logits(
-        model, images, labels, batch_size=batch_size, device=device, label_mode=label_mode
-    )[0]
+def gradient_signs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options):
+    """sign(grad_x CE) for every image, as int8 on the CPU: the signs of `signs_and_logits`,
+    which takes the same keyword `options` (batch_size, device, label_mode)."""
+    return signs_and_logits(model, images, labels, **options)[0]
 
 
 def fgsm_images(x: torch.Tensor, signs: torch.Tensor, eps: float) -> torch.Tensor:
@@ -176,3 +173,95 @@ def pgd(
             adv = (x0 + (adv - x0).clamp(-eps, eps)).clamp(0.0, 1.0)
         out.append(adv.detach().cpu())
     return torch.cat(out)
+
+
+def fgsm_sweep(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epsilons: list[float],
+    *,
+    batch_size: int,
+    device: torch.device,
+    label_mode: str = "true",
+    signs: torch.Tensor | None = None,
+    clean_logits: torch.Tensor | None = None,
+    epsilon_labels: list[str] | None = None,
+) -> FGSMSweep:
+    """FGSM at every epsilon on `images` (uint8 or float in [0, 1]), in batches on `device`.
+
+    `signs`: the gradient signs to use (another model's, for a transferred attack); by default
+    the model's own. `clean_logits`: the model's logits on `images` when already known (they are
+    computed otherwise). `epsilon_labels`: the epsilons' names (default: as numbers, '0.1')."""
+    if not epsilons:
+        raise ValueError("epsilons must be a non-empty list")
+    own_logits = None
+    if signs is None:
+        signs, own_logits = signs_and_logits(
+            model, images, labels, batch_size=batch_size, device=device, label_mode=label_mode
+        )
+    elif signs.shape != images.shape:
+        raise ValueError(f"signs have shape {tuple(signs.shape)}, images {tuple(images.shape)}")
+    if clean_logits is None:
+        clean_logits = (
+            own_logits if own_logits is not None else logits_of(model, images, batch_size, device)
+        )
+    if clean_logits.shape[0] != len(images):
+        raise ValueError(f"{clean_logits.shape[0]} clean logits for {len(images)} images")
+    model.eval()
+    adv_logits = [[] for _ in epsilons]
+    linf, l2 = [[] for _ in epsilons], [[] for _ in epsilons]
+    with torch.no_grad():
+        for s in batch_slices(len(images), batch_size):
+            x = as_input(images[s], device)
+            for i, eps in enumerate(epsilons):
+                adv = fgsm_images(x, signs[s], eps)
+                delta = (adv - x).flatten(1).double()
+                linf[i].append(delta.abs().amax(1).cpu())
+                l2[i].append(delta.norm(dim=1).cpu())
+                # x'_0 is x bit for bit, so its logits are the clean ones: no second pass
+                adv_logits[i].append(clean_logits[s] if eps == 0 else model(adv).cpu())
+    clean_accuracy, clean_loss = accuracy_and_loss(clean_logits, labels)
+    was_correct = clean_logits.argmax(1) == labels
+    n_correct = int(was_correct.sum())
+    accuracy, loss, success = [], [], []
+    for parts in adv_logits:
+        logits = torch.cat(parts)
+        acc, ce = accuracy_and_loss(logits, labels)
+        fooled = int((was_correct & (logits.argmax(1) != labels)).sum())
+        accuracy.append(acc)
+        loss.append(ce)
+        success.append(fooled / n_correct if n_correct else float("nan"))
+    return FGSMSweep(
+        epsilons=list(epsilons),
+        epsilon_labels=list(epsilon_labels or map(epsilon_label, epsilons)),
+        label_mode=label_mode,
+        batch_size=batch_size,
+        accuracy=accuracy,
+        loss=loss,
+        success_rate=success,
+        linf_mean=[torch.cat(v).mean().item() for v in linf],
+        l2_mean=[torch.cat(v).mean().item() for v in l2],
+        clean_accuracy=clean_accuracy,
+        clean_loss=clean_loss,
+        clean_logits=clean_logits,
+        signs=signs,
+    )
+
+
+@torch.no_grad()
+def fgsm_examples(
+    model: nn.Module,
+    images: torch.Tensor,
+    signs: torch.Tensor,
+    epsilons: list[float],
+    *,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few images at every epsilon: (E x n x C x H x W float images, E x n predicted labels),
+    both on the CPU. Meant for pictures: the whole batch goes through the model at once."""
+    model.eval()
+    x = as_input(images, device)
+    adversarial = torch.stack([fgsm_images(x, signs, eps) for eps in epsilons])
+    predictions = torch.stack([model(a).argmax(1) for a in adversarial])
+    return adversarial.cpu(), predictions.cpu()

@@ -1,8 +1,10 @@
-"""The nodal-dropout scan at a glance: the impact heatmap and the scanned layer's filters."""
+"""The label stage's pictures: the impact heatmap (impact.png) and the scanned layer's filters
+coloured by label (filters.png)."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -11,8 +13,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-COLOURS = {"fragile": "#d62728", "robust": "#1f77b4", "neutral": "#9e9e9e",
-           "antifragile": "#2ca02c"}  # fmt: skip
+from ..config import LABELS  # noqa: E402
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..records import Labels, ScanMeasurements
+
+COLOURS = {
+    "fragile": "#d62728",
+    "robust": "#1f77b4",
+    "neutral": "#9e9e9e",
+    "antifragile": "#2ca02c",
+}
 
 
 def _colour(label: str, antifragile: bool) -> str:
@@ -20,23 +33,26 @@ def _colour(label: str, antifragile: bool) -> str:
 
 
 def _legend_handles(antifragile) -> list[Patch]:
-    names = ["fragile", "robust", "neutral"] + (["antifragile"] if np.any(antifragile) else [])
+    names = [*LABELS] + (["antifragile"] if np.any(antifragile) else [])
     text = {"antifragile": "robust, antifragile (φ < 0)"}
     return [Patch(color=COLOURS[n], label=text.get(n, n)) for n in names]
 
 
-def impact_figure(impact, epsilon_labels, labels, antifragile, title: str):
+def impact_figure(measurements: ScanMeasurements, labelled: Labels, title: str):
     """Heatmap of the accuracy drop when neuron k (row) is dropped, at each epsilon (column;
     epsilon 0 is the clean impact c_k, the others the adversarial impact a_k(eps)). Row labels
     are coloured by the neuron's label."""
-    impact = np.asarray(impact, dtype=float)
+    impact, epsilon_labels = measurements.impact(), measurements.epsilon_labels
+    labels, antifragile = labelled.label, labelled.antifragile.tolist()
     n, e = impact.shape
     limit = max(float(np.abs(impact).max()), 1e-3)
     fig, ax = plt.subplots(figsize=(1.6 + 0.75 * e, 1.6 + 0.16 * n))
-    image = ax.imshow(impact, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
-                      interpolation="nearest")  # fmt: skip
-    ax.set_xticks(range(e), [f"{x}\n(clean)" if i == 0 else x
-                             for i, x in enumerate(epsilon_labels)])  # fmt: skip
+    image = ax.imshow(
+        impact, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest"
+    )
+    ax.set_xticks(
+        range(e), [f"{x}\n(clean)" if i == 0 else x for i, x in enumerate(epsilon_labels)]
+    )
     step = max(1, math.ceil(n / 64))
     ax.set_yticks(range(0, n, step), [str(k) for k in range(0, n, step)], fontsize=7)
     for tick, k in zip(ax.get_yticklabels(), range(0, n, step), strict=True):
@@ -46,8 +62,9 @@ def impact_figure(impact, epsilon_labels, labels, antifragile, title: str):
     ax.set_ylabel("neuron (coloured by label)")
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="accuracy drop when the neuron is dropped", shrink=0.8)
-    fig.legend(handles=_legend_handles(antifragile), loc="lower center", ncol=4, fontsize=7,
-               frameon=False)  # fmt: skip
+    fig.legend(
+        handles=_legend_handles(antifragile), loc="lower center", ncol=4, fontsize=7, frameon=False
+    )
     fig.tight_layout(rect=(0, 0.5 / (1.6 + 0.16 * n), 1, 1))
     return fig
 
@@ -61,15 +78,17 @@ def _picture(weight: np.ndarray) -> tuple[np.ndarray, str | None]:
     return w, (None if w.ndim == 3 else "gray")
 
 
-def filters_figure(weights, labels, antifragile, phi, title: str):
-    """The scanned layer's filters (N x C x kh x kw) in a grid, framed in the colour of their
-    label and titled 'k: phi'. Each filter is scaled to its own range."""
-    weights = np.asarray(weights, dtype=float)
+def filters_figure(conv: nn.Conv2d, labelled: Labels, title: str):
+    """The filters of the scanned layer `conv` (N x C x kh x kw) in a grid, framed in the colour
+    of their label and titled 'k: phi'. Each filter is scaled to its own range."""
+    weights = np.asarray(conv.weight.detach().numpy(), dtype=float)
+    labels, antifragile, phi = labelled.label, labelled.antifragile.tolist(), labelled.phi.tolist()
     n = len(weights)
     cols = min(n, 8)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.15 * cols + 0.4, 1.3 * rows + 1.0),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.15 * cols + 0.4, 1.3 * rows + 1.0), squeeze=False
+    )
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.axis("off")
@@ -84,9 +103,11 @@ def filters_figure(weights, labels, antifragile, phi, title: str):
             spine.set_linewidth(1 if labels[k] == "neutral" else 3.5)
         ax.set_title(f"{k}: {phi[k]:+.3f}", fontsize=7, color=colour)
     note = "RGB" if weights.shape[1] == 3 else "grey" if weights.shape[1] == 1 else "grey, mean"
-    fig.suptitle(f"{title}\n(each filter on its own scale, {note}; panel title: neuron: φ)",
-                 fontsize=9)  # fmt: skip
-    fig.legend(handles=_legend_handles(antifragile), loc="lower center", ncol=4, fontsize=7,
-               frameon=False)  # fmt: skip
+    fig.suptitle(
+        f"{title}\n(each filter on its own scale, {note}; panel title: neuron: φ)", fontsize=9
+    )
+    fig.legend(
+        handles=_legend_handles(antifragile), loc="lower center", ncol=4, fontsize=7, frameon=False
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig

@@ -1,0 +1,72 @@
+"""The evaluate stage's picture, robustness.png: accuracy under attack of the hardened network and
+its controls (method.md section 6)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..formats import p_value, signed  # noqa: E402
+
+VARIANT_STYLES = {  # variant: (colour, line style, legend name)
+    "original": ("black", "-", "original"),
+    "hardened": ("tab:red", "-", "hardened"),
+    "random": ("tab:gray", "--", "random sets (mean ± std)"),
+    "inverse": ("tab:blue", ":", "inverse (roles swapped)"),
+}
+ATTACK_TITLES = {
+    "fgsm": "FGSM, white-box",
+    "pgd": "PGD, white-box",
+    "transfer": "FGSM transferred from the original",
+}
+
+
+def robustness_figure(frame: pd.DataFrame, summary: dict, run: str):
+    """Accuracy against epsilon for every variant, one panel per attack (FGSM, PGD, transfer);
+    the random control as its mean with a band of one std over draws; AUCs in the legends."""
+    attacks = [a for a in ATTACK_TITLES if a in set(frame["attack"])]
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5.2 * len(attacks), 5.0), squeeze=False)
+    for ax, attack in zip(axes[0], attacks, strict=True):
+        for variant, (colour, style, name) in VARIANT_STYLES.items():
+            rows = frame[(frame["variant"] == variant) & (frame["attack"] == attack)]
+            if rows.empty:
+                continue
+            area = summary["variants"][variant][attack]["auc"]
+            ax.plot(
+                rows["epsilon"],
+                rows["accuracy"],
+                color=colour,
+                linestyle=style,
+                marker="o",
+                markersize=3,
+                label=f"{name}: AUC {area:.3f}",
+            )
+            std = rows["accuracy_std"].fillna(0.0)
+            if std.any():
+                ax.fill_between(
+                    rows["epsilon"],
+                    rows["accuracy"] - std,
+                    rows["accuracy"] + std,
+                    color=colour,
+                    alpha=0.25,
+                    linewidth=0,
+                )
+        eps = frame.drop_duplicates("epsilon")
+        ax.set_xticks(eps["epsilon"], eps["epsilon_label"], fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("ε (pixel units)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        margin = summary["margin_over_random"][attack]
+        ax.set_title(
+            f"{ATTACK_TITLES[attack]}\nhardening gain {signed(summary['gain'][attack], 3)}, "
+            f"over random {signed(margin['mean'], 3)} ± {p_value(margin['std'])}",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2)
+    fig.suptitle(f"{run}: accuracy under attack (AUC: area under the curve / ε range)", fontsize=10)
+    fig.tight_layout()
+    return fig

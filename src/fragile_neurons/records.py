@@ -1,0 +1,387 @@
+"""The records: what one stage hands another, each a small typed object saved under data/.
+
+A record is a frozen dataclass of plain values: tensors, lists of numbers or strings, strings and
+numbers. `save` writes its fields with torch.save (atomically, the same fields give the same
+bytes); `load` reads them back with ``weights_only`` safety (`io.load_tensors`), builds the record
+and checks it. A missing field, a field of the wrong type or shape, or a record that does not fit
+what the caller holds (another test split, another model, another number of neurons) is one line,
+a DataError naming the file and the stage to rerun. Building a record runs nothing from the file.
+
+| record | file (paths.py) | written by | read by |
+| --- | --- | --- | --- |
+| FGSMSweep | data/attack/<run>/sweep.pt | attack | scan, evaluate |
+| ScanLayer | data/attack/<run>/layer.pt | attack | scan, label, harden, evaluate |
+| Targeting | data/attack/<run>/targeting.pt | attack | label, correlate, harden |
+| ScanMeasurements | data/scan/<run>/measurements.pt | scan | label |
+| Labels | data/label/<run>/labels.pt | label | correlate, harden |
+| Gains | data/harden/<run>/gains.pt | harden | evaluate |
+
+CSV tables for people and `dvc plots` are written from records (`frame`); no stage reads a CSV.
+"""
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .config import LABEL_MODES, LABELS, SCORES
+from .errors import DataError
+from .io import load_tensors, rerun_advice, save_tensors
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_TYPES = {  # a field's declared type: (test of a value, what to call it in a message)
+    str: (lambda v: isinstance(v, str), "a string"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (_is_number, "a number"),
+    torch.Tensor: (lambda v: isinstance(v, torch.Tensor), "a tensor"),
+    list[float]: (lambda v: isinstance(v, list) and all(map(_is_number, v)), "a list of numbers"),
+    list[str]: (
+        lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+        "a list of strings",
+    ),
+}
+
+
+def _tensor(name: str, value: torch.Tensor, dtype: torch.dtype, *shape: int | None) -> None:
+    """`value` must be a `dtype` tensor of `shape` (None: any size)."""
+    ok = value.dtype == dtype and value.dim() == len(shape)
+    if not ok or any(s is not None and s != n for s, n in zip(shape, value.shape, strict=True)):
+        sizes = ", ".join("?" if s is None else str(s) for s in shape)
+        wanted = f"({sizes},)" if len(shape) == 1 else f"({sizes})"
+        raise ValueError(f"{name} is {value.dtype} {tuple(value.shape)}, not {dtype} {wanted}")
+
+
+def _same_length(**lists) -> None:
+    lengths = {name: len(v) for name, v in lists.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"lengths differ: {lengths}")
+
+
+class Record:
+    """What every record shares: checked fields, to_dict/from_dict, save/load."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            test, what = _TYPES[f.type]
+            if not test(getattr(self, f.name)):
+                raise ValueError(f"{f.name} is not {what}")
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError where the fields do not fit together (shapes, allowed values)."""
+
+    def mismatch(self) -> str | None:
+        """What keeps the record from fitting the caller's expectations (keyword arguments of
+        `load`), or None."""
+        return None
+
+    def to_dict(self) -> dict:
+        """The fields, by name: plain tensors, lists, strings and numbers."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, blob: dict):
+        """The record of a `to_dict` dict (other keys are ignored), checked: ValueError if not."""
+        return cls(**{f.name: blob[f.name] for f in fields(cls)})
+
+    def save(self, path: str | Path) -> None:
+        save_tensors(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path, **expected):
+        """The record in `path`, checked, and checked against `expected` (see `mismatch`)."""
+        blob = load_tensors(path, keys=tuple(f.name for f in fields(cls)))
+        try:
+            record = cls.from_dict(blob)
+        except (TypeError, ValueError) as err:  # a field of the wrong type or shape
+            raise DataError(
+                f"{path} is not a {cls.__name__} record ({err}); {rerun_advice(path)}"
+            ) from None
+        problem = record.mismatch(**expected)
+        if problem:
+            raise DataError(f"{path} {problem}; {rerun_advice(path)}")
+        return record
+
+
+def _neurons(count: int, neurons: int | None) -> str | None:
+    if neurons is None or count == neurons:
+        return None
+    return f"holds {count} neurons, not the {neurons} of the scanned layer"
+
+
+@dataclass(frozen=True)
+class FGSMSweep(Record):
+    """FGSM on every image of a split at every epsilon of a grid, from one gradient sign per
+    pixel (method.md section 1). Per epsilon (lists in grid order): accuracy and mean
+    cross-entropy on the true labels; success rate, the share of the images classified correctly
+    on clean inputs that the attack makes misclassified (NaN when none is correct); the mean
+    L-infinity and L2 norms of the perturbation (pixel units). Plus the clean logits, accuracy
+    and loss, and the signs (int8) that made every epsilon's images."""
+
+    epsilons: list[float]
+    epsilon_labels: list[str]  # how the epsilons are named in metrics and plots ('8/255')
+    label_mode: str  # the signs' labels: "true" | "predicted"
+    batch_size: int  # images per pass that made the signs and logits
+    accuracy: list[float]
+    loss: list[float]
+    success_rate: list[float]
+    linf_mean: list[float]
+    l2_mean: list[float]
+    clean_accuracy: float
+    clean_loss: float
+    clean_logits: torch.Tensor  # float32, N x classes
+    signs: torch.Tensor  # int8, N x C x H x W
+
+    def check(self) -> None:
+        _same_length(
+            epsilons=self.epsilons,
+            epsilon_labels=self.epsilon_labels,
+            accuracy=self.accuracy,
+            loss=self.loss,
+            success_rate=self.success_rate,
+            linf_mean=self.linf_mean,
+            l2_mean=self.l2_mean,
+        )
+        if self.label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode {self.label_mode!r} is not one of {LABEL_MODES}")
+        _tensor("signs", self.signs, torch.int8, None, None, None, None)
+        _tensor("clean_logits", self.clean_logits, torch.float32, len(self.signs), None)
+
+    def mismatch(self, images=None, epsilons=None, label_mode=None, batch_size=None):
+        """`images`: the split the signs must be of; the others: how it must have been made."""
+        if images is not None and self.signs.shape != images.shape:
+            shape, wanted = tuple(self.signs.shape), tuple(images.shape)
+            return f"holds the signs of images {shape}, not of this test split's {wanted}"
+        made = (self.epsilons, self.label_mode, self.batch_size)
+        if epsilons is not None and made != (list(epsilons), label_mode, batch_size):
+            return (
+                f"was made at epsilons {self.epsilons} with labels {self.label_mode!r} and "
+                f"batch size {self.batch_size}, not at {list(epsilons)} with {label_mode!r} and "
+                f"{batch_size}"
+            )
+        return None
+
+    def frame(self) -> pd.DataFrame:
+        """attack.csv: the accuracy-epsilon curve, one row per epsilon."""
+        return pd.DataFrame(
+            {
+                "epsilon": self.epsilons,
+                "epsilon_label": self.epsilon_labels,
+                "accuracy": self.accuracy,
+                "loss": self.loss,
+                "success_rate": self.success_rate,
+                "linf_mean": self.linf_mean,
+                "l2_mean": self.l2_mean,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ScanLayer(Record):
+    """The scanned layer L (method.md, notation): resolved once, by the attack stage."""
+
+    conv_name: str  # L, by its name in model.named_modules()
+    neuron_name: str  # the module whose output channel k is neuron k (L, or its BatchNorm)
+    channels: int  # N, the number of neurons
+
+    def check(self) -> None:
+        if self.channels < 1 or not self.conv_name or not self.neuron_name:
+            raise ValueError("a layer needs a convolution, a neuron module and neurons >= 1")
+
+    def mismatch(self, model: nn.Module | None = None):
+        """`model`: the network whose layer this must be."""
+        if model is None:
+            return None
+        modules = dict(model.named_modules())
+        conv = modules.get(self.conv_name)
+        neuron = modules.get(self.neuron_name)
+        if not isinstance(conv, nn.Conv2d) or conv.out_channels != self.channels or neuron is None:
+            return (
+                f"names layer {self.conv_name!r} ({self.channels} neurons, output of "
+                f"{self.neuron_name!r}), which is not a convolution of this model"
+            )
+        return None
+
+    def conv(self, model: nn.Module) -> nn.Conv2d:
+        return model.get_submodule(self.conv_name)
+
+    def neuron_module(self, model: nn.Module) -> nn.Module:
+        return model.get_submodule(self.neuron_name)
+
+    def describe(self) -> dict:
+        """The layer as the metrics name it."""
+        return {"conv": self.conv_name, "neuron_module": self.neuron_name, "neurons": self.channels}
+
+
+@dataclass(frozen=True)
+class Targeting(Record):
+    """How the attack spreads over the neurons (method.md section 2): T, R and D as E x N
+    float64 tensors (rows: the positive epsilons, in grid order), m as N. D is NaN in a row where
+    no neuron moves at all (sum_j T_j = 0): the share of a zero attack is undefined."""
+
+    epsilons: list[float]
+    epsilon_labels: list[str]
+    effect: torch.Tensor  # T
+    relative_effect: torch.Tensor  # R
+    share: torch.Tensor  # D
+    magnitude: torch.Tensor  # m
+
+    def check(self) -> None:
+        _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
+        n = len(self.magnitude)
+        _tensor("magnitude", self.magnitude, torch.float64, None)
+        for name in ("effect", "relative_effect", "share"):
+            _tensor(name, getattr(self, name), torch.float64, len(self.epsilons), n)
+        if not (torch.isfinite(self.magnitude).all() and (self.magnitude >= 0).all()):
+            raise ValueError("magnitudes must be finite and >= 0")
+
+    def mismatch(self, neurons: int | None = None):
+        return _neurons(len(self.magnitude), neurons)
+
+    def mean_share(self) -> np.ndarray:
+        """Each neuron's attack share D averaged over the positive epsilons."""
+        return self.share.numpy().mean(axis=0)
+
+    def frame(self) -> pd.DataFrame:
+        """targeting.csv: one row per (neuron, epsilon), neurons outer."""
+        n_eps, n_neurons = self.effect.shape
+        return pd.DataFrame(
+            {
+                "neuron": torch.arange(n_neurons).repeat_interleave(n_eps).numpy(),
+                "epsilon": self.epsilons * n_neurons,
+                "epsilon_label": self.epsilon_labels * n_neurons,
+                "effect": self.effect.T.flatten().numpy(),
+                "relative_effect": self.relative_effect.T.flatten().numpy(),
+                "share": self.share.T.flatten().numpy(),
+                "magnitude": self.magnitude.repeat_interleave(n_eps).numpy(),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ScanMeasurements(Record):
+    """Correct counts and mean losses of the intact network and of every dropped network on the
+    scan set (method.md section 3). Column e is epsilons[e] (the scan stage's: 0 first);
+    intact_* have shape (E,), dropped_* shape (N, E) with row k for the network without neuron
+    k. `path` names how they were computed (scan.py): delta, prefix, hooks, naive or adaptive."""
+
+    epsilons: list[float]
+    epsilon_labels: list[str]
+    samples: int
+    path: str
+    intact_correct: torch.Tensor
+    intact_loss: torch.Tensor
+    dropped_correct: torch.Tensor
+    dropped_loss: torch.Tensor
+
+    def check(self) -> None:
+        _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
+        e, n = len(self.epsilons), len(self.dropped_correct)
+        _tensor("intact_correct", self.intact_correct, torch.int64, e)
+        _tensor("intact_loss", self.intact_loss, torch.float64, e)
+        _tensor("dropped_correct", self.dropped_correct, torch.int64, n, e)
+        _tensor("dropped_loss", self.dropped_loss, torch.float64, n, e)
+        counts = torch.cat([self.intact_correct, self.dropped_correct.flatten()])
+        if self.samples < 1 or counts.min() < 0 or counts.max() > self.samples:
+            raise ValueError(f"counts must lie in [0, samples = {self.samples}]")
+
+    def mismatch(self, neurons: int | None = None):
+        """The scan stage's record always holds the clean images (epsilon 0), once."""
+        if self.epsilons.count(0.0) != 1:
+            return f"holds epsilons {self.epsilons}, not the clean images (epsilon 0) once"
+        return _neurons(len(self.dropped_correct), neurons)
+
+    @property
+    def adversarial(self) -> str:
+        """The scan.adversarial mode the measurements were made with."""
+        return "adaptive" if self.path == "adaptive" else "transfer"
+
+    @property
+    def intact_accuracy(self) -> torch.Tensor:
+        return self.intact_correct.double() / self.samples
+
+    @property
+    def dropped_accuracy(self) -> torch.Tensor:
+        return self.dropped_correct.double() / self.samples
+
+    def impact(self) -> np.ndarray:
+        """N x E: intact minus dropped accuracy (at epsilon 0 the clean impact c_k, elsewhere
+        the adversarial impact a_k(eps))."""
+        return (self.intact_correct[None, :] - self.dropped_correct).numpy() / self.samples
+
+    def frame(self) -> pd.DataFrame:
+        """scan.csv: one row per neuron and epsilon, the intact and the dropped network's
+        accuracy and loss, and the impact."""
+        n, e = self.dropped_correct.shape
+        return pd.DataFrame(
+            {
+                "neuron": [k for k in range(n) for _ in range(e)],
+                "epsilon": self.epsilons * n,
+                "epsilon_label": self.epsilon_labels * n,
+                "accuracy_intact": list(self.intact_accuracy.numpy()) * n,
+                "accuracy_dropped": self.dropped_accuracy.numpy().reshape(-1),
+                "loss_intact": list(self.intact_loss.numpy()) * n,
+                "loss_dropped": self.dropped_loss.numpy().reshape(-1),
+                "impact": self.impact().reshape(-1),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Labels(Record):
+    """Each neuron's impacts, its fragility phi (the impact `score` names) and its label under
+    `fraction` (method.md section 3), one entry per neuron."""
+
+    score: str
+    fraction: float
+    phi: torch.Tensor
+    clean_impact: torch.Tensor
+    adversarial_impact: torch.Tensor
+    difference_impact: torch.Tensor
+    label: list[str]  # fragile | robust | neutral
+    antifragile: torch.Tensor  # bool: robust with phi < 0
+
+    def check(self) -> None:
+        n = len(self.phi)
+        for name in ("phi", "clean_impact", "adversarial_impact", "difference_impact"):
+            _tensor(name, getattr(self, name), torch.float64, n)
+        _tensor("antifragile", self.antifragile, torch.bool, n)
+        _same_length(phi=self.phi, label=self.label)
+        if self.score not in SCORES or not set(self.label) <= set(LABELS):
+            raise ValueError(f"score must be one of {SCORES} and every label one of {LABELS}")
+
+    def mismatch(self, neurons: int | None = None):
+        return _neurons(len(self.phi), neurons)
+
+    def members(self, label: str) -> list[int]:
+        """The neurons with `label`, in index order."""
+        return [k for k, name in enumerate(self.label) if name == label]
+
+
+@dataclass(frozen=True)
+class Gains(Record):
+    """The hardening's gain g_k of every neuron and the inverse control's (method.md section
+    5), at full precision, with the magnitudes m and the fragility phi they were made from."""
+
+    gain: torch.Tensor
+    inverse_gain: torch.Tensor
+    magnitude: torch.Tensor
+    phi: torch.Tensor
+
+    def check(self) -> None:
+        n = len(self.gain)
+        for name in ("gain", "inverse_gain", "magnitude", "phi"):
+            _tensor(name, getattr(self, name), torch.float64, n)
+            if not torch.isfinite(getattr(self, name)).all():
+                raise ValueError(f"{name} must be finite")
+
+    def mismatch(self, neurons: int | None = None):
+        return _neurons(len(self.gain), neurons)
