@@ -3,7 +3,9 @@ and repeatable."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +47,10 @@ def train_model(
     eval_batch_size: int = 1000,
     progress: bool = True,
     lr_key: str = "train.lr",
+    on_epoch: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Train in place; return one row per epoch: train and test loss and accuracy.
+    `on_epoch(history)` is called after every epoch with the rows so far.
 
     A training that diverges stops with a ParamError on the learning rate (`lr_key` names it):
     at the first non-finite loss, or when the final test accuracy is no better than a constant
@@ -96,6 +100,8 @@ def train_model(
             }
         )
         bar.write(f"epoch {epoch}: test accuracy {test_acc:.4f}, test loss {test_loss:.4f}")
+        if on_epoch is not None:
+            on_epoch(history)
     bar.close()
     model.eval()
     chance = torch.bincount(test["labels"]).max().item() / len(test["labels"])
@@ -138,10 +144,15 @@ class Settings:
 
 
 def run(
-    train: dict, test: dict, settings: Settings, generator: torch.Generator
+    train: dict,
+    test: dict,
+    settings: Settings,
+    generator: torch.Generator,
+    on_epoch: Callable[[nn.Module, list[dict]], None] | None = None,
 ) -> tuple[nn.Module, dict, list[dict]]:
     """The train stage: a fresh model of `settings.arch` for the prepared splits, trained.
-    Returns the model, the spec that rebuilds it (models.save_checkpoint) and the history."""
+    Returns the model, the spec that rebuilds it (models.save_checkpoint) and the history.
+    `on_epoch(model, history)` is called after every epoch (the stage writes its curves)."""
     spec = {
         "arch": settings.arch,
         "channels": train["images"].shape[1],
@@ -162,6 +173,7 @@ def run(
         generator=generator,
         eval_batch_size=settings.eval_batch_size,
         lr_key=settings.lr_key,
+        on_epoch=None if on_epoch is None else partial(on_epoch, model),
     )
     return model, spec, history
 
