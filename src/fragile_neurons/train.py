@@ -3,6 +3,7 @@ and repeatable."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -53,14 +54,19 @@ def train_model(
     `on_epoch(history)` is called after every epoch with the rows so far.
 
     A training that diverges stops with a ParamError on the learning rate (`lr_key` names it):
-    at the first non-finite loss, or when the final test accuracy is no better than a constant
-    prediction of the commonest test class (what a network whose weights blew up gets)."""
+    at the first non-finite loss; after an epoch whose test accuracy is no better than a constant
+    prediction of the commonest test class (what a network whose weights blew up gets) and whose
+    train loss exceeds a uniform guess's, log(classes), before `on_epoch` sees it; or when the
+    final test accuracy is at that chance level."""
     model.to(device)
     images, labels = train["images"], train["labels"]
     steps = epochs * -(-len(labels) // batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     history = []
+    # a diverged training: at chance on the test split, with a train loss above a uniform guess's
+    chance = torch.bincount(test["labels"]).max().item() / len(test["labels"])
+    uniform_loss = math.log(len(train["classes"]))
     # progress on a terminal only (disable=None): a log or a captured stderr gets no bar
     disable = None if progress else True
     bar = tqdm(total=steps, desc="train", unit="batch", disable=disable, mininterval=2)
@@ -100,11 +106,14 @@ def train_model(
             }
         )
         bar.write(f"epoch {epoch}: test accuracy {test_acc:.4f}, test loss {test_loss:.4f}")
+        if test_acc <= chance and loss_sum / seen > uniform_loss:  # worse than knowing nothing
+            reached = f"epoch {epoch} ended with train loss {loss_sum / seen:.3g} and test accuracy"
+            reached += f" {test_acc:.4f}, at chance ({chance:.4f})"
+            raise ParamError(lr_key, lr, f"a learning rate at which training converges: {reached}")
         if on_epoch is not None:
             on_epoch(history)
     bar.close()
     model.eval()
-    chance = torch.bincount(test["labels"]).max().item() / len(test["labels"])
     if history[-1]["test_accuracy"] <= chance:
         reached = f"test accuracy {history[-1]['test_accuracy']:.4f} is at chance ({chance:.4f})"
         raise ParamError(lr_key, lr, f"a learning rate at which training learns: {reached}")
