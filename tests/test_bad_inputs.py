@@ -37,6 +37,7 @@ PARAMS = {
     "seed": 0,
     "device": "cpu",
     "deterministic": "warn",
+    "threads": None,
     "batch_size": 64,
     "data": {"root": "data/raw", "download": False, "accept_checksum_mismatch": None},
     "runs": {

@@ -77,6 +77,7 @@ def set_key(raw, dotted, value):
         ("seed", -1, ">= 0"),
         ("device", "cuda:abc", "'cuda:N'"),
         ("deterministic", True, "'strict'"),
+        ("threads", 0, "an integer >= 1 or null"),
         ("runs", {}, "non-empty mapping"),
         ("runs", {"x;touch marker;echo": {}}, "a letter, then letters"),
         ("runs", {"-h": {}}, "a letter, then letters"),

@@ -22,6 +22,7 @@ TINY = {
     "seed": 0,
     "device": "cpu",
     "deterministic": "warn",
+    "threads": None,
     "batch_size": 64,
     "data": {"root": None, "download": False, "accept_checksum_mismatch": None},  # pinned below
     "runs": {

@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy import stats
 
-from fragile_neurons.sweep import mean_ci, render, reproduced, summarise
+from fragile_neurons.sweep import mean_ci, render, render_table, reproduced, summarise
 
 
 def test_mean_ci_is_students_t():
@@ -69,3 +69,16 @@ def test_a_run_counts_only_when_all_its_stages_ran_with_the_experiments_params()
     assert not reproduced(lock, params, "fashion")  # no stage at all
     params["runs"]["mnist"]["train"]["epochs"] = 5
     assert not reproduced(lock, params, "mnist")
+
+
+def test_the_experiment_table_fits_80_columns():
+    records = [
+        {"experiment": "a-very-long-experiment-name", "rev": "1", "seed": 12345,
+         "runs": {"cifar10": {"test_accuracy": 0.7791, "spearman_rho": -0.123456789,
+                              "spearman_p": 1.2345e-05, "fgsm_auc_gain": -0.0481234,
+                              "pgd_auc_gain": -0.04612, "pgd_margin_over_random": -0.02134}}},
+        {"experiment": "b", "rev": "2", "seed": 1, "runs": {"mnist": {"test_accuracy": 0.99}}},
+    ]  # fmt: skip
+    lines = render_table(records).splitlines()
+    assert len(lines) == 4 and max(map(len, lines)) <= 80
+    assert " -0.123 " in lines[2] and " 1.23e-05 " in lines[2] and lines[3].endswith(" -")

@@ -81,3 +81,20 @@ def test_augment_crops_and_flips_keep_pixels():
 def test_auto_device_is_cpu_without_cuda():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert select_device("auto").type == expected
+
+
+def test_every_epoch_reports_its_curves(mnist_splits):
+    """The train stage rewrites its curves after every epoch (dvc exp show follows a run)."""
+    from fragile_neurons import train
+
+    seen = []
+    settings = train.Settings(
+        arch="mnist_cnn", epochs=2, batch_size=64, lr=0.003, weight_decay=0.0, augment=False,
+        device=torch.device("cpu"), eval_batch_size=200, lr_key="runs.t.train.lr",
+    )  # fmt: skip
+    model, _, history = train.run(
+        *mnist_splits, settings, torch.Generator().manual_seed(0),
+        on_epoch=lambda m, h: seen.append((m, [dict(row) for row in h])),
+    )  # fmt: skip
+    assert [len(h) for _, h in seen] == [1, 2]
+    assert seen[-1][1] == history and seen[-1][0] is model

@@ -202,6 +202,7 @@ SCHEMA = {
     "seed": _seed,
     "device": _device,
     "deterministic": _choice(*DETERMINISTIC),
+    "threads": _int(1, optional=True),
     "batch_size": _int(1),
     "data": {
         "root": _str,

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from .adversarial import fgsm_images, input_gradient
 from .config import epsilon_label, fgsm_settings
@@ -130,6 +131,12 @@ def _pass_size(elements: int, batch_size: int, group: int | None, device: torch.
     fit = max(1, BATCH_ELEMENTS.get(device.type, BATCH_ELEMENTS["cuda"]) // elements)
     images = min(batch_size, fit)
     return images, max(1, fit // images)
+
+
+def _batches(n: int, size: int, what: str):
+    """batch_slices with a progress bar on stderr, shown on a terminal only (tqdm's
+    disable=None), so a log or a captured stderr gets none."""
+    return tqdm(list(batch_slices(n, size)), desc=what, unit="batch", disable=None, leave=False)
 
 
 def _groups(channels: int, size: int) -> list[range]:
@@ -355,7 +362,7 @@ def scan(
     x_all = as_input(images, torch.device("cpu"))
     size, networks = _pass_size(plan.elements(x_all[:1].to(device)), batch_size, group, device)
     tally = _Tally(layer.channels, len(epsilons))
-    for s in batch_slices(len(images), size):
+    for s in _batches(len(images), size, "scan"):
         y = labels[s].to(device)
         for e, eps in enumerate(epsilons):
             x = fgsm_images(x_all[s], signs[s], eps).to(device)
@@ -423,7 +430,7 @@ def adaptive_scan(
         elements = _Hooks(model, layer).elements(x_all[:1].to(device))
     size, networks = _pass_size(elements, batch_size, group, device)
     tally = _Tally(layer.channels, len(epsilons))
-    for s in batch_slices(len(images), size):
+    for s in _batches(len(images), size, "adaptive scan"):
         x0, y = x_all[s].to(device), labels[s].to(device)
         with torch.no_grad():
             for e, eps in enumerate(epsilons):

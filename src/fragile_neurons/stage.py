@@ -39,9 +39,14 @@ class Context:
     start: float = field(default_factory=time.perf_counter)
 
     def runtime(self) -> dict:
-        """Where the stage ran, for its metrics: the device type, and the operations that ran
-        without a deterministic kernel (empty: a rerun writes the same bytes)."""
-        return {"device": self.device.type, "nondeterministic_ops": list(self.nondeterministic)}
+        """Where the stage ran, for its metrics: the device type, torch's CPU threads (results are
+        exact for a given count), and the operations that ran without a deterministic kernel
+        (empty: a rerun writes the same bytes)."""
+        return {
+            "device": self.device.type,
+            "threads": torch.get_num_threads(),
+            "nondeterministic_ops": list(self.nondeterministic),
+        }
 
     def progress(self, step: str) -> None:
         """A step done, with the time since the stage began, on stderr (never in an output)."""
@@ -59,6 +64,8 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
     try:
         params = load_params(args.params)
         run = get_run(params, args.run)
+        if params["threads"] is not None:
+            torch.set_num_threads(params["threads"])
         device = select_device(params["device"])
         generator = seed_everything(params["seed"], device, params["deterministic"])
         start = time.perf_counter()

@@ -164,13 +164,46 @@ def render(summary: dict) -> str:
     return "\n".join(lines) if lines else "no finished experiments with metrics found"
 
 
+# The experiment table's columns: (heading, headline label, width), 80 columns in all.
+TABLE = [
+    ("acc", "test_accuracy", 7),
+    ("rho", "spearman_rho", 7),
+    ("p", "spearman_p", 9),
+    ("FGSM gain", "fgsm_auc_gain", 10),
+    ("PGD gain", "pgd_auc_gain", 9),
+    ("PGD margin", "pgd_margin_over_random", 11),
+]
+
+
+def render_table(records: list[dict]) -> str:
+    """One row per experiment and run, in at most 80 columns: a terminal shows every column
+    (`dvc exp show` would drop most of them there)."""
+    head = f"{'experiment':<14}{'run':<8}{'seed':>5}" + "".join(f"{h:>{w}}" for h, _, w in TABLE)
+    lines = [head, "-" * len(head)]
+    for record in records:
+        for run, values in sorted(record["runs"].items()):
+            cells = "".join(
+                f" {values[label]:>{w - 1}.3g}" if label in values else f"{'-':>{w}}"
+                for _, label, w in TABLE
+            )
+            name = str(record["experiment"])[:13]
+            lines.append(f"{name:<14}{run[:7]:<8}{record['seed']!s:>5}{cells}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rev", default=None, help="baseline commit (default HEAD)")
     parser.add_argument("-n", "--num", type=int, default=1, help="commits back from --rev")
     parser.add_argument("--json", default=None, help="also write the summary to this file")
+    parser.add_argument(
+        "--table", action="store_true", help="also each experiment's values, in 80 columns"
+    )
     args = parser.parse_args(argv)
-    summary = summarise(collect(args.rev, args.num))
+    records = collect(args.rev, args.num)
+    summary = summarise(records)
+    if args.table and records:
+        print(render_table(records) + "\n")
     print(render(summary))
     if args.json:
         from .io import write_json

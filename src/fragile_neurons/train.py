@@ -3,7 +3,10 @@ and repeatable."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -45,18 +48,25 @@ def train_model(
     eval_batch_size: int = 1000,
     progress: bool = True,
     lr_key: str = "train.lr",
+    on_epoch: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Train in place; return one row per epoch: train and test loss and accuracy.
+    `on_epoch(history)` is called after every epoch with the rows so far.
 
     A training that diverges stops with a ParamError on the learning rate (`lr_key` names it):
-    at the first non-finite loss, or when the final test accuracy is no better than a constant
-    prediction of the commonest test class (what a network whose weights blew up gets)."""
+    at the first non-finite loss; after an epoch whose test accuracy is no better than a constant
+    prediction of the commonest test class (what a network whose weights blew up gets) and whose
+    train loss exceeds a uniform guess's, log(classes), before `on_epoch` sees it; or when the
+    final test accuracy is at that chance level."""
     model.to(device)
     images, labels = train["images"], train["labels"]
     steps = epochs * -(-len(labels) // batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     history = []
+    # a diverged training: at chance on the test split, with a train loss above a uniform guess's
+    chance = torch.bincount(test["labels"]).max().item() / len(test["labels"])
+    uniform_loss = math.log(len(train["classes"]))
     # progress on a terminal only (disable=None): a log or a captured stderr gets no bar
     disable = None if progress else True
     bar = tqdm(total=steps, desc="train", unit="batch", disable=disable, mininterval=2)
@@ -96,9 +106,14 @@ def train_model(
             }
         )
         bar.write(f"epoch {epoch}: test accuracy {test_acc:.4f}, test loss {test_loss:.4f}")
+        if test_acc <= chance and loss_sum / seen > uniform_loss:  # worse than knowing nothing
+            reached = f"epoch {epoch} ended with train loss {loss_sum / seen:.3g} and test accuracy"
+            reached += f" {test_acc:.4f}, at chance ({chance:.4f})"
+            raise ParamError(lr_key, lr, f"a learning rate at which training converges: {reached}")
+        if on_epoch is not None:
+            on_epoch(history)
     bar.close()
     model.eval()
-    chance = torch.bincount(test["labels"]).max().item() / len(test["labels"])
     if history[-1]["test_accuracy"] <= chance:
         reached = f"test accuracy {history[-1]['test_accuracy']:.4f} is at chance ({chance:.4f})"
         raise ParamError(lr_key, lr, f"a learning rate at which training learns: {reached}")
@@ -138,10 +153,15 @@ class Settings:
 
 
 def run(
-    train: dict, test: dict, settings: Settings, generator: torch.Generator
+    train: dict,
+    test: dict,
+    settings: Settings,
+    generator: torch.Generator,
+    on_epoch: Callable[[nn.Module, list[dict]], None] | None = None,
 ) -> tuple[nn.Module, dict, list[dict]]:
     """The train stage: a fresh model of `settings.arch` for the prepared splits, trained.
-    Returns the model, the spec that rebuilds it (models.save_checkpoint) and the history."""
+    Returns the model, the spec that rebuilds it (models.save_checkpoint) and the history.
+    `on_epoch(model, history)` is called after every epoch (the stage writes its curves)."""
     spec = {
         "arch": settings.arch,
         "channels": train["images"].shape[1],
@@ -162,6 +182,7 @@ def run(
         generator=generator,
         eval_batch_size=settings.eval_batch_size,
         lr_key=settings.lr_key,
+        on_epoch=None if on_epoch is None else partial(on_epoch, model),
     )
     return model, spec, history
 
