@@ -77,6 +77,8 @@ def watch_nondeterminism() -> Iterator[list[str]]:
             show(message, category, filename, lineno, file, line)
 
         warnings.showwarning = record
+        # every such warning reaches `record`, whatever filters the user set (PYTHONWARNINGS)
+        warnings.filterwarnings("always", message=f".*{NONDETERMINISTIC}")
         yield ops
 
 
