@@ -118,6 +118,7 @@ class Settings:
     augment: bool
     eval_batch_size: int  # batch_size: images per pass when measuring the test split
     lr_key: str  # the learning rate's key, for the message of a diverged training
+    arch_key: str  # the architecture's key, for the message of a builder that fails
     device: torch.device
 
     @classmethod
@@ -133,6 +134,7 @@ class Settings:
             augment=cfg["augment"],
             eval_batch_size=params["batch_size"],
             lr_key=f"runs.{name}.train.lr",
+            arch_key=f"runs.{name}.arch",
             device=device,
         )
 
@@ -148,7 +150,7 @@ def run(
         "size": train["images"].shape[2],
         "classes": len(train["classes"]),
     }
-    model = build_model(**spec, mean=train["mean"], std=train["std"])
+    model = build_model(**spec, mean=train["mean"], std=train["std"], key=settings.arch_key)
     history = train_model(
         model,
         train,
