@@ -10,7 +10,9 @@ def main(ctx: Context) -> None:
     """Attack: data/attack/<run>/{sweep,layer,targeting}.pt, metrics/<run>/attack.json,
     plots/<run>/{attack,targeting}.csv and examples.png."""
     test = io.load_split(paths.prepared(ctx.name, "test"))
-    model, _ = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
+    model, _ = load_checkpoint(
+        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
+    )
     settings = attack.Settings.from_params(ctx.params, ctx.name, ctx.device)
     result = attack.run(model, test, settings)
     result.sweep.save(paths.sweep_record(ctx.name))

@@ -10,7 +10,9 @@ from fragile_neurons.stage import Context, run_stage
 def main(ctx: Context) -> None:
     """Harden: models/<run>/hardened.pt, data/harden/<run>/gains.pt, plots/<run>/gains.csv,
     metrics/<run>/harden.json."""
-    model, spec = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
+    model, spec = load_checkpoint(
+        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
+    )
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     labels = Labels.load(paths.labels_record(ctx.name), neurons=layer.channels)
     targeting = Targeting.load(paths.targeting_record(ctx.name), neurons=layer.channels)

@@ -10,7 +10,9 @@ from fragile_neurons.stage import Context, run_stage
 def main(ctx: Context) -> None:
     """Label: data/label/<run>/labels.pt, metrics/<run>/label.json, plots/<run>/label.csv,
     impact.png and filters.png."""
-    model, _ = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
+    model, _ = load_checkpoint(
+        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
+    )
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     measured = ScanMeasurements.load(paths.scan_record(ctx.name), neurons=layer.channels)
     targeting = Targeting.load(paths.targeting_record(ctx.name), neurons=layer.channels)

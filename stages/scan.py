@@ -9,7 +9,9 @@ from fragile_neurons.stage import Context, run_stage
 def main(ctx: Context) -> None:
     """Scan: data/scan/<run>/measurements.pt, metrics/<run>/scan.json, plots/<run>/scan.csv."""
     test = io.load_split(paths.prepared(ctx.name, "test"))
-    model, _ = load_checkpoint(paths.model(ctx.name), arch=ctx.run["arch"])
+    model, _ = load_checkpoint(
+        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
+    )
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     sweep = FGSMSweep.load(paths.sweep_record(ctx.name), images=test["images"])
     settings = scan.Settings.from_params(ctx.params, ctx.name, ctx.device)

@@ -159,3 +159,25 @@ def test_unknown_run_is_an_error(raw, tmp_path):
     )
     assert result.returncode == 2
     assert "runs = 'svhn'" in result.stderr and "cifar10" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "arch", ["archs.my_models:tiny_cnn", "my_models:tiny_cnn", "pkg.sub.mod:_build2"]
+)
+def test_an_arch_may_be_a_builder_path(raw, arch):
+    """Only the form is checked here (nothing is imported: the check stays fast, torch-free)."""
+    assert validate(set_key(raw, "runs.mnist.arch", arch))["runs"]["mnist"]["arch"] == arch
+
+
+@pytest.mark.parametrize(
+    "arch",
+    ["my_models", "my_models:", ":tiny_cnn", "my models:f", "mod.:f", "a..b:f", "mod:f:g",
+     "mod:f()", "mod/x:f", "import.x:f", "mod:class", "1mod:f", "", 3, None],
+)  # fmt: skip
+def test_a_malformed_builder_path_is_one_line(raw, arch):
+    with pytest.raises(ParamError) as err:
+        validate(set_key(raw, "runs.mnist.arch", arch))
+    message = str(err.value)
+    assert message.startswith(f"params: runs.mnist.arch = {arch!r} is not allowed; expected ")
+    assert "'mnist_cnn'" in message and "'package.module:function'" in message
+    assert "\n" not in message

@@ -1,5 +1,6 @@
 """The model registry and checkpoints."""
 
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fragile_neurons import io
-from fragile_neurons.errors import DataError
+from fragile_neurons.errors import DataError, ParamError
 from fragile_neurons.models import (
     ARCHITECTURES,
     Normalize,
@@ -140,3 +141,123 @@ def test_outputs_are_written_atomically(tmp_path):
         io.write_with(target, fail)
     assert io.read_json(target) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+# --- builders of one's own: runs.<name>.arch = 'package.module:function' ----------------------
+
+BUILDERS = """
+from torch import nn
+
+
+def tiny(channels, size, classes):
+    side = (size - 2) // 2
+    return [
+        ("conv1", nn.Conv2d(channels, 4, 3)),
+        ("bn1", nn.BatchNorm2d(4)),
+        ("pool1", nn.MaxPool2d(2)),
+        ("relu1", nn.ReLU()),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(4 * side * side, classes)),
+    ]
+
+
+def no_conv(channels, size, classes):
+    return [("flatten", nn.Flatten()), ("fc", nn.Linear(channels * size * size, classes))]
+
+
+def a_module(channels, size, classes):
+    return nn.Conv2d(channels, 4, 3)
+
+
+def dotted(channels, size, classes):
+    return [("conv.1", nn.Conv2d(channels, 4, 3))]
+
+
+def mismatched(channels, size, classes):
+    return [("conv1", nn.Conv2d(channels, 4, 3)), ("flat", nn.Flatten()), ("fc", nn.Linear(7, 2))]
+
+
+def wrong_classes(channels, size, classes):
+    return [("conv1", nn.Conv2d(channels, 2, size)), ("flatten", nn.Flatten())]
+
+
+def broken(channels, size, classes):
+    raise RuntimeError("no such\\nwidth")
+
+
+NOT_CALLABLE = 3
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project directory (the current one, as for a stage) with archs/builders.py, and no
+    trace of it in sys.modules before or after."""
+    (tmp_path / "archs").mkdir()
+    (tmp_path / "archs" / "__init__.py").write_text("")
+    (tmp_path / "archs" / "builders.py").write_text(BUILDERS)
+    (tmp_path / "loose.py").write_text(BUILDERS)
+    monkeypatch.chdir(tmp_path)
+
+    def forget():
+        for name in [n for n in sys.modules if n == "archs" or n.startswith("archs.")]:
+            del sys.modules[name]
+        sys.modules.pop("loose", None)
+
+    forget()
+    yield tmp_path
+    forget()
+
+
+def test_a_builder_path_builds_a_normalising_model(project):
+    model = build_model("archs.builders:tiny", 1, 28, 10, [0.1], [0.3], key="runs.x.arch")
+    assert [name for name, _ in model.named_children()][:3] == ["normalize", "conv1", "bn1"]
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.training  # as fresh as a registry model: the probe left its mode alone
+    assert model.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert not (project / "archs" / "__pycache__").exists()  # DVC hashes the sources only
+
+
+@pytest.mark.parametrize(
+    ("arch", "problem"),
+    [
+        ("archs.missing:tiny", "archs.missing does not import (ModuleNotFoundError: No module"),
+        ("archs.builders:nope", "module archs.builders has no function 'nope'"),
+        ("archs.builders:NOT_CALLABLE", "has no function 'NOT_CALLABLE'"),
+        ("archs.builders:no_conv", "returned no nn.Conv2d"),
+        ("archs.builders:a_module", "returned a Conv2d, not a list of (name, nn.Module) pairs"),
+        ("archs.builders:dotted", "without '.'"),
+        ("archs.builders:mismatched", "its model fails on a 1 x 1 x 28 x 28 input (RuntimeError"),
+        ("archs.builders:wrong_classes", "gives (1, 2) for one image, not (1, 10) logits"),
+        ("archs.builders:broken", "(1, 28, 10) raised RuntimeError: no such width"),
+        ("loose:tiny", "loose.py is in the project but not under archs/"),
+        ("vgg", "'mnist_cnn' or 'cifar_cnn' or 'resnet18' or a builder"),
+    ],
+)
+def test_a_bad_builder_is_one_line_naming_the_key(project, arch, problem):
+    with pytest.raises(ParamError) as err:
+        build_model(arch, 1, 28, 10, [0.1], [0.3], key="runs.x.arch")
+    message = str(err.value)
+    assert message.startswith(f"params: runs.x.arch = {arch!r} is not allowed; expected ")
+    assert problem in message and "\n" not in message
+
+
+def test_a_checkpoint_imports_a_builder_only_when_the_caller_names_it(project):
+    spec = {"arch": "archs.builders:tiny", "channels": 1, "size": 28, "classes": 10}
+    model = build_model(**spec, mean=[0.1], std=[0.3]).eval()
+    save_checkpoint(project / "m.pt", model, spec)
+    loaded, loaded_spec = load_checkpoint(project / "m.pt", arch="archs.builders:tiny")
+    x = torch.rand(3, 1, 28, 28)
+    assert loaded_spec == spec and torch.equal(loaded(x), model(x))
+    with pytest.raises(
+        DataError,
+        match=r"holds a 'archs.builders:tiny' model, not one of .* only where the caller names it",
+    ):
+        load_checkpoint(project / "m.pt")  # a file's word is not enough to import code
+    with pytest.raises(DataError, match="not 'archs.builders:no_conv'"):
+        load_checkpoint(project / "m.pt", arch="archs.builders:no_conv")
+    (project / "archs" / "builders.py").unlink()  # the builder is gone: the key, not the file
+    for name in ("archs.builders", "archs"):
+        sys.modules.pop(name, None)
+    with pytest.raises(ParamError, match="runs.x.arch = 'archs.builders:tiny'.*does not import"):
+        load_checkpoint(project / "m.pt", arch="archs.builders:tiny", key="runs.x.arch")

@@ -1,7 +1,9 @@
 """End to end: `dvc repro` of the whole pipeline on tiny synthetic data in a fresh git repository.
 
 Checks what a researcher relies on: every stage runs for every run, a second `dvc repro` reruns
-nothing, a rerun rewrites identical bytes, and changing one param dirties only what reads it.
+nothing, a rerun rewrites identical bytes, and changing one param dirties only what reads it; and
+that a run of one's own architecture (`arch: archs.<module>:<function>`) goes through every stage,
+reruns when its builder changes, and stops with one line when its builder is bad.
 """
 
 import json
@@ -60,22 +62,25 @@ def dvc(repo: Path, *args: str) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, synthetic_root):
-    repo = tmp_path_factory.mktemp("project")
-    for item in ("dvc.yaml", "stages", "src"):
-        src = ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, repo / item, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, repo / item)
+def new_project(repo: Path, synthetic_root: Path, runs: dict) -> Path:
+    """A git and DVC repository in `repo` with this project's pipeline and code, the TINY params
+    with `runs` on the synthetic data, nothing run yet."""
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    for folder in ("stages", "src", "archs"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     pins = {d: file_md5s(d, synthetic_root) for d in ("mnist", "cifar10")}  # synthetic copies
-    params = dict(
-        TINY, data=dict(TINY["data"], root=str(synthetic_root), accept_checksum_mismatch=pins)
-    )
+    data = dict(TINY["data"], root=str(synthetic_root), accept_checksum_mismatch=pins)
+    params = dict(TINY, data=data, runs=runs)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, synthetic_root):
+    repo = new_project(tmp_path_factory.mktemp("project"), synthetic_root, TINY["runs"])
     dvc(repo, "repro")
     return repo
 
@@ -241,3 +246,106 @@ def test_results_travel_through_a_dvc_remote(project, tmp_path):
     ).read_bytes()
     assert json.loads(dvc(clone, "status", "--json")) == {}
     assert "Running stage" not in dvc(clone, "repro")
+
+
+# --- a builder of one's own: runs.<name>.arch = 'archs.<module>:<function>' --------------------
+
+BUILDER = '''"""A builder of one's own, as a user writes it (README: Your own architecture)."""
+
+from torch import nn
+
+
+def tiny_cnn(channels, size, classes):
+    side = (size - 2) // 2
+    return [
+        ("conv1", nn.Conv2d(channels, 8, 3)),
+        ("bn1", nn.BatchNorm2d(8)),
+        ("pool1", nn.MaxPool2d(2)),
+        ("relu1", nn.ReLU()),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(8 * side * side, classes)),
+    ]
+
+
+def no_conv(channels, size, classes):
+    return [("flatten", nn.Flatten()), ("fc", nn.Linear(channels * size * size, classes))]
+'''
+MINE = dict(TINY["runs"]["digits"], arch="archs.my_models:tiny_cnn")
+
+
+@pytest.fixture(scope="module")
+def custom_project(tmp_path_factory, synthetic_root):
+    """One run, `mine`, of a builder in archs/my_models.py, reproduced."""
+    repo = new_project(tmp_path_factory.mktemp("custom"), synthetic_root, {"mine": MINE})
+    (repo / "archs" / "my_models.py").write_text(BUILDER)
+    dvc(repo, "repro")
+    return repo
+
+
+def test_a_builder_of_ones_own_runs_through_every_stage(custom_project):
+    for stage in ("data", "train", "attack", "scan", "label", "correlate", "harden", "evaluate"):
+        assert (custom_project / "metrics" / "mine" / f"{stage}.json").is_file(), stage
+    train, attack = read(custom_project, "mine", "train"), read(custom_project, "mine", "attack")
+    assert train["parameters"] == 8 * 9 + 8 + 2 * 8 + 8 * 13 * 13 * 10 + 10  # tiny_cnn's
+    assert attack["layer"] == {"conv": "conv1", "neuron_module": "bn1", "neurons": 8}
+    assert read(custom_project, "mine", "evaluate")["headline"]
+    assert not (custom_project / "archs" / "__pycache__").exists()
+    assert json.loads(dvc(custom_project, "status", "--json")) == {}
+
+
+def test_an_edited_builder_reruns_its_run(custom_project):
+    builder = custom_project / "archs" / "my_models.py"
+    try:
+        builder.write_text(
+            BUILDER.replace("nn.Conv2d(channels, 8, 3)", "nn.Conv2d(channels, 8, 3)  # edited")
+        )
+        dirty = set(json.loads(dvc(custom_project, "status", "--json")))
+        stages = ("train", "attack", "scan", "label", "harden", "evaluate")
+        assert dirty == {f"{stage}@mine" for stage in stages}  # all that build the model
+    finally:
+        builder.write_text(BUILDER)
+    assert json.loads(dvc(custom_project, "status", "--json")) == {}
+
+
+def set_arch(project: Path, arch: str) -> str:
+    return edited(project, lambda params: params["runs"]["mine"].update(arch=arch))
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_malformed_builder_path_stops_at_the_check(custom_project):
+    original = set_arch(custom_project, "my_models.tiny_cnn")
+    try:
+        result = dvc_fails(custom_project, "repro")
+        assert error_lines(result) == [
+            "error: params: runs.mine.arch = 'my_models.tiny_cnn' is not allowed; expected "
+            "'mnist_cnn' or 'cifar_cnn' or 'resnet18' or a builder 'package.module:function' "
+            "(e.g. 'archs.my_models:small_cnn')"
+        ]
+        assert "Running stage 'train@mine'" not in result.stdout
+    finally:
+        (custom_project / "params.yaml").write_text(original)
+        dvc(custom_project, "repro")
+
+
+@pytest.mark.parametrize(
+    ("arch", "problem"),
+    [
+        ("archs.my_modles:tiny_cnn", "archs.my_modles does not import (ModuleNotFoundError"),
+        ("archs.my_models:no_conv", "archs.my_models:no_conv(1, 28, 10) returned no nn.Conv2d"),
+    ],
+)
+def test_a_builder_that_fails_stops_train_with_one_line(custom_project, arch, problem):
+    original = set_arch(custom_project, arch)
+    try:
+        result = dvc_fails(custom_project, "repro")
+        (line,) = error_lines(result)
+        assert line.startswith(f"error: params: runs.mine.arch = {arch!r} is not allowed; ")
+        assert problem in line
+        assert "Running stage 'train@mine'" in result.stdout
+        assert "Traceback" not in result.stderr
+    finally:
+        (custom_project / "params.yaml").write_text(original)
+        dvc(custom_project, "repro")

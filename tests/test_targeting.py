@@ -13,7 +13,15 @@ from fragile_neurons.gates import gated
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import build_model
 from fragile_neurons.records import ScanLayer
-from fragile_neurons.targeting import RELATIVE_FLOOR, feature_maps, targeting
+from fragile_neurons.targeting import (
+    RELATIVE_FLOOR,
+    excess_share,
+    feature_maps,
+    filter_gain,
+    noise_share,
+    noise_signs,
+    targeting,
+)
 
 CPU = torch.device("cpu")
 
@@ -196,3 +204,101 @@ def test_bad_inputs_are_clear_errors():
         targeting(net, ScanLayer("conv", "conv", 5), x, signs, [0.1], batch_size=4, device=CPU)
     with pytest.raises(ValueError, match="did not run"):
         feature_maps(net, nn.Conv2d(1, 1, 1), x)
+
+
+# --- the controls: noise share N, excess share X, filter gain G (method.md section 2) ---------
+
+
+def pair_filters(bn: nn.BatchNorm2d | None = None) -> tuple[nn.Sequential, ScanLayer]:
+    """A 1x2 convolution with three chosen filters, w0 = (1, 1), w1 = (1, -1), w2 = (2, 0): under
+    a perturbation eps * s (no clipping) neuron 0 moves by eps |s_p + s_p+1| at each position,
+    neuron 1 by eps |s_p - s_p+1|, neuron 2 by 2 eps, whatever s is."""
+    conv = nn.Conv2d(1, 3, (1, 2))
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0], [2.0, 0.0]]).view(3, 1, 1, 2))
+        conv.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    net = nn.Sequential()
+    net.add_module("conv", conv)
+    if bn is not None:
+        net.add_module("bn", bn)
+    net.add_module("flatten", nn.Flatten())
+    net.add_module("fc", nn.Linear(3 * 4 * 4, 10))
+    neuron = "conv" if bn is None else "bn"
+    return net.eval(), ScanLayer("conv", neuron, 3)
+
+
+def by_hand(signs: torch.Tensor, eps: float) -> torch.Tensor:
+    """T of `pair_filters` under eps * signs: eps * (2 q, 2 (1 - q), 2), q the share of
+    horizontally adjacent pixel pairs whose signs agree."""
+    s = signs.double()
+    agree = (s[..., :-1] == s[..., 1:]).double().mean().item()
+    return eps * torch.tensor([2 * agree, 2 * (1 - agree), 2.0], dtype=torch.float64)
+
+
+def test_noise_signs_are_seeded_signs_of_one_draw():
+    a = noise_signs((6, 1, 4, 5), seed=3)
+    assert a.dtype == torch.int8 and a.shape == (6, 1, 4, 5)
+    assert set(a.unique().tolist()) == {-1, 1}
+    assert torch.equal(a, noise_signs((6, 1, 4, 5), seed=3))
+    assert not torch.equal(a, noise_signs((6, 1, 4, 5), seed=4))
+    assert abs(a.double().mean().item()) < 0.2  # about as many of each
+
+
+def test_attack_and_noise_shares_match_a_hand_computation():
+    net, layer = pair_filters()
+    x = 0.3 + 0.4 * torch.rand(6, 1, 4, 5, generator=torch.Generator().manual_seed(0))
+    eps = [0.05, 0.2]  # no clipping: x +- 0.2 stays in [0.1, 0.9]
+    constant = torch.ones_like(x, dtype=torch.int8)  # an attack that moves every pixel up
+    attack = targeting(net, layer, x, constant, eps, batch_size=4, device=CPU)
+    for i, e in enumerate(eps):
+        assert torch.allclose(attack.effect[i], by_hand(constant, e), rtol=1e-5, atol=1e-6)
+    half = torch.tensor([[0.5, 0.0, 0.5]] * 2, dtype=torch.float64)
+    assert torch.allclose(attack.share, half, atol=1e-6)  # float32 rounding: 1e-8, not 0
+
+    noise = noise_share(net, layer, x, eps, seed=7, batch_size=4, device=CPU)
+    t = by_hand(noise_signs(x.shape, 7), 1.0)
+    assert torch.allclose(noise, (t / t.sum()).expand(2, 3), rtol=1e-5, atol=0)
+    assert torch.equal(noise, noise_share(net, layer, x, eps, seed=7, batch_size=6, device=CPU))
+
+    excess = excess_share(attack.share, noise)
+    expected = torch.tensor([0.5, 0.0, 0.5], dtype=torch.float64) / (t / t.sum())
+    assert torch.allclose(excess, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_excess_share_is_the_ratio_of_means_and_undefined_without_noise():
+    share = torch.tensor([[0.6, 0.4, 0.0], [0.2, 0.8, 0.0]], dtype=torch.float64)
+    noise = torch.tensor([[0.2, 0.8, 0.0], [0.2, 0.8, 0.0]], dtype=torch.float64)
+    excess = excess_share(share, noise)
+    assert excess[:2].tolist() == pytest.approx([0.4 / 0.2, 0.6 / 0.8])
+    assert excess[2].isnan()
+    with pytest.raises(ValueError, match="E x N"):
+        excess_share(share, noise[:1])
+
+
+def test_filter_gain_is_the_filter_norm_times_the_batchnorm_scale():
+    net, layer = pair_filters()
+    root2 = math.sqrt(2)
+    assert filter_gain(net, layer).tolist() == pytest.approx([root2, root2, 2.0])
+
+    bn = nn.BatchNorm2d(3, eps=1e-3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([2.0, -1.0, 0.5]))
+        bn.running_var.copy_(torch.tensor([3.0, 0.0, 1.0]))
+        bn.running_mean.copy_(torch.tensor([5.0, 5.0, 5.0]))  # shifts do not scale
+    net, layer = pair_filters(bn)
+    assert find_scan_layer(net, torch.zeros(1, 1, 4, 5)) == layer
+    expected = [
+        root2 * 2 / math.sqrt(3.001),
+        root2 * 1 / math.sqrt(0.001),
+        2.0 * 0.5 / math.sqrt(1.001),
+    ]
+    gain = filter_gain(net, layer)
+    assert gain.dtype == torch.float64 and gain.tolist() == pytest.approx(expected, rel=1e-6)
+
+    net, layer = pair_filters(nn.BatchNorm2d(3, affine=False))  # gamma = 1, var = 1
+    assert filter_gain(net, layer).tolist() == pytest.approx(
+        [root2 / math.sqrt(1 + 1e-5), root2 / math.sqrt(1 + 1e-5), 2 / math.sqrt(1 + 1e-5)]
+    )
+    net, layer = pair_filters(nn.BatchNorm2d(3, track_running_stats=False))
+    with pytest.raises(ValueError, match="running statistics"):
+        filter_gain(net, layer)

@@ -2,6 +2,27 @@
 
 Implements Pravin, Martino, Nicosia and Ojha, "Adversarial Robustness in Deep Learning: Attacks on
 Fragile Neurons" (ICANN 2021) as a DVC pipeline. Every quantity is defined in method.md.
+
+For one's own model (api.py; README: "Use it on your own model")::
+
+    from fragile_neurons import attack_share, harden_model, scan_layer
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+# The Python API, imported on first use: `import fragile_neurons.config` (the check stage) stays
+# free of torch, and no stage runs api.py (so it is no dependency of any stage in dvc.yaml).
+API = ("Normalize", "ScanReport", "ShareReport", "attack_share", "harden_model", "scan_layer")
+__all__ = list(API)
+
+
+def __getattr__(name: str):
+    if name in API:
+        return getattr(importlib.import_module(f"{__name__}.api"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *API])

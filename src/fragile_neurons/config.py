@@ -7,6 +7,7 @@ so a typo never passes silently and nothing is computed on a wrong setting.
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 from fractions import Fraction
@@ -32,6 +33,13 @@ SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
 # then letters, digits, '_' or '-', so it can never be read as an option, a path or shell syntax.
 RUN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 MD5 = re.compile(r"[0-9a-f]{32}")
+# runs.<name>.arch, besides a registry name: an importable builder `package.module:function`
+# (models.build_model imports it; the check only reads its form, so it stays fast and torch-free).
+BUILDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+ARCH_ALLOWED = (
+    " or ".join(repr(a) for a in ARCHS)
+    + " or a builder 'package.module:function' (e.g. 'archs.my_models:small_cnn')"
+)
 # The raw files of each dataset in torchvision's layout (data.py reads exactly these).
 _IDX = [
     f"{split}-{kind}-idx{dims}-ubyte"
@@ -163,6 +171,20 @@ def _epsilons(key, v):
     return v  # kept as written; stages use epsilon_values() and epsilon_labels()
 
 
+def is_builder(arch: str) -> bool:
+    """Whether `arch` has the form of a builder path, `package.module:function` (dotted
+    identifiers, a colon, an identifier; no Python keyword), rather than a registry name."""
+    if not isinstance(arch, str) or not BUILDER.fullmatch(arch):
+        return False
+    return not any(keyword.iskeyword(part) for part in re.split(r"[.:]", arch))
+
+
+def _arch(key, v):
+    if v in ARCHS or is_builder(v):
+        return v
+    raise ParamError(key, v, ARCH_ALLOWED)
+
+
 def _labels(key, v):
     # YAML reads `true` as a boolean; method.md calls the two modes `true` and `predicted`.
     if v is True:
@@ -174,7 +196,7 @@ def _labels(key, v):
 
 RUN_SCHEMA = {
     "dataset": _choice(*DATASETS),
-    "arch": _choice(*ARCHS),
+    "arch": _arch,
     "train_size": _int(1, optional=True),
     "test_size": _int(1, optional=True),
     "train": {

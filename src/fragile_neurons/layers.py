@@ -48,17 +48,20 @@ def convolutions(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def find_scan_layer(model: nn.Module, example: torch.Tensor, layer: str | None = None) -> ScanLayer:
+def find_scan_layer(
+    model: nn.Module, example: torch.Tensor, layer: str | None = None, *, key: str = "scan.layer"
+) -> ScanLayer:
     """Resolve `scan.layer` (None: the first Conv2d executed) on a model and one example batch.
 
-    Raises ValueError naming the candidates when `layer` is unknown or not a convolution.
+    Raises ValueError naming the candidates when `layer` is unknown or not a convolution (its
+    message calls the setting `key`).
     """
     convs = convolutions(model)
     if layer is not None:
         modules = dict(model.named_modules())
         if layer not in modules or not isinstance(modules[layer], nn.Conv2d):
             what = "is not a module" if layer not in modules else "is not an nn.Conv2d"
-            raise ValueError(f"scan.layer = {layer!r} {what}; convolutions: {convs}")
+            raise ValueError(f"{key} = {layer!r} {what}; convolutions: {convs}")
     trace = _execution_trace(model, example)
     ran = [(n, m, i, o) for n, m, i, o in trace if isinstance(m, nn.Conv2d)]
     if not ran:
@@ -68,7 +71,7 @@ def find_scan_layer(model: nn.Module, example: torch.Tensor, layer: str | None =
     position = next((k for k, (n, *_) in enumerate(trace) if n == layer), None)
     if position is None:
         ran_names = [n for n, *_ in ran]
-        raise ValueError(f"scan.layer = {layer!r} never runs in the forward pass; ran: {ran_names}")
+        raise ValueError(f"{key} = {layer!r} never runs in the forward pass; ran: {ran_names}")
     conv, conv_out = trace[position][1], trace[position][3]
     neuron = layer
     if position + 1 < len(trace):

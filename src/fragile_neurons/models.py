@@ -6,10 +6,17 @@ Names are stable (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so `scan.layer` c
 and a checkpoint's keys read like the architecture. The small CNNs max-pool before the ReLU:
 max commutes with the monotone ReLU, so the function and its gradients are the same bit for bit
 as ReLU-then-pool, at a quarter of the ReLU work (benchmarks/README.md has the timings).
+
+`arch` may also be a builder of one's own, ``package.module:function`` with the registry's
+signature ``(channels, size, classes) -> [(name, nn.Module), ...]``. Within the project it must
+live under ``archs/`` (BUILDERS), the folder that dvc.yaml makes a dependency of every stage
+that builds a model, so an edited builder retrains; an installed package may hold it too.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import DataError
+from .config import ARCH_ALLOWED, is_builder
+from .errors import DataError, ParamError
 from .io import load_tensors, rerun_advice, save_tensors
 
 
@@ -94,6 +102,86 @@ ARCHITECTURES: dict[str, Callable[[int, int, int], list[tuple[str, nn.Module]]]]
 }
 
 
+Builder = Callable[[int, int, int], list[tuple[str, nn.Module]]]
+BUILDERS = "archs"  # the project's folder of builders: a dvc.yaml dependency of every model stage
+BUILDER_ALLOWED = (
+    f"an importable builder 'package.module:function' (in {BUILDERS}/ or an installed package) "
+    "returning [(name, nn.Module), ...] with an nn.Conv2d"
+)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= 160 else text[:155] + " ...>"
+
+
+def import_builder(arch: str, key: str = "arch") -> Builder:
+    """The function a builder path `package.module:function` names, imported. A module that does
+    not import, lies in the project outside `archs/` (where DVC would not see it change), or
+    lacks the function is a one-line ParamError naming `key` and `arch`."""
+
+    def refuse(problem: str) -> ParamError:
+        return ParamError(key, arch, f"{BUILDER_ALLOWED}: {problem}")
+
+    module_name, _, function = arch.partition(":")
+    project = Path.cwd().resolve()
+    # The project's own modules import from its root, as `python -m` would find them; no
+    # bytecode is written, so the dependency folder holds exactly the sources DVC hashes.
+    sys.path.insert(0, str(project))
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # a missing module, a syntax error, an error while importing
+        raise refuse(f"{module_name} does not import ({_one_line(err)})") from None
+    finally:
+        sys.dont_write_bytecode = dont_write
+        sys.path.remove(str(project))
+    where = Path(getattr(module, "__file__", None) or "").resolve()
+    if project in where.parents and (project / BUILDERS) not in where.parents:
+        shown = where.relative_to(project).as_posix()
+        raise refuse(
+            f"{shown} is in the project but not under {BUILDERS}/, the folder dvc.yaml tracks "
+            f"(move it there and name it '{BUILDERS}.{module_name}:{function}')"
+        )
+    builder = getattr(module, function, None)
+    if not callable(builder):
+        raise refuse(f"module {module_name} has no function {function!r}")
+    return builder
+
+
+def _built_layers(arch: str, key: str, channels: int, size: int, classes: int) -> list:
+    """A builder's layers, checked: a list of (name, nn.Module) pairs, names unique and
+    without dots, with an nn.Conv2d among them."""
+    call = f"{arch}({channels}, {size}, {classes})"
+
+    def refuse(problem: str) -> ParamError:
+        return ParamError(key, arch, f"{BUILDER_ALLOWED}: {problem}")
+
+    try:
+        layers = import_builder(arch, key)(channels, size, classes)
+    except ParamError:
+        raise
+    except Exception as err:
+        raise refuse(f"{call} raised {_one_line(err)}") from None
+    pairs = isinstance(layers, list | tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], nn.Module) for p in layers
+    )
+    if not pairs or not layers:
+        what = type(layers).__name__
+        raise refuse(f"{call} returned a {what}, not a list of (name, nn.Module) pairs")
+    names = [name for name, _ in layers]
+    bad = [n for n in names if not isinstance(n, str) or not n or "." in n or n == "normalize"]
+    if bad or len(set(names)) != len(names):
+        raise refuse(
+            f"{call} returned names {names}: they must be unique non-empty strings without '.', "
+            "other than 'normalize'"
+        )
+    if not any(isinstance(m, nn.Conv2d) for _, layer in layers for m in layer.modules()):
+        raise refuse(f"{call} returned no nn.Conv2d (there would be no layer to scan)")
+    return list(layers)
+
+
 def build_model(
     arch: str,
     channels: int,
@@ -101,17 +189,44 @@ def build_model(
     classes: int,
     mean: Sequence[float],
     std: Sequence[float],
+    *,
+    key: str = "arch",
 ) -> nn.Sequential:
-    """A fresh model of architecture `arch` for `channels` x `size` x `size` inputs.
+    """A fresh model of architecture `arch` for `channels` x `size` x `size` inputs: a name of
+    the registry, or a builder path `package.module:function` (see `import_builder`), whose
+    model must take a 1 x channels x size x size batch to 1 x classes logits. A builder that
+    fails any of this is a one-line ParamError naming `key` (the run's `runs.<name>.arch`).
 
     Its convolution weights are laid out channels-last, so activations flow in that layout
     (faster on the CPU; same values up to the last bits of float rounding). Checkpoints are saved
     in the standard layout."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
-    layers = ARCHITECTURES[arch](channels, size, classes)
+    if arch in ARCHITECTURES:
+        layers = ARCHITECTURES[arch](channels, size, classes)
+    elif is_builder(arch):
+        layers = _built_layers(arch, key, channels, size, classes)
+    else:
+        raise ParamError(key, arch, ARCH_ALLOWED)
     model = nn.Sequential(OrderedDict([("normalize", Normalize(mean, std)), *layers]))
+    if arch not in ARCHITECTURES:
+        _probe(model, arch, key, channels, size, classes)
     return model.to(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def _probe(model: nn.Module, arch: str, key: str, channels: int, size: int, classes: int):
+    """A builder's model must map one zero image to one row of `classes` logits."""
+    was_training = model.training
+    try:
+        out = model.eval()(torch.zeros(1, channels, size, size))
+    except Exception as err:
+        problem = f"its model fails on a 1 x {channels} x {size} x {size} input ({_one_line(err)})"
+        raise ParamError(key, arch, f"{BUILDER_ALLOWED}: {problem}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        problem = f"its model gives {shape} for one image, not (1, {classes}) logits"
+        raise ParamError(key, arch, f"{BUILDER_ALLOWED}: {problem}")
 
 
 def save_checkpoint(path: str | Path, model: nn.Sequential, spec: dict) -> None:
@@ -123,21 +238,29 @@ def save_checkpoint(path: str | Path, model: nn.Sequential, spec: dict) -> None:
     save_tensors(path, {"spec": dict(spec), "state_dict": state})
 
 
-def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Sequential, dict]:
+def load_checkpoint(
+    path: str | Path, arch: str | None = None, *, key: str = "arch"
+) -> tuple[nn.Sequential, dict]:
     """Rebuild a saved model in eval mode; `arch`, when given, must match the checkpoint's.
 
     The file is untrusted: it loads with ``weights_only`` (see :func:`io.load_tensors`), and a
     spec or state that does not rebuild the architecture is a one-line DataError naming the file.
+    A builder path is imported only when the caller names it as `arch` (from params.yaml, which
+    is trusted), never because a file says so; a builder that no longer imports is a ParamError
+    naming `key`.
     """
     blob = load_tensors(path, keys=("spec", "state_dict"))
     spec, state = blob["spec"], blob["state_dict"]
     fields = {"arch": str, "channels": int, "size": int, "classes": int}
     if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) for k, t in fields.items()):
         raise DataError(f"{path}: its spec is not {fields}; {rerun_advice(path)}")
-    if spec["arch"] not in ARCHITECTURES or (arch is not None and spec["arch"] != arch):
-        wanted = arch or f"one of {sorted(ARCHITECTURES)}"
+    named = arch is not None and spec["arch"] == arch and is_builder(arch)
+    if not (spec["arch"] in ARCHITECTURES or named) or (arch is not None and spec["arch"] != arch):
+        wanted = repr(arch) if arch else f"one of {sorted(ARCHITECTURES)}"
+        if arch is None and is_builder(spec["arch"]):
+            wanted += " (a builder is imported only where the caller names it as `arch`)"
         raise DataError(
-            f"{path} holds a {spec['arch']!r} model, not {wanted!r}; {rerun_advice(path)}"
+            f"{path} holds a {spec['arch']!r} model, not {wanted}; {rerun_advice(path)}"
         )
     try:
         model = build_model(
@@ -147,8 +270,11 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Seque
             spec["classes"],
             state["normalize.mean"].flatten(),
             state["normalize.std"].flatten(),
+            key=key,
         )
         model.load_state_dict(state)
+    except ParamError:
+        raise
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         first = " ".join(str(err).split())[:160]
         raise DataError(

@@ -123,13 +123,16 @@ def _check(images, labels, signs) -> None:
         raise ValueError(f"signs {tuple(signs.shape)} must match images {tuple(images.shape)}")
 
 
-def _pass_size(elements: int, batch_size: int, group: int | None, device: torch.device):
+def _pass_size(
+    elements: int, batch_size: int, group: int | None, device: torch.device, samples: int
+):
     """(images, networks) per pass for networks whose largest tensor has `elements` per image:
-    `group` networks on `batch_size` images when group is given, else as many as fit."""
+    `group` networks on `batch_size` images when group is given, else as many as fit. A set of
+    fewer than `batch_size` images leaves room for more networks in a pass."""
     if group is not None:
         return batch_size, group
     fit = max(1, BATCH_ELEMENTS.get(device.type, BATCH_ELEMENTS["cuda"]) // elements)
-    images = min(batch_size, fit)
+    images = min(batch_size, fit, samples)
     return images, max(1, fit // images)
 
 
@@ -360,7 +363,8 @@ def scan(
     model.eval().to(device)
     plan = _plan(model, layer)
     x_all = as_input(images, torch.device("cpu"))
-    size, networks = _pass_size(plan.elements(x_all[:1].to(device)), batch_size, group, device)
+    elements = plan.elements(x_all[:1].to(device))
+    size, networks = _pass_size(elements, batch_size, group, device, len(images))
     tally = _Tally(layer.channels, len(epsilons))
     for s in _batches(len(images), size, "scan"):
         y = labels[s].to(device)
@@ -428,7 +432,7 @@ def adaptive_scan(
     x_all = as_input(images, torch.device("cpu"))
     with torch.no_grad():
         elements = _Hooks(model, layer).elements(x_all[:1].to(device))
-    size, networks = _pass_size(elements, batch_size, group, device)
+    size, networks = _pass_size(elements, batch_size, group, device, len(images))
     tally = _Tally(layer.channels, len(epsilons))
     for s in _batches(len(images), size, "adaptive scan"):
         x0, y = x_all[s].to(device), labels[s].to(device)

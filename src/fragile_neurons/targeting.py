@@ -12,9 +12,22 @@ For each epsilon and each neuron k of L, over the scan set S, with a_k(x) neuron
 x'_eps = clip(x + eps * sign) is rebuilt from the stored gradient signs of S. The forward pass
 stops once the neuron module has run. Sums over images and pixels accumulate in float64, so the
 results do not depend on the batch size beyond the last digits of float64.
+
+The controls (method.md section 2), because the first layer is affine up to the clipping, so that
+T_k(eps) is close to eps times a property of filter k whatever the perturbation's direction:
+
+- noise share        N_k(eps) = D_k(eps) with the FGSM signs replaced by seeded random signs
+                                (`noise_signs`: one draw for the whole set, the same for every eps)
+- excess share       X_k      = mean_eps D_k(eps) / mean_eps N_k(eps)
+- filter gain        G_k      = ||W_k||_2 (output channel k of L, flattened), times
+                                |gamma_k| / sqrt(running_var_k + bn_eps) where a BatchNorm follows L
+
+The Python API (api.py) reports them; the pipeline's stages do not use them yet.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -101,3 +114,59 @@ def targeting(
         share=share,
         magnitude=magnitude,
     )
+
+
+def noise_signs(shape: tuple[int, ...] | torch.Size, seed: int) -> torch.Tensor:
+    """Uniformly random signs, -1 or +1 (int8), one per pixel of a whole image set of `shape`,
+    drawn from a generator seeded with `seed`: the random perturbation of the noise share."""
+    generator = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 2, tuple(shape), generator=generator, dtype=torch.int8)
+    return bits * 2 - 1
+
+
+def noise_share(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    epsilons: list[float],
+    *,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """N (E x N), float64: the attack share D of `targeting` with the FGSM signs replaced by
+    `noise_signs(images.shape, seed)`, at every epsilon in `epsilons`."""
+    signs = noise_signs(images.shape, seed)
+    result = targeting(model, layer, images, signs, epsilons, batch_size=batch_size, device=device)
+    return result.share
+
+
+def excess_share(share: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """X (N,), float64: mean_eps D_k(eps) / mean_eps N_k(eps) from D and N (both E x N). NaN
+    where the noise moves the neuron not at all (mean N_k = 0) or a share is undefined (NaN)."""
+    if share.shape != noise.shape or share.dim() != 2:
+        raise ValueError(
+            f"share and noise must both be E x N, got {tuple(share.shape)}, {tuple(noise.shape)}"
+        )
+    attack, random = share.double().mean(dim=0), noise.double().mean(dim=0)
+    return torch.where(random > 0, attack / random, torch.full_like(attack, math.nan))
+
+
+@torch.no_grad()
+def filter_gain(model: nn.Module, layer: ScanLayer) -> torch.Tensor:
+    """G (N,), float64: the L2 norm of each output channel's weights of L, times
+    |gamma_k| / sqrt(running_var_k + eps) where the neuron module is a BatchNorm after L
+    (gamma_k = 1 for a BatchNorm without affine weights)."""
+    weight = layer.conv(model).weight.detach().double()
+    gain = weight.flatten(1).norm(dim=1).cpu()
+    if layer.neuron_name == layer.conv_name:
+        return gain
+    bn = layer.neuron_module(model)
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
+        raise ValueError(
+            f"{layer.neuron_name!r} is not a BatchNorm2d with running statistics: the filter "
+            "gain of a neuron normalised by batch statistics is undefined"
+        )
+    gamma = torch.ones_like(gain) if bn.weight is None else bn.weight.detach().double().cpu()
+    variance = bn.running_var.detach().double().cpu()
+    return gain * gamma.abs() / torch.sqrt(variance + bn.eps)

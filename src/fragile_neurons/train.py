@@ -133,6 +133,7 @@ class Settings:
     augment: bool
     eval_batch_size: int  # batch_size: images per pass when measuring the test split
     lr_key: str  # the learning rate's key, for the message of a diverged training
+    arch_key: str  # the architecture's key, for the message of a builder that fails
     device: torch.device
 
     @classmethod
@@ -148,6 +149,7 @@ class Settings:
             augment=cfg["augment"],
             eval_batch_size=params["batch_size"],
             lr_key=f"runs.{name}.train.lr",
+            arch_key=f"runs.{name}.arch",
             device=device,
         )
 
@@ -168,7 +170,7 @@ def run(
         "size": train["images"].shape[2],
         "classes": len(train["classes"]),
     }
-    model = build_model(**spec, mean=train["mean"], std=train["std"])
+    model = build_model(**spec, mean=train["mean"], std=train["std"], key=settings.arch_key)
     history = train_model(
         model,
         train,

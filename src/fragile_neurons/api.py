@@ -1,0 +1,326 @@
+"""The method on one's own model: three functions over the pipeline's own primitives.
+
+- `scan_layer`: nodal dropout of every neuron of a named convolution (method.md section 3), clean
+  and under FGSM (transfer or adaptive), the three impact scores, phi and the labels;
+- `attack_share`: how FGSM spreads over that layer's neurons (section 2), T, R, D and m, with the
+  controls: the noise share N, the excess share X and the filter gain G;
+- `harden_model`: a copy of the model with the hardening gains of a scan folded in (section 5).
+
+Any ``nn.Module`` that maps N x C x H x W images to N x classes logits will do, provided it
+normalises its inputs itself: images are float in [0, 1] (or uint8, scaled by 1/255) and every
+epsilon is in pixel units, as in the pipeline. Each function checks its inputs and raises a
+ValueError that says what is wrong. The model is put in eval mode while it is measured (its mode is
+restored afterwards) and runs on `device` (default: where its parameters are; it is moved there).
+The results are frozen dataclasses holding the pipeline's records, with `frame()` for people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import harden, label, scan, targeting
+from .adversarial import gradient_signs
+from .config import ADVERSARIAL, LABEL_MODES, MODES, SCORES, epsilon_label, parse_epsilon
+from .errors import ParamError
+from .gates import fold
+from .inference import as_input
+from .layers import find_scan_layer
+from .models import Normalize
+from .records import Labels, ScanLayer, ScanMeasurements, Targeting
+
+__all__ = ["Normalize", "ScanReport", "ShareReport", "attack_share", "harden_model", "scan_layer"]
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What `scan_layer` found: the layer, the measurements of the intact and every dropped
+    network, the labels, and the FGSM targeting of the intact network (whose magnitudes m the
+    hardening needs)."""
+
+    layer: ScanLayer  # L, and the module whose output channels are the neurons
+    measurements: ScanMeasurements  # correct counts and losses per epsilon (0 first)
+    labels: Labels  # impacts, phi (the `score` impact), label and antifragile flag per neuron
+    targeting: Targeting  # T, R, D and m at the positive epsilons
+
+    @property
+    def fragile(self) -> list[int]:
+        return self.labels.members("fragile")
+
+    @property
+    def robust(self) -> list[int]:
+        return self.labels.members("robust")
+
+    @property
+    def antifragile(self) -> list[int]:
+        return [k for k, flag in enumerate(self.labels.antifragile.tolist()) if flag]
+
+    def gains(
+        self, compress: float = 0.5, mode: str = "proportional", max_gain: float = 4.0
+    ) -> harden.Hardening:
+        """The hardening gains of these labels (method.md section 5): robust neurons compressed
+        to `compress`, the freed magnitude given to the fragile ones, every gain capped."""
+        _check_hardening(compress, mode, max_gain)
+        return harden.hardening(
+            self.targeting.magnitude.numpy(),
+            self.labels.phi.numpy(),
+            self.labels.label,
+            compress=compress,
+            mode=mode,
+            max_gain=max_gain,
+        )
+
+    def frame(self) -> pd.DataFrame:
+        """One row per neuron: phi, label, antifragile, the three impacts, m and the mean attack
+        share D (the pipeline's label.csv)."""
+        return label.table(self.labels, self.targeting)
+
+
+@dataclass(frozen=True)
+class ShareReport:
+    """What `attack_share` found: T, R, D and m under FGSM, and the controls."""
+
+    layer: ScanLayer
+    targeting: Targeting  # T, R, D (`share`) and m at the positive epsilons
+    noise_share: torch.Tensor  # N: E x N, D under seeded random signs of the same size
+    excess_share: torch.Tensor  # X: mean_eps D / mean_eps N per neuron
+    filter_gain: torch.Tensor  # G: the filter's norm (times its BatchNorm's scale) per neuron
+    seed: int  # of the random signs
+
+    @property
+    def share(self) -> torch.Tensor:
+        """D: E x N, each row summing to 1 over the neurons."""
+        return self.targeting.share
+
+    def frame(self) -> pd.DataFrame:
+        """One row per neuron: mean D, mean N, X, G and m."""
+        return pd.DataFrame(
+            {
+                "neuron": range(len(self.filter_gain)),
+                "share": self.targeting.mean_share(),
+                "noise_share": self.noise_share.numpy().mean(axis=0),
+                "excess_share": self.excess_share.numpy(),
+                "filter_gain": self.filter_gain.numpy(),
+                "magnitude": self.targeting.magnitude.numpy(),
+            }
+        )
+
+
+def scan_layer(
+    model: nn.Module,
+    layer_name: str | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epsilons: Sequence[float | str],
+    *,
+    adversarial: str = "transfer",
+    score: str = "clean",
+    label_fraction: float = 0.25,
+    label_mode: str = "true",
+    batch_size: int = 250,
+    device: str | torch.device | None = None,
+) -> ScanReport:
+    """Drop each neuron of the convolution `layer_name` in turn (None: the first nn.Conv2d the
+    forward pass runs) and measure the network on `images` with `labels`, clean and under FGSM
+    at every epsilon of `epsilons` (pixel units, increasing, at least one positive; '8/255' is
+    allowed). `adversarial`: 'transfer' (FGSM crafted once on the intact model) or 'adaptive'
+    (crafted anew against each dropped model). Fragility phi is the `score` impact ('clean',
+    'adversarial' or 'difference'); the `label_fraction` share of neurons with the largest phi
+    are fragile, the same share with the smallest robust. `label_mode`: FGSM on the 'true'
+    labels or the model's 'predicted' ones.
+
+    The model must normalise its inputs itself (images are in [0, 1]). Where a BatchNorm2d
+    follows the layer, a neuron's output is that BatchNorm's channel."""
+    _choice("adversarial", adversarial, ADVERSARIAL)
+    _choice("score", score, SCORES)
+    _choice("label_mode", label_mode, LABEL_MODES)
+    fraction_ok = isinstance(label_fraction, int | float) and not isinstance(label_fraction, bool)
+    if not fraction_ok or not 0 < label_fraction <= 0.5:
+        raise ValueError(f"label_fraction = {label_fraction!r}; expected a number in (0, 0.5]")
+    eps, names = _epsilons(epsilons)
+    batch_size = _batch(batch_size)
+    with _measuring(model, device) as where:
+        layer, x, y = _inputs(model, layer_name, images, labels, where)
+        options = {"batch_size": batch_size, "device": where}
+        signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
+        scan_eps, scan_names = scan.with_clean(eps, names)
+        if adversarial == "adaptive":
+            measured = scan.adaptive_scan(
+                model, layer, x, y, signs, scan_eps, scan_names, label_mode=label_mode, **options
+            )
+        else:
+            measured = scan.scan(model, layer, x, y, signs, scan_eps, scan_names, **options)
+        attack = _targeting(model, layer, x, signs, eps, names, options)
+    return ScanReport(layer, measured, label.run(measured, score, label_fraction), attack)
+
+
+def attack_share(
+    model: nn.Module,
+    layer_name: str | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epsilons: Sequence[float | str],
+    *,
+    seed: int = 0,
+    label_mode: str = "true",
+    batch_size: int = 250,
+    device: str | torch.device | None = None,
+) -> ShareReport:
+    """How an FGSM attack at each positive epsilon of `epsilons` spreads over the neurons of the
+    convolution `layer_name` (None: the first one run) on `images` with `labels`: T, R, the
+    attack share D and m, with the controls of method.md section 2: the noise share N (D under
+    random signs drawn with `seed`, the same perturbation size), the excess share
+    X = mean D / mean N (X > 1: the attack aims at the neuron more than noise does) and the
+    filter gain G. The model must normalise its inputs itself (images are in [0, 1])."""
+    _choice("label_mode", label_mode, LABEL_MODES)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed = {seed!r}; expected an integer >= 0")
+    eps, names = _epsilons(epsilons)
+    batch_size = _batch(batch_size)
+    with _measuring(model, device) as where:
+        layer, x, y = _inputs(model, layer_name, images, labels, where)
+        options = {"batch_size": batch_size, "device": where}
+        signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
+        attack = _targeting(model, layer, x, signs, eps, names, options)
+        positive = [e for e in eps if e > 0]
+        noise = targeting.noise_share(model, layer, x, positive, seed=seed, **options)
+        gain = targeting.filter_gain(model, layer)
+    excess = targeting.excess_share(attack.share, noise)
+    return ShareReport(layer, attack, noise, excess, gain, seed)
+
+
+def harden_model(
+    model: nn.Module,
+    report: ScanReport,
+    *,
+    compress: float = 0.5,
+    mode: str = "proportional",
+    max_gain: float = 4.0,
+) -> nn.Module:
+    """A copy of `model` hardened by the labels of `report` (a `scan_layer` of this model):
+    robust neurons compressed to `compress`, fragile ones amplified in proportion to phi
+    (`mode='proportional'`) or equally ('uniform'), every gain capped at `max_gain`, the gains
+    folded into the weights (of the BatchNorm after the layer, where there is one). The model
+    itself is left as it is; `report.gains(...)` gives the gains."""
+    if not isinstance(report, ScanReport):
+        raise ValueError(f"report must be the ScanReport of scan_layer, not {type(report)}")
+    problem = report.layer.mismatch(model=model)
+    if problem:
+        raise ValueError(f"report {problem}")
+    gains = report.gains(compress, mode, max_gain).gains
+    return fold(model, report.layer, torch.from_numpy(gains))
+
+
+# --- checks and the shared steps ---------------------------------------------------------------
+
+
+def _choice(name: str, value, options: Sequence[str]) -> None:
+    if value not in options:
+        raise ValueError(f"{name} = {value!r}; expected one of {list(options)}")
+
+
+def _batch(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size!r}; expected an integer >= 1")
+    return batch_size
+
+
+def _check_hardening(compress, mode, max_gain) -> None:
+    _choice("mode", mode, MODES)
+    if isinstance(compress, bool) or not isinstance(compress, int | float):
+        raise ValueError(f"compress = {compress!r}; expected a number in [0, 1]")
+    if not 0 <= compress <= 1:
+        raise ValueError(f"compress = {compress!r}; expected a number in [0, 1]")
+    if isinstance(max_gain, bool) or not isinstance(max_gain, int | float) or not max_gain >= 1:
+        raise ValueError(f"max_gain = {max_gain!r}; expected a number >= 1")
+
+
+def _epsilons(epsilons) -> tuple[list[float], list[str]]:
+    """The epsilons in pixel units and their names; ValueError unless a non-empty, increasing
+    sequence of numbers (or fractions such as '8/255') in [0, 1] with one positive."""
+    if isinstance(epsilons, str) or not isinstance(epsilons, Sequence) or not epsilons:
+        raise ValueError(f"epsilons = {epsilons!r}; expected a non-empty list such as [0, 8/255]")
+    values = []
+    for i, e in enumerate(epsilons):
+        try:
+            values.append(parse_epsilon(f"epsilons[{i}]", e))
+        except ParamError as err:
+            raise ValueError(f"epsilons[{i}] = {e!r}; expected {err.allowed}") from None
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)) or values[-1] <= 0:
+        raise ValueError(f"epsilons = {list(epsilons)!r}; expected increasing, one of them > 0")
+    return values, [epsilon_label(e) for e in epsilons]
+
+
+@contextmanager
+def _measuring(model: nn.Module, device) -> Iterator[torch.device]:
+    """The device to run on (default: the model's), the model moved there and in eval mode
+    within the block, its mode restored after it."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, not {type(model).__name__}")
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device = {device!r}; expected e.g. 'cpu' or 'cuda:0'") from None
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        yield device
+    finally:
+        model.train(was_training)
+
+
+def _inputs(
+    model: nn.Module, layer_name, images, labels, device: torch.device
+) -> tuple[ScanLayer, torch.Tensor, torch.Tensor]:
+    """The images and labels, checked (as torchattacks checks them: shapes, pixel range, label
+    range against the model's logits), and the layer they are scanned at."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a non-empty N x C x H x W tensor, got {shape}")
+    if images.dtype != torch.uint8:
+        if not images.is_floating_point():
+            raise ValueError(f"images must be float in [0, 1] or uint8, not {images.dtype}")
+        if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise ValueError(
+                "images must lie in [0, 1] (pixel units): normalise inside the model, not before"
+            )
+    integer = isinstance(labels, torch.Tensor) and not labels.is_floating_point()
+    if not integer or labels.dtype == torch.bool or labels.shape != (len(images),):
+        given = (
+            f"{labels.dtype} {tuple(labels.shape)}"
+            if isinstance(labels, torch.Tensor)
+            else type(labels).__name__
+        )
+        raise ValueError(f"labels must be {len(images)} integer class indices, got {given}")
+    example = as_input(images[:1], device)
+    try:
+        with torch.no_grad():
+            logits = model(example)
+    except Exception as err:  # a model that cannot take these images: say which and why
+        cause = " ".join(str(err).split())[:200]
+        raise ValueError(
+            f"the model fails on images of shape {tuple(images.shape)}: {cause}"
+        ) from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != 1:
+        raise ValueError("the model must return N x classes logits (a tensor) for N images")
+    classes = logits.shape[1]
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"labels must lie in [0, {classes}) for a model of {classes} logits")
+    layer = find_scan_layer(model, example, layer_name, key="layer_name")
+    return layer, images, labels.to(torch.int64).cpu()
+
+
+def _targeting(model, layer, x, signs, eps, names, options) -> Targeting:
+    """T, R, D and m at the positive epsilons, as the attack stage computes them."""
+    positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
+    return targeting.targeting(
+        model, layer, x, signs, [e for e, _ in positive], [n for _, n in positive], **options
+    )

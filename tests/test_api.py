@@ -1,0 +1,300 @@
+"""The Python API for one's own model (api.py): the README's example runs; the functions give the
+pipeline's own numbers (one implementation per idea); bad inputs are clear ValueErrors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import fragile_neurons
+from fragile_neurons import Normalize, attack_share, harden_model, scan_layer
+from fragile_neurons import attack as attack_stage
+from fragile_neurons import label as label_stage
+from fragile_neurons import scan as scan_stage
+from fragile_neurons.gates import fold, gated
+from fragile_neurons.harden import hardening
+from fragile_neurons.targeting import filter_gain, noise_share
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def readme_example() -> str:
+    """The first ```python block of the README's section "Use it on your own model"."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Use it on your own model\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, "the README's API section has no python example"
+    return match.group(1)
+
+
+def test_the_readme_example_runs(one_thread, capsys):
+    code = readme_example()
+    assert "resnet18(weights=None" in code and "scan_layer(" in code
+    exec(compile(code, "README.md (Use it on your own model)", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "fragile: [" in out and "robust: [" in out
+    for column in ("clean_impact", "excess_share", "filter_gain", "noise_share"):
+        assert column in out
+    assert re.search(r"the hardened copy keeps \d of 8 answers", out)
+
+
+def test_the_api_does_not_slow_down_the_check_stage():
+    """`fragile_neurons` exports the API lazily: the params check still imports no torch."""
+    code = "import sys, fragile_neurons.check; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert set(fragile_neurons.__all__) <= set(dir(fragile_neurons))
+    with pytest.raises(AttributeError):
+        fragile_neurons.no_such_name  # noqa: B018
+
+
+# --- the pipeline's numbers ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scan_set(mnist_splits):
+    """The first 40 images of the synthetic digits' test split, with their labels."""
+    _, test = mnist_splits
+    return test["images"][:40], test["labels"][:40]
+
+
+EPSILONS = [0, 0.1, 0.2]
+
+
+def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread):
+    """The attack, scan and label stages' computations on the same model and images."""
+    images, labels = scan_set
+    report = scan_layer(trained_mnist, None, images, labels, EPSILONS, batch_size=16)
+    settings = attack_stage.Settings(
+        epsilons=EPSILONS,
+        epsilon_labels=["0", "0.1", "0.2"],
+        label_mode="true",
+        layer=None,
+        samples=len(images),
+        batch_size=16,
+        device=CPU,
+    )
+    test = {"images": images, "labels": labels, "classes": [str(k) for k in range(10)]}
+    attacked = attack_stage.run(trained_mnist, test, settings)
+    assert report.layer == attacked.layer and report.layer.conv_name == "conv1"
+    assert report.targeting.to_dict().keys() == attacked.targeting.to_dict().keys()
+    for name, value in attacked.targeting.to_dict().items():
+        mine = getattr(report.targeting, name)
+        assert torch.equal(mine, value) if isinstance(value, torch.Tensor) else mine == value, name
+    scan_settings = scan_stage.Settings(
+        epsilons=EPSILONS,
+        epsilon_labels=["0", "0.1", "0.2"],
+        samples=len(images),
+        adversarial="transfer",
+        label_mode="true",
+        batch_size=16,
+        device=CPU,
+    )
+    signs = attacked.sweep.signs
+    measured = scan_stage.run(trained_mnist, attacked.layer, test, signs, scan_settings)
+    assert torch.equal(report.measurements.dropped_correct, measured.dropped_correct)
+    assert torch.equal(report.measurements.intact_correct, measured.intact_correct)
+    labelled = label_stage.run(measured, "clean", 0.25)
+    assert report.labels.label == labelled.label
+    assert torch.equal(report.labels.phi, labelled.phi)
+    frame = report.frame()
+    assert len(frame) == 32 and frame["label"].tolist() == labelled.label
+    assert report.fragile == labelled.members("fragile")
+    assert report.robust == labelled.members("robust")
+
+
+def test_scores_fractions_and_the_adaptive_scan(trained_mnist, scan_set, one_thread):
+    images, labels = scan_set
+    images, labels = images[:12], labels[:12]
+    transfer = scan_layer(trained_mnist, "conv2", images, labels, [0.2], score="difference",
+                          label_fraction=0.5)  # fmt: skip
+    assert transfer.layer.conv_name == "conv2" and transfer.layer.channels == 64
+    assert transfer.measurements.epsilons == [0.0, 0.2]  # the clean images added
+    assert transfer.labels.score == "difference" and len(transfer.fragile) == 32
+    assert torch.equal(transfer.labels.phi, transfer.labels.difference_impact)
+    adaptive = scan_layer(trained_mnist, "conv1", images, labels, ["0", "1/10"],
+                          adversarial="adaptive", score="adversarial")  # fmt: skip
+    assert adaptive.measurements.adversarial == "adaptive"
+    assert adaptive.measurements.epsilon_labels == ["0", "1/10"]
+    assert adaptive.targeting.epsilon_labels == ["1/10"]
+    assert torch.equal(adaptive.labels.phi, adaptive.labels.adversarial_impact)
+
+
+def test_attack_share_reports_d_with_its_controls(trained_mnist, scan_set, one_thread):
+    images, labels = scan_set
+    share = attack_share(trained_mnist, None, images, labels, EPSILONS, seed=3, batch_size=16)
+    layer = share.layer
+    assert share.share.shape == (2, 32) and share.noise_share.shape == (2, 32)
+    assert torch.allclose(share.share.sum(1), torch.ones(2, dtype=torch.float64))
+    noise = noise_share(trained_mnist, layer, images, [0.1, 0.2], seed=3, batch_size=16, device=CPU)
+    assert torch.equal(share.noise_share, noise)
+    expected = share.share.mean(0) / noise.mean(0)
+    assert torch.allclose(share.excess_share, expected)
+    assert torch.equal(share.filter_gain, filter_gain(trained_mnist, layer))
+    other = attack_share(trained_mnist, None, images, labels, EPSILONS, seed=4, batch_size=16)
+    assert torch.equal(other.share, share.share) and not torch.equal(other.noise_share, noise)
+    frame = share.frame()
+    assert list(frame.columns) == [
+        "neuron", "share", "noise_share", "excess_share", "filter_gain", "magnitude"
+    ]  # fmt: skip
+    assert len(frame) == 32 and frame["share"].sum() == pytest.approx(1.0)
+
+
+def test_harden_model_folds_the_gains_into_a_copy(trained_mnist, scan_set, one_thread):
+    images, labels = scan_set
+    report = scan_layer(trained_mnist, None, images, labels, EPSILONS)
+    before = {k: v.clone() for k, v in trained_mnist.state_dict().items()}
+    hardened = harden_model(trained_mnist, report, compress=0.25, mode="uniform", max_gain=3.0)
+    gains = hardening(
+        report.targeting.magnitude.numpy(), report.labels.phi.numpy(), report.labels.label,
+        compress=0.25, mode="uniform", max_gain=3.0,
+    ).gains  # fmt: skip
+    assert (report.gains(0.25, "uniform", 3.0).gains == gains).all()
+    reference = fold(trained_mnist, report.layer, torch.from_numpy(gains))
+    for name, value in reference.state_dict().items():
+        assert torch.equal(hardened.state_dict()[name], value), name
+    x = images[:8].float() / 255
+    with torch.no_grad(), gated(trained_mnist, report.layer, torch.from_numpy(gains).float()):
+        gated_logits = trained_mnist(x)
+    with torch.no_grad():
+        assert torch.allclose(hardened(x), gated_logits, atol=1e-5)
+    after = trained_mnist.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the model itself unchanged
+
+
+def test_the_models_mode_is_restored(trained_mnist, scan_set, one_thread):
+    images, labels = scan_set
+    trained_mnist.train()
+    try:
+        attack_share(trained_mnist, "conv1", images[:4], labels[:4], [0.1])
+        assert trained_mnist.training
+    finally:
+        trained_mnist.eval()
+
+
+# --- bad inputs -----------------------------------------------------------------------------------
+
+
+def tiny_model() -> nn.Module:
+    return nn.Sequential(
+        OrderedDict(
+            normalize=Normalize([0.5], [0.25]),
+            conv=nn.Conv2d(1, 4, 3),
+            relu=nn.ReLU(),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(4 * 6 * 6, 3),
+        )
+    ).eval()
+
+
+IMAGES = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+LABELS = torch.tensor([0, 1, 2, 0, 1])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"images": IMAGES[0]},
+            r"images must be a non-empty N x C x H x W tensor, got \(1, 8, 8\)",
+        ),
+        ({"images": IMAGES[:0]}, "images must be a non-empty N x C x H x W tensor"),
+        ({"images": IMAGES.numpy()}, "tensor, got ndarray"),
+        (
+            {"images": IMAGES * 255},
+            r"images must lie in \[0, 1\] \(pixel units\): normalise inside",
+        ),
+        ({"images": IMAGES - 0.5}, r"must lie in \[0, 1\]"),
+        ({"images": IMAGES.masked_fill(IMAGES > 0.9, float("nan"))}, r"must lie in \[0, 1\]"),
+        ({"images": (IMAGES * 10).int()}, "float in \\[0, 1\\] or uint8, not torch.int32"),
+        ({"images": torch.rand(5, 3, 8, 8)}, r"the model fails on images of shape \(5, 3, 8, 8\)"),
+        ({"labels": LABELS[:4]}, r"labels must be 5 integer class indices, got torch.int64 \(4,\)"),
+        ({"labels": LABELS.float()}, "labels must be 5 integer class indices, got torch.float32"),
+        ({"labels": LABELS.bool()}, "integer class indices, got torch.bool"),
+        ({"labels": [0, 1, 2, 0, 1]}, "integer class indices, got list"),
+        ({"labels": LABELS + 1}, r"labels must lie in \[0, 3\) for a model of 3 logits"),
+        ({"labels": LABELS - 1}, r"labels must lie in \[0, 3\)"),
+        ({"epsilons": []}, "epsilons = \\[\\]; expected a non-empty list"),
+        ({"epsilons": 0.1}, "epsilons = 0.1; expected a non-empty list"),
+        ({"epsilons": [0]}, "expected increasing, one of them > 0"),
+        ({"epsilons": [0.2, 0.1]}, "expected increasing"),
+        ({"epsilons": [0, 2]}, r"epsilons\[1\] = 2; expected an epsilon in \[0, 1\]"),
+        ({"epsilons": [0, "a/b"]}, r"epsilons\[1\] = 'a/b'; expected a number or a fraction"),
+        ({"layer_name": "fc"}, "layer_name = 'fc' is not an nn.Conv2d; convolutions: \\['conv'\\]"),
+        ({"layer_name": "conv9"}, "layer_name = 'conv9' is not a module"),
+        ({"model": "resnet18"}, "model must be an nn.Module, not str"),
+        ({"batch_size": 0}, "batch_size = 0; expected an integer >= 1"),
+        (
+            {"label_mode": "guess"},
+            "label_mode = 'guess'; expected one of \\['true', 'predicted'\\]",
+        ),
+        ({"device": "gpu0"}, "device = 'gpu0'; expected e.g. 'cpu'"),
+    ],
+)
+def test_bad_inputs_are_clear_value_errors(change, message):
+    given = {"model": tiny_model(), "layer_name": None, "images": IMAGES, "labels": LABELS,
+             "epsilons": [0, 0.1]}  # fmt: skip
+    positional = [change.get(name, value) for name, value in given.items()]
+    options = {name: value for name, value in change.items() if name not in given}
+    for function in (scan_layer, attack_share):
+        with pytest.raises(ValueError, match=message):
+            function(*positional, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"adversarial": "both"},
+            "adversarial = 'both'; expected one of \\['transfer', 'adaptive'\\]",
+        ),
+        ({"score": "loss"}, "score = 'loss'; expected one of"),
+        ({"label_fraction": 0.6}, r"label_fraction = 0.6; expected a number in \(0, 0.5\]"),
+        ({"label_fraction": 0}, r"label_fraction = 0;"),
+    ],
+)
+def test_bad_scan_options_are_clear_value_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        scan_layer(tiny_model(), None, IMAGES, LABELS, [0, 0.1], **options)
+
+
+def test_uint8_images_are_pixels_and_a_seed_is_checked():
+    model = tiny_model()
+    pixels = (IMAGES * 255).round().to(torch.uint8)
+    a = attack_share(model, None, pixels, LABELS, [0.1])
+    b = attack_share(model, None, pixels.float() / 255, LABELS, [0.1])
+    assert torch.equal(a.share, b.share)
+    with pytest.raises(ValueError, match="seed = -1; expected an integer >= 0"):
+        attack_share(model, None, IMAGES, LABELS, [0.1], seed=-1)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"compress": 1.5}, r"compress = 1.5; expected a number in \[0, 1\]"),
+        ({"compress": "half"}, r"compress = 'half'; expected a number in \[0, 1\]"),
+        ({"mode": "greedy"}, "mode = 'greedy'; expected one of \\['proportional', 'uniform'\\]"),
+        ({"max_gain": 0.5}, "max_gain = 0.5; expected a number >= 1"),
+    ],
+)
+def test_bad_hardening_options_are_clear_value_errors(options, message):
+    model = tiny_model()
+    report = scan_layer(model, None, IMAGES, LABELS, [0, 0.1])
+    with pytest.raises(ValueError, match=message):
+        harden_model(model, report, **options)
+
+
+def test_a_report_hardens_only_its_own_model():
+    report = scan_layer(tiny_model(), None, IMAGES, LABELS, [0, 0.1])
+    other = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 8, 3)))
+    with pytest.raises(ValueError, match="report names layer 'conv' .* not a convolution of this"):
+        harden_model(other, report)
+    with pytest.raises(ValueError, match="report must be the ScanReport of scan_layer"):
+        harden_model(tiny_model(), {"layer": "conv"})
