@@ -2,7 +2,7 @@
 
 from fragile_neurons import attack, io, paths
 from fragile_neurons.figures.attack import examples_figure
-from fragile_neurons.models import load_checkpoint
+from fragile_neurons.models import load_trained
 from fragile_neurons.stage import Context, run_stage
 
 
@@ -10,9 +10,7 @@ def main(ctx: Context) -> None:
     """Attack: data/attack/<run>/{sweep,layer,targeting}.pt, metrics/<run>/attack.json,
     plots/<run>/{attack,targeting}.csv and examples.png."""
     test = io.load_split(paths.prepared(ctx.name, "test"))
-    model, _ = load_checkpoint(
-        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
-    )
+    model, _ = load_trained(ctx.name, ctx.run)
     settings = attack.Settings.from_params(ctx.params, ctx.name, ctx.device)
     result = attack.run(model, test, settings)
     result.sweep.save(paths.sweep_record(ctx.name))

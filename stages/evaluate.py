@@ -9,9 +9,7 @@ def main(ctx: Context) -> None:
     """Evaluate: metrics/<run>/evaluate.json, plots/<run>/evaluate.csv and robustness.png."""
     settings = evaluate.Settings.from_params(ctx.params, ctx.name, ctx.device)
     test = io.load_split(paths.prepared(ctx.name, "test"))
-    model, _ = models.load_checkpoint(
-        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
-    )
+    model, _ = models.load_trained(ctx.name, ctx.run)
     layer = records.ScanLayer.load(paths.layer_record(ctx.name), model=model)
     gains = records.Gains.load(paths.gains_record(ctx.name), neurons=layer.channels)
     source = evaluate.load_source(paths.sweep_record(ctx.name), test, settings)

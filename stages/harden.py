@@ -2,7 +2,7 @@
 
 from fragile_neurons import harden, io, paths
 from fragile_neurons.gates import fold
-from fragile_neurons.models import load_checkpoint, save_checkpoint
+from fragile_neurons.models import load_trained, save_checkpoint
 from fragile_neurons.records import Labels, ScanLayer, Targeting
 from fragile_neurons.stage import Context, run_stage
 
@@ -10,9 +10,7 @@ from fragile_neurons.stage import Context, run_stage
 def main(ctx: Context) -> None:
     """Harden: models/<run>/hardened.pt, data/harden/<run>/gains.pt, plots/<run>/gains.csv,
     metrics/<run>/harden.json."""
-    model, spec = load_checkpoint(
-        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
-    )
+    model, spec = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     labels = Labels.load(paths.labels_record(ctx.name), neurons=layer.channels)
     targeting = Targeting.load(paths.targeting_record(ctx.name), neurons=layer.channels)

@@ -2,7 +2,7 @@
 
 from fragile_neurons import io, label, paths
 from fragile_neurons.figures.label import filters_figure, impact_figure
-from fragile_neurons.models import load_checkpoint
+from fragile_neurons.models import load_trained
 from fragile_neurons.records import ScanLayer, ScanMeasurements, Targeting
 from fragile_neurons.stage import Context, run_stage
 
@@ -10,9 +10,7 @@ from fragile_neurons.stage import Context, run_stage
 def main(ctx: Context) -> None:
     """Label: data/label/<run>/labels.pt, metrics/<run>/label.json, plots/<run>/label.csv,
     impact.png and filters.png."""
-    model, _ = load_checkpoint(
-        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
-    )
+    model, _ = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     measured = ScanMeasurements.load(paths.scan_record(ctx.name), neurons=layer.channels)
     targeting = Targeting.load(paths.targeting_record(ctx.name), neurons=layer.channels)

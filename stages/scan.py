@@ -1,7 +1,7 @@
 """scan: every neuron of the scanned layer dropped in turn, measured clean and under FGSM (§3)."""
 
 from fragile_neurons import io, paths, scan
-from fragile_neurons.models import load_checkpoint
+from fragile_neurons.models import load_trained
 from fragile_neurons.records import FGSMSweep, ScanLayer
 from fragile_neurons.stage import Context, run_stage
 
@@ -9,9 +9,7 @@ from fragile_neurons.stage import Context, run_stage
 def main(ctx: Context) -> None:
     """Scan: data/scan/<run>/measurements.pt, metrics/<run>/scan.json, plots/<run>/scan.csv."""
     test = io.load_split(paths.prepared(ctx.name, "test"))
-    model, _ = load_checkpoint(
-        paths.model(ctx.name), arch=ctx.run["arch"], key=f"runs.{ctx.name}.arch"
-    )
+    model, _ = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     sweep = FGSMSweep.load(paths.sweep_record(ctx.name), images=test["images"])
     settings = scan.Settings.from_params(ctx.params, ctx.name, ctx.device)

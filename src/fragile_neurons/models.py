@@ -27,6 +27,7 @@ from torch import nn
 from .config import ARCH_ALLOWED, is_builder
 from .errors import DataError, ParamError
 from .io import load_tensors, rerun_advice, save_tensors
+from .paths import model as model_path
 
 
 class Normalize(nn.Module):
@@ -281,3 +282,9 @@ def load_checkpoint(
             f"{path} does not hold a {spec['arch']} state ({first}); {rerun_advice(path)}"
         ) from None
     return model.eval(), spec
+
+
+def load_trained(name: str, run: dict) -> tuple[nn.Sequential, dict]:
+    """Run `name`'s trained model (models/<name>/model.pt, the train stage's), its architecture
+    checked against `run`'s (params: runs.<name>.arch, which an error names)."""
+    return load_checkpoint(model_path(name), arch=run["arch"], key=f"runs.{name}.arch")
