@@ -91,6 +91,7 @@ def test_every_epoch_reports_its_curves(mnist_splits):
     settings = train.Settings(
         arch="mnist_cnn", epochs=2, batch_size=64, lr=0.003, weight_decay=0.0, augment=False,
         device=torch.device("cpu"), eval_batch_size=200, lr_key="runs.t.train.lr",
+        arch_key="runs.t.arch",
     )  # fmt: skip
     model, _, history = train.run(
         *mnist_splits, settings, torch.Generator().manual_seed(0),
