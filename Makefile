@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
-	# torchattacks (the FGSM/PGD oracle of tests/test_attacks.py) pins an old `requests` that
-	# conflicts with DVC's; it needs nothing else that is not already installed, hence --no-deps
+	# torchattacks (the evaluate stage's AutoAttack masking check, and the FGSM/PGD/APGD oracle of
+	# tests/test_adversarial.py and tests/test_masking.py) pins an old `requests` that conflicts
+	# with DVC's; it needs nothing else that is not already installed, hence --no-deps
 	$(BIN)/pip install --quiet --no-deps "torchattacks>=3.5"
 	touch $(STAMP)
 

@@ -16,6 +16,7 @@ import io
 import pickle
 import random
 import shutil
+import sys
 import zipfile
 from collections.abc import Callable
 from contextlib import chdir, redirect_stderr, redirect_stdout
@@ -52,7 +53,8 @@ PARAMS = {
              "label_fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
     "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "samples": 20, "pgd": {"steps": 2}},
+    "evaluate": {"random_controls": 2, "samples": 20, "pgd": {"steps": 2},
+                 "autoattack": {"images": 8, "steps": 2}},
 }  # fmt: skip
 CIFAR_RUN = {
     "dataset": "cifar10", "arch": "cifar_cnn", "train_size": 100, "test_size": 60,
@@ -399,6 +401,8 @@ PARAMS_CASES = [
          "evaluate.random_controls", "0", ">= 1"),
     case("pgd.stepz", "check", set_param("evaluate.pgd", {"stepz": 2, "steps": 2}),
          "evaluate.pgd.stepz", "2", "known keys here: ['steps']"),
+    case("autoattack-images-negative", "check", set_param("evaluate.autoattack.images", -8),
+         "evaluate.autoattack.images", "-8", "an integer >= 0"),
     case("section-missing", "check", drop_param("correlate"), "correlate", "<missing>",
          "required"),
     case("lr-beyond-float-range", "check", set_param("runs.mnist.train.lr", 10**400),
@@ -596,6 +600,20 @@ def test_a_bad_input_is_one_line_and_exit_status_2(bad: Case, project, pristine,
     after = {p: h for p, h in md5s(project).items() if p not in changed}
     before = {p: h for p, h in pristine[1].items() if p not in changed}
     assert after == before, "an output changed, or a new file appeared"
+
+
+def test_evaluate_without_torchattacks_is_one_line(project, pristine, capsys, monkeypatch):
+    """The masking check on and torchattacks not importable (`pip install -e .` without `make
+    setup`): evaluate stops with one line naming the key and both remedies, before any work."""
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # any import of it now fails
+    capsys.readouterr()
+    with chdir(project), pytest.raises(SystemExit) as err:
+        run("evaluate")
+    stderr = capsys.readouterr().err
+    assert err.value.code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("error: params: evaluate.autoattack.images = 8 is not allowed; ")
+    assert "expected 0" in stderr and "`make setup`" in stderr
+    assert md5s(project) == pristine[1]  # nothing written
 
 
 def test_there_are_at_least_40_cases():

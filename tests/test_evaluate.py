@@ -49,6 +49,8 @@ def _settings(**kw) -> Settings:
         "pgd_samples": 32,
         "random_controls": 2,
         "seed": 0,
+        "autoattack_images": 0,
+        "autoattack_steps": 2,
     }
     return Settings(**{**args, **kw})
 

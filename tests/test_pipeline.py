@@ -45,7 +45,8 @@ TINY = {
              "label_fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
     "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "samples": 30, "pgd": {"steps": 2}},
+    "evaluate": {"random_controls": 2, "samples": 30, "pgd": {"steps": 2},
+                 "autoattack": {"images": 8, "steps": 3}},
 }  # fmt: skip
 
 
@@ -104,6 +105,9 @@ def test_every_stage_ran_for_every_run(project):
             assert (project / "metrics" / run / f"{stage}.json").is_file(), (run, stage)
         train, attack = read(project, run, "train"), read(project, run, "attack")
         assert attack["fgsm_accuracy"]["0"] == train["test_accuracy"]
+        evaluate = read(project, run, "evaluate")
+        assert evaluate["autoattack"]["images"] == 8 and evaluate["autoattack"]["steps"] == 3
+        assert isinstance(evaluate["headline"]["masking"], bool)
         assert read(project, run, "data")["checksums_verified"] is False
 
 

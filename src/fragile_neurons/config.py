@@ -251,6 +251,7 @@ SCHEMA = {
         "random_controls": _int(1),
         "samples": _int(1),
         "pgd": {"steps": _int(1)},
+        "autoattack": {"images": _int(0), "steps": _int(1)},
     },
 }
 

@@ -14,6 +14,16 @@ Every variant is attacked white-box:
   variants start from the same points (eps = 0 is the clean accuracy on those images);
 - FGSM transferred from the original model: the original's gradient signs applied to the variant.
 The area under an accuracy-epsilon curve is the trapezoid over E divided by the epsilon range.
+
+The check for gradient masking (`masking`, README "AutoAttack: the masking check"): at the largest
+epsilon of E, on the first `autoattack.images` test images (0: off; a seeded random subset, as the
+prepared split's order is seeded; PGD's curve images are the first `samples`, so one set contains
+the other), the original and the hardened network are attacked by AutoAttack's APGD-CE and
+APGD-DLR (`autoattack.steps` iterations, one restart, seed `seed`, true labels) and by PGD as
+above, all on those same images. An image is robust under AutoAttack when the network classifies
+it correctly after both APGD attacks. The hardened network is flagged as masking (headline
+`masking`) when its PGD accuracy exceeds its AutoAttack accuracy by more than the original's does,
+counted in images: (PGD - AutoAttack)(hardened) > (PGD - AutoAttack)(original).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import masking
 from .adversarial import fgsm_sweep, pgd
 from .config import ATTACKS, fgsm_settings
 from .errors import DataError
@@ -54,11 +65,16 @@ class Settings:
     pgd_steps: int
     pgd_samples: int  # the first `pgd_samples` test images are attacked with PGD
     random_controls: int  # random neuron sets given the hardening's gains
-    seed: int  # seeds PGD's random start, the same for every variant
+    seed: int  # seeds PGD's random start, the same for every variant, and APGD's
+    autoattack_images: int  # the first images checked for masking by APGD; 0: no check
+    autoattack_steps: int  # APGD iterations per loss
 
     @classmethod
     def from_params(cls, params: dict, name: str, device: torch.device) -> Settings:
+        """The settings; with the masking check on and torchattacks missing, a ParamError
+        before any work."""
         cfg = params["evaluate"]
+        masking.require_torchattacks(cfg["autoattack"]["images"])
         return cls(
             **fgsm_settings(params, name),
             device=device,
@@ -66,6 +82,8 @@ class Settings:
             pgd_samples=cfg["samples"],
             random_controls=cfg["random_controls"],
             seed=params["seed"],
+            autoattack_images=cfg["autoattack"]["images"],
+            autoattack_steps=cfg["autoattack"]["steps"],
         )
 
 
@@ -240,7 +258,8 @@ def run(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """The evaluate stage: every variant attacked (`attack_variants`), summarised for
-    evaluate.json, and the robustness curves (`curves`). `generator` draws the random
+    evaluate.json with the masking check of the original and the hardened network
+    (`masking.check`), and the robustness curves (`curves`). `generator` draws the random
     controls."""
     gates = variants(gains.gain, gains.inverse_gain, settings.random_controls, generator)
     given = {"original": model, "hardened": hardened}  # the controls: gates folded into a copy
@@ -250,10 +269,13 @@ def run(
     }
     images, labels = test["images"], test["labels"]
     results = attack_variants(models, source, images, labels, settings, progress)
+    autoattack, flag = masking.check(models, images, labels, settings, progress)
     magnitude = gains.magnitude.numpy()
     summary = summarise(results, settings.epsilons, settings.epsilon_labels, magnitude, gates)
     summary = {
         **summary,
+        "headline": {**summary["headline"], **flag},
+        "autoattack": autoattack,
         "epsilons": settings.epsilon_labels,
         "labels": settings.label_mode,
         "samples": {
