@@ -172,6 +172,7 @@ def trained_mnist(mnist_splits):
         generator=generator,
         progress=False,
     )
+    model.zero_grad(set_to_none=True)  # a trained model as a checkpoint gives it: no gradients
     return model.eval()
 
 

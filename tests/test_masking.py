@@ -152,6 +152,7 @@ def test_a_network_that_masks_its_gradients_is_flagged(trained_mnist, batch):
     assert headline["masking"] is True
     assert headline["masking_gap_hardened"] == pytest.approx(hardened["pgd_minus_worst"])
     assert headline["masking_gap_hardened"] > headline["masking_gap_original"]
+    assert headline["masking_testable"] is True
 
 
 def test_the_check_repeats_and_leaves_the_global_generator_alone(trained_mnist, batch):
@@ -171,7 +172,12 @@ def test_zero_images_is_off_and_imports_nothing(trained_mnist, batch, monkeypatc
     models = {"original": trained_mnist, "hardened": trained_mnist}
     block, headline = check(models, images, labels, _settings(autoattack_images=0))
     assert block is None
-    assert headline == {"masking": None, "masking_gap_original": None, "masking_gap_hardened": None}
+    assert headline == {
+        "masking": None,
+        "masking_testable": None,
+        "masking_gap_original": None,
+        "masking_gap_hardened": None,
+    }
 
 
 def _params(images: int) -> dict:

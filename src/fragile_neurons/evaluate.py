@@ -111,8 +111,11 @@ def load_hardened(
     """The hardened checkpoint (an `arch` network) and its relative logit difference from
     `model` gated by the gains record's gains, on the PGD images (a few 1e-7 when it holds
     exactly those gains). One that does not hold them is a DataError: it is not the harden
-    stage's output for these gains."""
+    stage's output for these gains. Both networks are moved to `settings.device`, where every
+    variant is attacked."""
     hardened, _ = load_checkpoint(path, arch=arch)
+    model.to(settings.device)
+    hardened.to(settings.device)
     images = test["images"][: settings.pgd_samples]
     difference = folded_difference(hardened, model, layer, gains.gain, images, settings)
     if difference > FOLD_TOLERANCE:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 LOSSES = ("ce", "dlr")  # APGD's losses, in the order they run
 NETWORKS = ("original", "hardened")  # the networks the check attacks
 INSTALL = "pip install --no-deps 'torchattacks>=3.5'"
+HEADLINE = ("masking", "masking_testable", "masking_gap_original", "masking_gap_hardened")
 
 
 def require_torchattacks(images: int):
@@ -183,10 +184,12 @@ def check(
 ) -> tuple[dict | None, dict]:
     """The masking check of `models["original"]` and `models["hardened"]` on the first
     `settings.autoattack_images` of `images`: (the `autoattack` block of evaluate.json, the
-    headline's masking entries). With the check off (0 images), (None, the entries as None)."""
+    headline's masking entries). With the check off (0 images), (None, the entries as None).
+    `masking_testable` says whether the flag could have been raised at all: at an epsilon where
+    PGD already leaves no image correct on either network it cannot, and the flag is vacuous."""
     n = min(settings.autoattack_images, len(images))
     if n == 0:
-        return None, {"masking": None, "masking_gap_original": None, "masking_gap_hardened": None}
+        return None, dict.fromkeys(HEADLINE)
     outcomes = {}
     for name in NETWORKS:
         outcomes[name] = outcome(models[name], images[:n], labels[:n], settings)
@@ -203,6 +206,9 @@ def check(
     }
     headline = {
         "masking": is_masking(original, hardened),
+        # false when PGD leaves no image correct on either network: neither gap can then be
+        # positive, so `masking` is false by construction, not by measurement
+        "masking_testable": bool(original.pgd.any() or hardened.pgd.any()),
         "masking_gap_original": original.gap / n,
         "masking_gap_hardened": hardened.gap / n,
     }

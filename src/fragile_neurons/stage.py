@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .config import get_run, load_params
 from .errors import DataError, ParamError
@@ -36,7 +37,6 @@ class Context:
     generator: torch.Generator  # seeded from params `seed`
     nondeterministic: list[str] = field(default_factory=list)  # ops that ran without one
     stage: str = "stage"  # the stage's name, for messages
-    start: float = field(default_factory=time.perf_counter)
 
     def runtime(self) -> dict:
         """Where the stage ran, for its metrics: the device type, torch's CPU threads (results are
@@ -48,10 +48,15 @@ class Context:
             "nondeterministic_ops": list(self.nondeterministic),
         }
 
+    bar: tqdm | None = None
+
     def progress(self, step: str) -> None:
-        """A step done, with the time since the stage began, on stderr (never in an output)."""
-        elapsed = time.perf_counter() - self.start
-        print(f"{self.stage} {self.name}: {step} ({elapsed:.0f} s)", file=sys.stderr)
+        """A step done: a tqdm progress line on stderr, on a terminal only (tqdm's disable=None),
+        so logs and captured output stay quiet; never in an output."""
+        if self.bar is None:
+            self.bar = tqdm(desc=f"{self.stage} {self.name}", unit="step", disable=None)
+        self.bar.set_postfix_str(step, refresh=False)
+        self.bar.update(1)
 
 
 def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) -> None:
@@ -70,14 +75,17 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
         generator = seed_everything(params["seed"], device, params["deterministic"])
         start = time.perf_counter()
         with watch_nondeterminism() as ops:
+            ctx = Context(args.run, run, params, device, generator, ops, stage)
             try:
-                body(Context(args.run, run, params, device, generator, ops, stage, start))
+                body(ctx)
             except RuntimeError as err:  # `deterministic: strict` met an op without such a kernel
                 if NONDETERMINISTIC not in str(err):
                     raise
                 op = str(err).split(NONDETERMINISTIC)[0].strip()
                 allowed = f"'warn': {op} has no deterministic kernel on {device}"
                 raise ParamError("deterministic", "strict", allowed) from None
+        if ctx.bar is not None:
+            ctx.bar.close()
         print(
             f"{stage} {args.run}: {time.perf_counter() - start:.1f} s on {device}", file=sys.stderr
         )
