@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fragile_neurons import harden
 from fragile_neurons.adversarial import fgsm_sweep
 from fragile_neurons.config import ATTACKS
 from fragile_neurons.correlate import json_ready
@@ -80,32 +81,64 @@ def test_auc_by_hand():
         auc([0.2, 0.1], [1.0, 0.5])
 
 
-def test_random_controls_never_select_by_score():
-    n, fragile = 32, torch.arange(8)  # the hardening amplifies neurons 0..7
-    gains = torch.ones(n)
-    gains[fragile] = torch.linspace(1.5, 3.0, 8)
-    gains[24:] = 0.5
-    draws = random_gains(gains, 400, torch.Generator().manual_seed(0))
-    # the same multiset of gains in every draw
-    assert torch.equal(draws.sort(dim=1).values, gains.sort().values.expand(400, n))
-    # amplified gains land on the fragile set at the rate of chance: 8 of 32 neurons, so the
-    # hypergeometric mean overlap is 8 * 8 / 32 = 2 (sd ~1.1, so the mean of 400 is 2 +- 0.15)
-    hits = (draws[:, fragile] > 1).sum(dim=1).double()
+def _gains_record(n=32, fragile=range(8), robust=range(24, 32), compress=0.5, max_gain=4.0):
+    """A harden stage's record: magnitudes 0.5..2, phi rising with the index, the rule applied."""
+    magnitude = torch.linspace(0.5, 2.0, n, dtype=torch.float64)
+    phi = torch.linspace(-0.1, 0.3, n, dtype=torch.float64)
+    fragile, robust = list(fragile), list(robust)
+    phi[fragile] = torch.linspace(0.05, 0.4, len(fragile), dtype=torch.float64)
+    rule = {"compress": compress, "mode": "proportional", "max_gain": max_gain}
+    gain = harden.gains(magnitude.numpy(), phi.numpy(), fragile, robust, **rule).gains
+    inverse = harden.gains(magnitude.numpy(), phi.numpy(), robust, fragile, **rule).gains
+    return Gains(
+        gain=torch.from_numpy(gain), inverse_gain=torch.from_numpy(inverse), magnitude=magnitude,
+        phi=phi, fragile=torch.tensor(fragile), robust=torch.tensor(robust), **rule,
+    )  # fmt: skip
+
+
+def test_random_controls_apply_the_rule_to_random_sets_and_conserve_magnitude():
+    record = _gains_record()
+    m = record.magnitude
+    draws = random_gains(record, 400, torch.Generator().manual_seed(0))
+    assert draws.shape == (400, 32)
+    # each draw compresses 8 neurons by c and amplifies 8 others: disjoint sets, sizes of F and R
+    assert ((draws == 0.5).sum(dim=1) == 8).all() and ((draws > 1).sum(dim=1) == 8).all()
+    assert ((draws == 1).sum(dim=1) == 16).all()
+    # without the cap, total magnitude is conserved, as for the hardened network
+    assert (draws.max(dim=1).values < 4.0).all()
+    assert torch.allclose(draws @ m, torch.full((400,), float(m.sum()), dtype=m.dtype), atol=1e-6)
+    assert float(record.gain @ m) == pytest.approx(float(m.sum()), abs=1e-6)
+    # the freed magnitude of each draw goes to F' with F's weights, in random order
+    for g in draws[:20]:
+        amplified = torch.nonzero(g > 1).flatten()
+        compressed = torch.nonzero(g == 0.5).flatten()
+        freed = 0.5 * m[compressed].sum()
+        given = ((g[amplified] - 1) * m[amplified] / freed).sort().values
+        weights = record.phi[record.fragile] / record.phi[record.fragile].sum()
+        assert torch.allclose(given, weights.sort().values, atol=1e-9)
+    # sets drawn at random, never by score: amplified neurons land on F at the rate of chance
+    # (8 of 32: hypergeometric mean overlap 2, sd ~1.1, so the mean of 400 is 2 +- 0.15)
+    hits = (draws[:, record.fragile] > 1).sum(dim=1).double()
     assert hits.mean().item() == pytest.approx(2.0, abs=0.3)
-    # every neuron is amplified equally often, whatever its score
     per_neuron = (draws > 1).double().mean(dim=0)
     assert per_neuron.min().item() > 0.1 and per_neuron.max().item() < 0.4
     # seeded: the same generator seed gives the same draws
-    again = random_gains(gains, 400, torch.Generator().manual_seed(0))
-    assert torch.equal(draws, again)
+    assert torch.equal(draws, random_gains(record, 400, torch.Generator().manual_seed(0)))
+
+
+def test_random_controls_keep_the_cap():
+    record = _gains_record(compress=0.0, max_gain=1.5)
+    draws = random_gains(record, 50, torch.Generator().manual_seed(3))
+    assert draws.max().item() <= 1.5 and ((draws == 0).sum(dim=1) == 8).all()
 
 
 def test_variants_names_and_gates():
-    gains, inverse = torch.tensor([2.0, 1.0, 0.5]), torch.tensor([0.5, 1.0, 2.0])
-    gates = variants(gains, inverse, 3, torch.Generator().manual_seed(1))
+    record = _gains_record(n=8, fragile=[0, 1], robust=[6, 7])
+    gates = variants(record, 3, torch.Generator().manual_seed(1))
     assert list(gates) == ["original", "hardened", "random_0", "random_1", "random_2", "inverse"]
-    assert torch.equal(gates["original"], torch.ones(3))
-    assert torch.equal(gates["hardened"], gains) and torch.equal(gates["inverse"], inverse)
+    assert torch.equal(gates["original"], torch.ones(8, dtype=torch.float64))
+    assert torch.equal(gates["hardened"], record.gain)
+    assert torch.equal(gates["inverse"], record.inverse_gain)
 
 
 def test_original_fgsm_is_the_attack_stages(trained_mnist, mnist_splits):
@@ -208,6 +241,7 @@ def test_one_random_draw_has_no_std():
         "std": None,
         "hardened_beats": 0,
         "draws": 1,
+        "p_value": 1.0,  # (1 + 1 draw at least as good) / (1 + 1): one draw can never say more
     }
     assert summary["gain"] == {"fgsm": 0.0, "pgd": 0.0, "transfer": 0.0}
     json.dumps(summary, allow_nan=False)
@@ -258,6 +292,11 @@ def test_stale_inputs_are_one_line_data_errors(trained_mnist, mnist_splits, tmp_
         inverse_gain=gains.flip(0).double(),
         magnitude=torch.ones(n, dtype=torch.float64),
         phi=torch.zeros(n, dtype=torch.float64),
+        fragile=torch.arange(0, dtype=torch.int64),
+        robust=torch.arange(0, dtype=torch.int64),
+        compress=0.5,
+        mode="proportional",
+        max_gain=4.0,
     )
     spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
     save_checkpoint("models/run/hardened.pt", fold(trained_mnist, layer, gains), spec)

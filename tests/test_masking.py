@@ -210,6 +210,11 @@ def _evaluate(model, mnist_splits, settings):
         inverse_gain=gains.flip(0),
         magnitude=torch.ones(layer.channels, dtype=torch.float64),
         phi=torch.zeros(layer.channels, dtype=torch.float64),
+        fragile=torch.arange(0, dtype=torch.int64),
+        robust=torch.arange(0, dtype=torch.int64),
+        compress=0.5,
+        mode="proportional",
+        max_gain=4.0,
     )
     source = fgsm_sweep(model, test["images"], test["labels"], EPS, batch_size=16, device=CPU)
     hardened = fold(model, layer, gains)

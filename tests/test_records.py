@@ -62,7 +62,17 @@ def examples() -> dict[str, Record]:
             dropped_loss=torch.zeros(n, e, dtype=F64),
         ),
         paths.labels_record("r"): labels_record(phi, ["fragile", "neutral", "robust", "neutral"]),
-        paths.gains_record("r"): Gains(phi + 1, phi + 1, torch.ones(n, dtype=F64), phi),
+        paths.gains_record("r"): Gains(
+            phi + 1,
+            phi + 1,
+            torch.ones(n, dtype=F64),
+            phi,
+            torch.tensor([0]),
+            torch.tensor([2]),
+            0.5,
+            "proportional",
+            4.0,
+        ),  # fmt: skip
     }
 
 

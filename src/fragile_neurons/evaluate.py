@@ -1,9 +1,9 @@
 """The evaluate stage: the hardening with controls, as method.md section 6 defines it.
 
 The variants: `original` (the trained model), `hardened` (models/<run>/hardened.pt, as the harden
-stage wrote it), `random` (the same gains given to randomly drawn neuron sets of the same sizes:
-each draw is a random permutation of the hardening gain vector over the neurons, which never
-looks at fragility or labels) and `inverse` (roles swapped). The controls are built from the
+stage wrote it), `random` (`evaluate.random_controls` draws, each the hardening's rule applied to
+random disjoint neuron sets of the sizes of F and R, which never looks at fragility or labels:
+see `random_gains`) and `inverse` (roles swapped). The controls are built from the
 gains record at full precision, folded into a copy of the original's weights (`gates.fold`), so
 every variant is an ordinary model of the same architecture, as the hardened checkpoint is.
 Every variant is attacked white-box:
@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import masking
+from . import harden, masking
 from .adversarial import fgsm_sweep, pgd
 from .config import ATTACKS, fgsm_settings
 from .errors import DataError
@@ -64,7 +64,7 @@ class Settings:
     label_mode: str  # "true" | "predicted"
     pgd_steps: int
     pgd_samples: int  # the first `pgd_samples` test images are attacked with PGD
-    random_controls: int  # random neuron sets given the hardening's gains
+    random_controls: int  # random neuron sets hardened by the same rule
     seed: int  # seeds PGD's random start, the same for every variant, and APGD's
     autoattack_images: int  # the first images checked for masking by APGD; 0: no check
     autoattack_steps: int  # APGD iterations per loss
@@ -157,23 +157,34 @@ def auc(epsilons, accuracies) -> float:
     return float(np.trapezoid(acc, eps) / (eps[-1] - eps[0]))
 
 
-def random_gains(gains: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
-    """`draws` x N random controls: each row is `gains` permuted by torch.randperm(N), i.e. the
-    same multiset of gains given to neuron sets drawn at random (never by score or label)."""
-    n = len(gains)
-    return torch.stack([gains[torch.randperm(n, generator=generator)] for _ in range(draws)])
+def random_gains(gains: Gains, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """`draws` x N random controls (method.md section 6): each draw takes disjoint random neuron
+    sets F' and R' of the sizes of F and R and applies the hardening's rule to them
+    (`harden.gains`): R' compressed by c, the freed magnitude given to F' with the hardened
+    network's fragile weights w in random order, the same cap. Total magnitude is conserved as
+    for the hardened network; nothing is chosen by score or label."""
+    n, n_fragile, n_robust = len(gains.gain), len(gains.fragile), len(gains.robust)
+    m, phi_fragile = gains.magnitude.numpy(), gains.phi[gains.fragile]
+    rows = []
+    for _ in range(draws):
+        chosen = torch.randperm(n, generator=generator)
+        fragile, robust = chosen[:n_fragile], chosen[n_fragile : n_fragile + n_robust]
+        phi = torch.zeros(n, dtype=torch.float64)  # the weights follow F's phi, in random order
+        phi[fragile] = phi_fragile[torch.randperm(n_fragile, generator=generator)]
+        rule = {"compress": gains.compress, "mode": gains.mode, "max_gain": gains.max_gain}
+        drawn = harden.gains(m, phi.numpy(), fragile.numpy(), robust.numpy(), **rule)
+        rows.append(torch.from_numpy(drawn.gains))
+    return torch.stack(rows)
 
 
-def variants(
-    gains: torch.Tensor, inverse_gains: torch.Tensor, draws: int, generator: torch.Generator
-) -> dict[str, torch.Tensor]:
+def variants(gains: Gains, draws: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """The gates of every variant: original, hardened, random_0 .. random_{draws-1}, inverse."""
     controls = random_gains(gains, draws, generator)
     return {
-        "original": torch.ones_like(gains),
-        "hardened": gains,
+        "original": torch.ones_like(gains.gain),
+        "hardened": gains.gain,
         **{f"random_{i}": g for i, g in enumerate(controls)},
-        "inverse": inverse_gains,
+        "inverse": gains.inverse_gain,
     }
 
 
@@ -264,7 +275,7 @@ def run(
     evaluate.json with the masking check of the original and the hardened network
     (`masking.check`), and the robustness curves (`curves`). `generator` draws the random
     controls."""
-    gates = variants(gains.gain, gains.inverse_gain, settings.random_controls, generator)
+    gates = variants(gains, settings.random_controls, generator)
     given = {"original": model, "hardened": hardened}  # the controls: gates folded into a copy
     models = {
         name: given[name] if name in given else fold(model, layer, gate)
@@ -357,6 +368,10 @@ def summarise(
             "std": random[a]["auc_std"],
             "hardened_beats": sum(hardened[a]["auc"] > x for x in random[a]["auc_draws"]),
             "draws": len(draws),
+            # permutation p-value of "hardening beats random": (1 + #{draws >= hardened}) /
+            # (1 + #draws); its smallest value is 1 / (1 + #draws)
+            "p_value": (1 + sum(x >= hardened[a]["auc"] for x in random[a]["auc_draws"]))
+            / (1 + len(draws)),
         }
         for a in ATTACKS
     }

@@ -150,6 +150,9 @@ def run(
         inverse_gain=torch.from_numpy(inverse.gains),
         magnitude=targeting.magnitude,
         phi=labels.phi,
+        fragile=torch.from_numpy(np.flatnonzero(np.asarray(label) == "fragile")),
+        robust=torch.from_numpy(np.flatnonzero(np.asarray(label) == "robust")),
+        **settings,
     )
     summary = {
         **summarise(hardened, m),

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import LABEL_MODES, LABELS, SCORES
+from .config import LABEL_MODES, LABELS, MODES, SCORES
 from .errors import DataError
 from .io import load_tensors, rerun_advice, save_tensors
 
@@ -375,6 +375,11 @@ class Gains(Record):
     inverse_gain: torch.Tensor
     magnitude: torch.Tensor
     phi: torch.Tensor
+    fragile: torch.Tensor  # int64 indices of F, the amplified neurons
+    robust: torch.Tensor  # int64 indices of R, the compressed neurons
+    compress: float  # harden.compress, harden.mode, harden.max_gain: the rule that made the gains
+    mode: str
+    max_gain: float
 
     def check(self) -> None:
         n = len(self.gain)
@@ -382,6 +387,16 @@ class Gains(Record):
             _tensor(name, getattr(self, name), torch.float64, n)
             if not torch.isfinite(getattr(self, name)).all():
                 raise ValueError(f"{name} must be finite")
+        for name in ("fragile", "robust"):
+            idx = getattr(self, name)
+            _tensor(name, idx, torch.int64, None)
+            if len(set(idx.tolist())) != len(idx) or ((idx < 0) | (idx >= n)).any():
+                raise ValueError(f"{name} must list distinct neuron indices in [0, {n})")
+        if set(self.fragile.tolist()) & set(self.robust.tolist()):
+            raise ValueError("fragile and robust neurons must be distinct")
+        if self.mode not in MODES or not 0 <= self.compress <= 1 or self.max_gain < 1:
+            raise ValueError(f"compress {self.compress}, mode {self.mode!r}, max_gain "
+                             f"{self.max_gain} are not settings of harden")  # fmt: skip
 
     def mismatch(self, neurons: int | None = None):
         return _neurons(len(self.gain), neurons)
