@@ -334,3 +334,12 @@ def test_real_mnist_is_verified_and_cifar_reconstruction_is_not(real_root):
         checks = data.checksums("cifar10", real_root)
         assert not checks["data_batch_1"].original and checks["batches.meta"].original
         assert {name: c.md5 for name, c in checks.items() if not c.original} == REBUILT_CIFAR_MD5
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10"])
+def test_the_params_check_knows_the_files_prepare_reads(dataset):
+    """config.RAW_FILES (the torch-free check stage's list, for md5 pins) names exactly the raw
+    files data.py reads: the two lists must not drift apart."""
+    from fragile_neurons.config import RAW_FILES
+
+    assert sorted(RAW_FILES[dataset]) == sorted(data.original_md5s(dataset))

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -142,21 +143,16 @@ def scan_layer(
     fraction_ok = isinstance(label_fraction, int | float) and not isinstance(label_fraction, bool)
     if not fraction_ok or not 0 < label_fraction <= 0.5:
         raise ValueError(f"label_fraction = {label_fraction!r}; expected a number in (0, 0.5]")
-    eps, names = _epsilons(epsilons)
-    batch_size = _batch(batch_size)
-    with _measuring(model, device) as where:
-        layer, x, y = _inputs(model, layer_name, images, labels, where)
-        options = {"batch_size": batch_size, "device": where}
-        signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
-        scan_eps, scan_names = scan.with_clean(eps, names)
+    with _attacked(
+        model, layer_name, images, labels, epsilons, label_mode, batch_size, device
+    ) as a:
+        args = (model, a.layer, a.x, a.y, a.signs, *scan.with_clean(a.epsilons, a.names))
         if adversarial == "adaptive":
-            measured = scan.adaptive_scan(
-                model, layer, x, y, signs, scan_eps, scan_names, label_mode=label_mode, **options
-            )
+            measured = scan.adaptive_scan(*args, label_mode=label_mode, **a.options)
         else:
-            measured = scan.scan(model, layer, x, y, signs, scan_eps, scan_names, **options)
-        attack = _targeting(model, layer, x, signs, eps, names, options)
-    return ScanReport(layer, measured, label.run(measured, score, label_fraction), attack)
+            measured = scan.scan(*args, **a.options)
+    labelled = label.run(measured, score, label_fraction)
+    return ScanReport(a.layer, measured, labelled, a.targeting)
 
 
 def attack_share(
@@ -180,18 +176,14 @@ def attack_share(
     _choice("label_mode", label_mode, LABEL_MODES)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed = {seed!r}; expected an integer >= 0")
-    eps, names = _epsilons(epsilons)
-    batch_size = _batch(batch_size)
-    with _measuring(model, device) as where:
-        layer, x, y = _inputs(model, layer_name, images, labels, where)
-        options = {"batch_size": batch_size, "device": where}
-        signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
-        attack = _targeting(model, layer, x, signs, eps, names, options)
-        positive = [e for e in eps if e > 0]
-        noise = targeting.noise_share(model, layer, x, positive, seed=seed, **options)
-        gain = targeting.filter_gain(model, layer)
-    excess = targeting.excess_share(attack.share, noise)
-    return ShareReport(layer, attack, noise, excess, gain, seed)
+    with _attacked(
+        model, layer_name, images, labels, epsilons, label_mode, batch_size, device
+    ) as a:
+        positive = [e for e in a.epsilons if e > 0]
+        noise = targeting.noise_share(model, a.layer, a.x, positive, seed=seed, **a.options)
+        gain = targeting.filter_gain(model, a.layer)
+    excess = targeting.excess_share(a.targeting.share, noise)
+    return ShareReport(a.layer, a.targeting, noise, excess, gain, seed)
 
 
 def harden_model(
@@ -318,9 +310,34 @@ def _inputs(
     return layer, images, labels.to(torch.int64).cpu()
 
 
-def _targeting(model, layer, x, signs, eps, names, options) -> Targeting:
-    """T, R, D and m at the positive epsilons, as the attack stage computes them."""
-    positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
-    return targeting.targeting(
-        model, layer, x, signs, [e for e, _ in positive], [n for _, n in positive], **options
-    )
+class _Attack(NamedTuple):
+    """What both measurements start from: the checked inputs, the layer, the FGSM signs of the
+    intact model and the attack stage's targeting (T, R, D, m) at the positive epsilons."""
+
+    layer: ScanLayer
+    x: torch.Tensor
+    y: torch.Tensor
+    epsilons: list[float]
+    names: list[str]
+    options: dict  # batch_size and device, as every primitive takes them
+    signs: torch.Tensor
+    targeting: Targeting
+
+
+@contextmanager
+def _attacked(
+    model, layer_name, images, labels, epsilons, label_mode, batch_size, device
+) -> Iterator[_Attack]:
+    """The inputs checked and the model attacked by FGSM, as the attack stage does, inside
+    `_measuring` (the model on its device, in eval mode, its mode restored afterwards)."""
+    eps, names = _epsilons(epsilons)
+    batch_size = _batch(batch_size)
+    with _measuring(model, device) as where:
+        layer, x, y = _inputs(model, layer_name, images, labels, where)
+        options = {"batch_size": batch_size, "device": where}
+        signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
+        positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
+        share = targeting.targeting(
+            model, layer, x, signs, [e for e, _ in positive], [n for _, n in positive], **options
+        )
+        yield _Attack(layer, x, y, eps, names, options, signs, share)
