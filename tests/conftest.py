@@ -21,8 +21,9 @@ import torch
 
 from fragile_neurons import data
 from fragile_neurons.models import build_model
-from fragile_neurons.records import Labels
+from fragile_neurons.records import Labels, Targeting
 from fragile_neurons.runtime import keep_freed_memory, seed_everything
+from fragile_neurons.targeting import excess_share
 from fragile_neurons.train import train_model
 
 keep_freed_memory()  # as every stage does: faster CPU passes, identical results
@@ -69,6 +70,35 @@ def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
         difference_impact=phi,
         label=list(label),
         antifragile=robust & (phi < 0),
+    )
+
+
+def targeting_record(
+    share, magnitude, epsilons=None, effect=None, noise=None, gain=None
+) -> Targeting:
+    """An attack stage's targeting record with attack share `share` (E x N; also T and R unless
+    `effect` is given), magnitudes `magnitude`, noise share `noise` (default: uniform over the
+    neurons) and filter gain `gain` (default 1); X is computed from them as the stage does."""
+    share = torch.as_tensor(share, dtype=torch.float64)
+    e, n = share.shape
+    epsilons = [0.1 * (i + 1) for i in range(e)] if epsilons is None else list(epsilons)
+    effect = share if effect is None else torch.as_tensor(effect, dtype=torch.float64)
+    noise = torch.full((e, n), 1 / n, dtype=torch.float64) if noise is None else noise
+    noise = torch.as_tensor(noise, dtype=torch.float64)
+    return Targeting(
+        epsilons=epsilons,
+        epsilon_labels=[f"{x:g}" for x in epsilons],
+        effect=effect,
+        relative_effect=effect,
+        share=share,
+        magnitude=torch.as_tensor(magnitude, dtype=torch.float64),
+        noise_share=noise,
+        excess_share=excess_share(share, noise),
+        null_excess=torch.ones(n, dtype=torch.float64),
+        filter_gain=torch.ones(n, dtype=torch.float64)
+        if gain is None
+        else torch.as_tensor(gain, dtype=torch.float64),
+        noise_seed=0,
     )
 
 

@@ -78,6 +78,7 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
         label_mode="true",
         layer=None,
         samples=len(images),
+        seed=0,
         batch_size=16,
         device=CPU,
     )

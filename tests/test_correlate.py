@@ -8,12 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import labels_record
+from conftest import labels_record, targeting_record
 from scipy import stats
 
 from fragile_neurons.correlate import association, json_ready, most_targeted, overlap, run
 from fragile_neurons.ranking import top_count
-from fragile_neurons.records import Targeting
 
 # a hand-made table of 8 neurons: fragility and mean attack share
 PHI = np.array([0.30, 0.02, -0.01, 0.12, 0.00, 0.25, 0.05, 0.08])
@@ -95,13 +94,8 @@ def _records(phi=PHI):
     label = np.full(n, "neutral", dtype=object)
     label[order[:2]], label[order[-2:]] = "fragile", "robust"
     labels = labels_record(phi, [str(x) for x in label])
-    targeting = Targeting(
-        epsilons=[0.1, 0.2],
-        epsilon_labels=["0.1", "0.2"],
-        effect=torch.from_numpy(raw),
-        relative_effect=torch.from_numpy(raw),
-        share=torch.from_numpy(share),
-        magnitude=torch.ones(n, dtype=torch.float64),
+    targeting = targeting_record(
+        torch.from_numpy(share), torch.ones(n), epsilons=[0.1, 0.2], effect=torch.from_numpy(raw)
     )
     return labels, targeting, share.T
 
@@ -121,7 +115,11 @@ def test_correlate_summary_per_epsilon_and_mean():
         assert per["jaccard_p"] == pytest.approx(expected["jaccard_p"])
     assert summary["fragile"] == 2 and summary["targeted"] == 2 and summary["neurons"] == 8
     assert list(table["neuron"]) == list(range(8))
-    assert list(table.columns) == ["neuron", "label", "antifragile", "phi", "share", "targeted"]
+    assert list(table.columns) == [
+        "neuron", "label", "antifragile", "phi", "share", "targeted", "excess_share",
+        "null_excess", "noise_share", "filter_gain", "clean_impact", "adversarial_impact",
+        "difference_impact",
+    ]  # fmt: skip
     assert table["targeted"].sum() == 2
     assert table.loc[table["targeted"], "neuron"].tolist() == most_targeted(mean, 0.25).tolist()
     json.dumps(json_ready(summary), allow_nan=False)
@@ -134,3 +132,41 @@ def test_correlate_constant_phi_reports_null():
     assert clean["spearman_rho"] is None and clean["by_epsilon"]["0.1"]["kendall_p"] is None
     assert clean["jaccard"] is not None  # the overlap is still defined
     json.dumps(clean, allow_nan=False)
+
+
+def test_every_score_is_set_against_d_x_n_and_g_and_the_headline_is_x():
+    """A hand-made layer where D follows the filters (N) while phi follows X = D / N: the
+    headline (phi against X) is +1, phi against D is not, and each score gets all four."""
+    noise = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1]], dtype=torch.float64)
+    excess = torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    share = noise * excess
+    share = share / share.sum(dim=1, keepdim=True)
+    gain = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    targeting = targeting_record(share, torch.ones(4), noise=noise, gain=gain)
+    phi = [0.0, 0.1, 0.2, 0.3]  # rises with X
+    labels = labels_record(phi, ["robust", "neutral", "neutral", "fragile"])
+    summary, table = run(labels, targeting, 0.25)
+    head = summary["headline"]
+    x = targeting.excess_share.numpy()
+    assert x[0] < x[1] < x[2] < x[3]  # X keeps the order of the hand-made excess
+    assert head["score"] == "clean" and head["excess_spearman_rho"] == pytest.approx(1.0)
+    assert head["noise_spearman_rho"] == pytest.approx(-1.0)
+    assert head["filter_gain_spearman_rho"] == pytest.approx(-1.0)
+    d_rho = stats.spearmanr(phi, share.numpy().mean(axis=0)).statistic
+    assert head["share_spearman_rho"] == pytest.approx(d_rho) == summary["spearman_rho"]
+    assert set(summary["scores"]) == {"clean", "adversarial", "difference"}
+    for per_score in summary["scores"].values():
+        assert set(per_score) == {"D", "excess", "noise", "filter_gain"}
+        assert per_score["excess"]["neurons"] == 4
+    assert table["excess_share"].tolist() == pytest.approx(x.tolist())
+
+
+def test_neurons_without_a_defined_excess_share_are_left_out_and_counted():
+    noise = torch.tensor([[0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
+    share = torch.tensor([[0.4, 0.3, 0.2, 0.1]], dtype=torch.float64)
+    targeting = targeting_record(share, torch.ones(4), noise=noise)
+    labels = labels_record([0.3, 0.2, 0.1, 0.0], ["fragile", "neutral", "neutral", "robust"])
+    summary, _ = run(labels, targeting, 0.25)
+    excess = summary["scores"]["clean"]["excess"]
+    assert excess["neurons"] == 2 and math.isnan(excess["spearman_rho"])
+    assert math.isnan(summary["headline"]["excess_spearman_rho"])

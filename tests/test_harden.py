@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import labels_record
+from conftest import labels_record, targeting_record
 
 from fragile_neurons.gates import fold, gated
 from fragile_neurons.harden import gains, hardening, run, summarise, table
 from fragile_neurons.inference import as_input, logits_of
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import load_checkpoint, save_checkpoint
-from fragile_neurons.records import ScanLayer, Targeting
+from fragile_neurons.records import ScanLayer
 
 # Six neurons, worked by hand. Fragile = the two largest phi (0: 0.3, 5: 0.2); robust = the
 # two smallest (3: -0.1, 2: 0.0); neutral 1 and 4. sum m = 12.
@@ -130,7 +130,7 @@ def test_the_harden_stage_records_both_gain_vectors_at_full_precision():
     phi = labels.phi
     assert labels.antifragile.tolist() == [False, False, False, True, False, False]
     d = torch.zeros(1, 6, dtype=torch.float64)
-    targeting = Targeting([0.1], ["0.1"], d, d, d, torch.tensor(M, dtype=torch.float64))
+    targeting = targeting_record(d, M)
     layer = ScanLayer("conv", "conv", 6)
     record, info = run(labels, targeting, layer, compress=0.5, mode="proportional", max_gain=4.0)
     assert record.gain.tolist() == [2.5, 1.0, 0.5, 0.5, 1.0, 1.5]

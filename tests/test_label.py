@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import targeting_record
 
 from fragile_neurons.errors import DataError
 from fragile_neurons.label import assign, impact_scores, metrics, run, table
 from fragile_neurons.ranking import top_count
-from fragile_neurons.records import ScanLayer, ScanMeasurements, Targeting
+from fragile_neurons.records import ScanLayer, ScanMeasurements
 
 # 10 scan images; epsilons 0, 0.1, 0.3; the intact network gets 10, 8 and 5 right.
 EPSILONS = [0.0, 0.1, 0.3]
@@ -88,14 +89,7 @@ def test_label_count_and_no_overlap():
 def test_the_label_stage_tables_and_metrics():
     labels = run(measurements(), "clean", 0.25)
     share = torch.tensor([[0.1] * 8, [0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]], dtype=torch.float64)
-    targeting = Targeting(
-        epsilons=[0.1, 0.3],
-        epsilon_labels=["0.1", "0.3"],
-        effect=share,
-        relative_effect=share,
-        share=share,
-        magnitude=torch.arange(8, dtype=torch.float64),
-    )
+    targeting = targeting_record(share, torch.arange(8), epsilons=[0.1, 0.3])
     frame = table(labels, targeting)
     assert list(frame.columns) == [
         "neuron",

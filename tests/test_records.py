@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import labels_record
+from conftest import labels_record, targeting_record
 from torch import nn
 
 from fragile_neurons import paths
@@ -20,7 +20,6 @@ from fragile_neurons.records import (
     Record,
     ScanLayer,
     ScanMeasurements,
-    Targeting,
 )
 
 F64 = torch.float64
@@ -48,8 +47,8 @@ def examples() -> dict[str, Record]:
             signs=torch.ones(3, 1, 2, 2, dtype=torch.int8),
         ),
         paths.layer_record("r"): ScanLayer("conv1", "bn1", n),
-        paths.targeting_record("r"): Targeting(
-            [0.1, 0.2], ["0.1", "0.2"], share, share, share, torch.ones(n, dtype=F64)
+        paths.targeting_record("r"): targeting_record(
+            share, torch.ones(n, dtype=F64), epsilons=[0.1, 0.2]
         ),
         paths.scan_record("r"): ScanMeasurements(
             epsilons=[0.0, 0.1],

@@ -157,7 +157,11 @@ def test_frame_has_one_row_per_neuron_and_epsilon():
         "effect",
         "relative_effect",
         "share",
+        "noise_share",
         "magnitude",
+        "excess_share",
+        "null_excess",
+        "filter_gain",
     ]
     assert len(frame) == 8
     assert frame["neuron"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
@@ -263,6 +267,30 @@ def test_attack_and_noise_shares_match_a_hand_computation():
     excess = excess_share(attack.share, noise)
     expected = torch.tensor([0.5, 0.0, 0.5], dtype=torch.float64) / (t / t.sum())
     assert torch.allclose(excess, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_targeting_record_holds_the_controls_of_the_primitives():
+    """The attack stage's record carries N (seeded), X, the null of X and G: on the one-neuron
+    case the noise moves neuron 2 alone, so N = D = 1 there, X = 1 and its null = 1; the others
+    never move (X undefined); G is the filters' norms."""
+    net, layer = one_responder(gain=3.0)
+    x = unit_images(10, 1, 6, seed=0, low=0.3, high=0.7)
+    eps = [0.05, 0.1]
+    signs = torch.ones_like(x, dtype=torch.int8)
+    record = targeting(net, layer, x, signs, eps, noise_seed=5, batch_size=4, device=CPU)
+    noise = noise_share(net, layer, x, eps, seed=5, batch_size=4, device=CPU)
+    assert torch.equal(record.noise_share, noise) and record.noise_seed == 5
+    assert torch.equal(record.excess_share.isnan(), torch.tensor([True, True, False, True]))
+    assert record.excess_share[2] == 1.0 and record.null_excess[2] == 1.0
+    assert record.filter_gain.tolist() == pytest.approx([0.0, 0.0, 3.0, 0.0])
+    other = targeting(net, layer, x, signs, eps, noise_seed=6, batch_size=4, device=CPU)
+    assert torch.equal(other.share, record.share)
+
+
+def test_the_null_draw_is_the_second_draw_of_the_noise_generator():
+    first, second = noise_signs((3, 1, 4, 4), seed=2, draws=2)
+    assert torch.equal(first, noise_signs((3, 1, 4, 4), seed=2))
+    assert not torch.equal(first, second)
 
 
 def test_excess_share_is_the_ratio_of_means_and_undefined_without_noise():

@@ -177,13 +177,10 @@ def attack_share(
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed = {seed!r}; expected an integer >= 0")
     with _attacked(
-        model, layer_name, images, labels, epsilons, label_mode, batch_size, device
+        model, layer_name, images, labels, epsilons, label_mode, batch_size, device, seed
     ) as a:
-        positive = [e for e in a.epsilons if e > 0]
-        noise = targeting.noise_share(model, a.layer, a.x, positive, seed=seed, **a.options)
-        gain = targeting.filter_gain(model, a.layer)
-    excess = targeting.excess_share(a.targeting.share, noise)
-    return ShareReport(a.layer, a.targeting, noise, excess, gain, seed)
+        t = a.targeting
+    return ShareReport(a.layer, t, t.noise_share, t.excess_share, t.filter_gain, seed)
 
 
 def harden_model(
@@ -326,7 +323,7 @@ class _Attack(NamedTuple):
 
 @contextmanager
 def _attacked(
-    model, layer_name, images, labels, epsilons, label_mode, batch_size, device
+    model, layer_name, images, labels, epsilons, label_mode, batch_size, device, seed=0
 ) -> Iterator[_Attack]:
     """The inputs checked and the model attacked by FGSM, as the attack stage does, inside
     `_measuring` (the model on its device, in eval mode, its mode restored afterwards)."""
@@ -338,6 +335,7 @@ def _attacked(
         signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
         positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
         share = targeting.targeting(
-            model, layer, x, signs, [e for e, _ in positive], [n for _, n in positive], **options
-        )
+            model, layer, x, signs, [e for e, _ in positive], [n for _, n in positive],
+            noise_seed=seed, **options,
+        )  # fmt: skip
         yield _Attack(layer, x, y, eps, names, options, signs, share)

@@ -34,6 +34,7 @@ class Settings:
     label_mode: str  # attack.labels: "true" | "predicted"
     layer: str | None  # scan.layer: None for the first nn.Conv2d the forward pass runs
     samples: int  # scan.samples: the scan set S, the first images of the test split
+    seed: int  # of the random signs of the noise share N (the controls of method.md section 2)
     batch_size: int
     device: torch.device
 
@@ -44,6 +45,7 @@ class Settings:
             **fgsm_settings(params, name),
             layer=scan["layer"],
             samples=scan["samples"],
+            seed=params["seed"],
             device=device,
         )
 
@@ -74,7 +76,7 @@ class Attack:
 def run(model: nn.Module, test: dict, settings: Settings) -> Attack:
     """The attack stage on the prepared `test` split: the scanned layer (a ParamError naming the
     candidates when the model runs no such convolution), the FGSM sweep of the whole split, and
-    T, R, D and m on the scan set."""
+    T, R, D and m on the scan set, with the controls N, X and G."""
     device, batch_size = settings.device, settings.batch_size
     model.to(device)
     scan_images = test["images"][: settings.samples]
@@ -94,8 +96,9 @@ def run(model: nn.Module, test: dict, settings: Settings) -> Attack:
     positive = [(eps, name) for eps, name in named if eps > 0]
     epsilons, names = [eps for eps, _ in positive], [name for _, name in positive]
     target = targeting(
-        model, layer, scan_images, signs, epsilons, names, batch_size=batch_size, device=device
-    )
+        model, layer, scan_images, signs, epsilons, names,
+        noise_seed=settings.seed, batch_size=batch_size, device=device,
+    )  # fmt: skip
     shown = [0.0, *epsilons]  # the clean images first, whether or not 0 is in the grid
     images, predictions = fgsm_examples(
         model, scan_images[:EXAMPLES], signs[:EXAMPLES], shown, device=device

@@ -7,6 +7,14 @@ targeted set (the ceil(top_fraction * N) neurons with the largest share, ties br
 index: ranking.py): the Jaccard index and the hypergeometric p-value of an overlap at least that
 large.
 
+The controls (method.md sections 2 and 4): because the first layer is affine up to clipping, D
+is close to a property of each filter whatever the perturbation. So phi is also set against the
+excess share X (the attack's share over a random perturbation's of the same size: the headline
+test of "the attack targets fragile neurons"), the noise share N and the filter gain G, for each
+of the three scores (clean, adversarial, difference impact); an association of phi with N or G as
+strong as with D means D measures the filters, not the attack. Neurons whose X is undefined (the
+noise never moves them) are left out of X's statistics, and `neurons` says how many remain.
+
 Statistics are reported together with their p-values, whichever way they fall. Where a statistic
 is undefined (a constant phi or share), scipy's NaN is kept as NaN here and written as null in
 JSON; nothing is dropped or replaced.
@@ -59,6 +67,18 @@ def association(phi, share) -> dict[str, float]:
     }
 
 
+def association_where_defined(phi, values) -> dict[str, float | int]:
+    """`association` over the neurons where both phi and values are finite, with their count
+    `neurons`; NaN statistics when fewer than 3 remain (or an input is constant there)."""
+    phi = np.asarray(phi, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(phi) & np.isfinite(values)
+    if keep.sum() < 3:
+        keys = ("pearson_r", "pearson_p", "spearman_rho", "spearman_p", "kendall_tau", "kendall_p")
+        return {**dict.fromkeys(keys, math.nan), "neurons": int(keep.sum())}
+    return {**association(phi[keep], values[keep]), "neurons": int(keep.sum())}
+
+
 def most_targeted(share, fraction: float) -> np.ndarray:
     """The ceil(fraction * N) neurons with the largest share (ties: lower index first), sorted."""
     return np.sort(largest(share, top_count(len(share), fraction)))
@@ -87,18 +107,54 @@ def compare(phi, share, fragile, top_fraction: float) -> dict[str, float | int]:
     return {**association(phi, share), **overlap(fragile, targeted, len(phi))}
 
 
+def measures(targeting: Targeting) -> dict[str, np.ndarray]:
+    """What phi is set against, per neuron (method.md section 4): the mean attack share D over
+    E+, the excess share X, the mean noise share N and the filter gain G."""
+    return {
+        "D": targeting.mean_share(),
+        "excess": targeting.excess_share.numpy(),
+        "noise": targeting.mean_noise_share(),
+        "filter_gain": targeting.filter_gain.numpy(),
+    }
+
+
+def scores(labels: Labels) -> dict[str, np.ndarray]:
+    """The three fragility scores of every neuron (method.md section 3)."""
+    return {
+        "clean": labels.clean_impact.numpy(),
+        "adversarial": labels.adversarial_impact.numpy(),
+        "difference": labels.difference_impact.numpy(),
+    }
+
+
 def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict, pd.DataFrame]:
     """The correlate stage: fragility phi against the attack share D for the mean over E+ and
-    for each eps in E+.
+    for each eps in E+ (the top level and `by_epsilon`, as the paper measures it), and every
+    score against D, X, N and G (`scores`); the headline is the primary score's (scan.score)
+    Spearman rho against X, beside its rho against D, N and G.
 
-    Returns the summary (statistics of the mean share at the top level, per epsilon under
-    `by_epsilon`; NaN where undefined) and the per-neuron table correlate.csv.
+    Returns the summary (NaN where undefined) and the per-neuron table correlate.csv.
     """
     phi, mean_share = labels.phi.numpy(), targeting.mean_share()
     fragile = np.array(labels.members("fragile"), dtype=np.int64)
     n = len(phi)
     by_epsilon = zip(targeting.epsilon_labels, targeting.share.numpy(), strict=True)
+    against = measures(targeting)
+    by_score = {
+        score: {name: association_where_defined(values, x) for name, x in against.items()}
+        for score, values in scores(labels).items()
+    }
+    primary = by_score[labels.score]
     summary = {
+        "headline": {
+            "score": labels.score,
+            "excess_spearman_rho": primary["excess"]["spearman_rho"],
+            "excess_spearman_p": primary["excess"]["spearman_p"],
+            "share_spearman_rho": primary["D"]["spearman_rho"],
+            "share_spearman_p": primary["D"]["spearman_p"],
+            "noise_spearman_rho": primary["noise"]["spearman_rho"],
+            "filter_gain_spearman_rho": primary["filter_gain"]["spearman_rho"],
+        },
         "neurons": n,
         "fragile": len(fragile),
         "targeted": top_count(n, top_fraction),
@@ -107,6 +163,8 @@ def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict
         "by_epsilon": {
             label: compare(phi, share, fragile, top_fraction) for label, share in by_epsilon
         },
+        "scores": by_score,
+        "noise_seed": targeting.noise_seed,
     }
     targeted = np.zeros(n, dtype=bool)
     targeted[most_targeted(mean_share, top_fraction)] = True
@@ -118,6 +176,11 @@ def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict
             "phi": phi,
             "share": mean_share,
             "targeted": targeted,
+            "excess_share": against["excess"],
+            "null_excess": targeting.null_excess.numpy(),
+            "noise_share": against["noise"],
+            "filter_gain": against["filter_gain"],
+            **{f"{score}_impact": values for score, values in scores(labels).items()},
         }
     )
     return summary, table

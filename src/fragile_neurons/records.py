@@ -224,8 +224,12 @@ class ScanLayer(Record):
 @dataclass(frozen=True)
 class Targeting(Record):
     """How the attack spreads over the neurons (method.md section 2): T, R and D as E x N
-    float64 tensors (rows: the positive epsilons, in grid order), m as N. D is NaN in a row where
-    no neuron moves at all (sum_j T_j = 0): the share of a zero attack is undefined."""
+    float64 tensors (rows: the positive epsilons, in grid order), m as N; and the controls: the
+    noise share N (E x N, D under random signs drawn with `noise_seed`), the excess share
+    X = mean D / mean N, the null of X (`null_excess`: X of a second random draw against the
+    first, what X looks like when nothing aims) and the filter gain G, each N. D and N are NaN in
+    a row where no neuron moves at all (the share of a zero attack is undefined); X is NaN where
+    the noise moves a neuron not at all."""
 
     epsilons: list[float]
     epsilon_labels: list[str]
@@ -233,15 +237,23 @@ class Targeting(Record):
     relative_effect: torch.Tensor  # R
     share: torch.Tensor  # D
     magnitude: torch.Tensor  # m
+    noise_share: torch.Tensor  # N
+    excess_share: torch.Tensor  # X
+    null_excess: torch.Tensor  # X of a random perturbation against another
+    filter_gain: torch.Tensor  # G
+    noise_seed: int
 
     def check(self) -> None:
         _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
         n = len(self.magnitude)
-        _tensor("magnitude", self.magnitude, torch.float64, None)
-        for name in ("effect", "relative_effect", "share"):
+        for name in ("magnitude", "excess_share", "null_excess", "filter_gain"):
+            _tensor(name, getattr(self, name), torch.float64, n)
+        for name in ("effect", "relative_effect", "share", "noise_share"):
             _tensor(name, getattr(self, name), torch.float64, len(self.epsilons), n)
-        if not (torch.isfinite(self.magnitude).all() and (self.magnitude >= 0).all()):
-            raise ValueError("magnitudes must be finite and >= 0")
+        for name in ("magnitude", "filter_gain"):
+            value = getattr(self, name)
+            if not (torch.isfinite(value).all() and (value >= 0).all()):
+                raise ValueError(f"{name} must be finite and >= 0")
 
     def mismatch(self, neurons: int | None = None):
         return _neurons(len(self.magnitude), neurons)
@@ -250,9 +262,18 @@ class Targeting(Record):
         """Each neuron's attack share D averaged over the positive epsilons."""
         return self.share.numpy().mean(axis=0)
 
+    def mean_noise_share(self) -> np.ndarray:
+        """Each neuron's noise share N averaged over the positive epsilons."""
+        return self.noise_share.numpy().mean(axis=0)
+
     def frame(self) -> pd.DataFrame:
-        """targeting.csv: one row per (neuron, epsilon), neurons outer."""
+        """targeting.csv: one row per (neuron, epsilon), neurons outer; the per-neuron controls
+        X, its null and G repeated on each of the neuron's rows."""
         n_eps, n_neurons = self.effect.shape
+
+        def per_neuron(values: torch.Tensor) -> np.ndarray:
+            return values.repeat_interleave(n_eps).numpy()
+
         return pd.DataFrame(
             {
                 "neuron": torch.arange(n_neurons).repeat_interleave(n_eps).numpy(),
@@ -261,7 +282,11 @@ class Targeting(Record):
                 "effect": self.effect.T.flatten().numpy(),
                 "relative_effect": self.relative_effect.T.flatten().numpy(),
                 "share": self.share.T.flatten().numpy(),
-                "magnitude": self.magnitude.repeat_interleave(n_eps).numpy(),
+                "noise_share": self.noise_share.T.flatten().numpy(),
+                "magnitude": per_neuron(self.magnitude),
+                "excess_share": per_neuron(self.excess_share),
+                "null_excess": per_neuron(self.null_excess),
+                "filter_gain": per_neuron(self.filter_gain),
             }
         )
 

@@ -22,7 +22,9 @@ T_k(eps) is close to eps times a property of filter k whatever the perturbation'
 - filter gain        G_k      = ||W_k||_2 (output channel k of L, flattened), times
                                 |gamma_k| / sqrt(running_var_k + bn_eps) where a BatchNorm follows L
 
-The Python API (api.py) reports them; the pipeline's stages do not use them yet.
+The attack stage records them with T, R, D and m (records.Targeting); the correlate stage sets
+fragility against each. A second random draw, set against the first as X is, gives the null
+of X: where X falls when the "attack" is itself random (`Targeting.null_excess`).
 """
 
 from __future__ import annotations
@@ -66,28 +68,29 @@ def feature_maps(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.
     return captured[0]
 
 
-def targeting(
+def _effects(
     model: nn.Module,
     layer: ScanLayer,
     images: torch.Tensor,
-    signs: torch.Tensor,
+    sign_sets: list[torch.Tensor],
     epsilons: list[float],
-    epsilon_labels: list[str] | None = None,
     *,
     batch_size: int,
     device: torch.device,
-) -> Targeting:
-    """T, R, D and m on the scan set `images` (uint8 or float in [0, 1]) with its FGSM gradient
-    `signs` (same shape), at every epsilon in `epsilons` (method.md uses E+, without 0), named
-    `epsilon_labels` (default: as numbers, '0.1')."""
-    if images.shape != signs.shape:
-        raise ValueError(f"signs {tuple(signs.shape)} do not match images {tuple(images.shape)}")
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """m (N,) and, for each set of signs (each of the images' shape), T (E x N) at every
+    epsilon: one clean pass per batch serves every set."""
+    for signs in sign_sets:
+        if images.shape != signs.shape:
+            raise ValueError(
+                f"signs {tuple(signs.shape)} do not match images {tuple(images.shape)}"
+            )
     if len(images) == 0:
         raise ValueError("the scan set is empty")
     model.eval()
     module = layer.neuron_module(model)
     magnitude = torch.zeros(layer.channels, dtype=torch.float64)
-    effect = torch.zeros(len(epsilons), layer.channels, dtype=torch.float64)
+    effects = [torch.zeros(len(epsilons), layer.channels, dtype=torch.float64) for _ in sign_sets]
     pixels = 0
     for s in batch_slices(len(images), batch_size):
         x = as_input(images[s], device)
@@ -97,15 +100,45 @@ def targeting(
             raise ValueError(f"{layer.neuron_name!r} gives {tuple(clean.shape)}, not {shape}")
         pixels = clean.shape[2] * clean.shape[3]
         magnitude += clean.abs().sum(dim=(0, 2, 3), dtype=torch.float64).cpu()
-        for i, eps in enumerate(epsilons):
-            adversarial = feature_maps(model, module, fgsm_images(x, signs[s], eps))
-            moved = (adversarial - clean).abs_()
-            effect[i] += moved.sum(dim=(0, 2, 3), dtype=torch.float64).cpu()
+        for signs, effect in zip(sign_sets, effects, strict=True):
+            for i, eps in enumerate(epsilons):
+                adversarial = feature_maps(model, module, fgsm_images(x, signs[s], eps))
+                moved = (adversarial - clean).abs_()
+                effect[i] += moved.sum(dim=(0, 2, 3), dtype=torch.float64).cpu()
     count = len(images) * pixels
-    magnitude /= count
-    effect /= count
+    return magnitude / count, [effect / count for effect in effects]
+
+
+def _share(effect: torch.Tensor) -> torch.Tensor:
+    """D from T: each row divided by its sum over the neurons; NaN where nothing moves."""
     total = effect.sum(dim=1, keepdim=True)
-    share = torch.where(total > 0, effect / total, torch.full_like(effect, float("nan")))
+    return torch.where(total > 0, effect / total, torch.full_like(effect, math.nan))
+
+
+def targeting(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    signs: torch.Tensor,
+    epsilons: list[float],
+    epsilon_labels: list[str] | None = None,
+    *,
+    noise_seed: int = 0,
+    batch_size: int,
+    device: torch.device,
+) -> Targeting:
+    """T, R, D and m on the scan set `images` (uint8 or float in [0, 1]) with its FGSM gradient
+    `signs` (same shape), at every epsilon in `epsilons` (method.md uses E+, without 0), named
+    `epsilon_labels` (default: as numbers, '0.1'); with the controls: the noise share N under
+    `noise_signs(images.shape, noise_seed)`, a second random draw from the same generator (the
+    null: X of a random perturbation against another, `Targeting.null_excess`) and the filter
+    gain G."""
+    noise, null = noise_signs(images.shape, noise_seed, draws=2)
+    magnitude, (effect, noise_effect, null_effect) = _effects(
+        model, layer, images, [signs, noise, null], epsilons,
+        batch_size=batch_size, device=device,
+    )  # fmt: skip
+    share, noise = _share(effect), _share(noise_effect)
     return Targeting(
         epsilons=list(epsilons),
         epsilon_labels=list(epsilon_labels or map(epsilon_label, epsilons)),
@@ -113,15 +146,27 @@ def targeting(
         relative_effect=effect / (magnitude + RELATIVE_FLOOR),
         share=share,
         magnitude=magnitude,
+        noise_share=noise,
+        excess_share=excess_share(share, noise),
+        null_excess=excess_share(_share(null_effect), noise),
+        filter_gain=filter_gain(model, layer),
+        noise_seed=noise_seed,
     )
 
 
-def noise_signs(shape: tuple[int, ...] | torch.Size, seed: int) -> torch.Tensor:
+def noise_signs(
+    shape: tuple[int, ...] | torch.Size, seed: int, draws: int = 1
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Uniformly random signs, -1 or +1 (int8), one per pixel of a whole image set of `shape`,
-    drawn from a generator seeded with `seed`: the random perturbation of the noise share."""
+    drawn from a generator seeded with `seed`: the random perturbation of the noise share.
+    `draws` > 1: that many successive draws from the same generator, the first being the one
+    `draws=1` gives."""
     generator = torch.Generator().manual_seed(seed)
-    bits = torch.randint(0, 2, tuple(shape), generator=generator, dtype=torch.int8)
-    return bits * 2 - 1
+    signs = tuple(
+        torch.randint(0, 2, tuple(shape), generator=generator, dtype=torch.int8) * 2 - 1
+        for _ in range(draws)
+    )
+    return signs[0] if draws == 1 else signs
 
 
 def noise_share(
@@ -137,8 +182,10 @@ def noise_share(
     """N (E x N), float64: the attack share D of `targeting` with the FGSM signs replaced by
     `noise_signs(images.shape, seed)`, at every epsilon in `epsilons`."""
     signs = noise_signs(images.shape, seed)
-    result = targeting(model, layer, images, signs, epsilons, batch_size=batch_size, device=device)
-    return result.share
+    _, (effect,) = _effects(
+        model, layer, images, [signs], epsilons, batch_size=batch_size, device=device
+    )
+    return _share(effect)
 
 
 def excess_share(share: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

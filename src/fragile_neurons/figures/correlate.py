@@ -1,5 +1,6 @@
-"""The correlate stage's picture, correlate.png: fragility phi against the attack share D, and
-the correlations per epsilon (method.md section 4)."""
+"""The correlate stage's picture, correlate.png: fragility phi against the attack share D, phi
+against the excess share X with the band X falls in under random perturbations, and the
+correlations per epsilon (method.md section 4)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ LABEL_COLOURS = {"fragile": "tab:red", "neutral": "tab:gray", "robust": "tab:blu
 def correlation_figure(table: pd.DataFrame, summary: dict, run: str):
     """Left: phi against the mean attack share D, one point per neuron coloured by its label
     (antifragile neurons hollow), the most targeted neurons ringed; the statistics in the title.
-    Right: the three correlation coefficients per epsilon (filled where p < 0.05)."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.6), width_ratios=(1.35, 1))
+    Middle: phi against the excess share X, with the band (2.5 to 97.5 percent over neurons) of
+    X for a second random perturbation against the first, N's null: points outside it are aimed
+    at (X > 1) or avoided (X < 1) by the attack more than noise would be. Right: the three
+    correlation coefficients of phi with D per epsilon (filled where p < 0.05)."""
+    fig, (ax, cx, bx) = plt.subplots(1, 3, figsize=(16, 4.6), width_ratios=(1.35, 1.2, 1))
     antifragile = table["antifragile"]
     for label, colour in LABEL_COLOURS.items():
         rows = table[table["label"] == label]
@@ -57,6 +61,8 @@ def correlation_figure(table: pd.DataFrame, summary: dict, run: str):
         fontsize=9,
     )
 
+    _excess_panel(cx, table, summary)
+
     labels = list(summary["by_epsilon"])
     positions = range(len(labels))
     for key, p_key, name, marker in (
@@ -83,3 +89,27 @@ def correlation_figure(table: pd.DataFrame, summary: dict, run: str):
     bx.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _excess_panel(ax, table: pd.DataFrame, summary: dict) -> None:
+    """phi against X, coloured by label, with the null band of X and the line X = 1."""
+    null = table["null_excess"].dropna()
+    if len(null):
+        low, high = null.quantile(0.025), null.quantile(0.975)
+        ax.axvspan(low, high, color="tab:gray", alpha=0.25, label="random perturbation (95%)")
+    ax.axvline(1.0, color="black", linewidth=0.5)
+    for label, colour in LABEL_COLOURS.items():
+        rows = table[table["label"] == label]
+        ax.scatter(rows["excess_share"], rows["phi"], c=colour, s=30, label=label)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xlabel("excess share X = mean D / mean N")
+    ax.set_ylabel("fragility φ")
+    ax.legend(fontsize=8, loc="best")
+    head = summary["headline"]
+    ax.set_title(
+        f"φ ({head['score']}) against X: ρ = {signed(head['excess_spearman_rho'])} "
+        f"(p = {p_value(head['excess_spearman_p'])});\nagainst N: "
+        f"ρ = {signed(head['noise_spearman_rho'])}, against G: "
+        f"ρ = {signed(head['filter_gain_spearman_rho'])}",
+        fontsize=9,
+    )
