@@ -190,6 +190,10 @@ def test_label_count_and_no_overlap():
     labels, antifragile, warnings = assign([0.0] * 4, 0.25)  # all tied: the lowest indices win
     assert labels == ["fragile", "robust", "neutral", "neutral"]
     assert not antifragile.any() and len(warnings) == 3
+    assert warnings[1] == (
+        "the fragile cut-off is decided by neuron index (phi ties): neuron 0 is fragile, "
+        "neuron 1 is not"
+    )
     labels, _, warnings = assign([0.0] * 4, 0.25, [0.1, 0.3, 0.2, 0.0])  # the loss decides
     assert labels == ["neutral", "fragile", "neutral", "robust"]
     assert len(warnings) == 1  # phi is constant

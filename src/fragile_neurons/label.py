@@ -119,8 +119,9 @@ def assign(phi, fraction: float, loss_impact=None) -> Assignment:
     ):
         if index_decides(order, n, values, tiebreak):
             inside, outside = order[n - 1], order[n]
+            tie = "phi ties" if loss is None else "phi and loss impact tie"
             warnings.append(
-                f"the {name} cut-off is decided by neuron index (phi and loss impact tie): "
+                f"the {name} cut-off is decided by neuron index ({tie}): "
                 f"neuron {inside} is {name}, neuron {outside} is not"
             )
     return Assignment([str(name) for name in labels], antifragile, warnings)
