@@ -7,8 +7,9 @@ first `scan.samples` test images; --samples to use fewer) at every epsilon of th
 FGSM signs the attack stage saved (computed here when that stage has not run yet). The naive
 scan runs the whole network once per neuron and epsilon, the neuron dropped by a forward hook,
 on batches of params `batch_size` images (--naive-batch to change). Prints wall-clock and CPU
-seconds, the speed-up, and whether the per-neuron accuracies agree exactly (exit status 1 if
-not). Needs the prepared data and the trained model (`dvc repro train@<run>`); writes nothing.
+seconds, the speed-up, and whether the per-neuron accuracies and clean discordant counts (images
+lost and gained against the intact network) agree exactly (exit status 1 if not). Needs the
+prepared data and the trained model (`dvc repro train@<run>`); writes nothing.
 Timings on a shared machine are noisy: when other processes keep the cores busy, --threads 1 or
 OMP_WAIT_POLICY=PASSIVE in the environment give steadier numbers.
 """
@@ -84,8 +85,9 @@ def main() -> None:
             model, layer, images, labels, signs, eps, batch_size=naive_batch, device=device
         )
     )
-    same = torch.equal(fast.dropped_correct, naive.dropped_correct) and torch.equal(
-        fast.intact_correct, naive.intact_correct
+    same = all(
+        torch.equal(getattr(fast, name), getattr(naive, name))
+        for name in ("intact_correct", "dropped_correct", "dropped_lost", "dropped_gained")
     )
     loss_gap = (fast.dropped_loss - naive.dropped_loss).abs().max().item()
 
@@ -98,7 +100,10 @@ def main() -> None:
     print(f"{'fast (' + fast.path + ')':<22}{fast_wall:>9.1f}{fast_cpu:>9.1f}")
     print(f"{f'naive (batch {naive_batch})':<22}{naive_wall:>9.1f}{naive_cpu:>9.1f}")
     print(f"speed-up: {naive_wall / fast_wall:.1f}x wall, {naive_cpu / fast_cpu:.1f}x cpu")
-    print(f"per-neuron accuracies identical: {same}; largest loss difference {loss_gap:.2e}")
+    print(
+        f"per-neuron accuracies and clean discordant counts identical: {same}; largest loss "
+        f"difference {loss_gap:.2e}"
+    )
     if not same:
         raise SystemExit(1)
 

@@ -57,8 +57,9 @@ def run_script(stage: str, *args: str) -> None:
 
 
 def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
-    """A label stage's record with fragility `phi` (also every impact: a clean score) and
-    `label`; antifragile where robust and phi < 0."""
+    """A label stage's record with fragility `phi` (also every impact and loss impact: a clean
+    score) and `label`; antifragile where robust and phi < 0; every McNemar p-value 1 and no
+    warnings (resolved)."""
     phi = torch.as_tensor(phi, dtype=torch.float64)
     robust = torch.tensor([name == "robust" for name in label])
     return Labels(
@@ -70,6 +71,11 @@ def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
         difference_impact=phi,
         label=list(label),
         antifragile=robust & (phi < 0),
+        clean_loss_impact=phi,
+        adversarial_loss_impact=phi,
+        difference_loss_impact=phi,
+        mcnemar_p=torch.ones_like(phi),
+        warnings=[],
     )
 
 

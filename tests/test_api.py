@@ -102,8 +102,12 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
     measured = scan_stage.run(trained_mnist, attacked.layer, test, signs, scan_settings)
     assert torch.equal(report.measurements.dropped_correct, measured.dropped_correct)
     assert torch.equal(report.measurements.intact_correct, measured.intact_correct)
+    assert torch.equal(report.measurements.dropped_lost, measured.dropped_lost)
+    assert torch.equal(report.measurements.dropped_gained, measured.dropped_gained)
     labelled = label_stage.run(measured, "clean", 0.25)
     assert report.labels.label == labelled.label
+    assert report.labels.warnings == labelled.warnings
+    assert torch.equal(report.labels.mcnemar_p, labelled.mcnemar_p)
     assert torch.equal(report.labels.phi, labelled.phi)
     frame = report.frame()
     assert len(frame) == 32 and frame["label"].tolist() == labelled.label

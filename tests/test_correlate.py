@@ -150,6 +150,7 @@ def test_every_score_is_set_against_d_x_n_and_g_and_the_headline_is_x():
     x = targeting.excess_share.numpy()
     assert x[0] < x[1] < x[2] < x[3]  # X keeps the order of the hand-made excess
     assert head["score"] == "clean" and head["excess_spearman_rho"] == pytest.approx(1.0)
+    assert head["labels_resolved"] is True
     assert head["noise_spearman_rho"] == pytest.approx(-1.0)
     assert head["filter_gain_spearman_rho"] == pytest.approx(-1.0)
     d_rho = stats.spearmanr(phi, share.numpy().mean(axis=0)).statistic

@@ -93,6 +93,7 @@ def _gains_record(n=32, fragile=range(8), robust=range(24, 32), compress=0.5, ma
     return Gains(
         gain=torch.from_numpy(gain), inverse_gain=torch.from_numpy(inverse), magnitude=magnitude,
         phi=phi, fragile=torch.tensor(fragile), robust=torch.tensor(robust), **rule,
+        labels_resolved=True,
     )  # fmt: skip
 
 
@@ -297,6 +298,7 @@ def test_stale_inputs_are_one_line_data_errors(trained_mnist, mnist_splits, tmp_
         compress=0.5,
         mode="proportional",
         max_gain=4.0,
+        labels_resolved=True,
     )
     spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
     save_checkpoint("models/run/hardened.pt", fold(trained_mnist, layer, gains), spec)

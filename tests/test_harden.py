@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from fragile_neurons.harden import gains, hardening, run, summarise, table
 from fragile_neurons.inference import as_input, logits_of
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import load_checkpoint, save_checkpoint
-from fragile_neurons.records import ScanLayer
+from fragile_neurons.records import Gains, ScanLayer
 
 # Six neurons, worked by hand. Fragile = the two largest phi (0: 0.3, 5: 0.2); robust = the
 # two smallest (3: -0.1, 2: 0.0); neutral 1 and 4. sum m = 12.
@@ -141,3 +143,16 @@ def test_the_harden_stage_records_both_gain_vectors_at_full_precision():
     frame = table(record, labels)
     assert list(frame.columns) == ["neuron", "label", "magnitude", "phi", "gain", "inverse_gain"]
     assert frame["label"].tolist() == LABELS
+    assert record.labels_resolved is True and info["headline"] == {"labels_resolved": True}
+
+
+def test_the_gains_carry_unresolved_labels():
+    labels = dataclasses.replace(
+        labels_record(PHI, LABELS, fraction=0.34), warnings=["the robust cut-off is ..."]
+    )
+    d = torch.zeros(1, 6, dtype=torch.float64)
+    targeting = targeting_record(d, M)
+    settings = {"compress": 0.5, "mode": "proportional", "max_gain": 4.0}
+    record, info = run(labels, targeting, ScanLayer("conv", "conv", 6), **settings)
+    assert record.labels_resolved is False and info["headline"] == {"labels_resolved": False}
+    assert Gains.from_dict(record.to_dict()).labels_resolved is False

@@ -1,14 +1,26 @@
 """Fragility scores and labels follow method.md section 3, ties included, on a hand-made scan."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
-from conftest import targeting_record
+from conftest import ROOT, run_script, targeting_record
 
+from fragile_neurons import io, paths
 from fragile_neurons.errors import DataError
-from fragile_neurons.label import assign, impact_scores, metrics, run, table
+from fragile_neurons.label import (
+    assign,
+    impact_scores,
+    loss_impacts,
+    mcnemar_p,
+    metrics,
+    run,
+    table,
+)
+from fragile_neurons.models import build_model, save_checkpoint
 from fragile_neurons.ranking import top_count
-from fragile_neurons.records import ScanLayer, ScanMeasurements
+from fragile_neurons.records import Labels, ScanLayer, ScanMeasurements
 
 # 10 scan images; epsilons 0, 0.1, 0.3; the intact network gets 10, 8 and 5 right.
 EPSILONS = [0.0, 0.1, 0.3]
@@ -25,17 +37,36 @@ DROPPED = [  # correct counts of the network without neuron k, at each epsilon
 ]
 
 
-def measurements(intact=INTACT, dropped=DROPPED, epsilons=EPSILONS, samples=10):
+def measurements(
+    intact=INTACT,
+    dropped=DROPPED,
+    epsilons=EPSILONS,
+    samples=10,
+    intact_loss=None,
+    dropped_loss=None,
+    lost=None,
+    gained=None,
+):
+    """A scan's record; losses 0 unless given; discordant counts the fewest the clean counts
+    allow (lost = the drop, gained = the rise) unless given."""
     n, e = len(dropped), len(epsilons)
+    clean = list(epsilons).index(0.0) if 0.0 in epsilons else 0
+    change = [row[clean] - intact[clean] for row in dropped]
     return ScanMeasurements(
         epsilons=list(epsilons),
         epsilon_labels=[f"{x:g}" for x in epsilons],
         samples=samples,
         path="naive",
         intact_correct=torch.tensor(intact),
-        intact_loss=torch.zeros(e, dtype=torch.float64),
+        intact_loss=torch.zeros(e, dtype=torch.float64)
+        if intact_loss is None
+        else torch.tensor(intact_loss, dtype=torch.float64),
         dropped_correct=torch.tensor(dropped),
-        dropped_loss=torch.zeros(n, e, dtype=torch.float64),
+        dropped_loss=torch.zeros(n, e, dtype=torch.float64)
+        if dropped_loss is None
+        else torch.tensor(dropped_loss, dtype=torch.float64),
+        dropped_lost=torch.tensor(lost if lost is not None else [max(-c, 0) for c in change]),
+        dropped_gained=torch.tensor(gained if gained is not None else [max(c, 0) for c in change]),
     )
 
 
@@ -56,16 +87,91 @@ def test_impacts_by_hand():
     assert d[1] == d[3] == d[6]
 
 
-def test_clean_labels_break_ties_by_index():
-    labels, sets, antifragile = labelled("clean", 0.25)  # n = 2
+# Loss of f^(-k) minus loss of f on the clean images: breaks the ties in the clean phi.
+CLEAN_LOSS_RISE = [0.05, 0.9, 0.03, 0.2, -0.01, 0.8, 0.02, 0.4]
+INTACT_LOSS = [0.1, 0.5, 1.0]
+
+
+def with_losses(rise=CLEAN_LOSS_RISE):
+    """The hand-made scan with losses: at epsilon 0 the intact loss plus `rise`, at 0.1 and 0.3
+    twice and three times that."""
+    dropped = [[INTACT_LOSS[e] + (1, 2, 3)[e] * r for e in range(3)] for r in rise]
+    return measurements(intact_loss=INTACT_LOSS, dropped_loss=dropped)
+
+
+def test_loss_impacts_by_hand():
+    losses = loss_impacts(INTACT_LOSS, with_losses().dropped_loss, EPSILONS)
+    rise = np.array(CLEAN_LOSS_RISE)
+    np.testing.assert_allclose(losses["clean"], rise)
+    np.testing.assert_allclose(losses["adversarial"], 2.5 * rise)  # mean of 2 and 3 times
+    np.testing.assert_allclose(losses["difference"], 1.5 * rise)
+    assert np.isnan(loss_impacts([0.1], [[0.2]], [0.0])["adversarial"]).all()  # no E+
+
+
+def test_ties_in_phi_break_by_loss_impact():
+    labels = run(with_losses(), "clean", 0.25)  # n = 2; phi 0 ties between 0, 2, 4, 6
+    assert labels.members("fragile") == [1, 5]
+    assert labels.members("robust") == [4, 6]  # the smallest loss impacts: -0.01, 0.02
+    assert labels.resolved and labels.warnings == []
+    assert labels.loss_impact.tolist() == pytest.approx(CLEAN_LOSS_RISE)
+    labels = run(with_losses(), "clean", 0.375)  # n = 3; phi 0.1 ties between 3 and 7
+    assert labels.members("fragile") == [1, 5, 7]  # 7: loss impact 0.4 > 0.2
+    assert labels.members("robust") == [2, 4, 6]
+    assert labels.resolved
+
+
+def test_ties_in_phi_and_loss_break_by_index_and_leave_the_labels_unresolved():
+    labels, sets, antifragile = labelled("clean", 0.25)  # n = 2; every loss impact 0
     assert sets == {"fragile": {1, 5}, "robust": {0, 2}}  # phi 0 ties: 0, 2, 4, 6
     assert antifragile == set()  # phi = 0 is not < 0
     assert [labels.label[k] for k in (3, 4, 6, 7)] == ["neutral"] * 4
-    _, sets, _ = labelled("clean", 0.375)  # n = 3: phi .1 ties between 3 and 7
+    assert not labels.resolved
+    assert labels.warnings == [  # the fragile cut-off (5 | 3: phi 0.3, 0.1) is resolved
+        "the robust cut-off is decided by neuron index (phi and loss impact tie): "
+        "neuron 2 is robust, neuron 4 is not"
+    ]
+    labels, sets, _ = labelled("clean", 0.375)  # n = 3: phi 0.1 ties between 3 and 7
     assert sets == {"fragile": {1, 5, 3}, "robust": {0, 2, 4}}
+    assert [w.split(" cut-off")[0] for w in labels.warnings] == ["the fragile", "the robust"]
+    # only a tie in both counts: the same phi with different loss impacts at the cut-off
+    rise = [0.0, 0.0, 0.0, 0.0, 0.01, 0.0, 0.01, 0.0]  # ties within robust (0, 2), none across
+    labels = run(with_losses(rise), "clean", 0.25)
+    assert labels.members("robust") == [0, 2] and labels.resolved
+    rise = [0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0]  # robust 0, 4; then 6 ties with 4
+    labels = run(with_losses(rise), "clean", 0.25)
+    assert labels.members("robust") == [0, 4] and not labels.resolved
+    assert labels.warnings[0].endswith("neuron 4 is robust, neuron 6 is not")
 
 
-def test_adversarial_and_difference_labels():
+def test_a_constant_phi_is_flagged():
+    same = [list(INTACT)] * 4  # no neuron changes a prediction: phi 0 everywhere
+    labels = run(measurements(dropped=same), "clean", 0.25)
+    assert labels.phi.tolist() == [0.0] * 4
+    assert labels.warnings[0] == (
+        "phi is constant: every one of the 4 neurons has phi = 0, so phi tells no neuron from "
+        "another (too few scan images?)"
+    )
+    assert len(labels.warnings) == 3  # both cut-offs, too: the losses are all 0
+    losses = [[0.1, 0.5, 1.0], [0.3, 0.5, 1.0], [0.2, 0.5, 1.0], [0.4, 0.5, 1.0]]
+    resolved_by_loss = measurements(dropped=same, intact_loss=INTACT_LOSS, dropped_loss=losses)
+    labels = run(resolved_by_loss, "clean", 0.25)
+    assert labels.label == ["robust", "neutral", "neutral", "fragile"]
+    assert len(labels.warnings) == 1 and labels.warnings[0].startswith("phi is constant")
+    one = run(measurements([10], [[9]], [0.0]), "clean", 0.5)  # one neuron is not "constant"
+    assert one.resolved and one.label == ["fragile"]
+
+
+def test_mcnemar_p_by_hand():
+    # exact two-sided: 2 * P(Binomial(lost + gained, 1/2) <= min(lost, gained)), at most 1
+    lost, gained = [3, 5, 0, 10, 2, 0], [0, 1, 0, 0, 2, 7]
+    want = [2 / 2**3, 2 * (1 + 6) / 2**6, 1.0, 2 / 2**10, 1.0, 2 / 2**7]
+    np.testing.assert_allclose(mcnemar_p(lost, gained), want, rtol=1e-12)
+    labels = run(measurements(), "clean", 0.25)  # lost = the clean drop, gained = 0
+    lost = [0, 3, 0, 1, 0, 3, 0, 1]
+    np.testing.assert_allclose(labels.mcnemar_p.numpy(), [2 / 2**b if b else 1.0 for b in lost])
+
+
+def test_adversarial_and_difference_labels():  # every loss impact 0: ties by index
     labels, sets, antifragile = labelled("adversarial", 0.25)
     assert sets == {"fragile": {2, 1}, "robust": {6, 3}}
     assert antifragile == {6, 3}
@@ -79,11 +185,18 @@ def test_label_count_and_no_overlap():
     assert top_count(30, 0.1) == 3  # not ceil(3.0000000000000004) = 4
     assert top_count(32, 0.25) == 8
     assert top_count(10, 0.25) == 3
-    labels, _ = assign([5.0, 4.0, 3.0, 2.0, 1.0], 0.5)  # n = 3: robust from the rest
-    assert labels == ["fragile", "fragile", "fragile", "robust", "robust"]
-    labels, antifragile = assign([0.0] * 4, 0.25)  # all tied: the lowest indices win
+    labels, _, warnings = assign([5.0, 4.0, 3.0, 2.0, 1.0], 0.5)  # n = 3: robust from the rest
+    assert labels == ["fragile", "fragile", "fragile", "robust", "robust"] and warnings == []
+    labels, antifragile, warnings = assign([0.0] * 4, 0.25)  # all tied: the lowest indices win
     assert labels == ["fragile", "robust", "neutral", "neutral"]
-    assert not antifragile.any()
+    assert not antifragile.any() and len(warnings) == 3
+    assert warnings[1] == (
+        "the fragile cut-off is decided by neuron index (phi ties): neuron 0 is fragile, "
+        "neuron 1 is not"
+    )
+    labels, _, warnings = assign([0.0] * 4, 0.25, [0.1, 0.3, 0.2, 0.0])  # the loss decides
+    assert labels == ["neutral", "fragile", "neutral", "robust"]
+    assert len(warnings) == 1  # phi is constant
 
 
 def test_the_label_stage_tables_and_metrics():
@@ -99,6 +212,8 @@ def test_the_label_stage_tables_and_metrics():
         "clean_impact",
         "adversarial_impact",
         "difference_impact",
+        "loss_impact",
+        "mcnemar_p",
         "magnitude",
         "share",
     ]
@@ -108,6 +223,29 @@ def test_the_label_stage_tables_and_metrics():
     assert report["fragile"] == [1, 5] and report["robust"] == [0, 2]
     assert report["label_count"] == 2 and report["adversarial"] == "transfer"
     assert report["intact_accuracy"] == {"0": 1.0, "0.1": 0.8, "0.3": 0.5}
+    assert report["resolved"] is False and report["warnings"] == labels.warnings
+    assert report["significant"] == 0  # p = 0.25 for the fragile 1 and 5 (3 images lost)
+    # neuron 0 loses 6 of 10 images and gains none: p = 2 / 2**6 < 0.05
+    scan = measurements(
+        [10],
+        [[4], [10], [9], [10]],
+        [0.0],
+        intact_loss=[0.1],
+        dropped_loss=[[0.5], [0.1], [0.3], [0.2]],
+    )
+    labels = run(scan, "clean", 0.25)
+    assert labels.label == ["fragile", "robust", "neutral", "neutral"]  # 1: loss impact 0 < 0.1
+    zero = torch.zeros(1, 4, dtype=torch.float64)
+    frame = table(labels, targeting_record(zero, zero[0] + 1, epsilons=[0.1]))
+    assert frame["loss_impact"].tolist() == pytest.approx([0.4, 0.0, 0.2, 0.1])
+    assert frame["mcnemar_p"].tolist() == pytest.approx([2 / 2**6, 1.0, 1.0, 1.0])
+    report = metrics(labels, scan, ScanLayer("conv1", "conv1", 4))
+    assert report["resolved"] is True and report["warnings"] == []
+    assert (report["significant"], report["significant_fragile"], report["significant_robust"]) == (
+        1,
+        1,
+        0,
+    )
 
 
 def test_measurements_that_cannot_be_are_refused(tmp_path, monkeypatch):
@@ -119,3 +257,49 @@ def test_measurements_that_cannot_be_are_refused(tmp_path, monkeypatch):
         ScanMeasurements.load("data/scan/run/measurements.pt", neurons=8)
     clean_only = run(measurements([10], [[9], [10]], [0.0]), "clean", 0.5)
     assert clean_only.label == ["fragile", "robust"]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_label_stage_says_on_stderr_why_labels_are_unresolved(
+    tied, tmp_path, monkeypatch, capsys
+):
+    """The stage script on a hand-made scan of mnist_cnn's 32 neurons (n = 8): 10 neurons lose
+    one image each (phi 0.1), 22 none (phi 0). With every loss impact 0 both cut-offs fall within
+    a tie that only the index decides: two warnings on stderr, exit status 0, label.json says
+    so. With distinct loss impacts, none."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", "params.yaml")
+    torch.manual_seed(0)
+    spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
+    save_checkpoint(paths.model("mnist"), build_model("mnist_cnn", 1, 28, 10, [0.5], [0.3]), spec)
+    n = 32
+    ScanLayer("conv1", "conv1", n).save(paths.layer_record("mnist"))
+    zero = torch.zeros(1, n, dtype=torch.float64)
+    targeting_record(zero, zero[0] + 1, epsilons=[0.1]).save(paths.targeting_record("mnist"))
+    rise = [0.0] * n if tied else [0.001 * k for k in range(n)]
+    measurements(
+        [20, 12],
+        [[19, 12]] * 10 + [[20, 12]] * 22,
+        [0.0, 0.1],
+        samples=20,
+        intact_loss=[0.2, 1.0],
+        dropped_loss=[[0.2 + r, 1.0] for r in rise],
+    ).save(paths.scan_record("mnist"))
+    capsys.readouterr()
+    run_script("label", "mnist")  # no SystemExit: exit status 0
+    stderr = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    report = io.read_json(paths.metrics("mnist", "label"))
+    labels = Labels.load(paths.labels_record("mnist"))
+    assert report["resolved"] is (not tied) is labels.resolved
+    if tied:
+        assert stderr == [
+            "warning: the fragile cut-off is decided by neuron index (phi and loss impact tie): "
+            "neuron 7 is fragile, neuron 8 is not",
+            "warning: the robust cut-off is decided by neuron index (phi and loss impact tie): "
+            "neuron 17 is robust, neuron 18 is not",
+        ]
+        assert report["warnings"] == [line.removeprefix("warning: ") for line in stderr]
+    else:
+        assert stderr == [] and report["warnings"] == []
+        assert labels.members("fragile") == list(range(2, 10))  # the largest loss impacts
+        assert labels.members("robust") == list(range(10, 18))  # the smallest

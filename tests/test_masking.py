@@ -215,6 +215,7 @@ def _evaluate(model, mnist_splits, settings):
         compress=0.5,
         mode="proportional",
         max_gain=4.0,
+        labels_resolved=True,
     )
     source = fgsm_sweep(model, test["images"], test["labels"], EPS, batch_size=16, device=CPU)
     hardened = fold(model, layer, gains)

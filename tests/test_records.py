@@ -59,6 +59,8 @@ def examples() -> dict[str, Record]:
             intact_loss=torch.zeros(e, dtype=F64),
             dropped_correct=torch.tensor([[5, 3], [4, 2], [5, 1], [2, 0]]),
             dropped_loss=torch.zeros(n, e, dtype=F64),
+            dropped_lost=torch.tensor([0, 1, 0, 3]),
+            dropped_gained=torch.tensor([0, 0, 0, 0]),
         ),
         paths.labels_record("r"): labels_record(phi, ["fragile", "neutral", "robust", "neutral"]),
         paths.gains_record("r"): Gains(
@@ -71,6 +73,7 @@ def examples() -> dict[str, Record]:
             0.5,
             "proportional",
             4.0,
+            False,
         ),  # fmt: skip
     }
 
@@ -107,6 +110,12 @@ def test_a_record_round_trips_to_the_same_bytes(here, path):
         (paths.layer_record("r"), "channels", "4", "channels is not an integer"),
         (paths.targeting_record("r"), "magnitude", -torch.ones(4, dtype=F64), ">= 0"),
         (paths.scan_record("r"), "dropped_correct", torch.full((4, 2), 9), "counts"),
+        (paths.scan_record("r"), "dropped_lost", torch.tensor([0, 1, 0, 6]), "in [0, 5]"),
+        (paths.scan_record("r"), "dropped_lost", torch.tensor([0, 1, 0, 2]), "minus dropped_lost"),
+        (paths.scan_record("r"), "dropped_lost", torch.tensor([0, 1, 0]), "not torch.int64 (4,)"),
+        (paths.labels_record("r"), "mcnemar_p", torch.full((4,), 1.5, dtype=F64), "in [0, 1]"),
+        (paths.labels_record("r"), "warnings", "phi ties", "warnings is not a list of strings"),
+        (paths.gains_record("r"), "labels_resolved", 1, "labels_resolved is not a boolean"),
         (paths.labels_record("r"), "label", ["fragile", "weird", "robust", "x"], "every label"),
         (
             paths.gains_record("r"),

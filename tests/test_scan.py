@@ -92,6 +92,8 @@ def data(model, channels, size, n=12, seed=0):
 def assert_same(fast: ScanMeasurements, naive: ScanMeasurements, flips: bool = True):
     assert torch.equal(fast.intact_correct, naive.intact_correct)
     assert torch.equal(fast.dropped_correct, naive.dropped_correct)
+    assert torch.equal(fast.dropped_lost, naive.dropped_lost)
+    assert torch.equal(fast.dropped_gained, naive.dropped_gained)
     torch.testing.assert_close(fast.intact_loss, naive.intact_loss, rtol=0, atol=1e-5)
     torch.testing.assert_close(fast.dropped_loss, naive.dropped_loss, rtol=0, atol=1e-5)
     # not vacuous: dropping neurons changes the losses and (flips) some predictions
@@ -137,9 +139,10 @@ def test_fast_scan_equals_naive_scan_on_resnet18(name, path):
     model = randomise_batchnorm(build_model("resnet18", 1, 16, 10, [0.5], [0.3]), 3)
     images, labels, signs = data(model, 1, 16, n=4)
     layer = find_scan_layer(model, images[:2].float() / 255, name)
-    fast = scan(model, layer, images, labels, signs, [0.1], batch_size=4, device=CPU, group=24)
+    eps = [0.0, 0.1]
+    fast = scan(model, layer, images, labels, signs, eps, batch_size=4, device=CPU, group=24)
     assert fast.path == path
-    naive = naive_scan(model, layer, images, labels, signs, [0.1], batch_size=4, device=CPU)
+    naive = naive_scan(model, layer, images, labels, signs, eps, batch_size=4, device=CPU)
     assert_same(fast, naive, flips=False)
 
 
@@ -176,6 +179,8 @@ def test_adaptive_scan_attacks_each_dropped_network():
     transfer = scan(model, layer, images, labels, signs, EPSILONS, batch_size=8, device=CPU)
     assert torch.equal(result.intact_correct, transfer.intact_correct)
     assert torch.equal(result.dropped_correct[:, 0], transfer.dropped_correct[:, 0])  # clean
+    assert torch.equal(result.dropped_lost, transfer.dropped_lost)
+    assert torch.equal(result.dropped_gained, transfer.dropped_gained)
     x = images.float() / 255
     for k in range(layer.channels):  # by hand: FGSM against the dropped network itself
         with gated(model, layer, drop_gains(layer.channels, [k])[0]):
@@ -208,3 +213,44 @@ def test_table_and_checks():
         scan(model, layer, images, labels, signs[:2], EPSILONS, batch_size=4, device=CPU)
     with pytest.raises(ValueError, match="epsilon"):
         scan(model, layer, images, labels, signs, [0.0, 1.5], batch_size=4, device=CPU)
+    with pytest.raises(ValueError, match=r"must hold 0 \(the clean images\) once"):
+        naive_scan(model, layer, images, labels, signs, [0.05, 0.2], batch_size=4, device=CPU)
+
+
+def half_right(model, images, n_right):
+    """Labels the intact model gets right on the first `n_right` images; on the others, its
+    second choice, the class a dropped neuron most likely turns the prediction to."""
+    with torch.no_grad():
+        top2 = model(images.float() / 255).topk(2, dim=1).indices
+    return torch.cat([top2[:n_right, 0], top2[n_right:, 1]])
+
+
+@pytest.mark.parametrize("kind", ["bn_between_conv", "strided"])
+def test_discordant_counts_by_hand_on_every_path(kind):
+    """lost: images the intact network gets right and the one without neuron k wrong; gained:
+    the reverse, on the clean images; the same from the fast, the naive and the adaptive scan."""
+    model, channels, size = small(kind)
+    images, _, signs = data(model, channels, size, n=16)
+    labels = half_right(model, images, 8)
+    layer = find_scan_layer(model, images[:2].float() / 255)
+    x = images.float() / 255
+    with torch.no_grad():
+        intact = model(x).argmax(dim=1) == labels
+        lost, gained = [], []
+        for k in range(layer.channels):
+            with gated(model, layer, drop_gains(layer.channels, [k])[0]):
+                dropped = model(x).argmax(dim=1) == labels
+            lost.append(int((intact & ~dropped).sum()))
+            gained.append(int((~intact & dropped).sum()))
+    assert sum(lost) > 0 and sum(gained) > 0  # both kinds of disagreement occur
+    options = {"batch_size": 5, "device": CPU}
+    eps = [0.1, 0.0, 0.2]  # the clean column need not come first
+    for result in (
+        scan(model, layer, images, labels, signs, eps, **options),
+        scan(model, layer, images, labels, signs, eps, **options, group=2),
+        naive_scan(model, layer, images, labels, signs, eps, **options),
+        adaptive_scan(model, layer, images, labels, signs, eps, **options, group=3),
+    ):
+        assert result.dropped_lost.tolist() == lost, result.path
+        assert result.dropped_gained.tolist() == gained, result.path
+        assert result.intact_correct[1].item() == int(intact.sum()) < len(images)

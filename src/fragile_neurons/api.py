@@ -77,8 +77,9 @@ class ScanReport:
         )
 
     def frame(self) -> pd.DataFrame:
-        """One row per neuron: phi, label, antifragile, the three impacts, m and the mean attack
-        share D (the pipeline's label.csv)."""
+        """One row per neuron: phi, label, antifragile, the three impacts, the score's loss
+        impact, the McNemar p-value, m and the mean attack share D (the pipeline's label.csv).
+        `labels.warnings` says why the labels are unresolved, if they are."""
         return label.table(self.labels, self.targeting)
 
 

@@ -131,7 +131,8 @@ def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict
     """The correlate stage: fragility phi against the attack share D for the mean over E+ and
     for each eps in E+ (the top level and `by_epsilon`, as the paper measures it), and every
     score against D, X, N and G (`scores`); the headline is the primary score's (scan.score)
-    Spearman rho against X, beside its rho against D, N and G.
+    Spearman rho against X, beside its rho against D, N and G, and whether the labels were
+    resolved (label.py; the fragile set of the overlap comes from them).
 
     Returns the summary (NaN where undefined) and the per-neuron table correlate.csv.
     """
@@ -154,6 +155,7 @@ def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict
             "share_spearman_p": primary["D"]["spearman_p"],
             "noise_spearman_rho": primary["noise"]["spearman_rho"],
             "filter_gain_spearman_rho": primary["filter_gain"]["spearman_rho"],
+            "labels_resolved": labels.resolved,  # false: a cut-off rests on the neuron index
         },
         "neurons": n,
         "fragile": len(fragile),

@@ -5,8 +5,17 @@ clean impact c_k, adversarial impact a_k(eps) and difference impact d_k(eps) = a
 the last two averaged over E+ (the epsilons without 0). The fragility phi_k is the one named by
 `scan.score`. With n = ceil(q * N), the n neurons of largest phi are fragile, the n of smallest
 phi robust (taken from the others, should 2n exceed N), the rest neutral; a robust neuron with
-phi < 0 is also antifragile. Ties break by neuron index (the lower index first, in both
-rankings: ranking.py), so labels are deterministic.
+phi < 0 is also antifragile.
+
+Ties in phi break by the matching loss impact (the same score with mean cross-entropy in place
+of accuracy, loss of f^(-k) minus loss of f: positive where the network needs the neuron), the
+larger first among fragile candidates, the smaller first among robust ones; only a tie in both
+breaks by neuron index, the lower first (ranking.py). A cut-off (the n-th fragile or the n-th
+robust place) that only the index decides, or a phi equal for every neuron, leaves the labels
+unresolved: `Labels.warnings` says why, the stage prints each on stderr and label.json carries
+them. Per neuron, the exact two-sided McNemar p-value of the clean discordant counts (the scan
+set's images that f gets right and f^(-k) wrong, and the reverse) tells whether its clean
+impact is more than noise.
 
 Scores are computed from counts of correct predictions: every score of a scan is an integer
 divided by the same constant, so neurons with equal counts get exactly equal scores and tie.
@@ -15,13 +24,17 @@ divided by the same constant, so neurons with equal counts get exactly equal sco
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import binomtest
 
-from .ranking import largest, top_count
+from .ranking import index_decides, ranked, top_count
 from .records import Labels, ScanLayer, ScanMeasurements, Targeting
+
+ALPHA = 0.05  # a labelled neuron with a McNemar p-value below it counts as significant
 
 
 def impact_scores(intact_correct, dropped_correct, epsilons, samples: int) -> dict[str, np.ndarray]:
@@ -44,24 +57,84 @@ def impact_scores(intact_correct, dropped_correct, epsilons, samples: int) -> di
     }
 
 
-def assign(phi, fraction: float) -> tuple[list[str], np.ndarray]:
-    """Labels (fragile | robust | neutral) and the antifragile flag of each neuron."""
+def loss_impacts(intact_loss, dropped_loss, epsilons) -> dict[str, np.ndarray]:
+    """Per neuron: the clean, adversarial and difference loss impact, the scores of
+    `impact_scores` with mean cross-entropy in place of accuracy and the sign turned so that
+    positive means the network needs the neuron: loss of f^(-k) minus loss of f at epsilon 0,
+    its mean over E+, and the second minus the first. intact_loss (E,), dropped_loss (N, E)."""
+    intact = np.asarray(intact_loss, dtype=np.float64)
+    dropped = np.asarray(dropped_loss, dtype=np.float64)
+    eps = np.asarray(epsilons, dtype=float)
+    rise = dropped - intact[None, :]
+    clean = rise[:, eps == 0][:, 0]
+    adversarial = np.full(len(rise), math.nan)  # no E+: no adversarial impact
+    if (eps > 0).any():
+        adversarial = rise[:, eps > 0].mean(axis=1)
+    return {"clean": clean, "adversarial": adversarial, "difference": adversarial - clean}
+
+
+def mcnemar_p(lost, gained) -> np.ndarray:
+    """Per neuron, the exact two-sided McNemar p-value of `lost` (images f gets right and
+    f^(-k) wrong) against `gained` (the reverse): binomtest(lost, lost + gained, 1/2); 1 where
+    the two networks disagree on no image."""
+    lost = np.asarray(lost, dtype=np.int64)
+    gained = np.asarray(gained, dtype=np.int64)
+    return np.array(
+        [
+            binomtest(int(b), int(b + c), 0.5).pvalue if b + c else 1.0
+            for b, c in zip(lost, gained, strict=True)
+        ],
+        dtype=np.float64,
+    )
+
+
+class Assignment(NamedTuple):
+    label: list[str]  # fragile | robust | neutral
+    antifragile: np.ndarray  # bool: robust with phi < 0
+    warnings: list[str]  # why the labels are unresolved; empty: resolved
+
+
+def assign(phi, fraction: float, loss_impact=None) -> Assignment:
+    """Labels (fragile | robust | neutral), the antifragile flag of each neuron, and what leaves
+    the labels unresolved. Ties in phi break by `loss_impact` (None: by index alone), the
+    larger first for fragile, the smaller first for robust, then by the lower index."""
     phi = np.asarray(phi, dtype=float)
+    loss = None if loss_impact is None else np.asarray(loss_impact, dtype=float)
     n = top_count(len(phi), fraction)
     labels = np.full(len(phi), "neutral", dtype=object)
-    labels[largest(phi, n)] = "fragile"
-    ascending = [k for k in largest(-phi, len(phi)) if labels[k] != "fragile"]
+    descending = ranked(phi, loss)
+    labels[descending[:n]] = "fragile"
+    ascending = [k for k in ranked(-phi, None if loss is None else -loss) if labels[k] != "fragile"]
     labels[ascending[:n]] = "robust"
     antifragile = (labels == "robust") & (phi < 0)
-    return [str(name) for name in labels], antifragile
+    warnings = []
+    if len(phi) > 1 and (phi == phi[0]).all():
+        warnings.append(
+            f"phi is constant: every one of the {len(phi)} neurons has phi = {phi[0]:g}, so "
+            f"phi tells no neuron from another (too few scan images?)"
+        )
+    for name, order, values, tiebreak in (
+        ("fragile", descending, phi, loss),
+        ("robust", ascending, -phi, None if loss is None else -loss),
+    ):
+        if index_decides(order, n, values, tiebreak):
+            inside, outside = order[n - 1], order[n]
+            tie = "phi ties" if loss is None else "phi and loss impact tie"
+            warnings.append(
+                f"the {name} cut-off is decided by neuron index ({tie}): "
+                f"neuron {inside} is {name}, neuron {outside} is not"
+            )
+    return Assignment([str(name) for name in labels], antifragile, warnings)
 
 
 def run(measurements: ScanMeasurements, score: str, fraction: float) -> Labels:
-    """The label stage: impacts, phi = the `score` impact (scan.score), and labels under
-    `fraction` (scan.label_fraction)."""
+    """The label stage: impacts and loss impacts, phi = the `score` impact (scan.score), labels
+    under `fraction` (scan.label_fraction) with ties in phi broken by the `score` loss impact,
+    and each neuron's McNemar p-value."""
     m = measurements
     impacts = impact_scores(m.intact_correct, m.dropped_correct, m.epsilons, m.samples)
-    label, antifragile = assign(impacts[score], fraction)
+    losses = loss_impacts(m.intact_loss, m.dropped_loss, m.epsilons)
+    assigned = assign(impacts[score], fraction, losses[score])
     return Labels(
         score=score,
         fraction=fraction,
@@ -69,14 +142,20 @@ def run(measurements: ScanMeasurements, score: str, fraction: float) -> Labels:
         clean_impact=torch.from_numpy(impacts["clean"]),
         adversarial_impact=torch.from_numpy(impacts["adversarial"]),
         difference_impact=torch.from_numpy(impacts["difference"]),
-        label=label,
-        antifragile=torch.from_numpy(antifragile),
+        label=assigned.label,
+        antifragile=torch.from_numpy(assigned.antifragile),
+        clean_loss_impact=torch.from_numpy(losses["clean"]),
+        adversarial_loss_impact=torch.from_numpy(losses["adversarial"]),
+        difference_loss_impact=torch.from_numpy(losses["difference"]),
+        mcnemar_p=torch.from_numpy(mcnemar_p(m.dropped_lost, m.dropped_gained)),
+        warnings=assigned.warnings,
     )
 
 
 def table(labels: Labels, targeting: Targeting) -> pd.DataFrame:
-    """label.csv: per neuron, phi, label, antifragile and the impacts, with the attack stage's
-    magnitude m and attack share D (the mean over E+)."""
+    """label.csv: per neuron, phi, label, antifragile, the impacts, the loss impact of the score
+    (phi's tiebreak) and the McNemar p-value, with the attack stage's magnitude m and attack
+    share D (the mean over E+)."""
     return pd.DataFrame(
         {
             "neuron": np.arange(len(labels.phi)),
@@ -86,6 +165,8 @@ def table(labels: Labels, targeting: Targeting) -> pd.DataFrame:
             "clean_impact": labels.clean_impact.numpy(),
             "adversarial_impact": labels.adversarial_impact.numpy(),
             "difference_impact": labels.difference_impact.numpy(),
+            "loss_impact": labels.loss_impact.numpy(),
+            "mcnemar_p": labels.mcnemar_p.numpy(),
             "magnitude": targeting.magnitude.numpy(),
             "share": targeting.mean_share(),
         }
@@ -93,9 +174,15 @@ def table(labels: Labels, targeting: Targeting) -> pd.DataFrame:
 
 
 def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) -> dict:
-    """label.json: the fragile, robust and antifragile neurons, how they were labelled, and the
-    intact network's accuracy and loss per epsilon on the scan set."""
+    """label.json: the fragile, robust and antifragile neurons, how they were labelled, whether
+    the labels are resolved (and the warnings if not), how many labelled neurons have a McNemar
+    p-value below ALPHA, and the intact network's accuracy and loss per epsilon on the scan
+    set."""
     names = measurements.epsilon_labels
+    significant = {
+        name: sum(labels.mcnemar_p[k].item() < ALPHA for k in labels.members(name))
+        for name in ("fragile", "robust")
+    }
     return {
         "neurons": len(labels.phi),
         "fragile": labels.members("fragile"),
@@ -104,6 +191,11 @@ def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) ->
         "score": labels.score,
         "label_fraction": labels.fraction,
         "label_count": top_count(len(labels.phi), labels.fraction),
+        "resolved": labels.resolved,
+        "warnings": list(labels.warnings),
+        "significant": significant["fragile"] + significant["robust"],
+        "significant_fragile": significant["fragile"],
+        "significant_robust": significant["robust"],
         "intact_accuracy": dict(zip(names, measurements.intact_accuracy.tolist(), strict=True)),
         "intact_loss": dict(zip(names, measurements.intact_loss.tolist(), strict=True)),
         "layer": layer.describe(),

@@ -38,6 +38,7 @@ def _is_number(value: Any) -> bool:
 
 
 _TYPES = {  # a field's declared type: (test of a value, what to call it in a message)
+    bool: (lambda v: isinstance(v, bool), "a boolean"),
     str: (lambda v: isinstance(v, str), "a string"),
     int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     float: (_is_number, "a number"),
@@ -296,7 +297,10 @@ class ScanMeasurements(Record):
     """Correct counts and mean losses of the intact network and of every dropped network on the
     scan set (method.md section 3). Column e is epsilons[e] (the scan stage's: 0 first);
     intact_* have shape (E,), dropped_* shape (N, E) with row k for the network without neuron
-    k. `path` names how they were computed (scan.py): delta, prefix, hooks, naive or adaptive."""
+    k. `path` names how they were computed (scan.py): delta, prefix, hooks, naive or adaptive.
+    On the clean images (epsilon 0), per neuron k: dropped_lost[k], the images the intact
+    network classifies correctly and the network without k does not, and dropped_gained[k],
+    the reverse (the discordant pairs of McNemar's test)."""
 
     epsilons: list[float]
     epsilon_labels: list[str]
@@ -306,6 +310,8 @@ class ScanMeasurements(Record):
     intact_loss: torch.Tensor
     dropped_correct: torch.Tensor
     dropped_loss: torch.Tensor
+    dropped_lost: torch.Tensor  # int64 (N,)
+    dropped_gained: torch.Tensor  # int64 (N,)
 
     def check(self) -> None:
         _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
@@ -314,9 +320,30 @@ class ScanMeasurements(Record):
         _tensor("intact_loss", self.intact_loss, torch.float64, e)
         _tensor("dropped_correct", self.dropped_correct, torch.int64, n, e)
         _tensor("dropped_loss", self.dropped_loss, torch.float64, n, e)
+        _tensor("dropped_lost", self.dropped_lost, torch.int64, n)
+        _tensor("dropped_gained", self.dropped_gained, torch.int64, n)
         counts = torch.cat([self.intact_correct, self.dropped_correct.flatten()])
         if self.samples < 1 or counts.min() < 0 or counts.max() > self.samples:
             raise ValueError(f"counts must lie in [0, samples = {self.samples}]")
+        lost, gained = self.dropped_lost, self.dropped_gained
+        if n and (lost.min() < 0 or gained.min() < 0):
+            raise ValueError("dropped_lost and dropped_gained must be >= 0")
+        if self.epsilons.count(0.0) != 1:
+            return  # no clean column to check them against: `mismatch` refuses the record
+        clean = self.epsilons.index(0.0)
+        right = int(self.intact_correct[clean])
+        if (lost > right).any() or (gained > self.samples - right).any():
+            raise ValueError(
+                f"dropped_lost must lie in [0, {right}] (the intact network's clean correct) "
+                f"and dropped_gained in [0, {self.samples - right}] (its clean wrong)"
+            )
+        if not torch.equal(
+            self.dropped_correct[:, self.epsilons.index(0.0)], right - lost + gained
+        ):
+            raise ValueError(
+                "the clean dropped_correct must be the intact network's minus dropped_lost plus "
+                "dropped_gained"
+            )
 
     def mismatch(self, neurons: int | None = None):
         """The scan stage's record always holds the clean images (epsilon 0), once."""
@@ -363,7 +390,10 @@ class ScanMeasurements(Record):
 @dataclass(frozen=True)
 class Labels(Record):
     """Each neuron's impacts, its fragility phi (the impact `score` names) and its label under
-    `fraction` (method.md section 3), one entry per neuron."""
+    `fraction` (method.md section 3), one entry per neuron; the loss impacts that break ties in
+    phi; the McNemar p-value of its clean discordant counts; and `warnings`, why the labels are
+    unresolved (a cut-off only the neuron index decides, a constant phi), empty if they are
+    not."""
 
     score: str
     fraction: float
@@ -373,18 +403,44 @@ class Labels(Record):
     difference_impact: torch.Tensor
     label: list[str]  # fragile | robust | neutral
     antifragile: torch.Tensor  # bool: robust with phi < 0
+    clean_loss_impact: torch.Tensor  # loss of f^(-k) minus loss of f, clean
+    adversarial_loss_impact: torch.Tensor  # the same, the mean over E+
+    difference_loss_impact: torch.Tensor  # adversarial minus clean
+    mcnemar_p: torch.Tensor  # exact two-sided, of the clean discordant counts
+    warnings: list[str]
 
     def check(self) -> None:
         n = len(self.phi)
-        for name in ("phi", "clean_impact", "adversarial_impact", "difference_impact"):
+        for name in (
+            "phi",
+            "clean_impact",
+            "adversarial_impact",
+            "difference_impact",
+            "clean_loss_impact",
+            "adversarial_loss_impact",
+            "difference_loss_impact",
+            "mcnemar_p",
+        ):
             _tensor(name, getattr(self, name), torch.float64, n)
         _tensor("antifragile", self.antifragile, torch.bool, n)
         _same_length(phi=self.phi, label=self.label)
         if self.score not in SCORES or not set(self.label) <= set(LABELS):
             raise ValueError(f"score must be one of {SCORES} and every label one of {LABELS}")
+        if not ((self.mcnemar_p >= 0) & (self.mcnemar_p <= 1)).all():
+            raise ValueError("mcnemar_p must lie in [0, 1]")
 
     def mismatch(self, neurons: int | None = None):
         return _neurons(len(self.phi), neurons)
+
+    @property
+    def resolved(self) -> bool:
+        """No cut-off is decided by neuron index alone and phi is not constant."""
+        return not self.warnings
+
+    @property
+    def loss_impact(self) -> torch.Tensor:
+        """The loss impact of the score: phi's tiebreak."""
+        return getattr(self, f"{self.score}_loss_impact")
 
     def members(self, label: str) -> list[int]:
         """The neurons with `label`, in index order."""
@@ -394,7 +450,8 @@ class Labels(Record):
 @dataclass(frozen=True)
 class Gains(Record):
     """The hardening's gain g_k of every neuron and the inverse control's (method.md section
-    5), at full precision, with the magnitudes m and the fragility phi they were made from."""
+    5), at full precision, with the magnitudes m and the fragility phi they were made from, and
+    whether the labels that made them were resolved (method.md section 3)."""
 
     gain: torch.Tensor
     inverse_gain: torch.Tensor
@@ -405,6 +462,7 @@ class Gains(Record):
     compress: float  # harden.compress, harden.mode, harden.max_gain: the rule that made the gains
     mode: str
     max_gain: float
+    labels_resolved: bool  # Labels.resolved of the labels that chose F and R
 
     def check(self) -> None:
         n = len(self.gain)

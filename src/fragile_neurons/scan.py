@@ -6,7 +6,8 @@ the naive way (`naive_scan`: the whole network once per neuron, the neuron dropp
 hook) at a fraction of its cost, by one of three paths:
 
 Each path is a plan (`_Delta`, `_Prefix`, `_Hooks`) with one interface: `elements` sizes the
-passes, `step` runs the intact and the dropped networks on one batch at one epsilon.
+passes, `step` runs the intact and the dropped networks on one batch (the slice `s` of the scan
+set) at one epsilon.
 
 - `delta`, when the neuron module is a top-level child of an ``nn.Sequential`` followed only by
   channel-wise operations (ReLU, BatchNorm, pooling, eval dropout; a flatten right before a
@@ -24,7 +25,10 @@ passes, `step` runs the intact and the dropped networks on one batch at one epsi
 Several dropped networks share a forward pass, whose size BATCH_ELEMENTS bounds (see
 benchmarks/README.md). The intact network's numbers come from the same path.
 Accuracies are kept as counts of correct predictions (integers, so equal scores are exactly
-equal); losses are mean cross-entropies.
+equal); losses are mean cross-entropies. On the clean images every path also counts, per neuron,
+the images that f gets right and f^(-k) wrong (`dropped_lost`) and the reverse
+(`dropped_gained`): the discordant pairs of the label stage's McNemar test. So the scan set needs
+epsilon 0 (`with_clean` adds it).
 """
 
 from __future__ import annotations
@@ -80,22 +84,50 @@ def with_clean(epsilons: Sequence[float], labels: Sequence[str]) -> tuple[list, 
 
 class _Tally:
     """Correct predictions and summed cross-entropy; row 0 the intact network, row k + 1 the
-    network without neuron k; one column per epsilon."""
+    network without neuron k; one column per epsilon. On the clean images (epsilon 0) also the
+    discordant counts against the intact network, per neuron: `lost`, the images the intact
+    network classifies correctly and the network without neuron k does not, and `gained`, the
+    reverse. The intact network's batch must be added before the dropped networks' batches of
+    the same images."""
 
-    def __init__(self, channels: int, epsilons: int):
-        self.correct = torch.zeros(channels + 1, epsilons, dtype=torch.int64)
-        self.loss = torch.zeros(channels + 1, epsilons, dtype=torch.float64)
+    def __init__(self, channels: int, epsilons: Sequence[float], samples: int):
+        self.correct = torch.zeros(channels + 1, len(epsilons), dtype=torch.int64)
+        self.loss = torch.zeros(channels + 1, len(epsilons), dtype=torch.float64)
+        self.clean = list(epsilons).index(0.0)  # _check: epsilon 0 is there once
+        self.intact_hits = torch.zeros(samples, dtype=torch.bool)  # per image, clean
+        self.intact_seen = torch.zeros(samples, dtype=torch.bool)
+        self.lost = torch.zeros(channels, dtype=torch.int64)
+        self.gained = torch.zeros(channels, dtype=torch.int64)
 
-    def add(self, neurons: Sequence[int] | None, e: int, logits: torch.Tensor, y: torch.Tensor):
-        """logits of G stacked networks on the same B labels y, (G * B) x classes, for the
-        networks without `neurons` (G of them), or of the intact network (None)."""
+    def add(
+        self,
+        neurons: Sequence[int] | None,
+        images: slice,
+        e: int,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+    ) -> None:
+        """logits of G stacked networks on the same B labels y of the scan set's `images`,
+        (G * B) x classes, for the networks without `neurons` (G of them), or of the intact
+        network (None)."""
         rows = [0] if neurons is None else [k + 1 for k in neurons]
         logits = logits.float().view(len(rows), len(y), logits.shape[-1])
         labels = y.expand(len(rows), -1)
-        correct = (logits.argmax(dim=2) == labels).sum(dim=1)
+        hits = logits.argmax(dim=2) == labels  # G x B
         loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
-        self.correct[rows, e] += correct.cpu()
+        self.correct[rows, e] += hits.sum(dim=1).cpu()
         self.loss[rows, e] += loss.double().sum(dim=1).cpu()
+        if e != self.clean:
+            return
+        if neurons is None:
+            self.intact_hits[images] = hits[0].cpu()
+            self.intact_seen[images] = True
+            return
+        if not self.intact_seen[images].all():
+            raise RuntimeError("the scan added a dropped network before the intact one")
+        intact = self.intact_hits[images].to(hits.device)
+        self.lost[list(neurons)] += (intact & ~hits).sum(dim=1).cpu()
+        self.gained[list(neurons)] += (~intact & hits).sum(dim=1).cpu()
 
     def result(
         self, epsilons: Sequence[float], labels: Sequence[str] | None, samples: int, path: str
@@ -110,10 +142,16 @@ class _Tally:
             intact_loss=mean[0].clone(),
             dropped_correct=self.correct[1:].clone(),
             dropped_loss=mean[1:].clone(),
+            dropped_lost=self.lost.clone(),
+            dropped_gained=self.gained.clone(),
         )
 
 
-def _check(images, labels, signs) -> None:
+def _check(images, labels, signs, epsilons) -> None:
+    if list(epsilons).count(0.0) != 1:
+        raise ValueError(
+            f"epsilons {list(epsilons)} must hold 0 (the clean images) once: with_clean adds it"
+        )
     if images.dim() != 4 or labels.shape != (len(images),):
         raise ValueError(
             f"images must be N x C x H x W with N labels, got {tuple(images.shape)} and "
@@ -256,13 +294,13 @@ class _Delta:
         split = self.split
         return split.next_layer(_run(split.channelwise, _run(split.prefix, x[:1])))[0].numel()
 
-    def step(self, x, y, e: int, tally: _Tally, networks: int) -> None:
+    def step(self, x, y, s: slice, e: int, tally: _Tally, networks: int) -> None:
         split, channels = self.split, self.channels
         a = _run(split.prefix, x)
         h = _run(split.channelwise, a)
         h0 = _run(split.channelwise, torch.zeros_like(a[:1]))  # what a dropped channel becomes
         z = split.next_layer(h)
-        tally.add(None, e, _run(split.suffix, z.clone()), y)  # a copy: the suffix may work in place
+        tally.add(None, s, e, _run(split.suffix, z.clone()), y)  # a copy: may work in place
         if split.flattened:  # channel k owns a contiguous block of the flattened features
             h, h0 = h.view(len(h), channels, -1), h0.view(1, channels, -1)
         # z as rows of P's outputs (a convolution's: one row per image and position, channels
@@ -276,7 +314,7 @@ class _Delta:
             z_dropped = torch.baddbmm(z_rows.unsqueeze(0), rows, weights)  # G x R x M
             if conv:  # G*B x M x H x W, held in channels-last memory order
                 z_dropped = z_dropped.view(-1, *z.shape[2:], z.shape[1]).permute(0, 3, 1, 2)
-            tally.add(neurons, e, _run(split.suffix, z_dropped.reshape(-1, *z.shape[1:])), y)
+            tally.add(neurons, s, e, _run(split.suffix, z_dropped.reshape(-1, *z.shape[1:])), y)
 
 
 class _Prefix:
@@ -291,12 +329,12 @@ class _Prefix:
         """Elements per image of the neuron module's output."""
         return _run(self.split.prefix, x[:1])[0].numel()
 
-    def step(self, x, y, e: int, tally: _Tally, networks: int) -> None:
+    def step(self, x, y, s: slice, e: int, tally: _Tally, networks: int) -> None:
         a = _run(self.split.prefix, x)
-        tally.add(None, e, _run(self.split.suffix, a.clone()), y)  # a copy: may work in place
+        tally.add(None, s, e, _run(self.split.suffix, a.clone()), y)  # a copy: may work in place
         for neurons in _groups(self.channels, networks):
             gated_a = apply_gate(_stack(a, len(neurons)), drop_gains(self.channels, neurons))
-            tally.add(neurons, e, _run(self.split.suffix, gated_a), y)
+            tally.add(neurons, s, e, _run(self.split.suffix, gated_a), y)
 
 
 class _Hooks:
@@ -319,12 +357,12 @@ class _Hooks:
             handle.remove()
         return sizes[0]
 
-    def step(self, x, y, e: int, tally: _Tally, networks: int) -> None:
+    def step(self, x, y, s: slice, e: int, tally: _Tally, networks: int) -> None:
         model, layer = self.model, self.layer
-        tally.add(None, e, model(x), y)
+        tally.add(None, s, e, model(x), y)
         for neurons in _groups(layer.channels, networks):
             with gated(model, layer, drop_gains(layer.channels, neurons)):
-                tally.add(neurons, e, model(_stack(x, len(neurons))), y)
+                tally.add(neurons, s, e, model(_stack(x, len(neurons))), y)
 
 
 def _plan(model: nn.Module, layer: ScanLayer) -> _Delta | _Prefix | _Hooks:
@@ -352,25 +390,25 @@ def scan(
     group: int | None = None,
 ) -> ScanMeasurements:
     """The transfer scan: the intact and every dropped network on the FGSM images
-    x'_eps = fgsm_images(x, signs, eps) for each eps in `epsilons` (0: the clean images), the
-    signs crafted on the intact network.
+    x'_eps = fgsm_images(x, signs, eps) for each eps in `epsilons` (which hold 0, the clean
+    images, once), the signs crafted on the intact network.
 
     At most `batch_size` images per pass; `group` dropped networks per pass (None: passes of
     BATCH_ELEMENTS). The numbers of `naive_scan`: the same accuracies (up to an argmax tie broken
     differently by float rounding), losses to float tolerance.
     """
-    _check(images, labels, signs)
+    _check(images, labels, signs, epsilons)
     model.eval().to(device)
     plan = _plan(model, layer)
     x_all = as_input(images, torch.device("cpu"))
     elements = plan.elements(x_all[:1].to(device))
     size, networks = _pass_size(elements, batch_size, group, device, len(images))
-    tally = _Tally(layer.channels, len(epsilons))
+    tally = _Tally(layer.channels, epsilons, len(images))
     for s in _batches(len(images), size, "scan"):
         y = labels[s].to(device)
         for e, eps in enumerate(epsilons):
             x = fgsm_images(x_all[s], signs[s], eps).to(device)
-            plan.step(x, y, e, tally, networks)
+            plan.step(x, y, s, e, tally, networks)
     return tally.result(epsilons, epsilon_labels, len(images), plan.name)
 
 
@@ -389,10 +427,10 @@ def naive_scan(
 ) -> ScanMeasurements:
     """The reference for `scan`: the whole network once per neuron and epsilon on batches of
     `batch_size` images, neuron k dropped by a forward hook (`gates.gated`)."""
-    _check(images, labels, signs)
+    _check(images, labels, signs, epsilons)
     model.eval().to(device)
     x_all = as_input(images, torch.device("cpu"))
-    tally = _Tally(layer.channels, len(epsilons))
+    tally = _Tally(layer.channels, epsilons, len(images))
     for neuron in [None, *range(layer.channels)]:
         gains = (
             torch.ones(layer.channels)
@@ -403,9 +441,8 @@ def naive_scan(
             for e, eps in enumerate(epsilons):
                 for s in batch_slices(len(images), batch_size):
                     x = fgsm_images(x_all[s], signs[s], eps).to(device)
-                    tally.add(
-                        None if neuron is None else [neuron], e, model(x), labels[s].to(device)
-                    )
+                    dropped = None if neuron is None else [neuron]
+                    tally.add(dropped, s, e, model(x), labels[s].to(device))
     return tally.result(epsilons, epsilon_labels, len(images), "naive")
 
 
@@ -427,18 +464,18 @@ def adaptive_scan(
     itself (one input gradient per image and network; `label_mode` as in
     adversarial.input_gradient); the intact network with `signs`, the attack crafted on it.
     Several dropped networks share a pass, as stacked copies of the images gated by a hook."""
-    _check(images, labels, signs)
+    _check(images, labels, signs, epsilons)
     model.eval().to(device)
     x_all = as_input(images, torch.device("cpu"))
     with torch.no_grad():
         elements = _Hooks(model, layer).elements(x_all[:1].to(device))
     size, networks = _pass_size(elements, batch_size, group, device, len(images))
-    tally = _Tally(layer.channels, len(epsilons))
+    tally = _Tally(layer.channels, epsilons, len(images))
     for s in _batches(len(images), size, "adaptive scan"):
         x0, y = x_all[s].to(device), labels[s].to(device)
         with torch.no_grad():
             for e, eps in enumerate(epsilons):
-                tally.add(None, e, model(fgsm_images(x0, signs[s], eps)), y)
+                tally.add(None, s, e, model(fgsm_images(x0, signs[s], eps)), y)
         for neurons in _groups(layer.channels, networks):
             stacked = _stack(x0, len(neurons))
             with gated(model, layer, drop_gains(layer.channels, neurons)):
@@ -446,7 +483,7 @@ def adaptive_scan(
                 with torch.no_grad():
                     for e, eps in enumerate(epsilons):
                         x = fgsm_images(stacked, own_signs.sign(), eps)
-                        tally.add(neurons, e, model(x), y)
+                        tally.add(neurons, s, e, model(x), y)
     return tally.result(epsilons, epsilon_labels, len(images), "adaptive")
 
 
