@@ -160,7 +160,8 @@ def test_missing_sweeps_are_said_and_present_ones_tabulated(project):
     assert "No seed" not in text and "No dose" not in text
     assert "| the attack targets fragile neurons |" in text and "| 0.25 | 1 |" in text
     # a seed summary without the baseline's params has no claims table, and says so
-    (project / "metrics/sweeps/seeds.json").write_text(dose.replace('"baseline": true', '"baseline": false'))  # fmt: skip
+    elsewhere = dose.replace('"baseline": true', '"baseline": false')
+    (project / "metrics/sweeps/seeds.json").write_text(elsewhere)
     assert "holds no group with the baseline's params" in report.section(report.committed_runs())
 
 
@@ -173,7 +174,18 @@ def test_the_command_rewrites_only_between_the_markers_and_checks(project):
     subprocess.run(command, cwd=project, check=True)
     text = readme.read_text()
     assert text.startswith(f"# title\n\n{report.BEGIN}\n### Claims, over seeds\n")
-    assert text.endswith(f"| FGSM accuracy | 0.9900 | 0.5000 |\n| success rate | 0.000 | 0.500 |\n\n| cifar10: AUC | FGSM | PGD | FGSM transferred |\n| --- | --- | --- | --- |\n| original | n/a | n/a | n/a |\n{report.END}\n\nafter\n")  # fmt: skip
+    end = [
+        "| FGSM accuracy | 0.9900 | 0.5000 |",
+        "| success rate | 0.000 | 0.500 |",
+        "",
+        "| cifar10: AUC | FGSM | PGD | FGSM transferred |",
+        "| --- | --- | --- | --- |",
+        "| original | n/a | n/a | n/a |",
+        report.END,
+        "",
+        "after",
+    ]
+    assert text.endswith("\n".join(end) + "\n")
     assert subprocess.run([*command, "--check"], cwd=project).returncode == 0
     readme.write_text("no markers\n")
     bad = subprocess.run(command, cwd=project, capture_output=True, text=True)

@@ -313,5 +313,9 @@ def test_the_sweep_command_writes_the_same_json_twice(experiments, tmp_path):
     assert summary["rev"] == head and summary["by"] == ["harden.compress"]
     seeds = sh(experiments, *command[:2], "--seeds", "--json", str(tmp_path / "seeds.json"))
     assert "all: 4 member(s), seeds 0, 1, 2, 3, the baseline's params" in seeds
+    bad = subprocess.run([*command[:2], "--by", "harden.compres"], cwd=experiments, text=True,
+                         capture_output=True)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr == "error: --by harden.compres: no such param in params.yaml\n"
     shown = sh(experiments, *command[:2], "--from", str(out), "--table")
     assert max(map(len, shown.splitlines())) <= 80 and "seed 0 already in" in shown

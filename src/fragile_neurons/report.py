@@ -143,9 +143,7 @@ def claims_table(summary: dict, runs: list[str]) -> str:
     if group is None:
         return f"`{SEEDS}` holds no group with the baseline's params."
     runs = [r for r in runs if r in group["runs"]] + sorted(set(group["runs"]) - set(runs))
-    counts = {
-        run: max((s["n"] for s in group["runs"][run].values()), default=0) for run in runs
-    }
+    counts = {run: max((s["n"] for s in group["runs"][run].values()), default=0) for run in runs}
     lines = [
         f"From `{SEEDS}`: {_provenance(summary, group)}. Each cell: mean [95% CI] over seeds "
         "(Student's t).",
@@ -261,7 +259,10 @@ BASELINE_ROWS = (
     ),
     ("AUC gain (over all of E) FGSM / PGD / transferred", lambda h: _attacks(h, "auc_gain")),
     ("relative AUC gain FGSM / PGD / transferred", lambda h: _attacks(h, "relative_auc_gain")),
-    ("clean-accuracy change [bootstrap 95% CI]", lambda h: _with_ci(h, "evaluate.clean_accuracy_change", 4)),
+    (
+        "clean-accuracy change [bootstrap 95% CI]",
+        lambda h: _with_ci(h, "evaluate.clean_accuracy_change", 4),
+    ),
     ("gradient masking flagged", _masking),
 )  # fmt: skip
 
@@ -271,15 +272,14 @@ def baseline_table(runs: dict[str, dict]) -> str:
     names = list(runs)
     found = {run: run_headlines(run) for run in names}
     data = {run: read_json(paths.metrics(run, "data")) for run in names}
+    checked = {
+        r: f"{data[r]['dataset']} ({'' if data[r]['checksums_verified'] else 'NOT '}verified)"
+        for r in names
+    }
     lines = [
         "| seed 0 | " + " | ".join(names) + " |",
         "| --- |" + " --- |" * len(names),
-        "| data (checksums) | "
-        + " | ".join(
-            f"{data[r]['dataset']} ({'verified' if data[r]['checksums_verified'] else 'NOT verified'})"
-            for r in names
-        )
-        + " |",
+        "| data (checksums) | " + " | ".join(checked[r] for r in names) + " |",
         "| model | " + " | ".join(runs[r]["arch"] for r in names) + " |",
     ]
     for label, show in BASELINE_ROWS:

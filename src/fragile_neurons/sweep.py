@@ -227,6 +227,73 @@ def summarise_values(pairs: list[tuple[Any, float | bool]]) -> dict:
     }
 
 
+def _select(members: list[dict], reference: dict, by: list[str] | None) -> tuple:
+    """The members that count, the grouping params, and a line for each member left out."""
+    left, kept = [], []
+    for m in members:
+        if m["runs"]:
+            kept.append(m)
+        else:
+            left.append(f"{m['name']} ({m['rev']}): no run reproduced with its own params")
+    if by is None:
+        return kept, _differing(kept), left
+    ignored = set(by) | set(NUISANCE)
+    selected = []
+    for m in kept:
+        other = sorted(
+            k
+            for k in (set(m["params"]) | set(reference)) - ignored
+            if m["params"].get(k, _MISSING) != reference.get(k, _MISSING)
+        )
+        if other:
+            left.append(f"{m['name']} ({m['rev']}): params differ in {', '.join(other)}")
+        else:
+            selected.append(m)
+    return selected, list(by), left
+
+
+def _group(members: list[dict], by: list[str]) -> tuple[list[dict], list[str]]:
+    """[{params, members}] sorted by the params' values, each seed once per group (the
+    baseline's first, then by experiment name), and a line for each duplicate left out."""
+    groups: dict[str, dict] = {}
+    left = []
+    for m in sorted(members, key=lambda m: (not m["baseline"], _sort_key(m["seed"]), m["name"])):
+        params = {k: m["params"].get(k) for k in by}
+        group = groups.setdefault(json.dumps(params, sort_keys=True), {"params": params})
+        seen = group.setdefault("members", [])
+        same = next((o for o in seen if o["seed"] == m["seed"]), None)
+        if same:
+            left.append(
+                f"{m['name']} ({m['rev']}): seed {m['seed']} already in {_label(params)} "
+                f"({same['name']})"
+            )
+        else:
+            seen.append(m)
+    ordered = sorted(groups.values(), key=lambda g: [_sort_key(g["params"][k]) for k in by])
+    return ordered, left
+
+
+def _summarise_group(group: dict, reference: dict) -> dict:
+    members = group["members"]
+    runs = {}
+    for run in sorted({r for m in members for r in m["runs"]}):
+        found = [m for m in members if run in m["runs"]]
+        keys = sorted({k for m in found for k in m["runs"][run]})
+        runs[run] = {
+            key: summarise_values(
+                [(m["seed"], m["runs"][run][key]) for m in found if key in m["runs"][run]]
+            )
+            for key in keys
+        }
+    return {
+        "label": _label(group["params"]),
+        "params": group["params"],
+        "baseline": all(v == reference.get(k) for k, v in group["params"].items()),
+        "members": [{"name": m["name"], "rev": m["rev"], "seed": m["seed"]} for m in members],
+        "runs": runs,
+    }
+
+
 def summarise(
     members: list[dict],
     reference: dict,
@@ -238,82 +305,21 @@ def summarise(
     (None: every param that differs among the members, NUISANCE aside; []: none, a seed sweep of
     the baseline's params). `reference` is the baseline's flattened params: with `by` given, a
     member that differs from it outside `by` and NUISANCE is left out."""
-    left = list(left_out)
-    kept = []
-    for m in members:
-        if not m["runs"]:
-            left.append(f"{m['name']} ({m['rev']}): no run reproduced with its own params")
-        else:
-            kept.append(m)
-    if by is None:
-        by = _differing(kept)
-    else:
-        ignored = set(by) | set(NUISANCE)
-        filtered = []
-        for m in kept:
-            keys = set(m["params"]) | set(reference)
-            other = sorted(
-                k
-                for k in keys - ignored
-                if m["params"].get(k, _MISSING) != reference.get(k, _MISSING)
-            )
-            if other:
-                left.append(f"{m['name']} ({m['rev']}): params differ in {', '.join(other)}")
-            else:
-                filtered.append(m)
-        kept = filtered
-    settings: dict[str, dict] = {}
-    for m in sorted(kept, key=lambda m: (not m["baseline"], _sort_key(m["seed"]), m["name"])):
-        params = {k: m["params"].get(k) for k in by}
-        group = settings.setdefault(json.dumps(params, sort_keys=True), {"params": params})
-        seen = group.setdefault("members", [])
-        same = [o for o in seen if o["seed"] == m["seed"]]
-        if same:
-            left.append(
-                f"{m['name']} ({m['rev']}): seed {m['seed']} already in {_label(params)} "
-                f"({same[0]['name']})"
-            )
-            continue
-        seen.append(m)
-    groups = []
-    for group in sorted(
-        settings.values(), key=lambda g: [_sort_key(g["params"][k]) for k in by]
-    ):
-        runs = {}
-        for run in sorted({r for m in group["members"] for r in m["runs"]}):
-            keys = sorted({k for m in group["members"] for k in m["runs"].get(run, {})})
-            runs[run] = {
-                key: summarise_values(
-                    [(m["seed"], m["runs"][run][key]) for m in group["members"]
-                     if key in m["runs"].get(run, {})]
-                )
-                for key in keys
-            }  # fmt: skip
-        groups.append(
-            {
-                "label": _label(group["params"]),
-                "params": group["params"],
-                "baseline": all(group["params"][k] == reference.get(k) for k in by),
-                "members": [
-                    {"name": m["name"], "rev": m["rev"], "seed": m["seed"]}
-                    for m in group["members"]
-                ],
-                "runs": runs,
-            }
-        )
-    grouped = [m for group in settings.values() for m in group["members"]]
+    selected, by, left = _select(members, reference, by)
+    groups, duplicates = _group(selected, by)
+    counted = [m for group in groups for m in group["members"]]
     pooled = {}
     for key in NUISANCE:
-        distinct = {json.dumps(m["params"].get(key)): m["params"].get(key) for m in grouped}
+        distinct = {json.dumps(m["params"].get(key)): m["params"].get(key) for m in counted}
         if len(distinct) > 1:
             pooled[key] = sorted(distinct.values(), key=_sort_key)
     return {
         "rev": rev,
-        "by": list(by),
+        "by": by,
         "pooled": pooled,
         "confidence": CONFIDENCE,
-        "groups": groups,
-        "left_out": sorted(left),
+        "groups": [_summarise_group(group, reference) for group in groups],
+        "left_out": sorted([*left_out, *left, *duplicates]),
     }
 
 
@@ -437,9 +443,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         rev = (_git("rev-parse", args.rev or "HEAD") or "").strip()
         if not rev:
-            print(f"error: {args.rev or 'HEAD'} is not a commit of this repository", file=sys.stderr)
+            print(f"error: {args.rev or 'HEAD'} is not a commit here", file=sys.stderr)
             sys.exit(2)
         reference = flatten(parse_yaml(_git_show(rev, "params.yaml") or "{}") or {})
+        unknown = [key for key in args.by or () if key not in reference]
+        if unknown:
+            print(f"error: --by {unknown[0]}: no such param in params.yaml", file=sys.stderr)
+            sys.exit(2)
         members, left_out = collect(args.rev, args.num)
         by = [] if args.seeds else args.by
         summary = json.loads(to_json(summarise(members, reference, by, left_out, rev)))
