@@ -359,12 +359,12 @@ def _members_line(group: dict) -> str:
 
 
 def render(summary: dict, width: int = 80) -> str:
-    """Per group and run, each key's n, mean and 95% CI, one line each, at most `width` wide."""
+    """Per group and run, each key's n, mean and 95% CI, one line each, in 80 columns."""
     lines = []
     for group in summary["groups"]:
         lines.append(_members_line(group)[:width])
         for run, values in group["runs"].items():
-            lines.append(f"  run {run}{'n':>{34 - len(run)}}  {'mean':>10}  95% CI")
+            lines.append(f"  run {run[:33]:<34}{'n':>3}  {'mean':>10}  95% CI")
             for key, s in values.items():
                 if s["low"] is not None:
                     ci = f"[{s['low']:.4g}, {s['high']:.4g}]"
@@ -372,9 +372,8 @@ def render(summary: dict, width: int = 80) -> str:
                     ci = f"share true ({sum(s['values'].values())}/{s['n']})"
                 else:
                     ci = "n < 2"
-                room = width - (2 + 3 + 2 + 10 + 2 + len(ci)) - 2
-                name = key if len(key) <= room else key[: room - 1] + "~"
-                lines.append(f"    {name:<{room}}{s['n']:>3}  {s['mean']:>10.4g}  {ci}")
+                name = key if len(key) <= 36 else key[:35] + "~"
+                lines.append(f"    {name:<36}{s['n']:>3}  {s['mean']:>10.4g}  {ci}"[:width])
     lines += [f"left out: {line}"[:width] for line in summary["left_out"]]
     return "\n".join(lines) if summary["groups"] else "no finished experiments with metrics found"
 
