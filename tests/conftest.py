@@ -257,6 +257,8 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
                 "excess_spearman_p": 0.01 * (seed + 1),
                 "share_spearman_rho": 0.3 + 0.05 * seed,
                 "share_spearman_p": 0.001 * (seed + 1),
+                "noise_spearman_rho": 0.1,
+                "filter_gain_spearman_rho": 0.2 + 0.01 * seed,
                 "labels_resolved": seed != 3,
             },
         },

@@ -46,7 +46,8 @@ HEADLINE_KEYS = {
     "label.resolved",
     "harden.labels_resolved",
     *(f"correlate.{k}" for k in ("excess_spearman_rho", "excess_spearman_p",
-                                 "share_spearman_rho", "share_spearman_p", "labels_resolved")),
+                                 "share_spearman_rho", "share_spearman_p", "labels_resolved",
+                                 "noise_spearman_rho", "filter_gain_spearman_rho")),
     *(f"evaluate.{k}" for k in EVALUATE_KEYS),
 }  # fmt: skip
 

@@ -52,6 +52,8 @@ CLAIMS = (
         +1,
     ),
     Row("", "Spearman rho of phi and D (the paper's measure)", "correlate.share_spearman_rho", +1),
+    Row("", "Spearman rho of phi and N (control)", "correlate.noise_spearman_rho", 0),
+    Row("", "Spearman rho of phi and G (control)", "correlate.filter_gain_spearman_rho", 0),
     Row("hardening improves robustness", "FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", +1),
     Row("", "PGD AUC+ gain", "evaluate.pgd_auc_plus_gain", +1),
     Row("", "FGSM margin over random", "evaluate.fgsm_margin_over_random", +1),
@@ -63,8 +65,8 @@ CLAIMS = (
 VERDICT_RULE = (
     "Verdict: **supported** when the 95% CI of every run lies wholly on the claimed side of 0 "
     "(above it), **contradicted** when the CI of every run lies wholly on the other side, "
-    "otherwise **not shown** (the runs whose CI excludes 0 named in brackets); the cost and the "
-    "checks get none."
+    "otherwise **not shown** (the runs whose CI excludes 0 named in brackets); the controls, the "
+    "cost and the checks get none."
 )
 DOSE_COLUMNS = (
     ("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", 3),
@@ -241,6 +243,12 @@ BASELINE_ROWS = (
     (
         "Spearman rho of phi and D (p)",
         lambda h: _with_p(h, "correlate.share_spearman_rho", "correlate.share_spearman_p"),
+    ),
+    (
+        "Spearman rho of phi and N / G (controls)",
+        lambda h: " / ".join(
+            _value(h, f"correlate.{m}_spearman_rho") for m in ("noise", "filter_gain")
+        ),
     ),
     ("labels resolved", lambda h: _value(h, "label.resolved")),
     *(
