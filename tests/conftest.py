@@ -228,3 +228,46 @@ def real_root() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("real datasets not available (set FRAGILE_NEURONS_DATA to a torchvision root)")
     return Path(root)
+
+
+def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict[str, dict]:
+    """Metrics files of one run, {stage: JSON}, with the headline keys the stages write and a
+    few other values that the sweep summary must ignore (strings, lists, nested dicts)."""
+    evaluate = {
+        "clean_accuracy_change": -0.01 * compress + 0.001 * seed,
+        "clean_accuracy_change_low": -0.02,
+        "clean_accuracy_change_high": 0.0,
+        "masking": seed % 2 == 1,
+        "masking_testable": True,
+        "labels_resolved": True,
+    }
+    for i, attack in enumerate(("fgsm", "pgd", "transfer")):
+        gain = offset + 0.1 * (i + 1) * (0.5 - compress) + 0.01 * seed
+        evaluate |= {
+            f"{attack}_auc_plus_gain": gain,
+            f"{attack}_auc_plus_gain_low": gain - 0.05,
+            f"{attack}_auc_plus_gain_high": gain + 0.05,
+            f"{attack}_auc_gain": gain / 2,
+            f"{attack}_relative_auc_gain": gain * 1.1,
+            f"{attack}_margin_over_random": gain - 0.03,
+            f"{attack}_p_value": 1 / 21 + seed / 100,
+        }
+    return {
+        "train": {"test_accuracy": 0.99 - 0.001 * seed, "epochs": [3], "device": "cpu"},
+        "label": {"significant": [1, 4], "resolved": seed != 3, "score": "clean"},
+        "correlate": {
+            "spearman_rho": 0.5,  # top level: not a headline
+            "headline": {
+                "score": "clean",
+                "excess_spearman_rho": offset + 0.1 * seed - 0.15,
+                "excess_spearman_p": 0.01 * (seed + 1),
+                "share_spearman_rho": 0.3 + 0.05 * seed,
+                "share_spearman_p": 0.001 * (seed + 1),
+                "noise_spearman_rho": 0.1,
+                "filter_gain_spearman_rho": 0.2 + 0.01 * seed,
+                "labels_resolved": seed != 3,
+            },
+        },
+        "harden": {"headline": {"labels_resolved": seed != 3}, "layer": "conv1"},
+        "evaluate": {"headline": evaluate, "variants": {"original": {"auc": 0.5}}},
+    }

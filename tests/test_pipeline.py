@@ -168,9 +168,11 @@ def test_report_tabulates_every_run(project):
         text=True,
         check=True,
     )
-    assert "| digits | mnist (NOT verified) | mnist_cnn |" in result.stdout
-    assert "| objects | cifar10 (NOT verified) | cifar_cnn |" in result.stdout
+    assert "| seed 0 | digits | objects |" in result.stdout
+    assert "| data (checksums) | mnist (NOT verified) | cifar10 (NOT verified) |" in result.stdout
+    assert "| model | mnist_cnn | cifar_cnn |" in result.stdout
     assert "| hardened |" in result.stdout and "FGSM accuracy" in result.stdout
+    assert "No seed sweep is committed yet" in result.stdout
 
 
 def dvc_fails(repo: Path, *args: str) -> subprocess.CompletedProcess:

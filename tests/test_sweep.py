@@ -1,11 +1,55 @@
-"""The seed summary: mean and a t-based 95% confidence interval per run and headline metric."""
+"""The sweep summary: every headline number of every run, grouped by the params that differ,
+mean and a t-based 95% confidence interval over seeds; and real DVC experiments read back."""
 
+import inspect
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
+from conftest import stage_metrics
 from scipy import stats
 
-from fragile_neurons.sweep import mean_ci, render, render_table, reproduced, summarise
+from fragile_neurons.sweep import (
+    collect,
+    flatten,
+    headlines,
+    mean_ci,
+    render,
+    render_table,
+    reproduced,
+    rounded,
+    summarise,
+    to_json,
+)
+
+BIN = Path(sys.executable).parent
+PARAMS = {
+    "seed": 0,
+    "threads": None,
+    "runs": {"mnist": {"offset": 0.0}, "cifar10": {"offset": 1.0}},
+    "harden": {"compress": 0.5, "mode": "proportional"},
+}
+EVALUATE_KEYS = {
+    "clean_accuracy_change", "clean_accuracy_change_low", "clean_accuracy_change_high",
+    "masking", "masking_testable", "labels_resolved",
+    *(f"{a}_{m}" for a in ("fgsm", "pgd", "transfer")
+      for m in ("auc_plus_gain", "auc_plus_gain_low", "auc_plus_gain_high", "auc_gain",
+                "relative_auc_gain", "margin_over_random", "p_value")),
+}  # fmt: skip
+HEADLINE_KEYS = {
+    "train.test_accuracy",
+    "label.resolved",
+    "harden.labels_resolved",
+    *(f"correlate.{k}" for k in ("excess_spearman_rho", "excess_spearman_p",
+                                 "share_spearman_rho", "share_spearman_p", "labels_resolved",
+                                 "noise_spearman_rho", "filter_gain_spearman_rho")),
+    *(f"evaluate.{k}" for k in EVALUATE_KEYS),
+}  # fmt: skip
 
 
 def test_mean_ci_is_students_t():
@@ -22,29 +66,114 @@ def test_mean_ci_degenerate_cases():
     assert mean == 0.7 and math.isnan(low) and math.isnan(high)
 
 
-def test_summarise_groups_by_run_and_keeps_each_seed():
-    records = [
-        {
-            "experiment": "a",
-            "rev": "1",
-            "seed": 0,
-            "runs": {"mnist": {"spearman_rho": 0.5, "fgsm_auc_gain": 0.01}},
+def test_headlines_take_every_number_and_boolean_of_each_headline_and_the_extras():
+    files = stage_metrics(seed=2)
+    files["evaluate"]["headline"]["nan_key"] = float("nan")
+    values = headlines(files)
+    assert set(values) == HEADLINE_KEYS  # no strings, lists, NaN or top-level correlate keys
+    assert values["evaluate.masking"] is False and values["label.resolved"] is True
+    assert values["train.test_accuracy"] == files["train"]["test_accuracy"]
+    head = files["evaluate"]["headline"]
+    assert values["evaluate.pgd_auc_plus_gain"] == head["pgd_auc_plus_gain"]
+
+
+def member(name, seed, compress=0.5, baseline=False, runs=("mnist", "cifar10"), **params):
+    flat = flatten(PARAMS) | {"seed": seed, "harden.compress": compress} | params
+    return {
+        "name": name,
+        "rev": f"{name}-rev"[:7],
+        "baseline": baseline,
+        "seed": seed,
+        "params": flat,
+        "runs": {
+            run: headlines(stage_metrics(seed, compress, PARAMS["runs"][run]["offset"]))
+            for run in runs
         },
-        {
-            "experiment": "b",
-            "rev": "2",
-            "seed": 1,
-            "runs": {"mnist": {"spearman_rho": 0.3}, "cifar10": {"spearman_rho": -0.1}},
-        },
+    }
+
+
+@pytest.fixture
+def members():
+    return [
+        member("baseline", 0, baseline=True),
+        *(member(f"seed{s}", s, threads=1) for s in (1, 2, 3, 4)),
+        member("seed0again", 0, threads=1),  # the baseline's seed again: counted once
+        *(member(f"c{c}", 0, c, runs=("mnist",)) for c in (1.0, 0.75, 0.25)),
+        member("nothing", 5, runs=()),  # no run reproduced with its params
     ]
-    summary = summarise(records)
-    assert summary["mnist"]["spearman_rho"]["n"] == 2
-    assert summary["mnist"]["spearman_rho"]["mean"] == pytest.approx(0.4)
-    assert summary["mnist"]["spearman_rho"]["values"] == {"0": 0.5, "1": 0.3}
-    assert summary["mnist"]["fgsm_auc_gain"]["ci95_low"] is None  # one seed: no interval
-    assert summary["cifar10"]["spearman_rho"]["n"] == 1
+
+
+def test_a_seed_sweep_with_its_baseline_summarises_every_headline_per_run(members):
+    summary = summarise(members, flatten(PARAMS), by=[], rev="abc")
+    assert summary["by"] == [] and len(summary["groups"]) == 1
+    group = summary["groups"][0]
+    assert group["label"] == "all" and group["baseline"] is True
+    assert [m["seed"] for m in group["members"]] == [0, 1, 2, 3, 4]
+    assert group["members"][0]["name"] == "baseline"
+    assert summary["pooled"] == {"seed": [0, 1, 2, 3, 4], "threads": [1, None]}
+    for run, offset in (("mnist", 0.0), ("cifar10", 1.0)):
+        values = group["runs"][run]
+        assert set(values) == HEADLINE_KEYS
+        gains = [stage_metrics(s, 0.5, offset)["evaluate"]["headline"]["fgsm_auc_plus_gain"]
+                 for s in range(5)]  # fmt: skip
+        mean, low, high = mean_ci(gains)
+        assert values["evaluate.fgsm_auc_plus_gain"] == {
+            "n": 5, "mean": pytest.approx(mean), "low": pytest.approx(low),
+            "high": pytest.approx(high), "values": {str(s): g for s, g in enumerate(gains)},
+        }  # fmt: skip
+        masking = values["evaluate.masking"]  # a boolean: the share of seeds, no interval
+        assert masking["mean"] == pytest.approx(2 / 5) and masking["low"] is None
+    left = "\n".join(summary["left_out"])
+    assert "seed0again (seed0ag): seed 0 already in all (baseline)" in left
+    assert "nothing (nothing): no run reproduced" in left
+    assert "c0.25 (c0.25-r): params differ in harden.compress" in left
+
+
+def test_experiments_are_grouped_by_the_params_that_differ_other_than_seed(members):
+    summary = summarise(members, flatten(PARAMS))  # threads differs too: it is pooled
+    assert summary["by"] == ["harden.compress"]
+    labels = [g["label"] for g in summary["groups"]]
+    assert labels == [f"harden.compress={c}" for c in (0.25, 0.5, 0.75, 1.0)]
+    assert [g["baseline"] for g in summary["groups"]] == [False, True, False, False]
+    quarter, half = summary["groups"][0], summary["groups"][1]
+    assert list(quarter["runs"]) == ["mnist"] and quarter["params"] == {"harden.compress": 0.25}
+    assert quarter["runs"]["mnist"]["evaluate.pgd_auc_plus_gain"]["n"] == 1
+    assert quarter["runs"]["mnist"]["evaluate.pgd_auc_plus_gain"]["low"] is None
+    assert half["runs"]["cifar10"]["train.test_accuracy"]["n"] == 5
+    # --by names the grouping param: the same groups here; a member that differs from the
+    # baseline in another param is left out rather than pooled
+    odd = member("uniform", 0, 0.25, runs=("mnist",), **{"harden.mode": "uniform"})
+    by = summarise([*members, odd], flatten(PARAMS), by=["harden.compress"])
+    assert [g["label"] for g in by["groups"]] == labels
+    assert "uniform (uniform): params differ in harden.mode" in by["left_out"]
+    auto = summarise([*members, odd], flatten(PARAMS))
+    assert auto["by"] == ["harden.compress", "harden.mode"] and len(auto["groups"]) == 5
+
+
+def test_the_json_is_rounded_sorted_and_stable(members):
+    summary = summarise(members, flatten(PARAMS), rev="abc")
+    text = to_json(summary)
+    assert text == to_json(summarise(list(reversed(members)), flatten(PARAMS), rev="abc"))
+    loaded = json.loads(text)
+    assert json.dumps(loaded, indent=1, sort_keys=True) + "\n" == text
+    assert rounded(1 / 3) == 0.333333 and rounded([2 / 3, True, 7]) == [0.666667, True, 7]
+    assert rounded(float("nan")) is None
+    mean = loaded["groups"][1]["runs"]["mnist"]["evaluate.fgsm_auc_plus_gain"]["mean"]
+    assert len(repr(mean).lstrip("-0.")) <= 6
+
+
+def test_the_text_and_the_experiment_table_fit_80_columns(members):
+    summary = json.loads(to_json(summarise(members, flatten(PARAMS))))
     text = render(summary)
-    assert "run mnist" in text and "n < 2" in text
+    assert max(map(len, text.splitlines())) <= 80
+    assert "harden.compress=0.5: 5 member(s), seeds 0, 1, 2, 3, 4, the baseline's params" in text
+    assert "evaluate.transfer_auc_plus_gain_high" in text and "share true (2/5)" in text
+    lines = render_table(summary).splitlines()
+    assert max(map(len, lines)) <= 80
+    rows = [line for line in lines if line.startswith("seed3 ")]
+    assert len(rows) == 2 and rows[0].split()[:3] == ["seed3", "cifar10", "3"]
+    assert rows[1].split()[3:] == ["0.987", "0.15", "0.45", "0.03", "0.03", "0", "-0.002"]
+    assert render({"groups": [], "left_out": []}) == "no finished experiments with metrics found"
 
 
 def test_a_run_counts_only_when_all_its_stages_ran_with_the_experiments_params():
@@ -71,14 +200,123 @@ def test_a_run_counts_only_when_all_its_stages_ran_with_the_experiments_params()
     assert not reproduced(lock, params, "mnist")
 
 
-def test_the_experiment_table_fits_80_columns():
-    records = [
-        {"experiment": "a-very-long-experiment-name", "rev": "1", "seed": 12345,
-         "runs": {"cifar10": {"test_accuracy": 0.7791, "spearman_rho": -0.123456789,
-                              "spearman_p": 1.2345e-05, "fgsm_auc_gain": -0.0481234,
-                              "pgd_auc_gain": -0.04612, "pgd_margin_over_random": -0.02134}}},
-        {"experiment": "b", "rev": "2", "seed": 1, "runs": {"mnist": {"test_accuracy": 0.99}}},
-    ]  # fmt: skip
-    lines = render_table(records).splitlines()
-    assert len(lines) == 4 and max(map(len, lines)) <= 80
-    assert " -0.123 " in lines[2] and " 1.23e-05 " in lines[2] and lines[3].endswith(" -")
+# --- real DVC experiments: stages that write the metrics of stage_metrics from params.yaml ----
+
+STAGE_SCRIPT = f"""
+import json, pathlib, sys
+import yaml
+{inspect.getsource(stage_metrics)}
+stage, run = sys.argv[1:]
+params = yaml.safe_load(open("params.yaml"))
+files = stage_metrics(params["seed"], params["harden"]["compress"], params["runs"][run]["offset"])
+pathlib.Path(f"metrics/{{run}}").mkdir(parents=True, exist_ok=True)
+pathlib.Path(f"metrics/{{run}}/{{stage}}.json").write_text(json.dumps(files[stage]))
+"""
+DVC_YAML = textwrap.dedent("""
+    stages:
+      train:
+        foreach: ${runs}
+        do:
+          cmd: python stage.py train ${key}
+          deps: [stage.py]
+          params: [seed, threads, "runs.${key}"]
+          metrics: [{"metrics/${key}/train.json": {cache: false}}]
+      label:
+        foreach: ${runs}
+        do:
+          cmd: python stage.py label ${key} && python stage.py correlate ${key}
+          deps: [stage.py, "metrics/${key}/train.json"]
+          params: [seed]
+          metrics: [{"metrics/${key}/label.json": {cache: false}},
+                    {"metrics/${key}/correlate.json": {cache: false}}]
+      harden:
+        foreach: ${runs}
+        do:
+          cmd: python stage.py harden ${key} && python stage.py evaluate ${key}
+          deps: [stage.py, "metrics/${key}/label.json"]
+          params: [seed, harden.compress]
+          metrics: [{"metrics/${key}/harden.json": {cache: false}},
+                    {"metrics/${key}/evaluate.json": {cache: false}}]
+""")
+
+
+def sh(repo: Path, *command: str) -> str:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def experiments(tmp_path_factory):
+    """A baseline commit and five experiments derived from it."""
+    import yaml
+
+    repo = tmp_path_factory.mktemp("sweep")
+    (repo / "stage.py").write_text(STAGE_SCRIPT)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "sweep@example.org")
+    sh(repo, "git", "config", "user.name", "sweep")
+    sh(repo, str(BIN / "dvc"), "init", "-q")
+    sh(repo, str(BIN / "dvc"), "repro", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline")
+    for args in (
+        ["-S", "seed=1", "-S", "threads=1"],
+        ["-S", "seed=2", "-S", "threads=1"],
+        ["-S", "seed=3", "-S", "threads=1", "harden@mnist"],  # cifar10 stays the baseline's
+        ["-S", "threads=1"],  # the baseline's seed again
+        ["-S", "harden.compress=0.25", "harden@mnist"],
+    ):
+        sh(repo, str(BIN / "dvc"), "exp", "run", "-q", *args)
+        sh(repo, "git", "reset", "-q", "--hard")
+    return repo
+
+
+def test_real_experiments_are_read_back_with_the_baseline_as_a_member(experiments, monkeypatch):
+    monkeypatch.chdir(experiments)
+    members, left_out = collect()
+    assert left_out == [] and len(members) == 6
+    baseline = next(m for m in members if m["baseline"])
+    assert baseline["seed"] == 0 and set(baseline["runs"]) == {"mnist", "cifar10"}
+    assert set(baseline["runs"]["mnist"]) == HEADLINE_KEYS
+    seed3 = next(m for m in members if m["seed"] == 3)
+    assert list(seed3["runs"]) == ["mnist"]  # its cifar10 files are the baseline's: not counted
+    summary = summarise(members, flatten(PARAMS))
+    assert summary["by"] == ["harden.compress"] and summary["pooled"]["threads"] == [1, None]
+    quarter, half = summary["groups"]
+    assert [m["seed"] for m in half["members"]] == [0, 1, 2, 3]
+    assert half["members"][0]["name"] == "baseline" and half["baseline"]
+    mnist, cifar10 = half["runs"]["mnist"], half["runs"]["cifar10"]
+    assert mnist["correlate.excess_spearman_rho"]["n"] == 4
+    assert cifar10["correlate.excess_spearman_rho"]["n"] == 3
+    expected = [stage_metrics(s, 0.5, 1.0)["evaluate"]["headline"]["pgd_auc_plus_gain"]
+                for s in (0, 1, 2)]  # fmt: skip
+    assert cifar10["evaluate.pgd_auc_plus_gain"]["values"] == {
+        str(s): pytest.approx(v) for s, v in enumerate(expected)
+    }
+    assert quarter["label"] == "harden.compress=0.25" and list(quarter["runs"]) == ["mnist"]
+    assert any("seed 0 already in harden.compress=0.5 (baseline)" in x for x in summary["left_out"])
+
+
+def test_the_sweep_command_writes_the_same_json_twice(experiments, tmp_path):
+    out = tmp_path / "compress.json"
+    command = [str(BIN / "fragile-neurons"), "sweep", "--by", "harden.compress", "--json", str(out)]
+    text = sh(experiments, *command)
+    assert "harden.compress=0.25: 1 member(s), seeds 0" in text
+    first = out.read_bytes()
+    sh(experiments, *command)
+    assert out.read_bytes() == first
+    summary = json.loads(first)
+    head = sh(experiments, "git", "rev-parse", "HEAD").strip()
+    assert summary["rev"] == head and summary["by"] == ["harden.compress"]
+    seeds = sh(experiments, *command[:2], "--seeds", "--json", str(tmp_path / "seeds.json"))
+    assert "all: 4 member(s), seeds 0, 1, 2, 3, the baseline's params" in seeds
+    bad = subprocess.run([*command[:2], "--by", "harden.compres"], cwd=experiments, text=True,
+                         capture_output=True)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr == "error: --by harden.compres: no such param in params.yaml\n"
+    shown = sh(experiments, *command[:2], "--from", str(out), "--table")
+    assert max(map(len, shown.splitlines())) <= 80 and "seed 0 already in" in shown

@@ -1,8 +1,8 @@
 """The `fragile-neurons` command (a console script of the package):
 
 fragile-neurons check [-S key=value ...]   validate params.yaml and overrides, queue nothing
-fragile-neurons report [...]               the Markdown tables of the committed metrics
-fragile-neurons sweep [...]                mean and 95% CI over the experiments of a sweep
+fragile-neurons report [--readme FILE]     the README's results section, from committed files
+fragile-neurons sweep [--seeds | --by KEY] a sweep's headlines: mean and 95% CI over seeds
 """
 
 from __future__ import annotations

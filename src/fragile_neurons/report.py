@@ -1,41 +1,297 @@
-"""The headline results of the workspace's runs as Markdown tables (the README's results section).
+"""The README's results section, from committed files only: metrics/<run>/*.json (the baseline,
+seed 0) and metrics/sweeps/*.json (summaries written by `fragile-neurons sweep --json`).
 
-python -m fragile_neurons.report            # every run of params.yaml that has its metrics
+    fragile-neurons report                      # print the section (Markdown)
+    fragile-neurons report --readme README.md   # rewrite it between the README's markers
+    fragile-neurons report --readme README.md --check   # exit 1 if the README's differs
+
+The section holds (a) the claims table from metrics/sweeps/seeds.json: one row per claim and
+measure, for each run the mean [95% CI] over seeds, and a verdict by VERDICT_RULE; (b) a
+dose-response table for each other summary in metrics/sweeps/ (compress.json: harden.compress)
+and each run with at least two settings; (c) the baseline's tables. A missing summary is a
+sentence saying so and how to make it.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
 from .config import ATTACKS, load_params
-from .formats import fixed, p_value
+from .formats import fixed, p_value, with_interval
 from .io import read_json
+from .sweep import headlines
+
+BEGIN = "<!-- begin: fragile-neurons report (generated from metrics/; edit report.py, not this) -->"
+END = "<!-- end: fragile-neurons report -->"
+SWEEPS = Path("metrics/sweeps")
+SEEDS = SWEEPS / "seeds.json"
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "transfer": "transferred FGSM"}
 
 
-def headline_table(runs: dict[str, dict]) -> str:
-    lines = [
-        "| run | data (checksums) | model | test accuracy | Spearman rho (p) | "
-        "fragile vs most targeted: Jaccard (p) | AUC gain FGSM / PGD | "
-        "margin over random FGSM / PGD |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+@dataclass(frozen=True)
+class Row:
+    """A row of the claims table: the claim (empty: the row above's), the measure, its key in
+    the sweep summary, the claimed sign (+1, -1; 0: reported without a verdict) and decimals."""
+
+    claim: str
+    measure: str
+    key: str
+    direction: int
+    digits: int = 3
+
+
+CLAIMS = (
+    Row(
+        "the attack targets fragile neurons",
+        "Spearman rho of phi and the excess share X (the headline test)",
+        "correlate.excess_spearman_rho",
+        +1,
+    ),
+    Row("", "Spearman rho of phi and D (the paper's measure)", "correlate.share_spearman_rho", +1),
+    Row("", "Spearman rho of phi and N (control)", "correlate.noise_spearman_rho", 0),
+    Row("", "Spearman rho of phi and G (control)", "correlate.filter_gain_spearman_rho", 0),
+    Row("hardening improves robustness", "FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", +1),
+    Row("", "PGD AUC+ gain", "evaluate.pgd_auc_plus_gain", +1),
+    Row("", "FGSM margin over random", "evaluate.fgsm_margin_over_random", +1),
+    Row("", "PGD margin over random", "evaluate.pgd_margin_over_random", +1),
+    Row("", "clean-accuracy change (its cost)", "evaluate.clean_accuracy_change", 0, 4),
+    Row("checks", "labels resolved (seeds)", "label.resolved", 0),
+    Row("", "gradient masking flagged (seeds)", "evaluate.masking", 0),
+)
+VERDICT_RULE = (
+    "Verdict: **supported** when the 95% CI of every run lies wholly on the claimed side of 0 "
+    "(above it), **contradicted** when the CI of every run lies wholly on the other side, "
+    "otherwise **not shown** (the runs whose CI excludes 0 named in brackets); the controls, the "
+    "cost and the checks get none."
+)
+DOSE_COLUMNS = (
+    ("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", 3),
+    ("PGD AUC+ gain", "evaluate.pgd_auc_plus_gain", 3),
+    ("clean-accuracy change", "evaluate.clean_accuracy_change", 4),
+    ("FGSM margin over random", "evaluate.fgsm_margin_over_random", 3),
+    ("PGD margin over random", "evaluate.pgd_margin_over_random", 3),
+)
+
+
+# --- cells and verdicts ------------------------------------------------------------------------
+
+
+def cell(stats: dict | None, digits: int = 3, n: int | None = None) -> str:
+    """A summary's `mean [low, high]`, the value alone for one seed, `k/n` for a boolean;
+    `(n = k)` appended where k differs from the column's `n`."""
+    if not stats:
+        return "n/a"
+    values = list(stats["values"].values())
+    if values and all(isinstance(v, bool) for v in values):
+        text = f"{sum(values)}/{stats['n']}"
+    else:
+        text = with_interval(stats["mean"], stats["low"], stats["high"], digits)
+    return text if n is None or stats["n"] == n else f"{text} (n = {stats['n']})"
+
+
+def side(stats: dict | None) -> int:
+    """+1 when the CI lies above 0, -1 below, 0 when it holds 0 or there is none."""
+    if not stats or stats.get("low") is None or stats.get("high") is None:
+        return 0
+    return 1 if stats["low"] > 0 else -1 if stats["high"] < 0 else 0
+
+
+def verdict(by_run: dict[str, dict | None], direction: int) -> str:
+    """VERDICT_RULE for one row: {run: its summary of the row's key}."""
+    if direction == 0:
+        return ""
+    sides = {run: side(stats) for run, stats in by_run.items()}
+    if not sides or all(stats is None for stats in by_run.values()):
+        return "n/a"
+    if all(s == direction for s in sides.values()):
+        return "supported"
+    if all(s == -direction for s in sides.values()):
+        return "contradicted"
+    named = [
+        f"{run} {'supports' if s == direction else 'contradicts'}"
+        for run, s in sides.items()
+        if s != 0
     ]
-    for run, settings in runs.items():
-        data = read_json(paths.metrics(run, "data"))
-        train = read_json(paths.metrics(run, "train"))
-        corr = read_json(paths.metrics(run, "correlate"))
-        head = read_json(paths.metrics(run, "evaluate"))["headline"]
-        verified = "verified" if data["checksums_verified"] else "NOT verified"
+    return "not shown" + (f" ({', '.join(named)})" if named else "")
+
+
+# --- (a) the claims table ----------------------------------------------------------------------
+
+
+def baseline_group(summary: dict) -> dict | None:
+    """The group of a sweep summary with the baseline's params."""
+    return next((g for g in summary["groups"] if g["baseline"]), None)
+
+
+def _provenance(summary: dict, group: dict) -> str:
+    seeds = ", ".join(str(m["seed"]) for m in group["members"])
+    pooled = "".join(
+        f"; {key} pooled ({', '.join('null' if v is None else str(v) for v in values)})"
+        for key, values in summary["pooled"].items()
+        if key != "seed"
+    )
+    return (
+        f"{len(group['members'])} members (seeds {seeds}): the baseline commit "
+        f"`{summary['rev'][:7]}` and its experiments{pooled}"
+    )
+
+
+def claims_table(summary: dict, runs: list[str]) -> str:
+    group = baseline_group(summary)
+    if group is None:
+        return f"`{SEEDS}` holds no group with the baseline's params."
+    runs = [r for r in runs if r in group["runs"]] + sorted(set(group["runs"]) - set(runs))
+    counts = {run: max((s["n"] for s in group["runs"][run].values()), default=0) for run in runs}
+    lines = [
+        f"From `{SEEDS}`: {_provenance(summary, group)}. Each cell: mean [95% CI] over seeds "
+        "(Student's t).",
+        "",
+        "| claim | measure | "
+        + " | ".join(f"{run} ({counts[run]} seeds)" for run in runs)
+        + " | verdict |",
+        "| --- | --- |" + " --- |" * len(runs) + " --- |",
+    ]
+    for row in CLAIMS:
+        by_run = {run: group["runs"][run].get(row.key) for run in runs}
+        cells = [cell(by_run[run], row.digits, counts[run]) for run in runs]
         lines.append(
-            f"| {run} | {data['dataset']} ({verified}) | {settings['arch']} "
-            f"| {fixed(train['test_accuracy'], 4)} "
-            f"| {fixed(corr['spearman_rho'], 3)} ({p_value(corr['spearman_p'])}) "
-            f"| {fixed(corr['jaccard'], 3)} ({p_value(corr['jaccard_p'])}) "
-            f"| {fixed(head['fgsm_auc_gain'], 3)} / {fixed(head['pgd_auc_gain'], 3)} "
-            f"| {fixed(head['fgsm_margin_over_random'], 3)} / "
-            f"{fixed(head['pgd_margin_over_random'], 3)} |"
+            f"| {row.claim} | {row.measure} | "
+            + " | ".join(cells)
+            + f" | {verdict(by_run, row.direction)} |"
         )
+    return "\n".join(lines + ["", VERDICT_RULE])
+
+
+# --- (b) dose-response tables ------------------------------------------------------------------
+
+
+def dose_tables(summary: dict, source: Path) -> list[str]:
+    """One table per run with at least two settings: a row per setting of the summary's params."""
+    by = summary["by"]
+    heading = ", ".join(by) if by else "group"
+    tables = []
+    runs = sorted({run for g in summary["groups"] for run in g["runs"]})
+    for run in runs:
+        groups = [g for g in summary["groups"] if run in g["runs"]]
+        if len(groups) < 2:
+            continue
+        lines = [
+            f"`{source}`, run {run} (mean [95% CI] over seeds; the value alone for one seed):",
+            "",
+            f"| {heading} | seeds | " + " | ".join(h for h, _, _ in DOSE_COLUMNS) + " |",
+            "| --- | --- |" + " --- |" * len(DOSE_COLUMNS),
+        ]
+        for g in groups:
+            values = g["runs"][run]
+            setting = ", ".join(str(g["params"][k]) for k in by) if by else g["label"]
+            n = max((s["n"] for s in values.values()), default=0)
+            mark = " (baseline)" if g["baseline"] else ""
+            cells = [cell(values.get(key), digits, n) for _, key, digits in DOSE_COLUMNS]
+            lines.append(f"| {setting}{mark} | {n} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return tables
+
+
+# --- (c) the baseline: seed 0, the committed metrics of each run -------------------------------
+
+
+def run_headlines(run: str) -> dict:
+    """`<stage>.<key>` -> value of the run's committed metrics (as the sweep reads them)."""
+    folder = paths.metrics(run, "train").parent
+    return headlines({p.stem: read_json(p) for p in sorted(folder.glob("*.json"))})
+
+
+def _value(h: dict, key: str, digits: int = 3) -> str:
+    value = h.get(key)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return fixed(value, digits)
+
+
+def _with_p(h: dict, key: str, p_key: str) -> str:
+    if key not in h:
+        return "n/a"
+    return fixed(h[key], 3) + (f" (p = {p_value(h[p_key])})" if p_key in h else "")
+
+
+def _attacks(h: dict, measure: str) -> str:
+    return " / ".join(_value(h, f"evaluate.{a}_{measure}") for a in ATTACKS)
+
+
+def _with_ci(h: dict, key: str, digits: int = 3) -> str:
+    return with_interval(h.get(key), h.get(f"{key}_low"), h.get(f"{key}_high"), digits)
+
+
+def _masking(h: dict) -> str:
+    if "evaluate.masking" not in h:
+        return "n/a"
+    if h.get("evaluate.masking_testable") is False:
+        return "not testable"
+    return _value(h, "evaluate.masking")
+
+
+BASELINE_ROWS = (
+    ("test accuracy", lambda h: _value(h, "train.test_accuracy", 4)),
+    (
+        "Spearman rho of phi and X (p)",
+        lambda h: _with_p(h, "correlate.excess_spearman_rho", "correlate.excess_spearman_p"),
+    ),
+    (
+        "Spearman rho of phi and D (p)",
+        lambda h: _with_p(h, "correlate.share_spearman_rho", "correlate.share_spearman_p"),
+    ),
+    (
+        "Spearman rho of phi and N / G (controls)",
+        lambda h: " / ".join(
+            _value(h, f"correlate.{m}_spearman_rho") for m in ("noise", "filter_gain")
+        ),
+    ),
+    ("labels resolved", lambda h: _value(h, "label.resolved")),
+    *(
+        (
+            f"{ATTACK_NAMES[a]} AUC+ gain [bootstrap 95% CI]",
+            lambda h, a=a: _with_ci(h, f"evaluate.{a}_auc_plus_gain"),
+        )
+        for a in ATTACKS
+    ),
+    *(
+        (
+            f"{ATTACK_NAMES[a]} margin over random (permutation p)",
+            lambda h, a=a: _with_p(h, f"evaluate.{a}_margin_over_random", f"evaluate.{a}_p_value"),
+        )
+        for a in ATTACKS
+    ),
+    ("AUC gain (over all of E) FGSM / PGD / transferred", lambda h: _attacks(h, "auc_gain")),
+    ("relative AUC gain FGSM / PGD / transferred", lambda h: _attacks(h, "relative_auc_gain")),
+    (
+        "clean-accuracy change [bootstrap 95% CI]",
+        lambda h: _with_ci(h, "evaluate.clean_accuracy_change", 4),
+    ),
+    ("gradient masking flagged", _masking),
+)  # fmt: skip
+
+
+def baseline_table(runs: dict[str, dict]) -> str:
+    """One column per run, one row per headline measure of the committed metrics."""
+    names = list(runs)
+    found = {run: run_headlines(run) for run in names}
+    data = {run: read_json(paths.metrics(run, "data")) for run in names}
+    checked = {
+        r: f"{data[r]['dataset']} ({'' if data[r]['checksums_verified'] else 'NOT '}verified)"
+        for r in names
+    }
+    lines = [
+        "| seed 0 | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+        "| data (checksums) | " + " | ".join(checked[r] for r in names) + " |",
+        "| model | " + " | ".join(runs[r]["arch"] for r in names) + " |",
+    ]
+    for label, show in BASELINE_ROWS:
+        lines.append(f"| {label} | " + " | ".join(show(found[r]) for r in names) + " |")
     return "\n".join(lines)
 
 
@@ -65,28 +321,86 @@ def evaluate_table(run: str) -> str:
     for name, result in variants.items():
         cells = []
         for attack in ATTACKS:
-            r = result[attack]
+            r = result.get(attack) or {}
             std = r.get("auc_std")
-            cells.append(fixed(r["auc"], 3) + ("" if std is None else f" ± {fixed(std, 3)}"))
+            cells.append(fixed(r.get("auc"), 3) + ("" if std is None else f" ± {fixed(std, 3)}"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    runs = {
+# --- the section -------------------------------------------------------------------------------
+
+
+def section(runs: dict[str, dict]) -> str:
+    """The results section between the markers (without them), from the committed files."""
+    parts = ["### Claims, over seeds"]
+    if SEEDS.is_file():
+        parts.append(claims_table(read_json(SEEDS), list(runs)))
+    else:
+        parts.append(
+            f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
+            "(see [Several seeds](#several-seeds))."
+        )
+    parts.append("### Dose-response")
+    others = sorted(p for p in SWEEPS.glob("*.json") if p != SEEDS) if SWEEPS.is_dir() else []
+    tables = [t for p in others for t in dose_tables(read_json(p), p)]
+    if tables:
+        parts += tables
+    else:
+        parts.append(
+            f"No dose-response sweep is committed yet (`{SWEEPS / 'compress.json'}`; "
+            "see [Several seeds](#several-seeds))."
+        )
+    parts += ["### The baseline (seed 0)", baseline_table(runs)]
+    for run in runs:
+        parts += [attack_table(run), evaluate_table(run)]
+    return "\n\n".join(parts)
+
+
+def replace_section(text: str, generated: str) -> str:
+    """`text` with what lies between BEGIN and END replaced by `generated`."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"expected one line {BEGIN!r} and, after it, one line {END!r}")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{generated}\n{END}{tail}"
+
+
+def committed_runs(params_path: str | Path = "params.yaml") -> dict[str, dict]:
+    """The runs of params.yaml that have their metrics, in params.yaml's order."""
+    return {
         name: run
-        for name, run in load_params(args.params)["runs"].items()
+        for name, run in load_params(params_path)["runs"].items()
         if Path(paths.metrics(name, "evaluate")).is_file()
     }
-    print(headline_table(runs))
-    for run in runs:
-        print()
-        print(attack_table(run))
-        print()
-        print(evaluate_table(run))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="report", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--readme", default=None, help="rewrite the section in this file")
+    parser.add_argument(
+        "--check", action="store_true", help="with --readme: exit 1 if it differs, write nothing"
+    )
+    args = parser.parse_args(argv)
+    generated = section(committed_runs(args.params))
+    if not args.readme:
+        print(generated)
+        return
+    readme = Path(args.readme)
+    text = readme.read_text()
+    try:
+        new = replace_section(text, generated)
+    except ValueError as err:
+        print(f"error: {readme}: {err}", file=sys.stderr)
+        sys.exit(2)
+    if args.check:
+        if new != text:
+            print(f"{readme}: the results section differs; run `fragile-neurons report "
+                  f"--readme {readme}`", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
+    elif new != text:
+        readme.write_text(new)
 
 
 if __name__ == "__main__":

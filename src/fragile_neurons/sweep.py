@@ -1,18 +1,31 @@
-"""Summarise a set of DVC experiments across seeds: one seed proves nothing.
+"""Summarise the DVC experiments of a sweep: every headline number, mean and 95% CI over seeds.
 
-    python -m fragile_neurons.sweep                 # experiments derived from HEAD
-    python -m fragile_neurons.sweep --rev main -n 3 # from the last 3 commits of main
-    python -m fragile_neurons.sweep --json out.json # also write the summary as JSON
+    fragile-neurons sweep                          # experiments derived from HEAD, grouped
+    fragile-neurons sweep --seeds --json metrics/sweeps/seeds.json
+    fragile-neurons sweep --by harden.compress --json metrics/sweeps/compress.json
+    fragile-neurons sweep --from metrics/sweeps/seeds.json --table   # a committed summary
 
-For every run found in the experiments' metrics, it reports the headline numbers (test accuracy,
-the Spearman correlation of fragility with the attack share and its p-value, the hardening gain
-in AUC under FGSM and PGD and its margin over the random control) as the mean over experiments
-with a two-sided 95% confidence interval from Student's t distribution, next to each seed's value.
-Experiments are listed by DVC (`dvc.api.exp_show`); their metrics are read from the experiment
-commits with git. An experiment commit also holds the metrics of runs it did not reproduce (an
-experiment of `evaluate@mnist` keeps the baseline's cifar10 files), so a run counts only when
-every one of its stages in the commit's dvc.lock ran with the experiment's params; otherwise it
-is left out rather than counted again with another seed's values.
+Members. The baseline commit (`--rev`, default HEAD; its params.yaml and its committed metrics)
+and every finished experiment DVC lists for it (`dvc.api.exp_show`), read from their commits with
+git. A run counts in a member only when every one of its stages in that commit's dvc.lock ran with
+the member's params: an experiment of `evaluate@mnist` also carries the baseline's cifar10 files,
+which are not counted again under another seed. So a 5-seed sweep is the baseline (seed 0) and
+four queued seeds.
+
+Groups. Members are grouped by the params that differ among them (`--by` names them instead; a
+member that differs from the baseline in another param is then left out; `--seeds` keeps only
+the members with the baseline's params), a group being one setting of those params, labelled
+e.g. `harden.compress=0.25`. The params in NUISANCE change only random draws and float rounding,
+never what is computed, so they vary within a group: the seed, and the thread count and device
+(another thread count or CPU type changes results like another seed). Within a group, each seed
+counts once (the baseline first, then by experiment name).
+
+Numbers. For each run: every number or boolean of the `headline` dict of each of its stage's
+metrics files, and the few top-level ones in EXTRA, named `<stage>.<key>`
+(`evaluate.fgsm_auc_plus_gain`, `train.test_accuracy`). Per group, run and key: n, the mean and the
+two-sided 95% confidence interval of Student's t (none for n < 2; none for a boolean, whose mean
+is the share of members where it holds), and each seed's value. The JSON (`--json`) has sorted
+keys and 6 significant digits, so a rerun with the same members rewrites the same bytes.
 """
 
 from __future__ import annotations
@@ -22,27 +35,23 @@ import json
 import math
 import subprocess
 import sys
-from collections import defaultdict
-
-import dvc.api
-from scipy import stats
+from pathlib import Path
+from typing import Any
 
 from .config import parse_yaml
 
-# (label, metrics file stem, key path inside the file)
-HEADLINE = [
-    ("test_accuracy", "train", ("test_accuracy",)),
-    ("spearman_rho", "correlate", ("spearman_rho",)),
-    ("spearman_p", "correlate", ("spearman_p",)),
-    ("fgsm_auc_gain", "evaluate", ("headline", "fgsm_auc_gain")),
-    ("fgsm_margin_over_random", "evaluate", ("headline", "fgsm_margin_over_random")),
-    ("pgd_auc_gain", "evaluate", ("headline", "pgd_auc_gain")),
-    ("pgd_margin_over_random", "evaluate", ("headline", "pgd_margin_over_random")),
-]
+# Params whose values vary within a group: they change random draws and float rounding only.
+NUISANCE = ("seed", "threads", "device", "deterministic")
+# Top-level keys of a stage's metrics summarised besides its `headline` dict: (stage, key).
+EXTRA = (("train", "test_accuracy"), ("label", "significant"), ("label", "resolved"))
+CONFIDENCE = 0.95
+DIGITS = 6  # significant digits in the JSON
 
 
-def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Mean and the two-sided t confidence interval (NaN bounds for fewer than two values)."""
+    from scipy import stats
+
     n = len(values)
     mean = sum(values) / n
     if n < 2:
@@ -54,17 +63,40 @@ def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float
     return mean, float(low), float(high)
 
 
-def _git_show(rev: str, path: str) -> str | None:
-    result = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return result.stdout if result.returncode == 0 else None
+def _scalar(value: Any) -> bool:
+    """A number or boolean worth summarising (not NaN, not a string, list or dict)."""
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _dig(obj, keys):
-    for key in keys:
-        if not isinstance(obj, dict) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
+def headlines(files: dict[str, dict]) -> dict[str, float | bool]:
+    """`<stage>.<key>` -> value for one run, from {stage: that stage's metrics JSON}: every number
+    or boolean of the `headline` dict, and the top-level keys of EXTRA."""
+    values: dict[str, float | bool] = {}
+    for stage, metrics in sorted(files.items()):
+        if not isinstance(metrics, dict):
+            continue
+        headline = metrics.get("headline")
+        for key, value in (headline if isinstance(headline, dict) else {}).items():
+            if _scalar(value):
+                values[f"{stage}.{key}"] = value
+        for extra_stage, key in EXTRA:
+            if extra_stage == stage and _scalar(metrics.get(key)):
+                values.setdefault(f"{stage}.{key}", metrics[key])
+    return values
+
+
+def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
+    """{'harden': {'compress': 0.5}} -> {'harden.compress': 0.5}; lists are values."""
+    flat = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 _MISSING = object()
@@ -94,122 +126,341 @@ def reproduced(lock: dict, params: dict, run: str) -> bool:
     )
 
 
-def collect(rev: str | None = None, num: int = 1) -> list[dict]:
-    """One record per successful experiment: name, rev, seed, {run: {label: value}}."""
-    records = []
-    for row in dvc.api.exp_show(revs=rev, num=num):
-        if row.get("typ") == "baseline" or row.get("State") not in (None, "Success"):
+# --- reading the experiments with git and DVC ------------------------------------------------
+
+
+def _git(*args: str) -> str | None:
+    result = subprocess.run(["git", *args], capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def _git_show(rev: str, path: str) -> str | None:
+    return _git("show", f"{rev}:{path}")
+
+
+def _short(rev: str) -> str:
+    return (_git("rev-parse", "--short=7", rev) or rev).strip()
+
+
+def read_commit(rev: str, name: str, baseline: bool) -> dict:
+    """One member: its name, short rev, params (flattened) and, for each run it reproduced with
+    its params, the run's headline numbers."""
+    params = parse_yaml(_git_show(rev, "params.yaml") or "{}") or {}  # as DVC reads it
+    lock = parse_yaml(_git_show(rev, "dvc.lock") or "{}", "dvc.lock") or {}
+    runs = {}
+    for run in params.get("runs") or {}:
+        if not reproduced(lock, params, run):
             continue
-        sha = row["rev"]
-        params = parse_yaml(_git_show(sha, "params.yaml") or "{}") or {}  # as DVC reads it
-        lock = parse_yaml(_git_show(sha, "dvc.lock") or "{}", "dvc.lock") or {}
-        runs = {}
-        for run in params.get("runs", {}):
-            if not reproduced(lock, params, run):
-                continue
-            values = {}
-            for label, stem, keys in HEADLINE:
-                text = _git_show(sha, f"metrics/{run}/{stem}.json")
-                value = _dig(json.loads(text), keys) if text else None
-                if isinstance(value, int | float):
-                    values[label] = float(value)
-            if values:
-                runs[run] = values
-        records.append(
-            {
-                "experiment": row.get("Experiment") or sha,
-                "rev": sha,
-                "seed": params.get("seed"),
-                "runs": runs,
-            }
+        listing = _git("ls-tree", "--name-only", rev, f"metrics/{run}/") or ""
+        files = {}
+        for path in listing.split():
+            if path.endswith(".json"):
+                text = _git_show(rev, path)
+                files[Path(path).stem] = json.loads(text) if text else {}
+        values = headlines(files)
+        if values:
+            runs[run] = values
+    return {
+        "name": name,
+        "rev": _short(rev),
+        "baseline": baseline,
+        "seed": params.get("seed"),
+        "params": flatten(params),
+        "runs": runs,
+    }
+
+
+def collect(rev: str | None = None, num: int = 1) -> tuple[list[dict], list[str]]:
+    """The members (the baseline commits and their finished experiments, see read_commit), and
+    a line for each experiment left out because it has not finished."""
+    import dvc.api
+
+    members, left_out = [], []
+    for row in dvc.api.exp_show(revs=rev, num=num):
+        if row.get("rev") == "workspace":
+            continue
+        baseline = row.get("typ") == "baseline"
+        name = "baseline" if baseline else (row.get("Experiment") or row["rev"])
+        state = row.get("State")
+        if state not in (None, "Success"):
+            left_out.append(f"{name} ({row['rev']}): {state}")
+            continue
+        members.append(read_commit(row["rev"], name, baseline))
+    return members, left_out
+
+
+# --- grouping and summarising ----------------------------------------------------------------
+
+
+def _sort_key(value: Any) -> tuple:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, json.dumps(value, sort_keys=True))
+
+
+def _label(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) if params else "all"
+
+
+def _differing(members: list[dict]) -> list[str]:
+    keys = sorted({k for m in members for k in m["params"]} - set(NUISANCE))
+    return [
+        k
+        for k in keys
+        if len({json.dumps(m["params"].get(k), sort_keys=True) for m in members}) > 1
+    ]
+
+
+def summarise_values(pairs: list[tuple[Any, float | bool]]) -> dict:
+    """{n, mean, low, high, values: {seed: value}} of (seed, value) pairs; low and high are None
+    for fewer than two values and for booleans (their mean is the share that is true)."""
+    numbers = [float(v) for _, v in pairs]
+    mean, low, high = mean_ci(numbers)
+    boolean = all(isinstance(v, bool) for _, v in pairs)
+    bounds = (None, None) if boolean or math.isnan(low) else (low, high)
+    return {
+        "n": len(pairs),
+        "mean": mean,
+        "low": bounds[0],
+        "high": bounds[1],
+        "values": {str(seed): value for seed, value in pairs},
+    }
+
+
+def _select(members: list[dict], reference: dict, by: list[str] | None) -> tuple:
+    """The members that count, the grouping params, and a line for each member left out."""
+    left, kept = [], []
+    for m in members:
+        if m["runs"]:
+            kept.append(m)
+        else:
+            left.append(f"{m['name']} ({m['rev']}): no run reproduced with its own params")
+    if by is None:
+        return kept, _differing(kept), left
+    ignored = set(by) | set(NUISANCE)
+    selected = []
+    for m in kept:
+        other = sorted(
+            k
+            for k in (set(m["params"]) | set(reference)) - ignored
+            if m["params"].get(k, _MISSING) != reference.get(k, _MISSING)
         )
-    return records
+        if other:
+            left.append(f"{m['name']} ({m['rev']}): params differ in {', '.join(other)}")
+        else:
+            selected.append(m)
+    return selected, list(by), left
 
 
-def summarise(records: list[dict]) -> dict:
-    """{run: {label: {n, mean, ci95_low, ci95_high, values: {seed: value}}}}."""
-    table: dict = defaultdict(dict)
-    runs = sorted({run for r in records for run in r["runs"]})
-    for run in runs:
-        for label, _, _ in HEADLINE:
-            pairs = [
-                (r["seed"], r["runs"][run][label])
-                for r in records
-                if label in r["runs"].get(run, {})
-            ]
-            if not pairs:
-                continue
-            mean, low, high = (None if math.isnan(v) else v for v in mean_ci([v for _, v in pairs]))
-            table[run][label] = {
-                "n": len(pairs),
-                "mean": mean,
-                "ci95_low": low,
-                "ci95_high": high,
-                "values": {str(seed): value for seed, value in pairs},
-            }
-    return dict(table)
-
-
-def render(summary: dict) -> str:
-    lines = []
-    for run, metrics in summary.items():
-        lines.append(f"run {run}")
-        lines.append(f"  {'metric':<26}{'n':>3}  {'mean':>10}  {'95% CI':>23}  per seed")
-        for label, s in metrics.items():
-            ci = (
-                "n < 2" if s["ci95_low"] is None else f"[{s['ci95_low']:.4g}, {s['ci95_high']:.4g}]"
+def _group(members: list[dict], by: list[str]) -> tuple[list[dict], list[str]]:
+    """[{params, members}] sorted by the params' values, each seed once per group (the
+    baseline's first, then by experiment name), and a line for each duplicate left out."""
+    groups: dict[str, dict] = {}
+    left = []
+    for m in sorted(members, key=lambda m: (not m["baseline"], _sort_key(m["seed"]), m["name"])):
+        params = {k: m["params"].get(k) for k in by}
+        group = groups.setdefault(json.dumps(params, sort_keys=True), {"params": params})
+        seen = group.setdefault("members", [])
+        same = next((o for o in seen if o["seed"] == m["seed"]), None)
+        if same:
+            left.append(
+                f"{m['name']} ({m['rev']}): seed {m['seed']} already in {_label(params)} "
+                f"({same['name']})"
             )
-            seeds = ", ".join(f"{k}: {v:.4g}" for k, v in s["values"].items())
-            lines.append(f"  {label:<26}{s['n']:>3}  {s['mean']:>10.4g}  {ci:>23}  {seeds}")
-    return "\n".join(lines) if lines else "no finished experiments with metrics found"
+        else:
+            seen.append(m)
+    ordered = sorted(groups.values(), key=lambda g: [_sort_key(g["params"][k]) for k in by])
+    return ordered, left
 
 
-# The experiment table's columns: (heading, headline label, width), 80 columns in all.
+def _summarise_group(group: dict, reference: dict) -> dict:
+    members = group["members"]
+    runs = {}
+    for run in sorted({r for m in members for r in m["runs"]}):
+        found = [m for m in members if run in m["runs"]]
+        keys = sorted({k for m in found for k in m["runs"][run]})
+        runs[run] = {
+            key: summarise_values(
+                [(m["seed"], m["runs"][run][key]) for m in found if key in m["runs"][run]]
+            )
+            for key in keys
+        }
+    return {
+        "label": _label(group["params"]),
+        "params": group["params"],
+        "baseline": all(v == reference.get(k) for k, v in group["params"].items()),
+        "members": [{"name": m["name"], "rev": m["rev"], "seed": m["seed"]} for m in members],
+        "runs": runs,
+    }
+
+
+def summarise(
+    members: list[dict],
+    reference: dict,
+    by: list[str] | None = None,
+    left_out: list[str] = (),
+    rev: str = "",
+) -> dict:
+    """The summary (written by --json) of `members` (collect), grouped by the params `by`
+    (None: every param that differs among the members, NUISANCE aside; []: none, a seed sweep of
+    the baseline's params). `reference` is the baseline's flattened params: with `by` given, a
+    member that differs from it outside `by` and NUISANCE is left out."""
+    selected, by, left = _select(members, reference, by)
+    groups, duplicates = _group(selected, by)
+    counted = [m for group in groups for m in group["members"]]
+    pooled = {}
+    for key in NUISANCE:
+        distinct = {json.dumps(m["params"].get(key)): m["params"].get(key) for m in counted}
+        if len(distinct) > 1:
+            pooled[key] = sorted(distinct.values(), key=_sort_key)
+    return {
+        "rev": rev,
+        "by": by,
+        "pooled": pooled,
+        "confidence": CONFIDENCE,
+        "groups": [_summarise_group(group, reference) for group in groups],
+        "left_out": sorted([*left_out, *left, *duplicates]),
+    }
+
+
+def rounded(obj: Any, digits: int = DIGITS) -> Any:
+    """Every float of `obj` to `digits` significant digits (JSON-ready, stable diffs)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
+
+def to_json(summary: dict) -> str:
+    return json.dumps(rounded(summary), indent=1, sort_keys=True) + "\n"
+
+
+# --- text for a terminal (80 columns) --------------------------------------------------------
+
+
+def _fit(value: Any, width: int) -> str:
+    """A value in at most `width` characters, with as many significant digits as fit."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    for digits in (4, 3, 2, 1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= width:
+            return text
+    return text
+
+
+def _members_line(group: dict) -> str:
+    seeds = ", ".join(str(m["seed"]) for m in group["members"])
+    note = ", the baseline's params" if group["baseline"] else ""
+    return f"{group['label']}: {len(group['members'])} member(s), seeds {seeds}{note}"
+
+
+def render(summary: dict, width: int = 80) -> str:
+    """Per group and run, each key's n, mean and 95% CI, one line each, in 80 columns."""
+    lines = []
+    for group in summary["groups"]:
+        lines.append(_members_line(group)[:width])
+        for run, values in group["runs"].items():
+            lines.append(f"  run {run[:33]:<34}{'n':>3}  {'mean':>10}  95% CI")
+            for key, s in values.items():
+                if s["low"] is not None:
+                    ci = f"[{s['low']:.4g}, {s['high']:.4g}]"
+                elif all(isinstance(v, bool) for v in s["values"].values()):
+                    ci = f"share true ({sum(s['values'].values())}/{s['n']})"
+                else:
+                    ci = "n < 2"
+                name = key if len(key) <= 36 else key[:35] + "~"
+                lines.append(f"    {name:<36}{s['n']:>3}  {s['mean']:>10.4g}  {ci}"[:width])
+    lines += [f"left out: {line}"[:width] for line in summary["left_out"]]
+    return "\n".join(lines) if summary["groups"] else "no finished experiments with metrics found"
+
+
+# The experiment table's columns: (heading, key, width); with the first three, 80 columns.
 TABLE = [
-    ("acc", "test_accuracy", 7),
-    ("rho", "spearman_rho", 7),
-    ("p", "spearman_p", 9),
-    ("FGSM gain", "fgsm_auc_gain", 10),
-    ("PGD gain", "pgd_auc_gain", 9),
-    ("PGD margin", "pgd_margin_over_random", 11),
+    ("acc", "train.test_accuracy", 7),
+    ("X rho", "correlate.excess_spearman_rho", 7),
+    ("D rho", "correlate.share_spearman_rho", 7),
+    ("FGSM+", "evaluate.fgsm_auc_plus_gain", 8),
+    ("PGD+", "evaluate.pgd_auc_plus_gain", 8),
+    ("PGD mrg", "evaluate.pgd_margin_over_random", 8),
+    ("clean", "evaluate.clean_accuracy_change", 8),
 ]
 
 
-def render_table(records: list[dict]) -> str:
-    """One row per experiment and run, in at most 80 columns: a terminal shows every column
-    (`dvc exp show` would drop most of them there)."""
+def render_table(summary: dict) -> str:
+    """One row per member and run, in at most 80 columns: a terminal shows every column
+    (`dvc exp show` would drop most of them there). X rho: the excess share's Spearman rho,
+    D rho: the paper's; FGSM+ and PGD+: the AUC+ gains; PGD mrg: PGD's margin over random;
+    clean: the clean-accuracy change."""
     head = f"{'experiment':<14}{'run':<8}{'seed':>5}" + "".join(f"{h:>{w}}" for h, _, w in TABLE)
-    lines = [head, "-" * len(head)]
-    for record in records:
-        for run, values in sorted(record["runs"].items()):
-            cells = "".join(
-                f" {values[label]:>{w - 1}.3g}" if label in values else f"{'-':>{w}}"
-                for _, label, w in TABLE
-            )
-            name = str(record["experiment"])[:13]
-            lines.append(f"{name:<14}{run[:7]:<8}{record['seed']!s:>5}{cells}")
+    lines = []
+    for group in summary["groups"]:
+        lines += [group["label"][:80], head, "-" * len(head)]
+        for member in group["members"]:
+            seed = str(member["seed"])
+            for run, values in group["runs"].items():
+                if not any(seed in s["values"] for s in values.values()):
+                    continue
+                cells = "".join(
+                    f" {_fit(values[key]['values'][seed], w - 1):>{w - 1}}"
+                    if seed in values.get(key, {}).get("values", {})
+                    else f"{'-':>{w}}"
+                    for _, key, w in TABLE
+                )
+                lines.append(f"{member['name'][:13]:<14}{run[:7]:<8}{seed[:5]:>5}{cells}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rev", default=None, help="baseline commit (default HEAD)")
+    parser = argparse.ArgumentParser(prog="sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rev", default=None, help="the baseline commit (default HEAD)")
     parser.add_argument("-n", "--num", type=int, default=1, help="commits back from --rev")
-    parser.add_argument("--json", default=None, help="also write the summary to this file")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
+        "--by",
+        action="append",
+        metavar="KEY",
+        help="group by this param (repeatable); members that differ from the baseline in "
+        "another param are left out (default: group by every param that differs)",
+    )
+    how.add_argument(
+        "--seeds", action="store_true", help="only members with the baseline's params: one group"
+    )
+    how.add_argument(
+        "--from", dest="source", metavar="FILE", help="show a summary written by --json"
+    )
+    parser.add_argument("--json", default=None, help="write the summary to this file")
     parser.add_argument(
-        "--table", action="store_true", help="also each experiment's values, in 80 columns"
+        "--table", action="store_true", help="also each member's values, in 80 columns"
     )
     args = parser.parse_args(argv)
-    records = collect(args.rev, args.num)
-    summary = summarise(records)
-    if args.table and records:
-        print(render_table(records) + "\n")
+    if args.source:
+        summary = json.loads(Path(args.source).read_text())
+    else:
+        rev = (_git("rev-parse", args.rev or "HEAD") or "").strip()
+        if not rev:
+            print(f"error: {args.rev or 'HEAD'} is not a commit here", file=sys.stderr)
+            sys.exit(2)
+        reference = flatten(parse_yaml(_git_show(rev, "params.yaml") or "{}") or {})
+        unknown = [key for key in args.by or () if key not in reference]
+        if unknown:
+            print(f"error: --by {unknown[0]}: no such param in params.yaml", file=sys.stderr)
+            sys.exit(2)
+        members, left_out = collect(args.rev, args.num)
+        by = [] if args.seeds else args.by
+        summary = json.loads(to_json(summarise(members, reference, by, left_out, rev)))
+    if args.table and summary["groups"]:
+        print(render_table(summary) + "\n")
     print(render(summary))
     if args.json:
-        from .io import write_json
+        from .io import write_with
 
-        write_json(args.json, summary)
-    sys.exit(0 if summary else 1)
+        text = to_json(summary)
+        write_with(args.json, lambda p: p.write_text(text))
+    sys.exit(0 if summary["groups"] else 1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,192 @@
+"""The README's results section: regenerated from the committed files it equals the committed
+README; the claims table's cells and verdicts, the dose-response tables, missing sweeps."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, stage_metrics
+
+from fragile_neurons import report
+from fragile_neurons.sweep import flatten, headlines, summarise, to_json
+
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+OFFSETS = {"mnist": -0.2, "cifar10": 0.3}
+
+
+def test_the_committed_readme_section_is_what_the_committed_files_give(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    text = (ROOT / "README.md").read_text()
+    committed = text.split(report.BEGIN + "\n", 1)[1].split("\n" + report.END, 1)[0]
+    assert committed == report.section(report.committed_runs()), (
+        "README.md's results section is stale: run `fragile-neurons report --readme README.md`"
+    )
+
+
+def stats(low, high, n=5, mean=None, values=None):
+    mean = (low + high) / 2 if mean is None else mean
+    values = values or {str(s): mean for s in range(n)}
+    return {"n": n, "mean": mean, "low": low, "high": high, "values": values}
+
+
+@pytest.mark.parametrize(
+    ("lows_highs", "direction", "expected"),
+    [
+        ([(0.1, 0.3), (0.05, 0.2)], +1, "supported"),
+        ([(-0.3, -0.1), (-0.2, -0.01)], +1, "contradicted"),
+        ([(-0.3, -0.1), (-0.2, -0.01)], -1, "supported"),
+        ([(0.1, 0.3), (-0.2, 0.1)], +1, "not shown (mnist supports)"),
+        ([(0.1, 0.3), (-0.2, -0.1)], +1, "not shown (mnist supports, cifar10 contradicts)"),
+        ([(-0.1, 0.3), (-0.2, 0.1)], +1, "not shown"),
+        ([(0.1, 0.3), (0.1, 0.2)], 0, ""),
+    ],
+)
+def test_the_verdict_rule(lows_highs, direction, expected):
+    by_run = {run: stats(*lh) for run, lh in zip(("mnist", "cifar10"), lows_highs, strict=True)}
+    assert report.verdict(by_run, direction) == expected
+
+
+def test_a_verdict_needs_an_interval_for_every_run():
+    one_seed = {"n": 1, "mean": 0.2, "low": None, "high": None, "values": {"0": 0.2}}
+    assert report.verdict({"mnist": stats(0.1, 0.3), "cifar10": one_seed}, +1) == (
+        "not shown (mnist supports)"
+    )
+    assert report.verdict({"mnist": None, "cifar10": None}, +1) == "n/a"
+
+
+def test_cells_are_mean_and_interval_or_the_value_or_a_share():
+    assert report.cell(stats(-0.2612, -0.0581, mean=-0.16)) == "-0.160 [-0.261, -0.058]"
+    assert report.cell(stats(-0.2612, -0.0581, mean=-0.16), digits=4, n=4) == (
+        "-0.1600 [-0.2612, -0.0581] (n = 5)"
+    )
+    assert report.cell({"n": 1, "mean": 0.25, "low": None, "high": None, "values": {}}) == "0.250"
+    share = {"n": 5, "mean": 0.4, "low": None, "high": None,
+             "values": {"0": False, "1": True, "2": False, "3": True, "4": False}}  # fmt: skip
+    assert report.cell(share) == "2/5" and report.cell(None) == "n/a"
+
+
+def member(name, seed, compress=0.5, runs=("mnist", "cifar10")):
+    params = flatten(PARAMS) | {"seed": seed, "harden.compress": compress}
+    return {
+        "name": name,
+        "rev": name[:7],
+        "baseline": name == "baseline",
+        "seed": seed,
+        "params": params,
+        "runs": {r: headlines(stage_metrics(seed, compress, OFFSETS[r])) for r in runs},
+    }
+
+
+def sweep_summary(members, by):
+    return json.loads(to_json(summarise(members, flatten(PARAMS), by, rev="f" * 40)))
+
+
+SEEDS = [member("baseline", 0), *(member(f"seed-{s}", s) for s in (1, 2, 3, 4))]
+DOSES = [*SEEDS, *(member(f"c{c}", 0, c, runs=("mnist",)) for c in (1.0, 0.75, 0.25))]
+
+
+def test_the_claims_table_has_a_row_per_measure_and_a_verdict_by_the_rule():
+    summary = sweep_summary(SEEDS, [])
+    table = report.claims_table(summary, ["mnist", "cifar10"])
+    lines = table.splitlines()
+    assert "5 members (seeds 0, 1, 2, 3, 4): the baseline commit `fffffff`" in lines[0]
+    assert lines[2] == "| claim | measure | mnist (5 seeds) | cifar10 (5 seeds) | verdict |"
+    rows = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len(report.CLAIMS)
+    group = summary["groups"][0]
+    for row, line in zip(report.CLAIMS, rows, strict=True):
+        by_run = {run: group["runs"][run].get(row.key) for run in ("mnist", "cifar10")}
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        assert cells == [
+            row.claim,
+            row.measure,
+            report.cell(by_run["mnist"], row.digits, 5),
+            report.cell(by_run["cifar10"], row.digits, 5),
+            report.verdict(by_run, row.direction),
+        ]
+    # the fixture's excess-share rho: mnist's CI holds 0, cifar10's lies above it
+    assert "| not shown (cifar10 supports) |" in rows[0]
+    assert rows[-1].split("|")[3].strip() == "2/5"  # masking flagged in seeds 1 and 3
+    assert report.VERDICT_RULE in table
+
+
+def test_the_dose_response_table_has_a_row_per_setting_for_each_run_with_several():
+    summary = sweep_summary(DOSES, ["harden.compress"])
+    (table,) = report.dose_tables(summary, Path("metrics/sweeps/compress.json"))  # not cifar10
+    lines = table.splitlines()
+    assert lines[0].startswith("`metrics/sweeps/compress.json`, run mnist")
+    assert lines[2].startswith("| harden.compress | seeds | FGSM AUC+ gain | PGD AUC+ gain |")
+    rows = lines[4:]
+    assert [r.split("|")[1].strip() for r in rows] == ["0.25", "0.5 (baseline)", "0.75", "1.0"]
+    assert [r.split("|")[2].strip() for r in rows] == ["1", "5", "1", "1"]
+    quarter = stage_metrics(0, 0.25, OFFSETS["mnist"])["evaluate"]["headline"]
+    assert rows[0].split("|")[3].strip() == f"{quarter['fgsm_auc_plus_gain']:.3f}"
+    assert rows[1].split("|")[3].strip().count("[") == 1  # five seeds: an interval
+
+
+def write_run(folder: Path, run: str) -> None:
+    metrics = folder / "metrics" / run
+    metrics.mkdir(parents=True)
+    for stage, content in stage_metrics(0, 0.5, OFFSETS[run]).items():
+        (metrics / f"{stage}.json").write_text(json.dumps(content))
+    (metrics / "data.json").write_text(json.dumps({"dataset": run, "checksums_verified": True}))
+    attack = {"fgsm_accuracy": {"0": 0.99, "0.1": 0.5}, "success_rate": {"0": 0, "0.1": 0.5}}
+    (metrics / "attack.json").write_text(json.dumps(attack))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    for run in PARAMS["runs"]:
+        write_run(tmp_path, run)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_missing_sweeps_are_said_and_present_ones_tabulated(project):
+    text = report.section(report.committed_runs())
+    assert "No seed sweep is committed yet (`metrics/sweeps/seeds.json`)" in text
+    assert "No dose-response sweep is committed yet" in text
+    assert "| Spearman rho of phi and X (p) | -0.350 (p = 0.01) | 0.150 (p = 0.01) |" in text
+    assert "| gradient masking flagged | no | no |" in text
+    (project / "metrics" / "sweeps").mkdir()
+    (project / "metrics/sweeps/seeds.json").write_text(to_json(sweep_summary(SEEDS, [])))
+    dose = to_json(sweep_summary(DOSES, ["harden.compress"]))
+    (project / "metrics/sweeps/compress.json").write_text(dose)
+    text = report.section(report.committed_runs())
+    assert "No seed" not in text and "No dose" not in text
+    assert "| the attack targets fragile neurons |" in text and "| 0.25 | 1 |" in text
+    # a seed summary without the baseline's params has no claims table, and says so
+    elsewhere = dose.replace('"baseline": true', '"baseline": false')
+    (project / "metrics/sweeps/seeds.json").write_text(elsewhere)
+    assert "holds no group with the baseline's params" in report.section(report.committed_runs())
+
+
+def test_the_command_rewrites_only_between_the_markers_and_checks(project):
+    readme = project / "README.md"
+    readme.write_text(f"# title\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
+    command = [sys.executable, "-m", "fragile_neurons.report", "--readme", "README.md"]
+    check = subprocess.run([*command, "--check"], cwd=project, capture_output=True, text=True)
+    assert check.returncode == 1 and "results section differs" in check.stderr
+    subprocess.run(command, cwd=project, check=True)
+    text = readme.read_text()
+    assert text.startswith(f"# title\n\n{report.BEGIN}\n### Claims, over seeds\n")
+    end = [
+        "| FGSM accuracy | 0.9900 | 0.5000 |",
+        "| success rate | 0.000 | 0.500 |",
+        "",
+        "| cifar10: AUC | FGSM | PGD | FGSM transferred |",
+        "| --- | --- | --- | --- |",
+        "| original | n/a | n/a | n/a |",
+        report.END,
+        "",
+        "after",
+    ]
+    assert text.endswith("\n".join(end) + "\n")
+    assert subprocess.run([*command, "--check"], cwd=project).returncode == 0
+    readme.write_text("no markers\n")
+    bad = subprocess.run(command, cwd=project, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: README.md: expected one line")
