@@ -3,15 +3,15 @@
     .venv/bin/python benchmarks/scan_speed.py [run] [--samples N] [--threads T] [--naive-batch B]
 
 Both scans measure every dropped network of the run's scanned layer on the same scan set (the
-first `scan.samples` test images; --samples to use fewer) at every epsilon of the run, with the
-FGSM signs the attack stage saved (computed here when that stage has not run yet). The naive
-scan runs the whole network once per neuron and epsilon, the neuron dropped by a forward hook,
-on batches of params `batch_size` images (--naive-batch to change). Prints wall-clock and CPU
-seconds, the speed-up, and whether the per-neuron accuracies and clean discordant counts (images
-lost and gained against the intact network) agree exactly (exit status 1 if not). Needs the
-prepared data and the trained model (`dvc repro train@<run>`); writes nothing.
-Timings on a shared machine are noisy: when other processes keep the cores busy, --threads 1 or
-OMP_WAIT_POLICY=PASSIVE in the environment give steadier numbers.
+first `scan.samples` images of the selection split; --samples to use fewer) at every epsilon of
+the run, with the FGSM signs the attack stage saved (computed here when that stage has not run
+yet). The naive scan runs the whole network once per neuron and epsilon, the neuron dropped by
+a forward hook, on batches of params `batch_size` images (--naive-batch to change). Prints
+wall-clock and CPU seconds, the speed-up, and whether the per-neuron accuracies and clean
+discordant counts (images lost and gained against the intact network) agree exactly (exit
+status 1 if not). Needs the prepared data and the trained model (`dvc repro train@<run>`);
+writes nothing. Timings on a shared machine are noisy: when other processes keep the cores
+busy, --threads 1 or OMP_WAIT_POLICY=PASSIVE in the environment give steadier numbers.
 """
 
 from __future__ import annotations
@@ -54,17 +54,17 @@ def main() -> None:
     run = get_run(params, args.run)
     device = select_device(params["device"])
     seed_everything(params["seed"], device)
-    for path in (paths.prepared(args.run, "test"), paths.model(args.run)):
+    for path in (paths.prepared(args.run, "selection"), paths.model(args.run)):
         if not Path(path).exists():
             raise SystemExit(f"{path} is missing: run `dvc repro train@{args.run}` first")
 
-    test = io.load_split(paths.prepared(args.run, "test"))
+    selection = io.load_split(paths.prepared(args.run, "selection"))
     model, _ = load_checkpoint(paths.model(args.run), arch=run["arch"])
     samples = args.samples or params["scan"]["samples"]
-    images, labels = test["images"][:samples], test["labels"][:samples]
+    images, labels = selection["images"][:samples], selection["labels"][:samples]
     layer = resolve_layer(model, as_input(images[:1], device), params["scan"]["layer"])
     batch = params["batch_size"]
-    cache = paths.sweep_record(args.run)
+    cache = paths.scan_sweep_record(args.run)
     sweep = FGSMSweep.load(cache) if cache.exists() else None
     if sweep is not None and len(sweep.signs) >= len(images):
         signs, source = sweep.signs[: len(images)], str(cache)

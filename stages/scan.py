@@ -1,4 +1,5 @@
-"""scan: every neuron of the scanned layer dropped in turn, measured clean and under FGSM (§3)."""
+"""scan: every neuron of the scanned layer dropped in turn, measured clean and under FGSM (§3), on
+the scan set S (the first `scan.samples` images of the selection split)."""
 
 from fragile_neurons import io, paths, scan
 from fragile_neurons.models import load_trained
@@ -8,12 +9,13 @@ from fragile_neurons.stage import Context, run_stage
 
 def main(ctx: Context) -> None:
     """Scan: data/scan/<run>/measurements.pt, metrics/<run>/scan.json, plots/<run>/scan.csv."""
-    test = io.load_split(paths.prepared(ctx.name, "test"))
+    selection = io.load_split(paths.prepared(ctx.name, "selection"))
     model, _ = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
-    sweep = FGSMSweep.load(paths.sweep_record(ctx.name), images=test["images"])
     settings = scan.Settings.from_params(ctx.params, ctx.name, ctx.device)
-    result = scan.run(model, layer, test, sweep.signs, settings)
+    scan_images = selection["images"][: settings.samples]
+    sweep = FGSMSweep.load(paths.scan_sweep_record(ctx.name), images=scan_images)
+    result = scan.run(model, layer, selection, sweep.signs, settings)
     result.save(paths.scan_record(ctx.name))
     io.write_csv(paths.plot(ctx.name, "scan.csv"), result.frame())
     io.write_json(paths.metrics(ctx.name, "scan"), {**scan.metrics(result, layer), **ctx.runtime()})

@@ -158,7 +158,13 @@ def write_cifar(folder: Path, train: tuple, test: tuple) -> None:
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 
-def make_root(root: Path, train_n: int = 400, test_n: int = 200) -> Path:
+# Images of the selection split the session's prepared splits carve out of the synthetic raw
+# training split (RAW_TRAIN images: the train split keeps 400).
+SELECTION = 100
+RAW_TRAIN = 500
+
+
+def make_root(root: Path, train_n: int = RAW_TRAIN, test_n: int = 200) -> Path:
     """A torchvision root with synthetic MNIST, FashionMNIST and CIFAR-10."""
     for i, name in enumerate(("MNIST", "FashionMNIST")):
         write_idx(root / name / "raw", "train", *synthetic_images(train_n, 1, 28, 10 * i))
@@ -184,9 +190,25 @@ def synthetic_pins(synthetic_root) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def mnist_splits(synthetic_root, synthetic_pins) -> tuple[dict, dict]:
-    train, test, _ = data.prepare("mnist", synthetic_root, False, synthetic_pins, None, None, 0)
+def mnist_prepared(synthetic_root, synthetic_pins) -> tuple[dict, dict, dict]:
+    """The synthetic MNIST as the prepare stage splits it: (train, selection, test)."""
+    train, selection, test, _ = data.prepare(
+        "mnist", synthetic_root, False, synthetic_pins, SELECTION, None, None, 0
+    )
+    return train, selection, test
+
+
+@pytest.fixture(scope="session")
+def mnist_splits(mnist_prepared) -> tuple[dict, dict]:
+    """The train and test splits of `mnist_prepared`."""
+    train, _, test = mnist_prepared
     return train, test
+
+
+@pytest.fixture(scope="session")
+def mnist_selection(mnist_prepared) -> dict:
+    """The selection split of `mnist_prepared`: the scan set S's images."""
+    return mnist_prepared[1]
 
 
 @pytest.fixture(scope="session")

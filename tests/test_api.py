@@ -59,10 +59,9 @@ def test_the_api_does_not_slow_down_the_check_stage():
 
 
 @pytest.fixture(scope="module")
-def scan_set(mnist_splits):
-    """The first 40 images of the synthetic digits' test split, with their labels."""
-    _, test = mnist_splits
-    return test["images"][:40], test["labels"][:40]
+def scan_set(mnist_selection):
+    """The first 40 images of the synthetic digits' selection split, with their labels."""
+    return mnist_selection["images"][:40], mnist_selection["labels"][:40]
 
 
 EPSILONS = [0, 0.1, 0.2]
@@ -82,8 +81,8 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
         batch_size=16,
         device=CPU,
     )
-    test = {"images": images, "labels": labels, "classes": [str(k) for k in range(10)]}
-    attacked = attack_stage.run(trained_mnist, test, settings)
+    selection = {"images": images, "labels": labels, "classes": [str(k) for k in range(10)]}
+    attacked = attack_stage.run(trained_mnist, selection, selection, settings)
     assert report.layer == attacked.layer and report.layer.conv_name == "conv1"
     assert report.targeting.to_dict().keys() == attacked.targeting.to_dict().keys()
     for name, value in attacked.targeting.to_dict().items():
@@ -98,8 +97,8 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
         batch_size=16,
         device=CPU,
     )
-    signs = attacked.sweep.signs
-    measured = scan_stage.run(trained_mnist, attacked.layer, test, signs, scan_settings)
+    signs = attacked.scan_sweep.signs
+    measured = scan_stage.run(trained_mnist, attacked.layer, selection, signs, scan_settings)
     assert torch.equal(report.measurements.dropped_correct, measured.dropped_correct)
     assert torch.equal(report.measurements.intact_correct, measured.intact_correct)
     assert torch.equal(report.measurements.dropped_lost, measured.dropped_lost)

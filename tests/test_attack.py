@@ -1,5 +1,7 @@
-"""The attack stage end to end on the synthetic digits: its files and records, the clean accuracy
-at epsilon 0, identical bytes on a rerun, and a bad `scan.layer` as a one-line error."""
+"""The attack stage end to end on the synthetic digits: its files and records (the test split's
+sweep, and the scan set's on the selection split, whose signs the targeting uses), the clean
+accuracy at epsilon 0, identical bytes on a rerun, and a bad `scan.layer` or `scan.samples` as a
+one-line error; and the scan stage after it, which reads the scan set and never the test split."""
 
 from __future__ import annotations
 
@@ -11,18 +13,20 @@ import torch
 import yaml
 from conftest import ROOT, run_script
 
-from fragile_neurons import io, paths
+from fragile_neurons import attack, io, paths
 from fragile_neurons.adversarial import gradient_signs
+from fragile_neurons.errors import ParamError
 from fragile_neurons.inference import accuracy_and_loss, logits_of
 from fragile_neurons.models import save_checkpoint
-from fragile_neurons.records import FGSMSweep, ScanLayer, Targeting
+from fragile_neurons.records import FGSMSweep, ScanLayer, ScanMeasurements, Targeting
+from fragile_neurons.targeting import targeting
 
 CPU = torch.device("cpu")
 SAMPLES, BATCH = 40, 64
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch, mnist_splits, trained_mnist):
+def workdir(tmp_path, monkeypatch, mnist_prepared, trained_mnist):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     run = params["runs"]["mnist"]
     run["attack"]["epsilons"] = [0, 0.1, "1/5"]
@@ -30,8 +34,9 @@ def workdir(tmp_path, monkeypatch, mnist_splits, trained_mnist):
     params.update(device="cpu", batch_size=BATCH)
     params["scan"]["samples"] = SAMPLES
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    _, test = mnist_splits
+    _, selection, test = mnist_prepared
     monkeypatch.chdir(tmp_path)
+    io.save_tensors(paths.prepared("mnist", "selection"), selection)
     io.save_tensors(paths.prepared("mnist", "test"), test)
     spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
     save_checkpoint(paths.model("mnist"), trained_mnist, spec)
@@ -44,14 +49,16 @@ OUTPUTS = [
     "plots/mnist/examples.png",
     "metrics/mnist/attack.json",
     "data/attack/mnist/sweep.pt",
+    "data/attack/mnist/scan_sweep.pt",
     "data/attack/mnist/layer.pt",
     "data/attack/mnist/targeting.pt",
 ]
 
 
-def test_attack_stage_writes_the_contract(workdir, mnist_splits, trained_mnist):
+def test_attack_stage_writes_the_contract(workdir, mnist_prepared, trained_mnist):
     run_script("attack", "mnist")
-    _, test = mnist_splits
+    _, selection, test = mnist_prepared
+    scan_images, scan_labels = selection["images"][:SAMPLES], selection["labels"][:SAMPLES]
     report = io.read_json("metrics/mnist/attack.json")
     logits = logits_of(trained_mnist, test["images"], BATCH, CPU)
     accuracy, _ = accuracy_and_loss(logits, test["labels"])
@@ -62,6 +69,10 @@ def test_attack_stage_writes_the_contract(workdir, mnist_splits, trained_mnist):
     assert report["linf_mean"]["1/5"] == pytest.approx(0.2, abs=1e-6)
     assert report["layer"] == {"conv": "conv1", "neuron_module": "conv1", "neurons": 32}
     assert report["scan_samples"] == SAMPLES and report["labels"] == "true"
+    scan_accuracy, _ = accuracy_and_loss(
+        logits_of(trained_mnist, scan_images, BATCH, CPU), scan_labels
+    )
+    assert report["scan_clean_accuracy"] == scan_accuracy
 
     curve = pd.read_csv("plots/mnist/attack.csv")
     assert curve["accuracy"].is_monotonic_decreasing
@@ -71,18 +82,26 @@ def test_attack_stage_writes_the_contract(workdir, mnist_splits, trained_mnist):
 
     # the records the later stages read, checked on load
     assert ScanLayer.load(paths.layer_record("mnist")) == ScanLayer("conv1", "conv1", 32)
-    targeting = Targeting.load(paths.targeting_record("mnist"), neurons=32)
-    assert targeting.epsilon_labels == ["0.1", "1/5"] and targeting.share.shape == (2, 32)
+    targeting_record = Targeting.load(paths.targeting_record("mnist"), neurons=32)
+    assert targeting_record.epsilon_labels == ["0.1", "1/5"]
+    assert targeting_record.share.shape == (2, 32)
     sweep = FGSMSweep.load(paths.sweep_record("mnist"), images=test["images"])
     expected = gradient_signs(
-        trained_mnist,
-        test["images"][:SAMPLES],
-        test["labels"][:SAMPLES],
-        batch_size=BATCH,
-        device=CPU,
+        trained_mnist, test["images"], test["labels"], batch_size=BATCH, device=CPU
     )
-    assert sweep.signs.dtype == torch.int8 and torch.equal(sweep.signs[:SAMPLES], expected)
+    assert sweep.signs.dtype == torch.int8 and torch.equal(sweep.signs, expected)
     assert sweep.signs.shape == test["images"].shape  # the whole split: evaluate's original
+    # the scan set S: the first SAMPLES images of the selection split, never a test image
+    scan_sweep = FGSMSweep.load(paths.scan_sweep_record("mnist"), images=scan_images)
+    expected = gradient_signs(trained_mnist, scan_images, scan_labels, batch_size=BATCH, device=CPU)
+    assert torch.equal(scan_sweep.signs, expected)
+    assert scan_sweep.clean_accuracy == scan_accuracy
+    layer = ScanLayer("conv1", "conv1", 32)
+    again = targeting(
+        trained_mnist, layer, scan_images, expected, [0.1, 0.2], batch_size=BATCH, device=CPU
+    )
+    assert torch.equal(again.share, targeting_record.share)
+    assert torch.equal(again.magnitude, targeting_record.magnitude)
     assert sweep.accuracy == list(report["fgsm_accuracy"].values())
     assert (sweep.label_mode, sweep.batch_size) == ("true", BATCH)
     size = Path(paths.sweep_record("mnist")).stat().st_size
@@ -103,3 +122,39 @@ def test_a_bad_scan_layer_is_one_line_and_exit_status_2(workdir, capsys):
     message = capsys.readouterr().err
     assert message.count("\n") == 1 and "scan.layer" in message and "'conv2'" in message
     assert not Path("metrics/mnist/attack.json").exists()
+
+
+def test_a_scan_set_larger_than_the_selection_split_is_one_line(workdir, capsys):
+    """scan.samples beyond the selection split stops the stage before any work (the params check
+    knows selection_size); attack.run refuses a split too small for it as well."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["scan"]["samples"] = params["runs"]["mnist"]["selection_size"] + 1
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit) as err:
+        run_script("attack", "mnist")
+    assert err.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "scan.samples" in message and "selection_size" in message
+    assert not Path("metrics/mnist/attack.json").exists()
+
+
+def test_the_scan_set_is_the_head_of_the_selection_split(mnist_selection):
+    n = len(mnist_selection["labels"])
+    images, labels = attack.scan_set(mnist_selection, None)  # null: all of it
+    assert torch.equal(images, mnist_selection["images"]) and len(labels) == n
+    images, labels = attack.scan_set(mnist_selection, 7)
+    assert torch.equal(labels, mnist_selection["labels"][:7]) and len(images) == 7
+    with pytest.raises(ParamError, match=f"scan.samples = {n + 1} .* at most the selection"):
+        attack.scan_set(mnist_selection, n + 1)
+
+
+def test_the_scan_stage_reads_the_scan_set_not_the_test_split(workdir):
+    """The scan measures S with the attack stage's signs of S: with the test split gone, it runs,
+    and the intact network's accuracies are the scan sweep's, epsilon by epsilon."""
+    run_script("attack", "mnist")
+    Path(paths.prepared("mnist", "test")).unlink()
+    run_script("scan", "mnist")
+    measured = ScanMeasurements.load(paths.scan_record("mnist"))
+    scan_sweep = FGSMSweep.load(paths.scan_sweep_record("mnist"))
+    assert measured.samples == SAMPLES == len(scan_sweep.signs)
+    assert measured.intact_accuracy.tolist() == scan_sweep.accuracy

@@ -60,6 +60,11 @@ def set_key(raw, dotted, value):
         ("runs.mnist.attack.epsilons", [0], "positive epsilon"),
         ("runs.mnist.attack.epsilons", [0, "a/b"], "fraction"),
         ("runs.mnist.attack.labels", "guess", "'predicted'"),
+        ("runs.mnist.selection_size", 0, "an integer >= 1"),
+        ("runs.mnist.selection_size", None, "an integer >= 1"),
+        ("runs.mnist.selection_size", 2.5, "an integer >= 1"),
+        ("scan.samples", 0, "an integer >= 1 or null"),
+        ("scan.samples", "all", "an integer >= 1 or null"),
         ("runs.mnist.train.augment", True, "false for digit-like data"),
         ("scan.label_fraction", 0.6, "(0.0, 0.5]"),
         ("scan.score", "magic", "'clean'"),
@@ -106,6 +111,21 @@ def test_bad_values_name_key_value_and_allowed(raw, key, value, allowed):
 def test_unknown_keys_are_errors(raw, key):
     with pytest.raises(ParamError, match="no such key"):
         validate(set_key(raw, key, 1))
+
+
+def test_the_scan_set_is_at_most_the_selection_split(raw):
+    """scan.samples: null (all of the selection split) or an int up to every run's
+    selection_size; more is refused by the check, before any work."""
+    assert raw["scan"]["samples"] is None
+    assert validate(raw)["scan"]["samples"] is None
+    small = set_key(raw, "runs.cifar10.selection_size", 300)
+    assert validate(set_key(small, "scan.samples", 300))["scan"]["samples"] == 300
+    with pytest.raises(ParamError) as err:
+        validate(set_key(small, "scan.samples", 301))
+    assert err.value.key == "scan.samples" and "\n" not in str(err.value)
+    assert "at most the selection split's 300 images (runs.cifar10.selection_size)" in str(
+        err.value
+    )
 
 
 def test_missing_key_is_an_error(raw):

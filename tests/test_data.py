@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CIFAR_CLASSES, ROOT, synthetic_images
+from conftest import CIFAR_CLASSES, RAW_TRAIN, ROOT, SELECTION, synthetic_images
 
 from fragile_neurons import data
 from fragile_neurons.config import validate
@@ -44,7 +44,7 @@ def pinned(dataset, root):
 
 
 def prepare_pinned(dataset, root, **kw):
-    return data.prepare(dataset, root, False, pinned(dataset, root), None, None, 0, **kw)
+    return data.prepare(dataset, root, False, pinned(dataset, root), SELECTION, None, None, 0, **kw)
 
 
 def one_line_error(err) -> str:
@@ -58,13 +58,23 @@ def one_line_error(err) -> str:
     [("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))],
 )
 def test_prepare_reads_the_real_formats(synthetic_root, synthetic_pins, dataset, shape):
-    train, test, report = data.prepare(
-        dataset, synthetic_root, False, synthetic_pins, None, None, 0
+    train, selection, test, report = data.prepare(
+        dataset, synthetic_root, False, synthetic_pins, SELECTION, None, None, 0
     )
-    assert train["images"].dtype == torch.uint8 and tuple(train["images"].shape[1:]) == shape
-    assert len(train["labels"]) == 400 and len(test["labels"]) == 200
-    assert train["labels"].dtype == torch.int64 and set(train["labels"].tolist()) == set(range(10))
-    assert report["train_class_counts"] == [40] * 10
+    for split in (train, selection, test):
+        assert split["images"].dtype == torch.uint8 and tuple(split["images"].shape[1:]) == shape
+        assert split["labels"].dtype == split["index"].dtype == torch.int64
+        assert split["classes"] == train["classes"] and split["mean"] is train["mean"]
+    assert len(train["labels"]) == RAW_TRAIN - SELECTION and len(selection["labels"]) == SELECTION
+    assert len(test["labels"]) == 200 and set(train["labels"].tolist()) == set(range(10))
+    assert report["selection_class_counts"] == [SELECTION // 10] * 10
+    assert (report["train_size"], report["selection_size"], report["test_size"]) == (
+        RAW_TRAIN - SELECTION,
+        SELECTION,
+        200,
+    )
+    assert sum(report["train_class_counts"]) == RAW_TRAIN - SELECTION
+    assert sum(report["test_class_counts"]) == 200
     assert len(train["classes"]) == 10
     expected = train["images"].double().div(255).transpose(0, 1).flatten(1).mean(1)
     assert torch.allclose(train["mean"].double(), expected, atol=1e-6)
@@ -76,7 +86,9 @@ def test_prepare_reads_the_real_formats(synthetic_root, synthetic_pins, dataset,
 
 
 def test_cifar_images_keep_their_pixels_labels_and_class_names(synthetic_root, synthetic_pins):
-    train, test, _ = data.prepare("cifar10", synthetic_root, False, synthetic_pins, None, 10, 0)
+    train, _, test, _ = data.prepare(
+        "cifar10", synthetic_root, False, synthetic_pins, SELECTION, None, 10, 0
+    )
     images, labels = synthetic_images(200, 3, 32, 21)  # what conftest wrote as test_batch
     assert train["classes"] == CIFAR_CLASSES
     for image, label in zip(test["images"], test["labels"], strict=True):
@@ -92,31 +104,104 @@ def test_cifar_pickles_of_any_protocol_load(synthetic_root, synthetic_pins, tmp_
     for path in (synthetic_root / CIFAR).iterdir():
         blob = pickle.loads(path.read_bytes(), encoding="latin1")  # our own synthetic files
         (folder / path.name).write_bytes(pickle.dumps(blob, protocol=protocol))
-    train, test, _ = prepare_pinned("cifar10", tmp_path)
-    expected, _, _ = data.prepare("cifar10", synthetic_root, False, synthetic_pins, None, None, 0)
+    train, _, _, _ = prepare_pinned("cifar10", tmp_path)
+    expected, _, _, _ = data.prepare(
+        "cifar10", synthetic_root, False, synthetic_pins, SELECTION, None, None, 0
+    )
     assert torch.equal(train["images"], expected["images"])
     assert torch.equal(train["labels"], expected["labels"])
 
 
 def test_balanced_subsets_are_seeded(synthetic_root, synthetic_pins):
     pins = synthetic_pins
-    a, ta, report = data.prepare("mnist", synthetic_root, False, pins, 53, 20, seed=1)
-    b, tb, _ = data.prepare("mnist", synthetic_root, False, pins, 53, 20, seed=1)
-    c, _, _ = data.prepare("mnist", synthetic_root, False, pins, 53, 20, seed=2)
+    a, sa, ta, report = data.prepare("mnist", synthetic_root, False, pins, 25, 53, 20, seed=1)
+    b, sb, tb, _ = data.prepare("mnist", synthetic_root, False, pins, 25, 53, 20, seed=1)
+    c, sc, _, _ = data.prepare("mnist", synthetic_root, False, pins, 25, 53, 20, seed=2)
     assert report["train_class_counts"] == [6, 6, 6, 5, 5, 5, 5, 5, 5, 5]
+    assert report["selection_class_counts"] == [3] * 5 + [2] * 5
     assert report["test_class_counts"] == [2] * 10
     assert torch.equal(a["images"], b["images"]) and torch.equal(ta["labels"], tb["labels"])
+    assert torch.equal(sa["index"], sb["index"]) and torch.equal(sa["images"], sb["images"])
     assert not torch.equal(a["labels"], c["labels"])
+    assert not torch.equal(sa["index"], sc["index"])
+
+
+# What conftest.make_root wrote for each dataset: (raw train seed, raw test seed, channels, size)
+RAW_SEEDS = {"mnist": (0, 1, 1, 28), "cifar10": (20, 21, 3, 32)}
+
+
+def raw_split(dataset: str, train: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthetic raw split as conftest wrote it: images N x C x H x W, labels."""
+    train_seed, test_seed, channels, size = RAW_SEEDS[dataset]
+    images, labels = synthetic_images(n, channels, size, train_seed if train else test_seed)
+    return torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels).long()
+
+
+def contents(images: torch.Tensor) -> set[bytes]:
+    return {image.numpy().tobytes() for image in images}
+
+
+@pytest.mark.parametrize("train_size", [None, 150])
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_selection_train_and_test_are_disjoint(synthetic_root, synthetic_pins, dataset, train_size):
+    """The selection split is carved out of the raw training split and never meets the train
+    split (by index and, on synthetic data whose every image is unique, by content); the test
+    split comes from the raw test split. Each split's index says where its images came from."""
+    train, selection, test, report = data.prepare(
+        dataset, synthetic_root, False, synthetic_pins, SELECTION, train_size, None, 0
+    )
+    raw_train, raw_train_labels = raw_split(dataset, True, RAW_TRAIN)
+    raw_test, raw_test_labels = raw_split(dataset, False, 200)
+    for split, images, labels in (
+        (train, raw_train, raw_train_labels),
+        (selection, raw_train, raw_train_labels),
+        (test, raw_test, raw_test_labels),
+    ):
+        assert torch.equal(split["images"], images[split["index"]])  # the index is truthful
+        assert torch.equal(split["labels"], labels[split["index"]])
+        assert len(set(split["index"].tolist())) == len(split["index"])
+    picked, trained = set(selection["index"].tolist()), set(train["index"].tolist())
+    assert picked.isdisjoint(trained)
+    assert len(picked) == SELECTION == report["selection_size"]
+    if train_size is None:  # the selection and train splits share out the raw training split
+        assert picked | trained == set(range(RAW_TRAIN))
+    else:
+        assert len(trained) == train_size == report["train_size"]
+    assert len(contents(raw_train) | contents(raw_test)) == RAW_TRAIN + 200  # every image unique
+    seen = [contents(split["images"]) for split in (train, selection, test)]
+    assert [len(c) for c in seen] == [len(split["labels"]) for split in (train, selection, test)]
+    assert seen[0].isdisjoint(seen[1]) and seen[0].isdisjoint(seen[2])
+    assert seen[1].isdisjoint(seen[2])
+    # the channel statistics are the train split's alone
+    mean, std = data.channel_stats(train["images"])
+    assert torch.equal(selection["mean"], mean) and torch.equal(test["std"], std)
+
+
+def test_a_selection_or_train_size_too_large_is_a_param_error(synthetic_root, synthetic_pins):
+    with pytest.raises(ParamError, match="runs.demo.selection_size = 501 .*raw training split"):
+        data.prepare(
+            "mnist", synthetic_root, False, synthetic_pins, RAW_TRAIN + 1, None, None, 0, run="demo"
+        )
+    left = RAW_TRAIN - SELECTION
+    with pytest.raises(ParamError) as err:
+        data.prepare(
+            "mnist", synthetic_root, False, synthetic_pins, SELECTION, left + 1, None, 0, run="demo"
+        )
+    assert err.value.key == "runs.demo.train_size"
+    assert f"at most the {left} images of the raw training split left after the {SELECTION}" in (
+        err.value.allowed
+    )
+    assert "runs.demo.selection_size" in err.value.allowed
 
 
 def test_subset_larger_than_split_is_a_param_error(synthetic_root, synthetic_pins):
     with pytest.raises(ParamError, match="runs.demo.test_size"):
-        data.prepare("mnist", synthetic_root, False, synthetic_pins, None, 999, 0, run="demo")
+        data.prepare("mnist", synthetic_root, False, synthetic_pins, 10, None, 999, 0, run="demo")
 
 
 def test_unpinned_mismatch_is_refused_and_says_how_to_pin(synthetic_root):
     with pytest.raises(DataError) as err:
-        data.prepare("cifar10", synthetic_root, False, {}, None, None, 0)
+        data.prepare("cifar10", synthetic_root, False, {}, SELECTION, None, None, 0)
     message = one_line_error(err)
     path = synthetic_root / CIFAR / "data_batch_1"
     assert f"{path} has md5 {data.file_md5s('cifar10', synthetic_root)['data_batch_1']}" in message
@@ -130,7 +215,7 @@ def test_pinned_file_that_changes_is_refused(synthetic_root, tmp_path):
     with open(folder / "data_batch_2", "ab") as f:
         f.write(b"\0")
     with pytest.raises(DataError) as err:
-        data.prepare("cifar10", root, False, pins, None, None, 0)
+        data.prepare("cifar10", root, False, pins, SELECTION, None, None, 0)
     message = one_line_error(err)
     now = data.file_md5s("cifar10", root)["data_batch_2"]
     assert f"{folder / 'data_batch_2'} has md5 {now}" in message
@@ -163,7 +248,7 @@ def test_originals_are_verified_without_pins(synthetic_root, tmp_path, monkeypat
     shutil.copytree(synthetic_root / "MNIST", root / "MNIST")
     monkeypatch.setitem(data.RAW_MD5, "mnist", data.file_md5s("mnist", root))  # as if original
     assert all(check.original for check in data.checksums("mnist", root).values())
-    _, _, report = data.prepare("mnist", root, False, {}, None, None, 0)
+    *_, report = data.prepare("mnist", root, False, {}, SELECTION, None, None, 0)
     assert report["checksums_verified"] is True and report["checksum_mismatches"] == []
     (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"changed")
     checks = data.checksums("mnist", root)
@@ -283,14 +368,16 @@ def test_legacy_processed_mnist_files_are_never_loaded(synthetic_root, synthetic
     (tmp_path / "MNIST" / "processed").mkdir()
     for name in ("training.pt", "test.pt"):
         (tmp_path / "MNIST" / "processed" / name).write_bytes(b"not a torch file")
-    train, _, _ = data.prepare("mnist", tmp_path, False, synthetic_pins, None, None, 0)
-    expected, _, _ = data.prepare("mnist", synthetic_root, False, synthetic_pins, None, None, 0)
+    train, *_ = data.prepare("mnist", tmp_path, False, synthetic_pins, SELECTION, None, None, 0)
+    expected, *_ = data.prepare(
+        "mnist", synthetic_root, False, synthetic_pins, SELECTION, None, None, 0
+    )
     assert torch.equal(train["images"], expected["images"])
 
 
 def test_missing_files_offline_say_what_to_put_where(tmp_path):
     with pytest.raises(DataError) as err:
-        data.prepare("mnist", tmp_path, False, {}, None, None, 0)
+        data.prepare("mnist", tmp_path, False, {}, SELECTION, None, None, 0)
     assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in one_line_error(err)
 
 
@@ -317,9 +404,9 @@ def test_a_failed_download_leaves_existing_folders_alone(tmp_path, offline):
     (tmp_path / "MNIST" / "raw").mkdir(parents=True)
     (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"kept")
     with pytest.raises(DataError):
-        data.prepare("fashion_mnist", tmp_path, True, {}, None, None, 0)
+        data.prepare("fashion_mnist", tmp_path, True, {}, SELECTION, None, None, 0)
     with pytest.raises(DataError):
-        data.prepare("mnist", tmp_path, True, {}, None, None, 0)
+        data.prepare("mnist", tmp_path, True, {}, SELECTION, None, None, 0)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "MNIST",
         "MNIST/raw",

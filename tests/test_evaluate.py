@@ -281,7 +281,7 @@ def test_stale_inputs_are_one_line_data_errors(trained_mnist, mnist_splits, tmp_
     sweep = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
     sweep.save("data/attack/run/sweep.pt")
     assert load_source("data/attack/run/sweep.pt", test, settings).accuracy == sweep.accuracy
-    with pytest.raises(DataError, match="not of this test split's"):
+    with pytest.raises(DataError, match="not of the images read with it"):
         load_source("data/attack/run/sweep.pt", {"images": images[:40]}, settings)
     other = _settings(epsilons=[0.0, 0.1], epsilon_labels=["0", "0.1"])
     with pytest.raises(DataError, match=r"made at epsilons .* `dvc repro --force attack@run`"):

@@ -29,13 +29,15 @@ TINY = {
     "data": {"root": None, "download": False, "accept_checksum_mismatch": None},  # pinned below
     "runs": {
         "digits": {
-            "dataset": "mnist", "arch": "mnist_cnn", "train_size": 200, "test_size": 80,
+            "dataset": "mnist", "arch": "mnist_cnn", "selection_size": 50, "train_size": 200,
+            "test_size": 80,
             "train": {"epochs": 2, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0,
                       "augment": False},
             "attack": {"epsilons": [0, 0.1, 0.2], "labels": True},
         },
         "objects": {
-            "dataset": "cifar10", "arch": "cifar_cnn", "train_size": 100, "test_size": 60,
+            "dataset": "cifar10", "arch": "cifar_cnn", "selection_size": 50, "train_size": 100,
+            "test_size": 60,
             "train": {"epochs": 1, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0,
                       "augment": True},
             "attack": {"epsilons": [0, "2/255", "8/255"], "labels": "predicted"},
@@ -109,6 +111,12 @@ def test_every_stage_ran_for_every_run(project):
         assert evaluate["autoattack"]["images"] == 8 and evaluate["autoattack"]["steps"] == 3
         assert isinstance(evaluate["headline"]["masking"], bool)
         assert read(project, run, "data")["checksums_verified"] is False
+        assert read(project, run, "data")["selection_size"] == 50
+        assert attack["scan_samples"] == 40 and 0 <= attack["scan_clean_accuracy"] <= 1
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    scan_deps = {dep["path"] for dep in lock["scan@digits"]["deps"]}
+    assert {"data/prepared/digits/selection.pt", "data/attack/digits/scan_sweep.pt"} <= scan_deps
+    assert not {"data/prepared/digits/test.pt", "data/attack/digits/sweep.pt"} & scan_deps
 
 
 def test_second_repro_reruns_nothing(project):

@@ -30,8 +30,9 @@ def examples() -> dict[str, Record]:
     n, e = 4, 2
     share = torch.full((e, n), 0.25, dtype=F64)
     phi = torch.tensor([0.3, 0.0, -0.1, 0.2], dtype=F64)
-    return {
-        paths.sweep_record("r"): FGSMSweep(
+
+    def sweep(images: int) -> FGSMSweep:
+        return FGSMSweep(
             epsilons=[0.0, 0.1],
             epsilon_labels=["0", "0.1"],
             label_mode="true",
@@ -43,9 +44,13 @@ def examples() -> dict[str, Record]:
             l2_mean=[0.0, 2.0],
             clean_accuracy=0.9,
             clean_loss=0.3,
-            clean_logits=torch.zeros(3, 10),
-            signs=torch.ones(3, 1, 2, 2, dtype=torch.int8),
-        ),
+            clean_logits=torch.zeros(images, 10),
+            signs=torch.ones(images, 1, 2, 2, dtype=torch.int8),
+        )
+
+    return {
+        paths.sweep_record("r"): sweep(3),  # the test split
+        paths.scan_sweep_record("r"): sweep(2),  # the scan set S
         paths.layer_record("r"): ScanLayer("conv1", "bn1", n),
         paths.targeting_record("r"): targeting_record(
             share, torch.ones(n, dtype=F64), epsilons=[0.1, 0.2]
@@ -153,8 +158,11 @@ def test_records_that_do_not_fit_the_caller_are_refused(here):
         record.save(path)
     with pytest.raises(DataError, match="holds 4 neurons, not the 8 of the scanned layer"):
         Labels.load(paths.labels_record("r"), neurons=8)
-    with pytest.raises(DataError, match="not of this test split's"):
+    with pytest.raises(DataError, match=r"images \(3, 1, 2, 2\), not of the images read with"):
         FGSMSweep.load(paths.sweep_record("r"), images=torch.zeros(4, 1, 2, 2))
+    with pytest.raises(DataError, match=r"scan_sweep.pt holds the signs of images \(2, 1, 2, 2\)"):
+        FGSMSweep.load(paths.scan_sweep_record("r"), images=torch.zeros(3, 1, 2, 2))
+    assert len(FGSMSweep.load(paths.scan_sweep_record("r"), images=torch.zeros(2, 1, 2, 2)).signs)
     with pytest.raises(DataError, match="with labels 'true' and batch size 8, not at"):
         FGSMSweep.load(paths.sweep_record("r"), epsilons=[0, 0.1], label_mode="true", batch_size=9)
     model = nn.Sequential()
@@ -169,6 +177,7 @@ def test_records_that_do_not_fit_the_caller_are_refused(here):
 def test_every_record_path_names_the_stage_that_writes_it():
     stages = {
         "sweep": "attack",
+        "scan_sweep": "attack",
         "layer": "attack",
         "targeting": "attack",
         "measurements": "scan",
@@ -177,3 +186,7 @@ def test_every_record_path_names_the_stage_that_writes_it():
     }
     for path in examples():
         assert paths.producer(path) == f"{stages[path.stem]}@r"
+    for split in paths.SPLITS:
+        assert paths.producer(paths.prepared("r", split)) == "prepare@r"
+    with pytest.raises(ValueError, match="no prepared split 'validation'"):
+        paths.prepared("r", "validation")

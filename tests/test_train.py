@@ -49,7 +49,9 @@ def test_same_seed_same_checkpoint_bytes(mnist_splits, tmp_path):
 def test_augmented_training_is_repeatable_too(synthetic_root, synthetic_pins, tmp_path):
     from fragile_neurons import data
 
-    train, test, _ = data.prepare("cifar10", synthetic_root, False, synthetic_pins, 100, 50, 0)
+    train, _, test, _ = data.prepare(
+        "cifar10", synthetic_root, False, synthetic_pins, 50, 100, 50, 0
+    )
     a, _ = train_once((train, test), "cifar_cnn", tmp_path, "a", augment_images=True)
     b, _ = train_once((train, test), "cifar_cnn", tmp_path, "b", augment_images=True)
     assert a == b

@@ -1,10 +1,13 @@
 """The attack stage (method.md sections 1 and 2): FGSM over the run's epsilon grid on the whole
-test split, the scanned layer, how the attack spreads over that layer's neurons on the scan set,
-and a few examples to look at.
+test split (how vulnerable the model is) and on the scan set S (the first `scan.samples` images of
+the selection split), the scanned layer, how the attack spreads over that layer's neurons on S,
+and a few examples of S to look at.
 
-The sweep's gradient signs serve every later stage: the scan takes its first `scan.samples` rows
-(the scan set S), evaluate takes the whole sweep as the `original` variant under FGSM and as the
-attack it transfers. The scanned layer is resolved here, once, and recorded.
+Two FGSM sweeps, one gradient sign per pixel each: the test split's (sweep.pt) gives attack.json's
+FGSM numbers, and evaluate takes it as the `original` variant under FGSM and as the attack it
+transfers; the scan set's (scan_sweep.pt) gives the targeting's signs and the scan's transferred
+attack, so nothing that chooses neurons sees a test image. The scanned layer is resolved here,
+once, and recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from torch import nn
 
 from .adversarial import fgsm_examples, fgsm_sweep
 from .config import fgsm_settings
+from .errors import ParamError
 from .inference import as_input
 from .layers import resolve_layer
 from .records import FGSMSweep, ScanLayer, Targeting
@@ -33,7 +37,7 @@ class Settings:
     epsilon_labels: list[str]  # their names in metrics and plots ('8/255')
     label_mode: str  # attack.labels: "true" | "predicted"
     layer: str | None  # scan.layer: None for the first nn.Conv2d the forward pass runs
-    samples: int  # scan.samples: the scan set S, the first images of the test split
+    samples: int | None  # scan.samples: S, the first images of the selection split; None: all
     seed: int  # of the random signs of the noise share N (the controls of method.md section 2)
     batch_size: int
     device: torch.device
@@ -64,34 +68,53 @@ class Examples:
 
 @dataclass(frozen=True)
 class Attack:
-    """What the attack stage computes: three records and the examples."""
+    """What the attack stage computes: four records and the examples."""
 
-    sweep: FGSMSweep
+    sweep: FGSMSweep  # the whole test split
+    scan_sweep: FGSMSweep  # the scan set S
     layer: ScanLayer
     targeting: Targeting
     examples: Examples
     scan_samples: int  # images of the scan set S
 
 
-def run(model: nn.Module, test: dict, settings: Settings) -> Attack:
-    """The attack stage on the prepared `test` split: the scanned layer (a ParamError naming the
-    candidates when the model runs no such convolution), the FGSM sweep of the whole split, and
-    T, R, D and m on the scan set, with the controls N, X and G."""
+def scan_set(selection: dict, samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scan set S: the images and labels of the first `samples` images of the selection split
+    (all when None). More than the split holds is a ParamError naming scan.samples."""
+    if samples is not None and samples > len(selection["labels"]):
+        raise ParamError(
+            "scan.samples",
+            samples,
+            f"at most the selection split's {len(selection['labels'])} images",
+        )
+    return selection["images"][:samples], selection["labels"][:samples]
+
+
+def run(model: nn.Module, selection: dict, test: dict, settings: Settings) -> Attack:
+    """The attack stage on the prepared `selection` and `test` splits: the scanned layer (a
+    ParamError naming the candidates when the model runs no such convolution), the FGSM sweeps of
+    the whole test split and of the scan set S, and T, R, D and m on S with S's signs, with
+    the controls N, X and G."""
     device, batch_size = settings.device, settings.batch_size
     model.to(device)
-    scan_images = test["images"][: settings.samples]
+    scan_images, scan_labels = scan_set(selection, settings.samples)
     layer = resolve_layer(model, as_input(scan_images[:1], device), settings.layer)
-    sweep = fgsm_sweep(
-        model,
-        test["images"],
-        test["labels"],
-        settings.epsilons,
-        batch_size=batch_size,
-        device=device,
-        label_mode=settings.label_mode,
-        epsilon_labels=settings.epsilon_labels,
-    )
-    signs = sweep.signs[: len(scan_images)]
+
+    def sweep(images: torch.Tensor, labels: torch.Tensor) -> FGSMSweep:
+        return fgsm_sweep(
+            model,
+            images,
+            labels,
+            settings.epsilons,
+            batch_size=batch_size,
+            device=device,
+            label_mode=settings.label_mode,
+            epsilon_labels=settings.epsilon_labels,
+        )
+
+    test_sweep = sweep(test["images"], test["labels"])
+    scan_sweep = sweep(scan_images, scan_labels)
+    signs = scan_sweep.signs
     named = zip(settings.epsilons, settings.epsilon_labels, strict=True)
     positive = [(eps, name) for eps, name in named if eps > 0]
     epsilons, names = [eps for eps, _ in positive], [name for _, name in positive]
@@ -106,17 +129,18 @@ def run(model: nn.Module, test: dict, settings: Settings) -> Attack:
     examples = Examples(
         images=images,
         predictions=predictions,
-        labels=test["labels"][:EXAMPLES],
-        classes=test["classes"],
+        labels=scan_labels[:EXAMPLES],
+        classes=selection["classes"],
         epsilons=shown,
         epsilon_labels=["0", *names],
     )
-    return Attack(sweep, layer, target, examples, len(scan_images))
+    return Attack(test_sweep, scan_sweep, layer, target, examples, len(scan_images))
 
 
 def metrics(result: Attack) -> dict:
-    """attack.json: per epsilon, FGSM accuracy, loss, success rate and perturbation norms; the
-    clean accuracy and loss; the scanned layer, the scan set's size and the labels attacked."""
+    """attack.json: per epsilon, FGSM accuracy, loss, success rate and perturbation norms on the
+    test split; its clean accuracy and loss; the scanned layer; the scan set's size and the intact
+    model's accuracy on it; the labels attacked."""
     sweep = result.sweep
 
     def by_eps(values: list[float]) -> dict[str, float]:
@@ -132,5 +156,6 @@ def metrics(result: Attack) -> dict:
         "clean_loss": sweep.clean_loss,
         "layer": result.layer.describe(),
         "scan_samples": result.scan_samples,
+        "scan_clean_accuracy": result.scan_sweep.clean_accuracy,
         "labels": sweep.label_mode,
     }

@@ -197,6 +197,7 @@ def _labels(key, v):
 RUN_SCHEMA = {
     "dataset": _choice(*DATASETS),
     "arch": _arch,
+    "selection_size": _int(1),  # the selection split, carved out of the training split
     "train_size": _int(1, optional=True),
     "test_size": _int(1, optional=True),
     "train": {
@@ -234,7 +235,7 @@ SCHEMA = {
     "runs": ("mapping", RUN_SCHEMA),
     "scan": {
         "layer": _optional_str,
-        "samples": _int(1),
+        "samples": _int(1, optional=True),  # null: all of the selection split
         "adversarial": _choice(*ADVERSARIAL),
         "score": _choice(*SCORES),
         "label_fraction": _float(0.0, 0.5, lo_open=True),
@@ -292,6 +293,14 @@ def validate(raw: Any) -> dict:
                 f"runs.{name}.train.augment",
                 True,
                 "false for digit-like data (flips change labels)",
+            )
+        samples = params["scan"]["samples"]
+        if samples is not None and samples > run["selection_size"]:
+            raise ParamError(
+                "scan.samples",
+                samples,
+                f"at most the selection split's {run['selection_size']} images "
+                f"(runs.{name}.selection_size), or null for all of them",
             )
     return params
 

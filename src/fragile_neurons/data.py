@@ -3,9 +3,14 @@
 `prepare` reads the raw files of torchvision's layout under a root folder (downloading them into
 it when they are absent and downloading is allowed), compares every file's md5 with the
 original's or with an md5 the params pin for it, draws optional seeded class-balanced subsets,
-and returns uint8 tensors in a fixed, seeded order. A prepared split is a dict ``images`` (uint8,
-N x C x H x W), ``labels`` (int64, N), ``classes`` (names), ``mean`` and ``std`` (per channel, of
-the prepared training images; the model's first operation uses them).
+and returns uint8 tensors in a fixed, seeded order. It returns three splits (method.md,
+notation): the **selection split**, a seeded class-balanced set carved out of the raw training
+split first and never trained on (the scan, targeting, labels, magnitudes and gains use it); the
+**train split**, drawn from what the selection left; and the **test split**, from the raw test
+split, for evaluation only. A prepared split is a dict ``images`` (uint8, N x C x H x W),
+``labels`` (int64, N), ``index`` (int64, N: each image's position in the raw split it came from,
+so that the splits' disjointness can be checked), ``classes`` (names), ``mean`` and ``std`` (per
+channel, of the prepared training images; the model's first operation uses them).
 
 The files are parsed here, not by torchvision's dataset classes: CIFAR10 unpickles its batches
 with the general unpickler (a tampered batch would run code), and MNIST loads legacy
@@ -341,16 +346,22 @@ def _read(
 
 
 def balanced_order(
-    labels: torch.Tensor, size: int | None, num_classes: int, generator: torch.Generator, key: str
+    labels: torch.Tensor,
+    size: int | None,
+    num_classes: int,
+    generator: torch.Generator,
+    key: str,
+    pool: str = "the split",
 ) -> torch.Tensor:
     """Indices of a seeded, class-balanced subset of `size` (all when None), in seeded order.
 
     Each class gets size // num_classes images, the first size % num_classes classes one more.
+    A size the labels cannot give is a ParamError naming `key` and `pool` (what the labels are).
     """
     if size is None:
         return torch.randperm(len(labels), generator=generator)
     if size > len(labels):
-        raise ParamError(key, size, f"at most the split's {len(labels)} images")
+        raise ParamError(key, size, f"at most the {len(labels)} images of {pool}")
     picked = []
     for c in range(num_classes):
         members = torch.nonzero(labels == c).flatten()
@@ -373,17 +384,26 @@ def prepare(
     root: str | Path,
     download: bool,
     accept_checksum_mismatch: Mapping[str, Mapping[str, str]],
+    selection_size: int,
     train_size: int | None,
     test_size: int | None,
     seed: int,
     run: str = "run",
-) -> tuple[dict, dict, dict]:
-    """Read (or download) a dataset and return (train split, test split, report for data.json).
+) -> tuple[dict, dict, dict, dict]:
+    """Read (or download) a dataset and return (train split, selection split, test split, report
+    for data.json).
+
+    One generator seeded with `seed` draws, in this order: the selection split, `selection_size`
+    class-balanced images of the raw training split; the train split, `train_size` class-balanced
+    images (all when None) of the raw training images the selection left; the test split,
+    `test_size` of the raw test split (all when None). Each split's ``index`` holds its images'
+    positions in the raw split they came from, so the selection and train indices never meet.
+    The channel mean and std are the train split's (without the selection images).
 
     Every raw file must equal the original (md5) or the md5 pinned for it in
     ``accept_checksum_mismatch[dataset][file name]`` (the params check has judged the pins'
     form and file names); all md5s are checked before any file is parsed. The report lists each
-    file's md5 under ``files``.
+    file's md5 under ``files``, and each split's size and class counts.
     """
     root = Path(root)
     pins = (accept_checksum_mismatch or {}).get(dataset) or {}  # checked with the params
@@ -393,15 +413,50 @@ def prepare(
     md5s = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
     mismatches = _accept(dataset, paths, md5s, pins)
     generator = torch.Generator().manual_seed(seed)
-    splits, report = {}, {"dataset": dataset, "root": str(root)}
-    for split, size in (("train", train_size), ("test", test_size)):
-        images, labels, classes = _read(dataset, paths, blobs, train=split == "train")
-        order = balanced_order(labels, size, len(classes), generator, f"runs.{run}.{split}_size")
-        images, labels = images[order].contiguous(), labels[order].contiguous()
-        splits[split] = {"images": images, "labels": labels, "classes": classes}
-        report[f"{split}_size"] = len(labels)
-        report[f"{split}_class_counts"] = torch.bincount(labels, minlength=len(classes)).tolist()
+    key = f"runs.{run}"
+    images, labels, classes = _read(dataset, paths, blobs, train=True)
+    selection = balanced_order(
+        labels,
+        selection_size,
+        len(classes),
+        generator,
+        f"{key}.selection_size",
+        "the raw training split",
+    )
+    left = torch.ones(len(labels), dtype=torch.bool)
+    left[selection] = False
+    rest = torch.nonzero(left).flatten()  # the raw training images the selection left, in order
+    train = rest[
+        balanced_order(
+            labels[rest],
+            train_size,
+            len(classes),
+            generator,
+            f"{key}.train_size",
+            f"the raw training split left after the {len(selection)} images of the selection "
+            f"split ({key}.selection_size)",
+        )
+    ]
+    test_images, test_labels, _ = _read(dataset, paths, blobs, train=False)
+    test = balanced_order(
+        test_labels, test_size, len(classes), generator, f"{key}.test_size", "the raw test split"
+    )
     del blobs  # the raw bytes are parsed; free them before the float64 statistics
+    splits, report = {}, {"dataset": dataset, "root": str(root)}
+    for split, order, (split_images, split_labels) in (
+        ("train", train, (images, labels)),
+        ("selection", selection, (images, labels)),
+        ("test", test, (test_images, test_labels)),
+    ):
+        picked = split_labels[order].contiguous()
+        splits[split] = {
+            "images": split_images[order].contiguous(),
+            "labels": picked,
+            "index": order.to(torch.int64).contiguous(),
+            "classes": classes,
+        }
+        report[f"{split}_size"] = len(picked)
+        report[f"{split}_class_counts"] = torch.bincount(picked, minlength=len(classes)).tolist()
     mean, std = channel_stats(splits["train"]["images"])
     for split in splits.values():
         split["mean"], split["std"] = mean, std
@@ -409,9 +464,9 @@ def prepare(
         checksums_verified=not mismatches,
         checksum_mismatches=mismatches,
         files=md5s,
-        classes=splits["train"]["classes"],
+        classes=classes,
         image_shape=list(splits["train"]["images"].shape[1:]),
         mean=[round(v, 6) for v in mean.tolist()],
         std=[round(v, 6) for v in std.tolist()],
     )
-    return splits["train"], splits["test"], report
+    return splits["train"], splits["selection"], splits["test"], report

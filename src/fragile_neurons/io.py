@@ -123,12 +123,13 @@ def load_tensors(path: str | Path, keys: tuple[str, ...] = ()) -> dict:
 
 
 def load_split(path: str | Path) -> dict:
-    """A prepared split (see data.prepare): uint8 images N x C x H x W, int64 labels N, the class
-    names, and the per-channel mean and std; anything else is a one-line DataError."""
+    """A prepared split (see data.prepare): uint8 images N x C x H x W, int64 labels N, int64
+    index N (distinct positions >= 0 in the raw split the images came from), the class names, and
+    the per-channel mean and std; anything else is a one-line DataError."""
     import torch
 
-    split = load_tensors(path, keys=("images", "labels", "classes", "mean", "std"))
-    images, labels = split["images"], split["labels"]
+    split = load_tensors(path, keys=("images", "labels", "index", "classes", "mean", "std"))
+    images, labels, index = split["images"], split["labels"], split["index"]
     ok = isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
     ok = ok and isinstance(labels, torch.Tensor) and labels.dtype == torch.int64
     ok = ok and labels.shape == images.shape[:1] and isinstance(split["classes"], list)
@@ -137,9 +138,12 @@ def load_split(path: str | Path) -> dict:
         and bool(len(labels))
         and 0 <= int(labels.min()) <= int(labels.max()) < len(split["classes"])
     )
+    ok = ok and isinstance(index, torch.Tensor) and index.dtype == torch.int64
+    ok = ok and index.shape == labels.shape and int(index.min()) >= 0
+    ok = ok and len(torch.unique(index)) == len(index)
     if not ok:
         raise DataError(
             f"{path} is not a prepared split (uint8 images N x C x H x W, int64 labels in "
-            f"[0, classes)); {rerun_advice(path)}"
+            f"[0, classes), int64 index of N distinct raw positions); {rerun_advice(path)}"
         )
     return split

@@ -15,7 +15,16 @@ def params_checked() -> Path:
     return Path("data/params.ok")
 
 
+# The prepared splits (data.prepare): train (training only), selection (carved out of the raw
+# training split, never trained on: the scan set S and everything that chooses neurons) and test
+# (evaluation only).
+SPLITS = ("train", "selection", "test")
+
+
 def prepared(run: str, split: str) -> Path:
+    """A prepared split, one of SPLITS."""
+    if split not in SPLITS:
+        raise ValueError(f"no prepared split {split!r}; the splits are {SPLITS}")
     return Path("data/prepared") / run / f"{split}.pt"
 
 
@@ -28,9 +37,15 @@ def hardened(run: str) -> Path:
 
 
 def sweep_record(run: str) -> Path:
-    """records.FGSMSweep of the whole test split: the scan's signs (its first `scan.samples`
-    rows), and in evaluate the `original` variant under FGSM and the transferred attack."""
+    """records.FGSMSweep of the whole test split: attack.json's FGSM numbers, and in evaluate the
+    `original` variant under FGSM and the transferred attack."""
     return Path("data/attack") / run / "sweep.pt"
+
+
+def scan_sweep_record(run: str) -> Path:
+    """records.FGSMSweep of the scan set S (the first `scan.samples` images of the selection
+    split): the signs of the targeting and of the scan's transferred attack."""
+    return Path("data/attack") / run / "scan_sweep.pt"
 
 
 def layer_record(run: str) -> Path:

@@ -4,12 +4,13 @@ A record is a frozen dataclass of plain values: tensors, lists of numbers or str
 numbers. `save` writes its fields with torch.save (atomically, the same fields give the same
 bytes); `load` reads them back with ``weights_only`` safety (`io.load_tensors`), builds the record
 and checks it. A missing field, a field of the wrong type or shape, or a record that does not fit
-what the caller holds (another test split, another model, another number of neurons) is one line,
+what the caller holds (other images, another model, another number of neurons) is one line,
 a DataError naming the file and the stage to rerun. Building a record runs nothing from the file.
 
 | record | file (paths.py) | written by | read by |
 | --- | --- | --- | --- |
-| FGSMSweep | data/attack/<run>/sweep.pt | attack | scan, evaluate |
+| FGSMSweep | data/attack/<run>/sweep.pt (the test split) | attack | evaluate |
+| FGSMSweep | data/attack/<run>/scan_sweep.pt (the scan set S) | attack | scan |
 | ScanLayer | data/attack/<run>/layer.pt | attack | scan, label, harden, evaluate |
 | Targeting | data/attack/<run>/targeting.pt | attack | label, correlate, harden |
 | ScanMeasurements | data/scan/<run>/measurements.pt | scan | label |
@@ -157,10 +158,11 @@ class FGSMSweep(Record):
         _tensor("clean_logits", self.clean_logits, torch.float32, len(self.signs), None)
 
     def mismatch(self, images=None, epsilons=None, label_mode=None, batch_size=None):
-        """`images`: the split the signs must be of; the others: how it must have been made."""
+        """`images`: the images the signs must be of (the test split for sweep.pt, the scan set
+        S for scan_sweep.pt); the others: how it must have been made."""
         if images is not None and self.signs.shape != images.shape:
             shape, wanted = tuple(self.signs.shape), tuple(images.shape)
-            return f"holds the signs of images {shape}, not of this test split's {wanted}"
+            return f"holds the signs of images {shape}, not of the images read with it {wanted}"
         made = (self.epsilons, self.label_mode, self.batch_size)
         if epsilons is not None and made != (list(epsilons), label_mode, batch_size):
             return (

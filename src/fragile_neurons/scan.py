@@ -494,7 +494,7 @@ class Settings:
 
     epsilons: list[float]  # E, in pixel units
     epsilon_labels: list[str]
-    samples: int  # scan.samples: the scan set S, the first images of the test split
+    samples: int | None  # scan.samples: S, the first images of the selection split; None: all
     adversarial: str  # scan.adversarial: "transfer" | "adaptive"
     label_mode: str  # attack.labels, for the adaptive scan's own FGSM
     batch_size: int
@@ -512,13 +512,13 @@ class Settings:
 
 
 def run(
-    model: nn.Module, layer: ScanLayer, test: dict, signs: torch.Tensor, settings: Settings
+    model: nn.Module, layer: ScanLayer, selection: dict, signs: torch.Tensor, settings: Settings
 ) -> ScanMeasurements:
-    """The scan stage: the scan set (the first `samples` images of the prepared `test` split) and
-    its FGSM `signs` (the attack stage's, crafted on the intact network), at 0 and every epsilon
-    of the grid, by the transfer or the adaptive scan."""
+    """The scan stage: the scan set S (the first `samples` images of the prepared `selection`
+    split, all when None) and its FGSM `signs` (the attack stage's, crafted on the intact
+    network), at 0 and every epsilon of the grid, by the transfer or the adaptive scan."""
     n = settings.samples
-    images, labels, signs = test["images"][:n], test["labels"][:n], signs[:n]
+    images, labels, signs = selection["images"][:n], selection["labels"][:n], signs[:n]
     eps, names = with_clean(settings.epsilons, settings.epsilon_labels)
     batch_size, device = settings.batch_size, settings.device
     if settings.adversarial == "adaptive":
