@@ -45,7 +45,8 @@ TINY = {
              "label_fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
     "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "samples": 30, "pgd": {"steps": 2},
+    "evaluate": {"random_controls": 2, "images": 60, "samples": 30, "random_samples": 20,
+                 "pgd": {"steps": 2},
                  "autoattack": {"images": 8, "steps": 3}},
 }  # fmt: skip
 
@@ -108,6 +109,12 @@ def test_every_stage_ran_for_every_run(project):
         evaluate = read(project, run, "evaluate")
         assert evaluate["autoattack"]["images"] == 8 and evaluate["autoattack"]["steps"] == 3
         assert isinstance(evaluate["headline"]["masking"], bool)
+        # FGSM on the first 60 test images (all of the objects run's 60), PGD on 30, the random
+        # draws' PGD on 20 of those
+        assert evaluate["samples"] == {
+            "fgsm": 60, "pgd": 30, "transfer": 60, "pgd_random": 20, "bootstrap": 1000
+        }  # fmt: skip
+        assert evaluate["margin_over_random"]["pgd"]["auc_plus"]["images"] == 20
         assert read(project, run, "data")["checksums_verified"] is False
 
 

@@ -249,7 +249,9 @@ SCHEMA = {
     },
     "evaluate": {
         "random_controls": _int(1),
+        "images": _int(1, optional=True),
         "samples": _int(1),
+        "random_samples": _int(1, optional=True),
         "pgd": {"steps": _int(1)},
         "autoattack": {"images": _int(0), "steps": _int(1)},
     },
@@ -293,6 +295,14 @@ def validate(raw: Any) -> dict:
                 True,
                 "false for digit-like data (flips change labels)",
             )
+    evaluate = params["evaluate"]
+    if evaluate["random_samples"] is not None and evaluate["random_samples"] > evaluate["samples"]:
+        raise ParamError(
+            "evaluate.random_samples",
+            evaluate["random_samples"],
+            f"null or an integer in [1, evaluate.samples = {evaluate['samples']}] (the random "
+            "draws' PGD images are the first of PGD's)",
+        )
     return params
 
 
