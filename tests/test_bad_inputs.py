@@ -54,7 +54,8 @@ PARAMS = {
              "label_fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
     "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "samples": 20, "pgd": {"steps": 2},
+    "evaluate": {"random_controls": 2, "images": None, "samples": 20, "random_samples": None,
+                 "pgd": {"steps": 2},
                  "autoattack": {"images": 8, "steps": 2}},
 }  # fmt: skip
 CIFAR_RUN = {
@@ -413,6 +414,8 @@ PARAMS_CASES = [
          "[1.0, inf)"),
     case("random_controls-0", "check", set_param("evaluate.random_controls", 0),
          "evaluate.random_controls", "0", ">= 1"),
+    case("random_samples-over-samples", "check", set_param("evaluate.random_samples", 21),
+         "evaluate.random_samples", "21", "[1, evaluate.samples = 20]"),
     case("pgd.stepz", "check", set_param("evaluate.pgd", {"stepz": 2, "steps": 2}),
          "evaluate.pgd.stepz", "2", "known keys here: ['steps']"),
     case("autoattack-images-negative", "check", set_param("evaluate.autoattack.images", -8),

@@ -15,6 +15,8 @@ from fragile_neurons.config import ATTACKS
 from fragile_neurons.correlate import json_ready
 from fragile_neurons.errors import DataError
 from fragile_neurons.evaluate import (
+    BOOTSTRAP,
+    Curve,
     Settings,
     attack_variants,
     auc,
@@ -22,8 +24,14 @@ from fragile_neurons.evaluate import (
     folded_difference,
     load_hardened,
     load_source,
+    margin_over_random,
+    measures,
+    paired_gain,
+    permutation_p,
     random_gains,
+    resamples,
     summarise,
+    trapezoid_weights,
     variants,
     wide_curves,
 )
@@ -79,6 +87,202 @@ def test_auc_by_hand():
     assert auc([0.1], [0.4]) == 0.4
     with pytest.raises(ValueError):
         auc([0.2, 0.1], [1.0, 0.5])
+    # the weights behind it: half-intervals at the ends, over the range; one epsilon weighs 1
+    assert trapezoid_weights([0, 0.1, 0.3]) == pytest.approx([1 / 6, 1 / 2, 1 / 3])
+    assert trapezoid_weights([0.2]).tolist() == [1.0]
+
+
+def _curve(clean: list[int], *attacked: list[int]) -> Curve:
+    """A hand-made curve: per image, correct (1) or not on the clean image and at each epsilon."""
+    return Curve(torch.tensor(clean).bool(), torch.tensor(list(attacked)).bool())
+
+
+def test_auc_plus_and_relative_auc_on_hand_made_curves():
+    # 10 images; accuracies 1.0, 0.5, 0.1 at epsilons 0, 0.1, 0.3
+    curve = _curve([1] * 10, [1] * 10, [1] * 5 + [0] * 5, [1] + [0] * 9)
+    got = measures(curve, [0, 0.1, 0.3])
+    assert got["clean_accuracy"] == 1.0
+    assert got["auc"] == pytest.approx(0.45)  # the trapezoid over E, as auc()
+    assert got["auc_plus"] == pytest.approx(0.3)  # over E+ = {0.1, 0.3}: (0.5 + 0.1) / 2
+    assert got["relative_auc"] == pytest.approx(0.3)  # over a clean accuracy of 1
+    # half the images correct on clean inputs: AUC+ per unit of clean accuracy doubles
+    half = _curve([1] * 5 + [0] * 5, [1] * 5 + [0] * 5, [1] * 3 + [0] * 7, [1] + [0] * 9)
+    got = measures(half, [0, 0.1, 0.3])
+    assert got["auc_plus"] == pytest.approx(0.2) and got["relative_auc"] == pytest.approx(0.4)
+    # E+ of one epsilon: AUC+ is the accuracy there
+    one = measures(_curve([1, 1, 1, 1], [1, 1, 1, 1], [1, 0, 0, 0]), [0, 0.2])
+    assert one["auc_plus"] == 0.25 and one["auc"] == pytest.approx(0.625)
+    # E without 0: AUC and AUC+ are the same area; the clean accuracy still divides
+    no_zero = measures(_curve([1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]), [0.1, 0.2])
+    assert no_zero["auc"] == no_zero["auc_plus"] == pytest.approx(0.125)
+    assert no_zero["relative_auc"] == pytest.approx(0.25)
+    # no image correct: the relative AUC is undefined
+    assert measures(_curve([0, 0], [0, 0], [0, 0]), [0, 0.1])["relative_auc"] is None
+
+
+def test_resamples_are_seeded_draws_with_replacement():
+    weights = resamples(50, 200, seed=3)
+    assert weights.shape == (200, 50)
+    assert torch.allclose(weights.sum(dim=1), torch.ones(200, dtype=torch.float64))
+    counts = weights * 50
+    assert torch.allclose(counts, counts.round(), atol=1e-9) and (counts >= 0).all()
+    assert (counts > 1).any()  # with replacement
+    assert torch.equal(weights, resamples(50, 200, seed=3))
+    assert not torch.equal(weights, resamples(50, 200, seed=4))
+
+
+def test_paired_bootstrap_of_identical_variants_is_zero():
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(200, generator=generator) < 0.9
+    attacked = (torch.rand(3, 200, generator=generator) < 0.5) & clean
+    curve = Curve(clean, attacked)
+    gain = paired_gain(curve, curve, EPS, resamples(200, BOOTSTRAP, seed=0))
+    assert set(gain) == {"clean_accuracy", "auc", "auc_plus", "relative_auc"}
+    for value in gain.values():
+        assert value == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+
+
+def test_paired_bootstrap_of_a_known_shift():
+    """The hardened variant is the original with 30 of 1000 images turned from wrong to right at
+    every epsilon: a gain of 0.03 in every area. The paired interval reflects only those images
+    (binomial standard error sqrt(0.03 * 0.97 / 1000) = 0.0054, so +-0.0106 at 95%), far
+    narrower than the spread of either curve alone (standard error about 0.016)."""
+    n = 1000
+    generator = torch.Generator().manual_seed(1)
+    original_row = torch.rand(n, generator=generator) < 0.5
+    wrong = torch.nonzero(~original_row).flatten()[:30]
+    hardened_row = original_row.clone()
+    hardened_row[wrong] = True
+    full = torch.ones(n, dtype=torch.bool)
+    original = Curve(full, torch.stack([full, original_row, original_row]))
+    hardened = Curve(full, torch.stack([full, hardened_row, hardened_row]))
+    gain = paired_gain(hardened, original, EPS, resamples(n, BOOTSTRAP, seed=0))
+    assert gain["clean_accuracy"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert gain["auc_plus"]["value"] == pytest.approx(0.03)
+    assert gain["auc"]["value"] == pytest.approx(0.03 * 3 / 4)  # eps 0 weighs 1/4, unchanged
+    assert gain["relative_auc"]["value"] == pytest.approx(0.03)
+    low, high = gain["auc_plus"]["ci_low"], gain["auc_plus"]["ci_high"]
+    assert 0 < low < 0.03 < high
+    assert (high - low) / 2 == pytest.approx(1.96 * (0.03 * 0.97 / n) ** 0.5, rel=0.25)
+    # the other order: the same interval, negated
+    back = paired_gain(original, hardened, EPS, resamples(n, BOOTSTRAP, seed=0))["auc_plus"]
+    assert back["ci_low"] == pytest.approx(-high) and back["ci_high"] == pytest.approx(-low)
+
+
+def test_permutation_p_and_margin():
+    assert permutation_p(0.5, [0.1, 0.2, 0.3]) == pytest.approx(1 / 4)  # beats every draw
+    assert permutation_p(0.2, [0.1, 0.2, 0.3]) == pytest.approx(3 / 4)  # ties count against
+    margin = margin_over_random(0.5, [0.1, 0.2, 0.6], images=7)
+    assert margin == {
+        "mean": pytest.approx(0.5 - 0.3),
+        "std": pytest.approx(np.std([0.1, 0.2, 0.6], ddof=1)),
+        "p_value": pytest.approx(2 / 4),
+        "hardened_beats": 2,
+        "draws": 3,
+        "images": 7,
+    }
+    undefined = margin_over_random(None, [0.1, 0.2], images=7)
+    assert undefined["mean"] is None and undefined["p_value"] is None and undefined["draws"] == 2
+
+
+# Hand-made per-image results on 4 images at epsilons 0 and 0.1 (AUC = (clean + adv) / 2,
+# AUC+ = adv accuracy, relative = adv / clean): the measures rank the draws differently.
+HAND = {  # name: (clean, at 0.1) -> AUC, AUC+, relative
+    "original": ([1, 1, 1, 1], [1, 0, 0, 0]),  # 0.625, 0.25, 0.25
+    "hardened": ([1, 1, 0, 0], [1, 0, 0, 0]),  # 0.375, 0.25, 0.5
+    "random_0": ([1, 1, 1, 1], [1, 1, 0, 0]),  # 0.75, 0.5, 0.5
+    "random_1": ([1, 1, 1, 0], [0, 0, 0, 0]),  # 0.375, 0, 0
+    "random_2": ([1, 1, 1, 1], [1, 0, 0, 0]),  # 0.625, 0.25, 0.25
+    "inverse": ([1, 1, 1, 1], [1, 1, 1, 0]),  # 0.875, 0.75, 0.75
+}
+HEADLINE = [
+    "clean_accuracy_change",
+    "clean_accuracy_change_low",
+    "clean_accuracy_change_high",
+    *(
+        f"{a}_{key}"
+        for a in ("fgsm", "pgd", "transfer")
+        for key in (
+            "auc_plus_gain",
+            "auc_plus_gain_low",
+            "auc_plus_gain_high",
+            "auc_gain",
+            "relative_auc_gain",
+            "margin_over_random",
+            "p_value",
+        )
+    ),
+]
+
+
+def _hand_results() -> dict:
+    results = {}
+    for name, (clean, adversarial) in HAND.items():
+        curve = _curve(clean, clean, adversarial)
+        results[name] = dict.fromkeys(ATTACKS, curve)
+    return results
+
+
+def test_summary_measures_gains_and_p_values_per_measure():
+    summary = summarise(_hand_results(), [0, 0.1], ["0", "0.1"], seed=0)
+    v = summary["variants"]
+    assert v["hardened"]["pgd"] == {
+        "accuracy": {"0": 0.5, "0.1": 0.25},
+        "auc": pytest.approx(0.375),
+        "auc_plus": pytest.approx(0.25),
+        "relative_auc": pytest.approx(0.5),
+    }
+    assert v["random"]["fgsm"]["auc_plus_draws"] == pytest.approx([0.5, 0.0, 0.25])
+    assert v["random"]["fgsm"]["relative_auc"] == pytest.approx(0.25)
+    gain = summary["gain"]["fgsm"]
+    assert gain["auc"]["value"] == pytest.approx(-0.25)
+    assert gain["auc_plus"]["value"] == pytest.approx(0.0)
+    assert gain["relative_auc"]["value"] == pytest.approx(0.25)
+    assert summary["clean_accuracy_change"]["value"] == pytest.approx(-0.5)
+    assert summary["inverse_gain"]["pgd"]["auc_plus"]["value"] == pytest.approx(0.5)
+    for interval in (*gain.values(), summary["clean_accuracy_change"]):
+        assert interval["ci_low"] <= interval["value"] <= interval["ci_high"]
+    margin = summary["margin_over_random"]["transfer"]
+    # AUC: hardened 0.375 against 0.75, 0.375, 0.625: 3 draws at least as large
+    assert margin["auc"]["p_value"] == pytest.approx(4 / 4) and margin["auc"]["hardened_beats"] == 0
+    assert margin["auc"]["mean"] == pytest.approx(0.375 - 1.75 / 3)
+    # AUC+: 0.25 against 0.5, 0, 0.25; relative AUC: 0.5 against 0.5, 0, 0.25
+    assert margin["auc_plus"]["p_value"] == pytest.approx(3 / 4)
+    assert margin["auc_plus"]["hardened_beats"] == 1
+    assert margin["relative_auc"]["p_value"] == pytest.approx(2 / 4)
+    assert margin["relative_auc"]["hardened_beats"] == 2
+    assert margin["auc_plus"]["images"] == 4 and margin["auc_plus"]["draws"] == 3
+    head = summary["headline"]
+    assert list(head) == HEADLINE  # exactly these keys, in this order
+    assert head["fgsm_p_value"] == pytest.approx(3 / 4)
+    assert head["pgd_margin_over_random"] == margin["auc_plus"]["mean"]
+    assert head["transfer_relative_auc_gain"] == pytest.approx(0.25)
+    assert head["clean_accuracy_change_low"] == summary["clean_accuracy_change"]["ci_low"]
+    assert summary["samples"] == {
+        "fgsm": 4, "pgd": 4, "transfer": 4, "pgd_random": 4, "bootstrap": BOOTSTRAP
+    }  # fmt: skip
+    json.dumps(summary, allow_nan=False)
+    # the bootstrap is seeded: the same seed, the same intervals; another seed, others
+    assert summarise(_hand_results(), [0, 0.1], ["0", "0.1"], seed=0) == summary
+
+
+def test_pgd_margin_uses_the_draws_images():
+    """The random draws under PGD on the first 2 of 4 images: the hardened network's PGD
+    measures for the margin are of those 2 images too."""
+    results = _hand_results()
+    for name in ("random_0", "random_1", "random_2"):
+        results[name] = {**results[name], "pgd": results[name]["pgd"].head(2)}
+    summary = summarise(results, [0, 0.1], ["0", "0.1"], seed=0)
+    margin = summary["margin_over_random"]["pgd"]["auc_plus"]
+    # hardened on images 0, 1: AUC+ 0.5; draws 1.0, 0.0, 0.5
+    assert margin["mean"] == pytest.approx(0.5 - 0.5) and margin["images"] == 2
+    assert margin["p_value"] == pytest.approx(3 / 4)
+    assert summary["samples"]["pgd"] == 4 and summary["samples"]["pgd_random"] == 2
+    assert summary["gain"]["pgd"] == summary["gain"]["fgsm"]  # the gain: all 4 images
+    three = _hand_results()["random_1"]["pgd"].head(3)  # one draw on another number of images
+    results["random_1"] = {**results["random_1"], "pgd": three}
+    with pytest.raises(ValueError, match="random_1 is attacked on"):
+        summarise(results, [0, 0.1], ["0", "0.1"], seed=0)
 
 
 def _gains_record(n=32, fragile=range(8), robust=range(24, 32), compress=0.5, max_gain=4.0):
@@ -148,14 +352,39 @@ def test_original_fgsm_is_the_attack_stages(trained_mnist, mnist_splits):
     sweep = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
     result = attack_variants({"original": trained_mnist}, sweep, images, labels, _settings())
     result = result["original"]
-    assert result["fgsm"] == sweep.accuracy
-    assert result["clean"] == sweep.clean_accuracy
-    assert result["transfer"] == result["fgsm"]  # the source attacked with its own signs
-    assert result["fgsm"][2] < result["fgsm"][0]  # the attack does something
-    assert result["pgd"][0] == pytest.approx(
-        (trained_mnist(as_input(images[:32], CPU)).argmax(1) == labels[:32]).double().mean().item()
-    )  # PGD at eps 0: the clean accuracy on the PGD subset
-    assert result["pgd"][2] <= result["fgsm"][0]
+    assert result["fgsm"].accuracy() == sweep.accuracy  # the same passes, image by image
+    assert result["fgsm"].clean.double().mean().item() == sweep.clean_accuracy
+    assert result["transfer"] is result["fgsm"]  # the source attacked with its own signs
+    assert result["fgsm"].accuracy()[2] < result["fgsm"].accuracy()[0]  # the attack does something
+    clean = trained_mnist(as_input(images[:32], CPU)).argmax(1) == labels[:32]
+    assert torch.equal(result["pgd"].clean, clean) and torch.equal(result["pgd"].attacked[0], clean)
+    assert len(result["pgd"]) == 32  # PGD at eps 0: the clean results on the PGD subset
+    assert result["pgd"].accuracy()[2] <= result["fgsm"].accuracy()[0]
+
+
+def test_image_counts_slice_the_test_split(trained_mnist, mnist_splits):
+    """FGSM and transfer on the first `images`, PGD on the first `pgd_samples`, the random draws'
+    PGD on the first `random_samples` of those, from the same starts: each a head of the
+    results on more images."""
+    images, labels, layer, gains = _case(trained_mnist, mnist_splits, 64)
+    settings = _settings(images=40, pgd_samples=24, random_samples=8)
+    assert settings.image_counts(64) == {"fgsm": 40, "transfer": 40, "pgd": 24, "pgd_random": 8}
+    assert settings.image_counts(20) == {"fgsm": 20, "transfer": 20, "pgd": 20, "pgd_random": 8}
+    assert _settings().image_counts(64)["fgsm"] == 64  # images None: all
+    hardened = fold(trained_mnist, layer, gains)
+    models = {"original": trained_mnist, "hardened": hardened, "random_0": hardened}
+    sliced = _attack(models, images, labels, settings)
+    every = _attack(models, images, labels, _settings(pgd_samples=64))
+    for name in models:
+        for attack in ATTACKS:
+            n = 8 if (name, attack) == ("random_0", "pgd") else 24 if attack == "pgd" else 40
+            assert len(sliced[name][attack]) == n
+            assert torch.equal(sliced[name][attack].attacked, every[name][attack].head(n).attacked)
+            assert torch.equal(sliced[name][attack].clean, every[name][attack].head(n).clean)
+    # PGD on more images than FGSM: the clean results of the rest are computed
+    wide = _attack(models, images, labels, _settings(images=16, pgd_samples=48))
+    assert len(wide["hardened"]["fgsm"]) == 16 and len(wide["hardened"]["pgd"]) == 48
+    assert torch.equal(wide["hardened"]["pgd"].clean, every["hardened"]["pgd"].head(48).clean)
 
 
 def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist_splits):
@@ -175,35 +404,45 @@ def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist
     results = _attack(models, images, labels, settings)
     # an identity gate attacked afresh gives the original's results, which reuse the source
     # sweep; PGD starts from the same points every time
-    assert results["random_0"] == results["original"]
+    for attack in ATTACKS:
+        assert torch.equal(
+            results["random_0"][attack].attacked, results["original"][attack].attacked
+        )
     # the hardened variant is attacked white-box, and with the original's signs for transfer
     hardened = models["hardened"]
     white_box = fgsm_sweep(hardened, images, labels, EPS, batch_size=64, device=CPU)
-    assert results["hardened"]["fgsm"] == white_box.accuracy
+    assert results["hardened"]["fgsm"].accuracy() == white_box.accuracy
     source = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
     transferred = fgsm_sweep(
         hardened, images, labels, EPS, batch_size=64, device=CPU, signs=source.signs
     )
-    assert results["hardened"]["transfer"] == transferred.accuracy
-    assert results["hardened"]["transfer"] != results["hardened"]["fgsm"]
+    assert results["hardened"]["transfer"].accuracy() == transferred.accuracy
+    assert results["hardened"]["transfer"].accuracy() != results["hardened"]["fgsm"].accuracy()
 
     m = np.linspace(0.5, 1.5, n)
-    summary = summarise(results, EPS, LABELS, m, gates)
+    summary = summarise(results, EPS, LABELS, 0, m, gates)
     v = summary["variants"]
-    for attack in ("fgsm", "pgd", "transfer"):
-        assert summary["gain"][attack] == pytest.approx(
-            v["hardened"][attack]["auc"] - v["original"][attack]["auc"]
-        )
-        draws = v["random"][attack]["auc_draws"]
-        assert v["random"][attack]["auc"] == pytest.approx(np.mean(draws))
-        assert v["random"][attack]["auc_std"] == pytest.approx(np.std(draws, ddof=1))
-        margin = summary["margin_over_random"][attack]
-        assert margin["mean"] == pytest.approx(v["hardened"][attack]["auc"] - np.mean(draws))
-        assert margin["hardened_beats"] == sum(v["hardened"][attack]["auc"] > d for d in draws)
-        assert v["original"][attack]["auc"] == pytest.approx(
-            auc(EPS, [v["original"][attack]["accuracy"][e] for e in LABELS])
-        )
-    assert summary["headline"]["fgsm_auc_gain"] == summary["gain"]["fgsm"]
+    for attack in ATTACKS:
+        for measure in ("auc", "auc_plus", "relative_auc"):
+            gain = summary["gain"][attack][measure]
+            assert gain["value"] == pytest.approx(
+                v["hardened"][attack][measure] - v["original"][attack][measure]
+            )
+            assert gain["ci_low"] <= gain["value"] <= gain["ci_high"]
+            draws = v["random"][attack][f"{measure}_draws"]
+            assert v["random"][attack][measure] == pytest.approx(np.mean(draws))
+            assert v["random"][attack][f"{measure}_std"] == pytest.approx(np.std(draws, ddof=1))
+            margin = summary["margin_over_random"][attack][measure]
+            hardened_value = v["hardened"][attack][measure]
+            assert margin["mean"] == pytest.approx(hardened_value - np.mean(draws))
+            assert margin["hardened_beats"] == sum(hardened_value > d for d in draws)
+            assert margin["p_value"] == pytest.approx(
+                (1 + sum(d >= hardened_value for d in draws)) / (1 + len(draws))
+            )
+        accuracy = [v["original"][attack]["accuracy"][e] for e in LABELS]
+        assert v["original"][attack]["auc"] == pytest.approx(auc(EPS, accuracy))
+        assert v["original"][attack]["auc_plus"] == pytest.approx(auc(EPS[1:], accuracy[1:]))
+    assert summary["headline"]["fgsm_auc_gain"] == summary["gain"]["fgsm"]["auc"]["value"]
     assert v["original"]["magnitude_ratio"] == pytest.approx(1.0)
     assert v["hardened"]["magnitude_ratio"] == pytest.approx((gains.numpy() * m).sum() / m.sum())
     json.dumps(json_ready(summary), allow_nan=False)
@@ -228,23 +467,24 @@ def test_folded_difference_detects_a_wrong_checkpoint(trained_mnist, mnist_split
 
 
 def test_one_random_draw_has_no_std():
-    curve = {
-        "clean": 0.9,
-        "fgsm": [0.9, 0.5, 0.1],
-        "pgd": [0.9, 0.4, 0.0],
-        "transfer": [0.9, 0.6, 0.2],
+    curve = _curve([1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0])
+    results = {
+        name: dict.fromkeys(ATTACKS, curve)
+        for name in ("original", "hardened", "random_0", "inverse")
     }
-    results = {name: curve for name in ("original", "hardened", "random_0", "inverse")}
-    summary = summarise(results, EPS, LABELS)
+    summary = summarise(results, EPS, LABELS, seed=0)
     assert summary["variants"]["random"]["fgsm"]["auc_std"] is None
-    assert summary["margin_over_random"]["pgd"] == {
+    assert summary["margin_over_random"]["pgd"]["auc_plus"] == {
         "mean": 0.0,
         "std": None,
         "hardened_beats": 0,
         "draws": 1,
+        "images": 4,
         "p_value": 1.0,  # (1 + 1 draw at least as good) / (1 + 1): one draw can never say more
     }
-    assert summary["gain"] == {"fgsm": 0.0, "pgd": 0.0, "transfer": 0.0}
+    zero = {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert summary["gain"] == {a: dict.fromkeys(("auc", "auc_plus", "relative_auc"), zero)
+                               for a in ATTACKS}  # fmt: skip
     json.dumps(summary, allow_nan=False)
     frame = curves(summary, EPS, LABELS)
     assert frame["accuracy_std"].isna().all()

@@ -21,7 +21,14 @@ from fragile_neurons.errors import ParamError
 from fragile_neurons.gates import fold
 from fragile_neurons.inference import as_input, batch_slices
 from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.masking import Outcome, apgd_correct, check, is_masking, require_torchattacks
+from fragile_neurons.masking import (
+    HEADLINE,
+    Outcome,
+    apgd_correct,
+    check,
+    is_masking,
+    require_torchattacks,
+)
 from fragile_neurons.records import Gains
 
 if os.environ.get("CI"):  # CI installs torchattacks (Makefile): a missing oracle fails there
@@ -237,6 +244,8 @@ def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkey
     }
     assert isinstance(on["headline"]["masking"], bool)
     assert list(on["headline"])[0] == "clean_accuracy_change"  # the headline's order is kept
+    assert list(on["headline"])[-5:-1] == list(HEADLINE)  # then the check's entries
+    assert list(on["headline"])[-1] == "labels_resolved"  # and the labels' flag last
     json.dumps(json_ready(on), allow_nan=False)
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     off = _evaluate(trained_mnist, mnist_splits, _settings(autoattack_images=0))

@@ -47,7 +47,8 @@ TINY = {
              "label_fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
     "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "samples": 30, "pgd": {"steps": 2},
+    "evaluate": {"random_controls": 2, "images": 60, "samples": 30, "random_samples": 20,
+                 "pgd": {"steps": 2},
                  "autoattack": {"images": 8, "steps": 3}},
 }  # fmt: skip
 
@@ -110,6 +111,17 @@ def test_every_stage_ran_for_every_run(project):
         evaluate = read(project, run, "evaluate")
         assert evaluate["autoattack"]["images"] == 8 and evaluate["autoattack"]["steps"] == 3
         assert isinstance(evaluate["headline"]["masking"], bool)
+        # the label stage's flag reaches every later headline, through the gains record
+        resolved = read(project, run, "label")["resolved"]
+        assert read(project, run, "correlate")["headline"]["labels_resolved"] is resolved
+        assert read(project, run, "harden")["headline"]["labels_resolved"] is resolved
+        assert evaluate["headline"]["labels_resolved"] is resolved
+        # FGSM on the first 60 test images (all of the objects run's 60), PGD on 30, the random
+        # draws' PGD on 20 of those
+        assert evaluate["samples"] == {
+            "fgsm": 60, "pgd": 30, "transfer": 60, "pgd_random": 20, "bootstrap": 1000
+        }  # fmt: skip
+        assert evaluate["margin_over_random"]["pgd"]["auc_plus"]["images"] == 20
         assert read(project, run, "data")["checksums_verified"] is False
         assert read(project, run, "data")["selection_size"] == 50
         assert attack["scan_samples"] == 40 and 0 <= attack["scan_clean_accuracy"] <= 1

@@ -250,7 +250,9 @@ SCHEMA = {
     },
     "evaluate": {
         "random_controls": _int(1),
+        "images": _int(1, optional=True),
         "samples": _int(1),
+        "random_samples": _int(1, optional=True),
         "pgd": {"steps": _int(1)},
         "autoattack": {"images": _int(0), "steps": _int(1)},
     },
@@ -302,6 +304,14 @@ def validate(raw: Any) -> dict:
                 f"at most the selection split's {run['selection_size']} images "
                 f"(runs.{name}.selection_size), or null for all of them",
             )
+    evaluate = params["evaluate"]
+    if evaluate["random_samples"] is not None and evaluate["random_samples"] > evaluate["samples"]:
+        raise ParamError(
+            "evaluate.random_samples",
+            evaluate["random_samples"],
+            f"null or an integer in [1, evaluate.samples = {evaluate['samples']}] (the random "
+            "draws' PGD images are the first of PGD's)",
+        )
     return params
 
 

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..formats import p_value, signed  # noqa: E402
+from ..formats import fixed, p_value, signed  # noqa: E402
 
 VARIANT_STYLES = {  # variant: (colour, line style, legend name)
     "original": ("black", "-", "original"),
@@ -26,7 +26,9 @@ ATTACK_TITLES = {
 
 def robustness_figure(frame: pd.DataFrame, summary: dict, run: str):
     """Accuracy against epsilon for every variant, one panel per attack (FGSM, PGD, transfer);
-    the random control as its mean with a band of one std over draws; AUCs in the legends."""
+    the random control as its mean with a band of one std over draws; AUC+ in the legends; in
+    the titles the hardening's AUC+ gain with its bootstrap 95% interval, and its margin over
+    random with the permutation p-value."""
     attacks = [a for a in ATTACK_TITLES if a in set(frame["attack"])]
     fig, axes = plt.subplots(1, len(attacks), figsize=(5.2 * len(attacks), 5.0), squeeze=False)
     for ax, attack in zip(axes[0], attacks, strict=True):
@@ -34,7 +36,7 @@ def robustness_figure(frame: pd.DataFrame, summary: dict, run: str):
             rows = frame[(frame["variant"] == variant) & (frame["attack"] == attack)]
             if rows.empty:
                 continue
-            area = summary["variants"][variant][attack]["auc"]
+            area = summary["variants"][variant][attack]["auc_plus"]
             ax.plot(
                 rows["epsilon"],
                 rows["accuracy"],
@@ -42,7 +44,7 @@ def robustness_figure(frame: pd.DataFrame, summary: dict, run: str):
                 linestyle=style,
                 marker="o",
                 markersize=3,
-                label=f"{name}: AUC {area:.3f}",
+                label=f"{name}: AUC+ {fixed(area, 3)}",
             )
             std = rows["accuracy_std"].fillna(0.0)
             if std.any():
@@ -60,13 +62,23 @@ def robustness_figure(frame: pd.DataFrame, summary: dict, run: str):
         ax.set_xlabel("ε (pixel units)")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-        margin = summary["margin_over_random"][attack]
+        gain = summary["gain"][attack]["auc_plus"]
+        margin = summary["margin_over_random"][attack]["auc_plus"]
+        samples = summary["samples"]
+        images = f"{samples[attack]} images"
+        if attack == "pgd" and samples["pgd_random"] != samples["pgd"]:
+            images += f" (random sets: the first {samples['pgd_random']})"
         ax.set_title(
-            f"{ATTACK_TITLES[attack]}\nhardening gain {signed(summary['gain'][attack], 3)}, "
-            f"over random {signed(margin['mean'], 3)} ± {p_value(margin['std'])}",
+            f"{ATTACK_TITLES[attack]}, {images}\n"
+            f"AUC+ gain {signed(gain['value'], 3)} "
+            f"[{signed(gain['ci_low'], 3)}, {signed(gain['ci_high'], 3)}], "
+            f"over random {signed(margin['mean'], 3)} (p = {p_value(margin['p_value'])})",
             fontsize=9,
         )
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2)
-    fig.suptitle(f"{run}: accuracy under attack (AUC: area under the curve / ε range)", fontsize=10)
+    fig.suptitle(
+        f"{run}: accuracy under attack (AUC+: area under the curve over ε > 0 / its range)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
