@@ -96,7 +96,8 @@ def _excess_panel(ax, table: pd.DataFrame, summary: dict) -> None:
     null = table["null_excess"].dropna()
     if len(null):
         low, high = null.quantile(0.025), null.quantile(0.975)
-        ax.axvspan(low, high, color="tab:gray", alpha=0.25, label="random perturbation (95%)")
+        band = f"X of random noise, 95%: {low:.3f} to {high:.3f}"
+        ax.axvspan(low, high, color="tab:gray", alpha=0.25, label=band)
     ax.axvline(1.0, color="black", linewidth=0.5)
     for label, colour in LABEL_COLOURS.items():
         rows = table[table["label"] == label]
