@@ -175,6 +175,36 @@ def pgd(
     return torch.cat(out)
 
 
+def pgd_correct(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    label_mode: str = "true",
+) -> torch.Tensor:
+    """Per image (bool, on the CPU), whether `model` still classifies it correctly after white-box
+    `pgd` at `eps` from the random start of a generator seeded with `seed`: the same points for
+    every model, and the starts of the first k images do not depend on how many follow. The PGD
+    of the evaluate stage's curves and of its masking check."""
+    adversarial = pgd(
+        model,
+        images,
+        labels,
+        eps,
+        steps=steps,
+        batch_size=batch_size,
+        device=device,
+        generator=torch.Generator().manual_seed(seed),
+        label_mode=label_mode,
+    )
+    return logits_of(model, adversarial, batch_size, device).argmax(dim=1) == labels
+
+
 def fgsm_sweep(
     model: nn.Module,
     images: torch.Tensor,

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from . import harden, masking
-from .adversarial import fgsm_images, pgd, signs_and_logits
+from .adversarial import fgsm_images, pgd_correct, signs_and_logits
 from .config import ATTACKS, fgsm_settings
 from .errors import DataError
 from .gates import fold, gated
@@ -395,19 +395,19 @@ def pgd_curve(
         if eps == 0:
             rows.append(clean)
             continue
-        adversarial = pgd(
-            model,
-            images,
-            labels,
-            eps,
-            steps=settings.pgd_steps,
-            batch_size=settings.batch_size,
-            device=settings.device,
-            generator=torch.Generator().manual_seed(settings.seed),
-            label_mode=settings.label_mode,
+        rows.append(
+            pgd_correct(
+                model,
+                images,
+                labels,
+                eps,
+                steps=settings.pgd_steps,
+                seed=settings.seed,
+                batch_size=settings.batch_size,
+                device=settings.device,
+                label_mode=settings.label_mode,
+            )
         )
-        logits = logits_of(model, adversarial, settings.batch_size, settings.device)
-        rows.append(logits.argmax(dim=1) == labels)
     return Curve(clean, torch.stack(rows))
 
 

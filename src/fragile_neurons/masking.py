@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .adversarial import _frozen, pgd
+from .adversarial import _frozen, pgd_correct
 from .errors import ParamError
 from .inference import as_input, batch_slices, logits_of
 
@@ -146,18 +146,17 @@ def outcome(
     eps, device, batch_size = settings.epsilons[-1], settings.device, settings.batch_size
     model.eval().to(device)
     clean = logits_of(model, images, batch_size, device).argmax(1) == labels
-    adversarial = pgd(
+    after_pgd = pgd_correct(
         model,
         images,
         labels,
         eps,
         steps=settings.pgd_steps,
+        seed=settings.seed,
         batch_size=batch_size,
         device=device,
-        generator=torch.Generator().manual_seed(settings.seed),
         label_mode=settings.label_mode,
     )
-    after_pgd = logits_of(model, adversarial, batch_size, device).argmax(1) == labels
     apgd = {
         loss: apgd_correct(
             model,
