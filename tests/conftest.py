@@ -21,7 +21,7 @@ import torch
 
 from fragile_neurons import data
 from fragile_neurons.models import build_model
-from fragile_neurons.records import Labels, Targeting
+from fragile_neurons.records import Gains, Labels, Targeting
 from fragile_neurons.runtime import keep_freed_memory, seed_everything
 from fragile_neurons.targeting import excess_share
 from fragile_neurons.train import train_model
@@ -76,6 +76,25 @@ def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
         difference_loss_impact=phi,
         mcnemar_p=torch.ones_like(phi),
         warnings=[],
+    )
+
+
+def gains_record(gain) -> Gains:
+    """A harden stage's gains record holding the gate `gain` (its flip as the inverse), with no
+    fragile or robust set: for tests that need a hardened variant, not the rule that made it."""
+    gain = torch.as_tensor(gain, dtype=torch.float64)
+    n = len(gain)
+    return Gains(
+        gain=gain,
+        inverse_gain=gain.flip(0),
+        magnitude=torch.ones(n, dtype=torch.float64),
+        phi=torch.zeros(n, dtype=torch.float64),
+        fragile=torch.arange(0, dtype=torch.int64),
+        robust=torch.arange(0, dtype=torch.int64),
+        compress=0.5,
+        mode="proportional",
+        max_gain=4.0,
+        labels_resolved=True,
     )
 
 

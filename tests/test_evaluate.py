@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import gains_record
 
 from fragile_neurons import harden
 from fragile_neurons.adversarial import fgsm_sweep
@@ -527,19 +528,7 @@ def test_stale_inputs_are_one_line_data_errors(trained_mnist, mnist_splits, tmp_
     with pytest.raises(DataError, match=r"made at epsilons .* `dvc repro --force attack@run`"):
         load_source("data/attack/run/sweep.pt", test, other)
 
-    n = layer.channels
-    record = Gains(
-        gain=gains.double(),
-        inverse_gain=gains.flip(0).double(),
-        magnitude=torch.ones(n, dtype=torch.float64),
-        phi=torch.zeros(n, dtype=torch.float64),
-        fragile=torch.arange(0, dtype=torch.int64),
-        robust=torch.arange(0, dtype=torch.int64),
-        compress=0.5,
-        mode="proportional",
-        max_gain=4.0,
-        labels_resolved=True,
-    )
+    record = gains_record(gains)
     spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
     save_checkpoint("models/run/hardened.pt", fold(trained_mnist, layer, gains), spec)
     args = (trained_mnist, layer, record, test, settings)

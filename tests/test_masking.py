@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import gains_record
 from torch import nn
 
 from fragile_neurons import evaluate
@@ -29,7 +30,6 @@ from fragile_neurons.masking import (
     is_masking,
     require_torchattacks,
 )
-from fragile_neurons.records import Gains
 
 if os.environ.get("CI"):  # CI installs torchattacks (Makefile): a missing oracle fails there
     import torchattacks
@@ -212,18 +212,7 @@ def _evaluate(model, mnist_splits, settings):
     layer = find_scan_layer(model, as_input(test["images"][:1], CPU))
     gains = torch.ones(layer.channels, dtype=torch.float64)
     gains[:8], gains[-8:] = 2.0, 0.5
-    record = Gains(
-        gain=gains,
-        inverse_gain=gains.flip(0),
-        magnitude=torch.ones(layer.channels, dtype=torch.float64),
-        phi=torch.zeros(layer.channels, dtype=torch.float64),
-        fragile=torch.arange(0, dtype=torch.int64),
-        robust=torch.arange(0, dtype=torch.int64),
-        compress=0.5,
-        mode="proportional",
-        max_gain=4.0,
-        labels_resolved=True,
-    )
+    record = gains_record(gains)
     source = fgsm_sweep(model, test["images"], test["labels"], EPS, batch_size=16, device=CPU)
     hardened = fold(model, layer, gains)
     generator = torch.Generator().manual_seed(0)
