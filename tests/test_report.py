@@ -52,7 +52,7 @@ def test_the_verdict_rule(lows_highs, direction, expected):
 def test_a_verdict_needs_an_interval_for_every_run():
     one_seed = {"n": 1, "mean": 0.2, "low": None, "high": None, "values": {"0": 0.2}}
     assert report.verdict({"mnist": stats(0.1, 0.3), "cifar10": one_seed}, +1) == (
-        "not shown (mnist supports)"
+        "not shown (mnist supports, cifar10: 1 seed, no CI)"
     )
     assert report.verdict({"mnist": None, "cifar10": None}, +1) == "n/a"
 
@@ -88,18 +88,33 @@ SEEDS = [member("baseline", 0), *(member(f"seed-{s}", s) for s in (1, 2, 3, 4))]
 DOSES = [*SEEDS, *(member(f"c{c}", 0, c, runs=("mnist",)) for c in (1.0, 0.75, 0.25))]
 
 
+def table_rows(table: str) -> list[list[str]]:
+    """The claims table's cells, header first."""
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in lines]
+
+
 def test_the_claims_table_has_a_row_per_measure_and_a_verdict_by_the_rule():
     summary = sweep_summary(SEEDS, [])
-    table = report.claims_table(summary, ["mnist", "cifar10"])
-    lines = table.splitlines()
-    assert "5 members (seeds 0, 1, 2, 3, 4): the baseline commit `fffffff`" in lines[0]
-    assert lines[2] == "| claim | measure | mnist (5 seeds) | cifar10 (5 seeds) | verdict |"
-    rows = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    table = report.claims_table(report.claim_blocks(summary), PARAMS["runs"])
+    assert (
+        "- mnist (mnist_cnn), cifar10 (cifar_cnn): `metrics/sweeps/seeds.json`: 5 members "
+        "(seeds 0, 1, 2, 3, 4), the baseline commit `fffffff`" in table
+    )
+    assert (
+        "Regenerate: `dvc repro` (seed 0); `dvc exp run --queue -S 'seed=range(1,5)' -S threads=1 "
+        "-C data/raw`; `fragile-neurons sweep --rev fffffff --seeds --json "
+        "metrics/sweeps/seeds.json`." in table
+    )
+    head, *rows = table_rows(table)
+    assert head == [
+        "claim", "measure", "mnist, mnist_cnn (5 seeds)", "cifar10, cifar_cnn (5 seeds)",
+        "verdict, mnist_cnn and cifar_cnn",
+    ]  # fmt: skip
     assert len(rows) == len(report.CLAIMS)
     group = summary["groups"][0]
-    for row, line in zip(report.CLAIMS, rows, strict=True):
+    for row, cells in zip(report.CLAIMS, rows, strict=True):
         by_run = {run: group["runs"][run].get(row.key) for run in ("mnist", "cifar10")}
-        cells = [c.strip() for c in line.split("|")[1:-1]]
         assert cells == [
             row.claim,
             row.measure,
@@ -108,9 +123,54 @@ def test_the_claims_table_has_a_row_per_measure_and_a_verdict_by_the_rule():
             report.verdict(by_run, row.direction),
         ]
     # the fixture's excess-share rho: mnist's CI holds 0, cifar10's lies above it
-    assert "| not shown (cifar10 supports) |" in rows[0]
-    assert rows[-1].split("|")[3].strip() == "2/5"  # masking flagged in seeds 1 and 3
+    assert rows[0][-1] == "not shown (cifar10 supports)"
+    assert rows[-1][3] == "2/5"  # masking flagged in seeds 1 and 3
     assert report.VERDICT_RULE in table
+
+
+def resnet(name, seed, run):
+    """A member of `dvc exp run -S '~runs.<other>' -S runs.<run>.arch=resnet18 -S seed=<seed>`."""
+    m = member(name, seed, runs=(run,))
+    m["params"] = {
+        k: v for k, v in m["params"].items() if not k.startswith("runs.") or f"runs.{run}." in k
+    } | {f"runs.{run}.arch": "resnet18", "threads": 1}
+    return m
+
+
+def test_other_models_are_a_block_of_columns_with_their_own_verdict_and_commands():
+    models = sweep_summary(
+        [member("baseline", 0), *(resnet(f"m{s}", s, "mnist") for s in (0, 1, 2)),
+         resnet("c0", 0, "cifar10")],
+        None,
+    )  # fmt: skip
+    assert [g["label"] for g in models["groups"]] == [  # sorted by cifar10's arch, then mnist's
+        "runs.cifar10.arch=cifar_cnn, runs.mnist.arch=mnist_cnn",
+        "runs.mnist.arch=resnet18",
+        "runs.cifar10.arch=resnet18",
+    ]
+    blocks = report.claim_blocks(sweep_summary(SEEDS, []), models)
+    assert [b.source for b in blocks] == [report.SEEDS, report.MODELS, report.MODELS]
+    table = report.claims_table(blocks, PARAMS["runs"])
+    head, *rows = table_rows(table)
+    assert head[5:] == [
+        "mnist, resnet18 (3 seeds)", "verdict, resnet18",
+        "cifar10, resnet18 (1 seed)", "verdict, resnet18",
+    ]  # fmt: skip
+    assert "(n = " not in "".join(rows[0])  # each column's own seed count
+    mnist = models["groups"][1]["runs"]["mnist"]["correlate.excess_spearman_rho"]
+    assert rows[0][5:7] == [report.cell(mnist, 3, 3), report.verdict({"mnist": mnist}, +1)]
+    # one seed has no CI: its block's verdict says so instead of judging
+    assert rows[0][8] == "not shown (cifar10: 1 seed, no CI)"
+    assert (
+        "- mnist (resnet18): `metrics/sweeps/models.json`, group `runs.mnist.arch=resnet18`: 3 "
+        "members (seeds 0, 1, 2)" in table
+    )
+    assert (
+        "`dvc exp run --queue -S '~runs.cifar10' -S runs.mnist.arch=resnet18 -S 'seed=range(0,3)' "
+        "-S threads=1 -C data/raw`; `fragile-neurons sweep --rev fffffff --by runs.cifar10.arch "
+        "--by runs.mnist.arch --json metrics/sweeps/models.json`" in table
+    )
+    assert "-S '~runs.mnist' -S runs.cifar10.arch=resnet18 -S seed=0 -S threads" in table
 
 
 def test_the_dose_response_table_has_a_row_per_setting_for_each_run_with_several():
@@ -159,6 +219,11 @@ def test_missing_sweeps_are_said_and_present_ones_tabulated(project):
     text = report.section(report.committed_runs())
     assert "No seed" not in text and "No dose" not in text
     assert "| the attack targets fragile neurons |" in text and "| 0.25 | 1 |" in text
+    # other models: columns of the claims table, never a dose-response table
+    models = sweep_summary([member("baseline", 0), resnet("m0", 0, "mnist")], None)
+    (project / "metrics/sweeps/models.json").write_text(to_json(models))
+    text = report.section(report.committed_runs())
+    assert "| verdict, resnet18 |" in text and "`metrics/sweeps/models.json`, run" not in text
     # a seed summary without the baseline's params has no claims table, and says so
     elsewhere = dose.replace('"baseline": true', '"baseline": false')
     (project / "metrics/sweeps/seeds.json").write_text(elsewhere)

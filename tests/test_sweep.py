@@ -150,6 +150,53 @@ def test_experiments_are_grouped_by_the_params_that_differ_other_than_seed(membe
     assert auto["by"] == ["harden.compress", "harden.mode"] and len(auto["groups"]) == 5
 
 
+def test_each_run_is_grouped_by_the_global_params_and_its_own():
+    """`-S '~runs.cifar10' -S runs.mnist.arch=resnet18` is, for its mnist run, an experiment of
+    mnist alone; an experiment that changes only the cifar10 run lends its mnist run to the
+    baseline's group (as another seed there), and one run's seed counts once per group."""
+    small = {"runs.mnist.arch": "cnn", "runs.cifar10.arch": "cnn"}
+    reference = flatten(PARAMS) | small
+
+    def resnet(name, seed, run, other=None):
+        m = member(name, seed, runs=(run,), threads=1, **(small | {f"runs.{run}.arch": "rn18"}))
+        m["params"] = {k: v for k, v in m["params"].items() if not k.startswith(f"runs.{other}.")}
+        return m
+
+    cifar_only = small | {"runs.cifar10.arch": "rn18"}
+    members = [
+        member("baseline", 0, baseline=True, **small),
+        *(member(f"seed{s}", s, threads=1, **small) for s in (1, 2)),
+        *(resnet(f"mrn{s}", s, "mnist", "cifar10") for s in (0, 1, 2)),
+        resnet("crn0", 0, "cifar10", "mnist"),
+        member("cifar-only", 3, **cifar_only),  # its mnist run: seed 3 of the baseline's group
+        member("x-again", 1, **cifar_only),  # its mnist run: seed 1 again
+    ]
+    summary = summarise(members, reference)
+    assert summary["by"] == ["runs.cifar10.arch", "runs.mnist.arch"]
+    groups = {g["label"]: g for g in summary["groups"]}
+    assert list(groups) == [  # sorted by the params' values
+        "runs.cifar10.arch=cnn, runs.mnist.arch=cnn",
+        "runs.mnist.arch=rn18",
+        "runs.cifar10.arch=rn18",
+    ]
+    base = groups["runs.cifar10.arch=cnn, runs.mnist.arch=cnn"]
+    assert base["baseline"] is True and list(base["runs"]) == ["cifar10", "mnist"]
+    assert base["runs"]["mnist"]["train.test_accuracy"]["n"] == 4  # seeds 0-2 and cifar-only's 3
+    assert base["runs"]["cifar10"]["train.test_accuracy"]["n"] == 3
+    assert [m["name"] for m in base["members"]] == ["baseline", "seed1", "seed2", "cifar-only"]
+    mnist = groups["runs.mnist.arch=rn18"]
+    assert list(mnist["runs"]) == ["mnist"] and mnist["baseline"] is False
+    assert [m["seed"] for m in mnist["members"]] == [0, 1, 2]
+    cifar = groups["runs.cifar10.arch=rn18"]
+    assert [m["name"] for m in cifar["members"]] == ["crn0", "x-again", "cifar-only"]
+    assert cifar["runs"]["cifar10"]["train.test_accuracy"]["n"] == 3 and list(cifar["runs"]) == [
+        "cifar10"
+    ]
+    assert summary["left_out"] == [
+        "x-again (x-again): seed 1 already in runs.cifar10.arch=cnn, runs.mnist.arch=cnn (seed1)"
+    ]
+
+
 def test_the_json_is_rounded_sorted_and_stable(members):
     summary = summarise(members, flatten(PARAMS), rev="abc")
     text = to_json(summary)

@@ -5,11 +5,14 @@ seed 0) and metrics/sweeps/*.json (summaries written by `fragile-neurons sweep -
     fragile-neurons report --readme README.md   # rewrite it between the README's markers
     fragile-neurons report --readme README.md --check   # exit 1 if the README's differs
 
-The section holds (a) the claims table from metrics/sweeps/seeds.json: one row per claim and
-measure, for each run the mean [95% CI] over seeds, and a verdict by VERDICT_RULE; (b) a
-dose-response table for each other summary in metrics/sweeps/ (compress.json: harden.compress)
-and each run with at least two settings; (c) the baseline's tables. A missing summary is a
-sentence saying so and how to make it.
+The section holds (a) the claims table: one row per claim and measure; a block of columns for
+the baseline's group of metrics/sweeps/seeds.json and one for each other group of
+metrics/sweeps/models.json (other models, e.g. ResNet-18: experiments that change a run's
+`arch`), each column a run's mean [95% CI] over seeds, each block with its verdict by
+VERDICT_RULE and the commands that regenerate it; (b) a dose-response table for each other
+summary in metrics/sweeps/ (compress.json: harden.compress) and each run with at least two
+settings; (c) the baseline's tables. A missing summary is a sentence saying so and how to make
+it.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from . import paths
 from .config import ATTACKS, load_params
 from .formats import fixed, p_value, with_interval
 from .io import read_json
-from .sweep import headlines
+from .sweep import flatten, headlines
 
 BEGIN = "<!-- begin: fragile-neurons report (generated from metrics/; edit report.py, not this) -->"
 END = "<!-- end: fragile-neurons report -->"
 SWEEPS = Path("metrics/sweeps")
 SEEDS = SWEEPS / "seeds.json"
+MODELS = SWEEPS / "models.json"  # experiments of other models: its non-baseline groups are columns
 ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "transfer": "transferred FGSM"}
 
 
@@ -63,10 +67,10 @@ CLAIMS = (
     Row("", "gradient masking flagged (seeds)", "evaluate.masking", 0),
 )
 VERDICT_RULE = (
-    "Verdict: **supported** when the 95% CI of every run lies wholly on the claimed side of 0 "
-    "(above it), **contradicted** when the CI of every run lies wholly on the other side, "
-    "otherwise **not shown** (the runs whose CI excludes 0 named in brackets); the controls, the "
-    "cost and the checks get none."
+    "Verdict, per block of columns: **supported** when the 95% CI of every run lies wholly on the "
+    "claimed side of 0 (above it), **contradicted** when the CI of every run lies wholly on the "
+    "other side, otherwise **not shown** (the runs whose CI excludes 0 named in brackets, and "
+    "those with one seed, which have no CI); the controls, the cost and the checks get none."
 )
 DOSE_COLUMNS = (
     ("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", 3),
@@ -113,8 +117,10 @@ def verdict(by_run: dict[str, dict | None], direction: int) -> str:
         return "contradicted"
     named = [
         f"{run} {'supports' if s == direction else 'contradicts'}"
+        if s
+        else f"{run}: {by_run[run]['n']} seed, no CI"
         for run, s in sides.items()
-        if s != 0
+        if s != 0 or (by_run[run] is not None and by_run[run]["n"] < 2)
     ]
     return "not shown" + (f" ({', '.join(named)})" if named else "")
 
@@ -127,42 +133,111 @@ def baseline_group(summary: dict) -> dict | None:
     return next((g for g in summary["groups"] if g["baseline"]), None)
 
 
-def _provenance(summary: dict, group: dict) -> str:
-    seeds = ", ".join(str(m["seed"]) for m in group["members"])
+@dataclass(frozen=True)
+class Block:
+    """Columns of the claims table: one group of a sweep summary (`source`), a column per run,
+    with a verdict of its own."""
+
+    source: Path
+    summary: dict
+    group: dict
+
+    def arch(self, run: str, runs: dict[str, dict]) -> str:
+        return self.group["params"].get(f"runs.{run}.arch") or runs.get(run, {}).get("arch", "?")
+
+    def seeds(self) -> list:
+        return [m["seed"] for m in self.group["members"]]
+
+
+def claim_blocks(seeds: dict, models: dict | None = None) -> list[Block]:
+    """The baseline's group of the seed sweep, then each other group of the models summary."""
+    blocks = [Block(SEEDS, seeds, g) for g in [baseline_group(seeds)] if g]
+    if models:
+        blocks += [Block(MODELS, models, g) for g in models["groups"] if not g["baseline"]]
+    return blocks
+
+
+def _seed_values(seeds: list) -> str:
+    """Hydra's sweep of these seeds: `seed=3`, `seed=range(0,3)` or `seed=choice(0,2)`."""
+    numbers = sorted(seeds)
+    if len(numbers) == 1:
+        return f"seed={numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"'seed=range({numbers[0]},{numbers[-1] + 1})'"
+    return f"'seed=choice({','.join(map(str, numbers))})'"
+
+
+def commands(block: Block, runs: dict[str, dict]) -> str:
+    """The commands that regenerate a block: its experiments, then its sweep summary."""
+    summary, group = block.summary, block.group
+    grouping = ["--seeds"] if block.source == SEEDS else [f"--by {k}" for k in summary["by"]]
+    rev = f"--rev {summary['rev'][:7]}"
+    summarise = " ".join(["fragile-neurons sweep", rev, *grouping, f"--json {block.source}"])
+    if block.source == SEEDS:
+        others = [s for s in block.seeds() if s != 0]
+        queue = f"dvc exp run --queue -S {_seed_values(others)} -S threads=1 -C data/raw"
+        return f"`dvc repro` (seed 0); `{queue}`; `{summarise}`"
+    reference = flatten({"runs": runs})
+    mine = [run for run in runs if run in group["runs"]]
+    overrides = [f"'~runs.{run}'" for run in runs if run not in mine] + [
+        f"{key}={value}" for key, value in group["params"].items() if reference.get(key) != value
+    ]
+    queue = " ".join(
+        ["dvc exp run --queue", *(f"-S {o}" for o in overrides)]
+        + [f"-S {_seed_values(block.seeds())}", "-S threads=1 -C data/raw"]
+    )
+    return f"`{queue}`; `{summarise}`"
+
+
+def _provenance(block: Block) -> str:
+    summary, group = block.summary, block.group
+    seeds = ", ".join(str(s) for s in block.seeds())
     pooled = "".join(
         f"; {key} pooled ({', '.join('null' if v is None else str(v) for v in values)})"
         for key, values in summary["pooled"].items()
         if key != "seed"
     )
+    which = "" if block.source == SEEDS else f", group `{group['label']}`"
     return (
-        f"{len(group['members'])} members (seeds {seeds}): the baseline commit "
-        f"`{summary['rev'][:7]}` and its experiments{pooled}"
+        f"`{block.source}`{which}: {len(group['members'])} members (seeds {seeds}), the baseline "
+        f"commit `{summary['rev'][:7]}` and its experiments{pooled}"
     )
 
 
-def claims_table(summary: dict, runs: list[str]) -> str:
-    group = baseline_group(summary)
-    if group is None:
-        return f"`{SEEDS}` holds no group with the baseline's params."
-    runs = [r for r in runs if r in group["runs"]] + sorted(set(group["runs"]) - set(runs))
-    counts = {run: max((s["n"] for s in group["runs"][run].values()), default=0) for run in runs}
-    lines = [
-        f"From `{SEEDS}`: {_provenance(summary, group)}. Each cell: mean [95% CI] over seeds "
-        "(Student's t).",
-        "",
-        "| claim | measure | "
-        + " | ".join(f"{run} ({counts[run]} seeds)" for run in runs)
-        + " | verdict |",
-        "| --- | --- |" + " --- |" * len(runs) + " --- |",
-    ]
-    for row in CLAIMS:
-        by_run = {run: group["runs"][run].get(row.key) for run in runs}
-        cells = [cell(by_run[run], row.digits, counts[run]) for run in runs]
-        lines.append(
-            f"| {row.claim} | {row.measure} | "
-            + " | ".join(cells)
-            + f" | {verdict(by_run, row.direction)} |"
+def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
+    """The claims table: a row per claim and measure, per block a column per run and a verdict;
+    `runs` are params.yaml's (their order, and each run's `arch` where a group sets none)."""
+    missing = f"`{SEEDS}` holds no group with the baseline's params."
+    if not blocks:
+        return missing
+    columns = []  # per block: [(run, stats by key, seeds)]
+    for block in blocks:
+        found = block.group["runs"]
+        order = [r for r in runs if r in found] + sorted(set(found) - set(runs))
+        columns.append(
+            [(r, found[r], max((s["n"] for s in found[r].values()), default=0)) for r in order]
         )
+    heads, lines = [], ["Columns and the commands that regenerate them:", ""]
+    if blocks[0].source != SEEDS:
+        lines[:0] = [missing, ""]
+    for block, cols in zip(blocks, columns, strict=True):
+        archs = list(dict.fromkeys(block.arch(run, runs) for run, _, _ in cols))
+        heads += [f"{r}, {block.arch(r, runs)} ({n} seed{'s' * (n != 1)})" for r, _, n in cols]
+        heads.append(f"verdict, {' and '.join(archs)}")
+        lines.append(
+            f"- {', '.join(f'{run} ({block.arch(run, runs)})' for run, _, _ in cols)}: "
+            f"{_provenance(block)}. Regenerate: {commands(block, runs)}."
+        )
+    lines += ["", "Each cell: mean [95% CI] over seeds (Student's t); one seed: its value.", ""]
+    lines += ["| claim | measure | " + " | ".join(heads) + " |"]
+    lines += ["| --- | --- |" + " --- |" * len(heads)]
+    for row in CLAIMS:
+        cells = []
+        for cols in columns:
+            by_run = {run: values.get(row.key) for run, values, _ in cols}
+            cells += [cell(by_run[run], row.digits, n) for run, _, n in cols]
+            cells.append(verdict(by_run, row.direction))
+        lines.append(f"| {row.claim} | {row.measure} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", VERDICT_RULE])
 
 
@@ -335,14 +410,16 @@ def section(runs: dict[str, dict]) -> str:
     """The results section between the markers (without them), from the committed files."""
     parts = ["### Claims, over seeds"]
     if SEEDS.is_file():
-        parts.append(claims_table(read_json(SEEDS), list(runs)))
+        models = read_json(MODELS) if MODELS.is_file() else None
+        parts.append(claims_table(claim_blocks(read_json(SEEDS), models), runs))
     else:
         parts.append(
             f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
             "(see [Several seeds](#several-seeds))."
         )
     parts.append("### Dose-response")
-    others = sorted(p for p in SWEEPS.glob("*.json") if p != SEEDS) if SWEEPS.is_dir() else []
+    found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
+    others = [p for p in found if p not in (SEEDS, MODELS)]
     tables = [t for p in others for t in dose_tables(read_json(p), p)]
     if tables:
         parts += tables

@@ -12,13 +12,18 @@ the member's params: an experiment of `evaluate@mnist` also carries the baseline
 which are not counted again under another seed. So a 5-seed sweep is the baseline (seed 0) and
 four queued seeds.
 
-Groups. Members are grouped by the params that differ among them (`--by` names them instead; a
-member that differs from the baseline in another param is then left out; `--seeds` keeps only
-the members with the baseline's params), a group being one setting of those params, labelled
-e.g. `harden.compress=0.25`. The params in NUISANCE change only random draws and float rounding,
-never what is computed, so they vary within a group: the seed, and the thread count and device
-(another thread count or CPU type changes results like another seed). Within a group, each seed
-counts once (the baseline first, then by experiment name).
+Groups. Each run of a member is placed by the params that can change its numbers: the global
+ones and its own `runs.<run>.*`; another run's params count as the baseline's, so an experiment
+that changes or removes the cifar10 run (`-S '~runs.cifar10' -S runs.mnist.arch=resnet18`) is,
+for its mnist run, an experiment of mnist alone. Runs are grouped by the params that differ among
+them (`--by` names them instead; a run that differs from the baseline in another param is then
+left out; `--seeds` keeps only the runs with the baseline's params), a group being one setting
+of those params, labelled by those that differ from the baseline's (e.g.
+`harden.compress=0.25`; all of them for the baseline's setting). The params in NUISANCE change
+only random draws and float rounding, never what is computed, so they vary within a group: the
+seed, and the thread count and device (another thread count or CPU type changes results like
+another seed). Within a group, each seed of a run counts once (the baseline first, then by
+experiment name).
 
 Numbers. For each run: every number or boolean of the `headline` dict of each of its stage's
 metrics files, and the few top-level ones in EXTRA, named `<stage>.<key>`
@@ -198,8 +203,30 @@ def _sort_key(value: Any) -> tuple:
     return (1, 0, json.dumps(value, sort_keys=True))
 
 
-def _label(params: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) if params else "all"
+def _label(params: dict, reference: dict) -> str:
+    """`key=value` of the params that differ from the reference's (all of them where none do)."""
+    changed = {k: v for k, v in params.items() if reference.get(k, _MISSING) != v}
+    return ", ".join(f"{k}={v}" for k, v in (changed or params).items()) or "all"
+
+
+def per_run(members: list[dict], reference: dict) -> list[dict]:
+    """One entry per member and run it reproduced, holding that run alone, its params those that
+    can change the run's numbers: the member's global params and its `runs.<run>.*`, with every
+    other run's taken from the reference (the baseline's). Members without a run stay whole."""
+    entries = []
+    for m in members:
+        if not m["runs"]:
+            entries.append(m)
+        for run, values in m["runs"].items():
+            own = f"runs.{run}."
+            params = {
+                k: v
+                for source, keep in ((m["params"], True), (reference, False))
+                for k, v in source.items()
+                if (not k.startswith("runs.") or k.startswith(own)) is keep
+            }
+            entries.append(m | {"params": params, "runs": {run: values}})
+    return entries
 
 
 def _differing(members: list[dict]) -> list[str]:
@@ -252,21 +279,27 @@ def _select(members: list[dict], reference: dict, by: list[str] | None) -> tuple
     return selected, list(by), left
 
 
-def _group(members: list[dict], by: list[str]) -> tuple[list[dict], list[str]]:
-    """[{params, members}] sorted by the params' values, each seed once per group (the
-    baseline's first, then by experiment name), and a line for each duplicate left out."""
+def _group(entries: list[dict], by: list[str], reference: dict) -> tuple[list[dict], list[str]]:
+    """[{params, members}] sorted by the params' values, each seed of a run once per group (the
+    baseline's first, then by experiment name), the entries of one member (per_run) joined
+    again; and a line for each duplicate left out."""
     groups: dict[str, dict] = {}
     left = []
-    for m in sorted(members, key=lambda m: (not m["baseline"], _sort_key(m["seed"]), m["name"])):
+    order = sorted(entries, key=lambda m: (not m["baseline"], _sort_key(m["seed"]), m["name"]))
+    for m in order:
         params = {k: m["params"].get(k) for k in by}
         group = groups.setdefault(json.dumps(params, sort_keys=True), {"params": params})
         seen = group.setdefault("members", [])
-        same = next((o for o in seen if o["seed"] == m["seed"]), None)
+        (run,) = m["runs"]
+        same = next((o for o in seen if o["seed"] == m["seed"] and run in o["runs"]), None)
+        mine = next((o for o in seen if (o["name"], o["rev"]) == (m["name"], m["rev"])), None)
         if same:
             left.append(
-                f"{m['name']} ({m['rev']}): seed {m['seed']} already in {_label(params)} "
-                f"({same['name']})"
+                f"{m['name']} ({m['rev']}): seed {m['seed']} already in "
+                f"{_label(params, reference)} ({same['name']})"
             )
+        elif mine:
+            mine["runs"] = mine["runs"] | m["runs"]
         else:
             seen.append(m)
     ordered = sorted(groups.values(), key=lambda g: [_sort_key(g["params"][k]) for k in by])
@@ -286,7 +319,7 @@ def _summarise_group(group: dict, reference: dict) -> dict:
             for key in keys
         }
     return {
-        "label": _label(group["params"]),
+        "label": _label(group["params"], reference),
         "params": group["params"],
         "baseline": all(v == reference.get(k) for k, v in group["params"].items()),
         "members": [{"name": m["name"], "rev": m["rev"], "seed": m["seed"]} for m in members],
@@ -304,9 +337,9 @@ def summarise(
     """The summary (written by --json) of `members` (collect), grouped by the params `by`
     (None: every param that differs among the members, NUISANCE aside; []: none, a seed sweep of
     the baseline's params). `reference` is the baseline's flattened params: with `by` given, a
-    member that differs from it outside `by` and NUISANCE is left out."""
-    selected, by, left = _select(members, reference, by)
-    groups, duplicates = _group(selected, by)
+    run (per_run) that differs from it outside `by` and NUISANCE is left out."""
+    selected, by, left = _select(per_run(members, reference), reference, by)
+    groups, duplicates = _group(selected, by, reference)
     counted = [m for group in groups for m in group["members"]]
     pooled = {}
     for key in NUISANCE:
@@ -319,7 +352,7 @@ def summarise(
         "pooled": pooled,
         "confidence": CONFIDENCE,
         "groups": [_summarise_group(group, reference) for group in groups],
-        "left_out": sorted([*left_out, *left, *duplicates]),
+        "left_out": sorted({*left_out, *left, *duplicates}),
     }
 
 
