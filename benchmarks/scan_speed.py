@@ -1,6 +1,7 @@
 """Benchmark: the fast nodal-dropout scan against the naive one, on a run's real data and model.
 
     .venv/bin/python benchmarks/scan_speed.py [run] [--samples N] [--threads T] [--naive-batch B]
+                                              [--rev COMMIT_OR_EXPERIMENT]
 
 Both scans measure every dropped network of the run's scanned layer on the same scan set (the
 first `scan.samples` images of the selection split; --samples to use fewer) at every epsilon of
@@ -10,13 +11,19 @@ a forward hook, on batches of params `batch_size` images (--naive-batch to chang
 wall-clock and CPU seconds, the speed-up, and whether the per-neuron accuracies and clean
 discordant counts (images lost and gained against the intact network) agree exactly (exit
 status 1 if not). Needs the prepared data and the trained model (`dvc repro train@<run>`);
-writes nothing. Timings on a shared machine are noisy: when other processes keep the cores
-busy, --threads 1 or OMP_WAIT_POLICY=PASSIVE in the environment give steadier numbers.
+writes nothing. `--rev` takes the params, the prepared selection split, the model and the scan
+sweep of another commit or DVC experiment instead of the workspace's, read from DVC's cache:
+`--rev mnist-resnet18-s0` benchmarks the ResNet-18 of that experiment (README: "The paper's
+ResNet-18 configurations"). Timings on a shared machine are noisy: when other processes keep
+the cores busy, --threads 1 or OMP_WAIT_POLICY=PASSIVE in the environment give steadier numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +40,40 @@ from fragile_neurons.runtime import keep_freed_memory, seed_everything, select_d
 from fragile_neurons.scan import naive_scan, scan, with_clean
 
 
+def commit_of(rev: str) -> str:
+    """The commit of a git revision or of a DVC experiment's name (refs/exps/.../<name>)."""
+    found = subprocess.run(["git", "rev-parse", "--verify", "-q", f"{rev}^{{commit}}"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    if found:
+        return found
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)",
+                           "refs/exps"], capture_output=True, text=True).stdout  # fmt: skip
+    named = [line.split()[0] for line in refs.splitlines() if line.endswith(f"/{rev}")]
+    if len(named) != 1:
+        raise SystemExit(f"--rev {rev}: not a commit, nor the name of one DVC experiment")
+    return named[0]
+
+
+def checkout(rev: str, run: str, folder: Path) -> None:
+    """Write into `folder` the files of `run` that the benchmark reads, as they are at `rev`."""
+    import dvc.api
+
+    commit = commit_of(rev)
+    params = subprocess.run(["git", "show", f"{commit}:params.yaml"], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    (folder / "params.yaml").write_text(params)
+    wanted = [paths.prepared(run, "selection"), paths.model(run), paths.scan_sweep_record(run)]
+    for path in wanted:
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with dvc.api.open(str(path), repo=".", rev=commit, mode="rb") as source:
+                target.write_bytes(source.read())
+        except FileNotFoundError:
+            if path != wanted[-1]:  # the scan sweep is optional: computed here when absent
+                raise SystemExit(f"--rev {rev}: {path} is not in that commit's outputs") from None
+
+
 def timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
@@ -46,7 +87,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--naive-batch", type=int, default=None, help="naive batch (batch_size)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument(
+        "--rev", default=None, help="a commit or DVC experiment whose files to use (its params)"
+    )
     args = parser.parse_args()
+    if args.rev:
+        with tempfile.TemporaryDirectory(prefix="scan-speed-") as folder:
+            checkout(args.rev, args.run, Path(folder))
+            os.chdir(folder)
+            benchmark(args)
+    else:
+        benchmark(args)
+
+
+def benchmark(args: argparse.Namespace) -> None:
     keep_freed_memory()  # as the stages do
     if args.threads:
         torch.set_num_threads(args.threads)
