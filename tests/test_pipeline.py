@@ -274,6 +274,46 @@ def test_results_travel_through_a_dvc_remote(project, tmp_path):
     assert "Running stage" not in dvc(clone, "repro")
 
 
+def test_a_resnet18_configuration_runs_as_an_experiment_of_its_run_alone(project, monkeypatch):
+    """The README's ResNet-18 configuration (`dvc exp run -S '~runs.<other>' -S
+    runs.<run>.arch=resnet18`) reproduces that run alone through every stage, ResNet-18's
+    neuron being its stem's BatchNorm channel; the sweep reads it back as a group of that run."""
+    from fragile_neurons.models import build_model
+    from fragile_neurons.sweep import collect, flatten, summarise
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "baseline", "--allow-empty"], cwd=project, check=True)
+    baseline = yaml.safe_load((project / "params.yaml").read_text())
+    try:
+        out = dvc(project, "exp", "run", "-n", "digits-rn18", "-S", "~runs.objects",
+                  "-S", "runs.digits.arch=resnet18")  # fmt: skip
+        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+        stages = ("train", "attack", "scan", "label", "correlate", "harden", "evaluate")
+        assert ran == {"check", *(f"{stage}@digits" for stage in stages)}  # not prepare
+        assert list(yaml.safe_load((project / "params.yaml").read_text())["runs"]) == ["digits"]
+        train, attack = read(project, "digits", "train"), read(project, "digits", "attack")
+        net = build_model("resnet18", 1, 28, 10, [0.5], [0.5])
+        assert train["parameters"] == sum(p.numel() for p in net.parameters())
+        assert attack["layer"] == {"conv": "conv1", "neuron_module": "bn1", "neurons": 64}
+        assert read(project, "digits", "scan")["neurons"] == 64
+        assert read(project, "digits", "evaluate")["headline"]["labels_resolved"] in (True, False)
+
+        monkeypatch.chdir(project)
+        members, left_out = collect()
+        assert left_out == [] and len(members) == 2
+        summary = summarise(members, flatten(baseline))
+        assert [g["label"] for g in summary["groups"]] == [
+            "runs.digits.arch=mnist_cnn", "runs.digits.arch=resnet18"
+        ]  # fmt: skip
+        assert list(summary["groups"][1]["runs"]) == ["digits"]
+        assert summary["groups"][1]["members"][0]["name"] == "digits-rn18"
+    finally:
+        subprocess.run(["git", "reset", "-q", "--hard"], cwd=project, check=True)
+        dvc(project, "checkout", "--force", "-q")
+    assert json.loads(dvc(project, "status", "--json")) == {}
+
+
 # --- a builder of one's own: runs.<name>.arch = 'archs.<module>:<function>' --------------------
 
 BUILDER = '''"""A builder of one's own, as a user writes it (README: Your own architecture)."""
