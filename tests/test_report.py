@@ -163,8 +163,8 @@ def test_other_models_are_a_block_of_columns_with_their_own_verdict_and_commands
     assert rows[0][8] == "not shown (cifar10: 1 seed, no CI)"
     assert (
         "- mnist (resnet18): `metrics/sweeps/models.json`, group `runs.mnist.arch=resnet18`: 3 "
-        "members (seeds 0, 1, 2)" in table
-    )
+        "members (seeds 0, 1, 2), the baseline commit `fffffff` and its experiments. " in table
+    )  # its members all ran one thread: nothing pooled beside the seed
     assert (
         "`dvc exp run --queue -S '~runs.cifar10' -S runs.mnist.arch=resnet18 -S 'seed=range(0,3)' "
         "-S threads=1 -C data/raw`; `fragile-neurons sweep --rev fffffff --by runs.cifar10.arch "

@@ -187,6 +187,8 @@ def test_each_run_is_grouped_by_the_global_params_and_its_own():
     mnist = groups["runs.mnist.arch=rn18"]
     assert list(mnist["runs"]) == ["mnist"] and mnist["baseline"] is False
     assert [m["seed"] for m in mnist["members"]] == [0, 1, 2]
+    assert mnist["pooled"] == {"seed": [0, 1, 2]}  # every member one thread: none pooled here
+    assert base["pooled"]["threads"] == [1, None] and summary["pooled"]["threads"] == [1, None]
     cifar = groups["runs.cifar10.arch=rn18"]
     assert [m["name"] for m in cifar["members"]] == ["crn0", "x-again", "cifar-only"]
     assert cifar["runs"]["cifar10"]["train.test_accuracy"]["n"] == 3 and list(cifar["runs"]) == [

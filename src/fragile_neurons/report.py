@@ -194,7 +194,7 @@ def _provenance(block: Block) -> str:
     seeds = ", ".join(str(s) for s in block.seeds())
     pooled = "".join(
         f"; {key} pooled ({', '.join('null' if v is None else str(v) for v in values)})"
-        for key, values in summary["pooled"].items()
+        for key, values in group.get("pooled", summary["pooled"]).items()  # older files: none
         if key != "seed"
     )
     which = "" if block.source == SEEDS else f", group `{group['label']}`"

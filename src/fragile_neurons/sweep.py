@@ -306,6 +306,16 @@ def _group(entries: list[dict], by: list[str], reference: dict) -> tuple[list[di
     return ordered, left
 
 
+def _pooled(members: list[dict]) -> dict[str, list]:
+    """{param: its distinct values} of the NUISANCE params that vary among `members`."""
+    pooled = {}
+    for key in NUISANCE:
+        distinct = {json.dumps(m["params"].get(key)): m["params"].get(key) for m in members}
+        if len(distinct) > 1:
+            pooled[key] = sorted(distinct.values(), key=_sort_key)
+    return pooled
+
+
 def _summarise_group(group: dict, reference: dict) -> dict:
     members = group["members"]
     runs = {}
@@ -323,6 +333,7 @@ def _summarise_group(group: dict, reference: dict) -> dict:
         "params": group["params"],
         "baseline": all(v == reference.get(k) for k, v in group["params"].items()),
         "members": [{"name": m["name"], "rev": m["rev"], "seed": m["seed"]} for m in members],
+        "pooled": _pooled(members),
         "runs": runs,
     }
 
@@ -340,16 +351,10 @@ def summarise(
     run (per_run) that differs from it outside `by` and NUISANCE is left out."""
     selected, by, left = _select(per_run(members, reference), reference, by)
     groups, duplicates = _group(selected, by, reference)
-    counted = [m for group in groups for m in group["members"]]
-    pooled = {}
-    for key in NUISANCE:
-        distinct = {json.dumps(m["params"].get(key)): m["params"].get(key) for m in counted}
-        if len(distinct) > 1:
-            pooled[key] = sorted(distinct.values(), key=_sort_key)
     return {
         "rev": rev,
         "by": by,
-        "pooled": pooled,
+        "pooled": _pooled([m for group in groups for m in group["members"]]),
         "confidence": CONFIDENCE,
         "groups": [_summarise_group(group, reference) for group in groups],
         "left_out": sorted({*left_out, *left, *duplicates}),
