@@ -146,6 +146,18 @@ def test_fast_scan_equals_naive_scan_on_resnet18(name, path):
     assert_same(fast, naive, flips=False)
 
 
+def test_stacked_copies_keep_the_channels_last_layout():
+    """The prefix and hooks paths run the rest of the network on stacked copies: in the
+    layout the model's activations have (channels-last), or its convolutions run slower."""
+    from fragile_neurons.scan import _stack
+
+    a = torch.rand(3, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    stacked = _stack(a, 4)
+    assert stacked.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(stacked, a.repeat(4, 1, 1, 1))
+    assert torch.equal(_stack(torch.arange(3), 2), torch.tensor([0, 1, 2, 0, 1, 2]))
+
+
 def test_intact_row_is_the_plain_model():
     model, channels, size = small("bn_between_conv")
     images, labels, signs = data(model, channels, size)
