@@ -192,8 +192,8 @@ def _run(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
 
 def _stack(x: torch.Tensor, copies: int) -> torch.Tensor:
     """`copies` copies of the batch `x`, one after another, in x's memory layout: a channels-last
-    activation stays so (`repeat` would return it in the standard layout, which made the
-    convolutions after it half as fast again on the CPU; benchmarks/README.md)."""
+    activation stays so (`repeat` returns the standard layout, in which the convolutions after
+    it ran 1.5x slower on the CPU; benchmarks/README.md)."""
     return torch.cat([x] * copies)
 
 
