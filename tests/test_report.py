@@ -159,8 +159,18 @@ def test_other_models_are_a_block_of_columns_with_their_own_verdict_and_commands
     assert "(n = " not in "".join(rows[0])  # each column's own seed count
     mnist = models["groups"][1]["runs"]["mnist"]["correlate.excess_spearman_rho"]
     assert rows[0][5:7] == [report.cell(mnist, 3, 3), report.verdict({"mnist": mnist}, +1)]
-    # one seed has no CI: its block's verdict says so instead of judging
+    # one seed has no CI: its block's verdict says so instead of judging; the cell gives that
+    # seed's own p-value (correlations, margins) or its bootstrap CI (gains)
     assert rows[0][8] == "not shown (cifar10: 1 seed, no CI)"
+    cifar = models["groups"][2]["runs"]["cifar10"]
+    rho, p = (cifar[f"correlate.excess_spearman_{k}"]["mean"] for k in ("rho", "p"))
+    assert rows[0][7] == f"{rho:.3f} (p = {p:.2g})"
+    gain = [cifar[f"evaluate.fgsm_auc_plus_gain{k}"]["mean"] for k in ("", "_low", "_high")]
+    assert rows[4][7] == "{:.3f} (the seed's CI [{:.3f}, {:.3f}])".format(*gain)
+    assert (
+        rows[-1][7] == "0/1"
+        and rows[2][7] == f"{cifar['correlate.noise_spearman_rho']['mean']:.3f}"
+    )
     assert (
         "- mnist (resnet18): `metrics/sweeps/models.json`, group `runs.mnist.arch=resnet18`: 3 "
         "members (seeds 0, 1, 2), the baseline commit `fffffff` and its experiments. " in table

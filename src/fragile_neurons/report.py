@@ -39,13 +39,16 @@ ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "transfer": "transferred FGSM"}
 @dataclass(frozen=True)
 class Row:
     """A row of the claims table: the claim (empty: the row above's), the measure, its key in
-    the sweep summary, the claimed sign (+1, -1; 0: reported without a verdict) and decimals."""
+    the sweep summary, the claimed sign (+1, -1; 0: reported without a verdict), decimals, and
+    the key of the seed's own p-value (shown beside a one-seed value; a gain's own bootstrap CI,
+    `<key>_low` and `<key>_high`, is found by name)."""
 
     claim: str
     measure: str
     key: str
     direction: int
     digits: int = 3
+    p_key: str = ""
 
 
 CLAIMS = (
@@ -54,14 +57,29 @@ CLAIMS = (
         "Spearman rho of phi and the excess share X (the headline test)",
         "correlate.excess_spearman_rho",
         +1,
+        p_key="correlate.excess_spearman_p",
     ),
-    Row("", "Spearman rho of phi and D (the paper's measure)", "correlate.share_spearman_rho", +1),
+    Row(
+        "",
+        "Spearman rho of phi and D (the paper's measure)",
+        "correlate.share_spearman_rho",
+        +1,
+        p_key="correlate.share_spearman_p",
+    ),
     Row("", "Spearman rho of phi and N (control)", "correlate.noise_spearman_rho", 0),
     Row("", "Spearman rho of phi and G (control)", "correlate.filter_gain_spearman_rho", 0),
     Row("hardening improves robustness", "FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", +1),
     Row("", "PGD AUC+ gain", "evaluate.pgd_auc_plus_gain", +1),
-    Row("", "FGSM margin over random", "evaluate.fgsm_margin_over_random", +1),
-    Row("", "PGD margin over random", "evaluate.pgd_margin_over_random", +1),
+    *(
+        Row(
+            "",
+            f"{a} margin over random",
+            f"evaluate.{a.lower()}_margin_over_random",
+            +1,
+            p_key=f"evaluate.{a.lower()}_p_value",
+        )
+        for a in ("FGSM", "PGD")
+    ),
     Row("", "clean-accuracy change (its cost)", "evaluate.clean_accuracy_change", 0, 4),
     Row("checks", "labels resolved (seeds)", "label.resolved", 0),
     Row("", "gradient masking flagged (seeds)", "evaluate.masking", 0),
@@ -95,6 +113,22 @@ def cell(stats: dict | None, digits: int = 3, n: int | None = None) -> str:
     else:
         text = with_interval(stats["mean"], stats["low"], stats["high"], digits)
     return text if n is None or stats["n"] == n else f"{text} (n = {stats['n']})"
+
+
+def claim_cell(values: dict[str, dict], row: Row, n: int) -> str:
+    """`cell` of the row's key in one column ({key: summary}); a one-seed value also gets, in
+    brackets, that seed's own uncertainty: its bootstrap 95% CI or its p-value."""
+    text = cell(values.get(row.key), row.digits, n)
+    stats = values.get(row.key)
+    if not stats or stats["n"] != 1 or isinstance(stats["mean"], bool):
+        return text
+    low, high = values.get(f"{row.key}_low"), values.get(f"{row.key}_high")
+    if low and high:
+        bounds = ", ".join(fixed(b["mean"], row.digits) for b in (low, high))
+        return f"{text} (the seed's CI [{bounds}])"
+    if row.p_key in values:
+        return f"{text} (p = {p_value(values[row.p_key]['mean'])})"
+    return text
 
 
 def side(stats: dict | None) -> int:
@@ -199,7 +233,8 @@ def _provenance(block: Block) -> str:
     )
     which = "" if block.source == SEEDS else f", group `{group['label']}`"
     return (
-        f"`{block.source}`{which}: {len(group['members'])} members (seeds {seeds}), the baseline "
+        f"`{block.source}`{which}: {len(group['members'])} member"
+        f"{'s' * (len(group['members']) != 1)} (seeds {seeds}), the baseline "
         f"commit `{summary['rev'][:7]}` and its experiments{pooled}"
     )
 
@@ -228,14 +263,21 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
             f"- {', '.join(f'{run} ({block.arch(run, runs)})' for run, _, _ in cols)}: "
             f"{_provenance(block)}. Regenerate: {commands(block, runs)}."
         )
-    lines += ["", "Each cell: mean [95% CI] over seeds (Student's t); one seed: its value.", ""]
+    lines += [
+        "",
+        "Each cell: mean [95% CI] over seeds (Student's t). A one-seed cell: its value, and in "
+        "brackets that seed's own uncertainty, the bootstrap 95% CI over test images (gains, "
+        "clean-accuracy change) or the p-value (correlations: of the rank correlation; margins: "
+        "of the permutation test against the random draws); no verdict rests on one seed.",
+        "",
+    ]
     lines += ["| claim | measure | " + " | ".join(heads) + " |"]
     lines += ["| --- | --- |" + " --- |" * len(heads)]
     for row in CLAIMS:
         cells = []
         for cols in columns:
             by_run = {run: values.get(row.key) for run, values, _ in cols}
-            cells += [cell(by_run[run], row.digits, n) for run, _, n in cols]
+            cells += [claim_cell(values, row, n) for _, values, n in cols]
             cells.append(verdict(by_run, row.direction))
         lines.append(f"| {row.claim} | {row.measure} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", VERDICT_RULE])
