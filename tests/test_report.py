@@ -52,8 +52,12 @@ def test_the_verdict_rule(lows_highs, direction, expected):
 def test_a_verdict_needs_an_interval_for_every_run():
     one_seed = {"n": 1, "mean": 0.2, "low": None, "high": None, "values": {"0": 0.2}}
     assert report.verdict({"mnist": stats(0.1, 0.3), "cifar10": one_seed}, +1) == (
-        "not shown (mnist supports, cifar10: 1 seed, no CI)"
+        "not shown (mnist supports, cifar10: 1 seed)"
     )
+    # two seeds that happen to agree give a narrow CI of one degree of freedom: no verdict
+    two_seeds = stats(0.06, 0.19, n=2)
+    assert report.verdict({"mnist": two_seeds}, +1) == "not shown (mnist: 2 seeds)"
+    assert report.verdict({"mnist": stats(0.06, 0.19, n=3)}, +1) == "supported"
     assert report.verdict({"mnist": None, "cifar10": None}, +1) == "n/a"
 
 
@@ -161,7 +165,7 @@ def test_other_models_are_a_block_of_columns_with_their_own_verdict_and_commands
     assert rows[0][5:7] == [report.cell(mnist, 3, 3), report.verdict({"mnist": mnist}, +1)]
     # one seed has no CI: its block's verdict says so instead of judging; the cell gives that
     # seed's own p-value (correlations, margins) or its bootstrap CI (gains)
-    assert rows[0][8] == "not shown (cifar10: 1 seed, no CI)"
+    assert rows[0][8] == "not shown (cifar10: 1 seed)"
     cifar = models["groups"][2]["runs"]["cifar10"]
     rho, p = (cifar[f"correlate.excess_spearman_{k}"]["mean"] for k in ("rho", "p"))
     assert rows[0][7] == f"{rho:.3f} (p = {p:.2g})"

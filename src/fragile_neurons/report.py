@@ -84,11 +84,14 @@ CLAIMS = (
     Row("checks", "labels resolved (seeds)", "label.resolved", 0),
     Row("", "gradient masking flagged (seeds)", "evaluate.masking", 0),
 )
+MIN_SEEDS = 3  # a verdict needs a CI over at least this many seeds in every run
 VERDICT_RULE = (
     "Verdict, per block of columns: **supported** when the 95% CI of every run lies wholly on the "
-    "claimed side of 0 (above it), **contradicted** when the CI of every run lies wholly on the "
-    "other side, otherwise **not shown** (the runs whose CI excludes 0 named in brackets, and "
-    "those with one seed, which have no CI); the controls, the cost and the checks get none."
+    f"claimed side of 0 (above it), over at least {MIN_SEEDS} seeds, **contradicted** when the CI "
+    "of every run lies wholly on the other side, otherwise **not shown** (in brackets the runs "
+    f"whose CI excludes 0, and those with fewer than {MIN_SEEDS} seeds: one seed has no CI, and "
+    "two give one degree of freedom, whose CI is as narrow as the two seeds happen to agree); the "
+    "controls, the cost and the checks get none."
 )
 DOSE_COLUMNS = (
     ("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", 3),
@@ -132,8 +135,11 @@ def claim_cell(values: dict[str, dict], row: Row, n: int) -> str:
 
 
 def side(stats: dict | None) -> int:
-    """+1 when the CI lies above 0, -1 below, 0 when it holds 0 or there is none."""
+    """+1 when the CI lies above 0, -1 below, 0 when it holds 0, there is none, or it rests on
+    fewer than MIN_SEEDS seeds."""
     if not stats or stats.get("low") is None or stats.get("high") is None:
+        return 0
+    if stats["n"] < MIN_SEEDS:
         return 0
     return 1 if stats["low"] > 0 else -1 if stats["high"] < 0 else 0
 
@@ -152,9 +158,9 @@ def verdict(by_run: dict[str, dict | None], direction: int) -> str:
     named = [
         f"{run} {'supports' if s == direction else 'contradicts'}"
         if s
-        else f"{run}: {by_run[run]['n']} seed, no CI"
+        else f"{run}: {by_run[run]['n']} seed{'s' * (by_run[run]['n'] != 1)}"
         for run, s in sides.items()
-        if s != 0 or (by_run[run] is not None and by_run[run]["n"] < 2)
+        if s != 0 or (by_run[run] is not None and by_run[run]["n"] < MIN_SEEDS)
     ]
     return "not shown" + (f" ({', '.join(named)})" if named else "")
 
@@ -234,7 +240,8 @@ def _provenance(block: Block) -> str:
     which = "" if block.source == SEEDS else f", group `{group['label']}`"
     return (
         f"`{block.source}`{which}: {len(group['members'])} member"
-        f"{'s' * (len(group['members']) != 1)} (seeds {seeds}), the baseline "
+        f"{'s' * (len(group['members']) != 1)} (seed{'s' * (len(group['members']) != 1)} "
+        f"{seeds}), the baseline "
         f"commit `{summary['rev'][:7]}` and its experiments{pooled}"
     )
 
