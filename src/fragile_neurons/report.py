@@ -121,9 +121,9 @@ def cell(stats: dict | None, digits: int = 3, n: int | None = None) -> str:
 def claim_cell(values: dict[str, dict], row: Row, n: int) -> str:
     """`cell` of the row's key in one column ({key: summary}); a one-seed value also gets, in
     brackets, that seed's own uncertainty: its bootstrap 95% CI or its p-value."""
-    text = cell(values.get(row.key), row.digits, n)
     stats = values.get(row.key)
-    if not stats or stats["n"] != 1 or isinstance(stats["mean"], bool):
+    text = cell(stats, row.digits, n)
+    if not stats or stats["n"] != 1:  # a boolean row has neither bounds nor a p-value
         return text
     low, high = values.get(f"{row.key}_low"), values.get(f"{row.key}_high")
     if low and high:
