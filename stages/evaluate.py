@@ -1,24 +1,24 @@
-"""evaluate: attack the original, hardened, random and inverse variants (method.md section 6)."""
+"""evaluate: the variants attacked beside the baseline stage's original (method.md section 6)."""
 
 from fragile_neurons import evaluate, io, models, paths, records
 from fragile_neurons.figures.evaluate import robustness_figure
+from fragile_neurons.robustness import Settings
 from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
     """Evaluate: metrics/<run>/evaluate.json, plots/<run>/evaluate.csv and robustness.png."""
-    settings = evaluate.Settings.from_params(ctx.params, ctx.name, ctx.device)
+    settings = Settings.from_params(ctx.params, ctx.name, ctx.device)
     test = io.load_split(paths.prepared(ctx.name, "test"))
     model, _ = models.load_trained(ctx.name, ctx.run)
     layer = records.ScanLayer.load(paths.layer_record(ctx.name), model=model)
     gains = records.Gains.load(paths.gains_record(ctx.name), neurons=layer.channels)
-    source = evaluate.load_source(paths.sweep_record(ctx.name), test, settings)
+    source, original = evaluate.load_original(ctx.name, test, settings)
     hardened, difference = evaluate.load_hardened(
         paths.hardened(ctx.name), ctx.run["arch"], model, layer, gains, test, settings
     )
-    summary, curves = evaluate.run(
-        model, hardened, layer, gains, source, test, settings, ctx.generator, ctx.progress
-    )
+    args = (model, hardened, layer, gains, original, source, test, settings, ctx.progress)
+    summary, curves = evaluate.run(*args)
     io.write_csv(paths.plot(ctx.name, "evaluate.csv"), evaluate.wide_curves(curves))
     figure = robustness_figure(curves, summary, ctx.name)
     io.save_figure(paths.plot(ctx.name, "robustness.png"), figure)

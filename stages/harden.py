@@ -1,6 +1,7 @@
 """harden: compress robust neurons, amplify fragile ones; save the folded network (method.md 5)."""
 
 from fragile_neurons import harden, io, paths
+from fragile_neurons.figures.label import filters_figure
 from fragile_neurons.gates import fold
 from fragile_neurons.models import load_trained, save_checkpoint
 from fragile_neurons.records import Labels, ScanLayer, Targeting
@@ -8,17 +9,21 @@ from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Harden: models/<run>/hardened.pt, data/harden/<run>/gains.pt, plots/<run>/gains.csv,
-    metrics/<run>/harden.json."""
+    """Harden: models/<run>/hardened.pt, data/harden/<run>/gains.pt, metrics/<run>/harden.json,
+    plots/<run>/gains.csv and filters.png (the scanned layer's filters, coloured by label)."""
     model, spec = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     labels = Labels.load(paths.labels_record(ctx.name), neurons=layer.channels)
     targeting = Targeting.load(paths.targeting_record(ctx.name), neurons=layer.channels)
-    gains, summary = harden.run(labels, targeting, layer, **ctx.params["harden"])
+    args = (labels, targeting, layer, ctx.params["evaluate"]["random_controls"], ctx.generator)
+    gains, summary = harden.run(*args, **ctx.params["harden"])
     save_checkpoint(paths.hardened(ctx.name), fold(model, layer, gains.gain), spec)
     gains.save(paths.gains_record(ctx.name))
     io.write_csv(paths.plot(ctx.name, "gains.csv"), harden.table(gains, labels))
     io.write_json(paths.metrics(ctx.name, "harden"), summary)
+    title = f"{ctx.name}: {layer.conv_name}, phi = {labels.score} impact"
+    figure = filters_figure(layer.conv(model), labels, title)
+    io.save_figure(paths.plot(ctx.name, "filters.png"), figure)
 
 
 if __name__ == "__main__":

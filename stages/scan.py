@@ -4,6 +4,7 @@ the scan set S (the first `scan.samples` images of the selection split)."""
 from fragile_neurons import io, paths, scan
 from fragile_neurons.models import load_trained
 from fragile_neurons.records import FGSMSweep, ScanLayer
+from fragile_neurons.scanset import scan_set
 from fragile_neurons.stage import Context, run_stage
 
 
@@ -13,7 +14,7 @@ def main(ctx: Context) -> None:
     model, _ = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     settings = scan.Settings.from_params(ctx.params, ctx.name, ctx.device)
-    scan_images = selection["images"][: settings.samples]
+    scan_images, _ = scan_set(selection, settings.samples)
     sweep = FGSMSweep.load(paths.scan_sweep_record(ctx.name), images=scan_images)
     result = scan.run(model, layer, selection, sweep.signs, settings)
     result.save(paths.scan_record(ctx.name))

@@ -79,9 +79,10 @@ def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
     )
 
 
-def gains_record(gain) -> Gains:
+def gains_record(gain, draws: int = 2) -> Gains:
     """A harden stage's gains record holding the gate `gain` (its flip as the inverse), with no
-    fragile or robust set: for tests that need a hardened variant, not the rule that made it."""
+    fragile or robust set (so `draws` random controls that change nothing, as the rule gives
+    them): for tests that need a hardened variant, not the rule that made it."""
     gain = torch.as_tensor(gain, dtype=torch.float64)
     n = len(gain)
     return Gains(
@@ -95,6 +96,7 @@ def gains_record(gain) -> Gains:
         mode="proportional",
         max_gain=4.0,
         labels_resolved=True,
+        random_gain=torch.ones(draws, n, dtype=torch.float64),
     )
 
 

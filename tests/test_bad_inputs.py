@@ -31,7 +31,9 @@ from conftest import run_script
 from fragile_neurons import check, data
 
 RUN = "mnist"
-STAGES = ("prepare", "train", "attack", "scan", "label", "correlate", "harden", "evaluate")
+STAGES = (
+    "prepare", "train", "attack", "scan", "label", "correlate", "harden", "baseline", "evaluate"
+)  # fmt: skip
 MARKER = "MARKER"  # beside the project: what a payload creates when it runs
 
 PARAMS = {
@@ -703,11 +705,12 @@ def test_an_untampered_cifar_run_prepares(project, capsys):
 
 def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
     """Plots and metrics are written for people: with none of them there, scan, label, correlate,
-    harden and evaluate run from the records alone and write theirs again, byte for byte."""
+    harden, baseline and evaluate run from the records alone and write theirs again, byte for
+    byte."""
     shutil.rmtree(project / "plots")
     shutil.rmtree(project / "metrics")
     with chdir(project), redirect_stderr(io.StringIO()):
-        for stage in ("scan", "label", "correlate", "harden", "evaluate"):
+        for stage in ("scan", "label", "correlate", "harden", "baseline", "evaluate"):
             run(stage)
     after = md5s(project)
     assert {p: pristine[1][p] for p in after} == after  # every file as it was

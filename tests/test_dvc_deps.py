@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "fragile_neurons"
 # Plumbing that moves values around without shaping them: parsing and checking params (whose
 # values DVC tracks itself), errors, file writing, paths, the stage frame, device and seeding.
-PLUMBING = {"__init__", "config", "errors", "io", "paths", "stage", "runtime"}
+PLUMBING = {"__init__", "errors", "paths", "stage"}
 
 
 def _module_file(dotted: str) -> Path | None:

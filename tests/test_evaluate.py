@@ -16,23 +16,10 @@ from fragile_neurons.config import ATTACKS
 from fragile_neurons.correlate import json_ready
 from fragile_neurons.errors import DataError
 from fragile_neurons.evaluate import (
-    BOOTSTRAP,
-    Curve,
-    Settings,
-    attack_variants,
-    auc,
     curves,
     folded_difference,
     load_hardened,
-    load_source,
-    margin_over_random,
-    measures,
-    paired_gain,
-    permutation_p,
-    random_gains,
-    resamples,
     summarise,
-    trapezoid_weights,
     variants,
     wide_curves,
 )
@@ -40,8 +27,17 @@ from fragile_neurons.figures.evaluate import robustness_figure
 from fragile_neurons.gates import fold
 from fragile_neurons.inference import as_input
 from fragile_neurons.layers import find_scan_layer
+from fragile_neurons.measures import Curve, auc, measures, trapezoid_weights
 from fragile_neurons.models import save_checkpoint
+from fragile_neurons.paired import (
+    BOOTSTRAP,
+    margin_over_random,
+    paired_gain,
+    permutation_p,
+    resamples,
+)
 from fragile_neurons.records import Gains
+from fragile_neurons.robustness import Settings, attack_original, attack_variants, load_source
 
 CPU = torch.device("cpu")
 EPS = [0.0, 0.1, 0.2]
@@ -68,7 +64,17 @@ def _settings(**kw) -> Settings:
 def _attack(variants_: dict, images, labels, settings) -> dict:
     """attack_variants with the original's sweep computed here, as the attack stage does."""
     source = fgsm_sweep(variants_["original"], images, labels, EPS, batch_size=64, device=CPU)
-    return attack_variants(variants_, source, images, labels, settings)
+    original = attack_original(variants_["original"], source, images, labels, settings)
+    others = {name: model for name, model in variants_.items() if name != "original"}
+    original["transfer"] = original["fgsm"]  # the source attacked with its own signs
+    return {"original": original, **attack_variants(others, source, images, labels, settings)}
+
+
+def random_gains(record: Gains, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """The harden stage's random controls for the sets and the rule of `record`."""
+    rule = {"compress": record.compress, "mode": record.mode, "max_gain": record.max_gain}
+    sets = (record.magnitude, record.phi, record.fragile, record.robust)
+    return harden.random_gains(*sets, draws, generator, **rule)
 
 
 def _case(model, splits, count: int):
@@ -286,7 +292,9 @@ def test_pgd_margin_uses_the_draws_images():
         summarise(results, [0, 0.1], ["0", "0.1"], seed=0)
 
 
-def _gains_record(n=32, fragile=range(8), robust=range(24, 32), compress=0.5, max_gain=4.0):
+def _gains_record(
+    n=32, fragile=range(8), robust=range(24, 32), compress=0.5, max_gain=4.0, draws=1
+):
     """A harden stage's record: magnitudes 0.5..2, phi rising with the index, the rule applied."""
     magnitude = torch.linspace(0.5, 2.0, n, dtype=torch.float64)
     phi = torch.linspace(-0.1, 0.3, n, dtype=torch.float64)
@@ -298,7 +306,7 @@ def _gains_record(n=32, fragile=range(8), robust=range(24, 32), compress=0.5, ma
     return Gains(
         gain=torch.from_numpy(gain), inverse_gain=torch.from_numpy(inverse), magnitude=magnitude,
         phi=phi, fragile=torch.tensor(fragile), robust=torch.tensor(robust), **rule,
-        labels_resolved=True,
+        labels_resolved=True, random_gain=torch.ones(draws, n, dtype=torch.float64),
     )  # fmt: skip
 
 
@@ -339,20 +347,20 @@ def test_random_controls_keep_the_cap():
 
 
 def test_variants_names_and_gates():
-    record = _gains_record(n=8, fragile=[0, 1], robust=[6, 7])
-    gates = variants(record, 3, torch.Generator().manual_seed(1))
+    record = _gains_record(n=8, fragile=[0, 1], robust=[6, 7], draws=3)
+    gates = variants(record)
     assert list(gates) == ["original", "hardened", "random_0", "random_1", "random_2", "inverse"]
     assert torch.equal(gates["original"], torch.ones(8, dtype=torch.float64))
     assert torch.equal(gates["hardened"], record.gain)
     assert torch.equal(gates["inverse"], record.inverse_gain)
+    assert torch.equal(torch.stack([gates[f"random_{i}"] for i in range(3)]), record.random_gain)
 
 
 def test_original_fgsm_is_the_attack_stages(trained_mnist, mnist_splits):
     _, test = mnist_splits
     images, labels = test["images"], test["labels"]
     sweep = fgsm_sweep(trained_mnist, images, labels, EPS, batch_size=64, device=CPU)
-    result = attack_variants({"original": trained_mnist}, sweep, images, labels, _settings())
-    result = result["original"]
+    result = _attack({"original": trained_mnist}, images, labels, _settings())["original"]
     assert result["fgsm"].accuracy() == sweep.accuracy  # the same passes, image by image
     assert result["fgsm"].clean.double().mean().item() == sweep.clean_accuracy
     assert result["transfer"] is result["fgsm"]  # the source attacked with its own signs

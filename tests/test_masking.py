@@ -14,7 +14,7 @@ import torch
 from conftest import gains_record
 from torch import nn
 
-from fragile_neurons import evaluate
+from fragile_neurons import baseline, evaluate, robustness
 from fragile_neurons.adversarial import fgsm_sweep
 from fragile_neurons.config import load_params
 from fragile_neurons.correlate import json_ready
@@ -43,7 +43,7 @@ N = 40  # images checked
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only spin
 
 
-def _settings(**kw) -> evaluate.Settings:
+def _settings(**kw) -> robustness.Settings:
     args = {
         "epsilons": EPS,
         "epsilon_labels": LABELS,
@@ -57,7 +57,19 @@ def _settings(**kw) -> evaluate.Settings:
         "autoattack_images": N,
         "autoattack_steps": 4,
     }
-    return evaluate.Settings(**{**args, **kw})
+    return robustness.Settings(**{**args, **kw})
+
+
+def check_models(models: dict, images, labels, settings):
+    """The masking check of models["original"] and models["hardened"], as the baseline and the
+    evaluate stage make it: each network's outcome, then the comparison."""
+    original, hardened = (
+        robustness.masking_outcome(models[name], images, labels, settings)
+        for name in ("original", "hardened")
+    )
+    about = {"epsilon": settings.epsilon_labels[-1], "images": len(images) if original else 0,
+             "steps": settings.autoattack_steps}  # fmt: skip
+    return check(original, hardened, about)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +120,7 @@ def test_apgd_agrees_with_torchattacks(trained_mnist, batch, loss):
 def test_worst_case_is_at_most_each_attack(trained_mnist, batch):
     images, labels = batch
     models = {"original": trained_mnist, "hardened": trained_mnist}
-    block, headline = check(models, images, labels, _settings())
+    block, headline = check_models(models, images, labels, _settings())
     for name in ("original", "hardened"):
         acc = block[name]
         assert acc["worst"] <= min(acc["apgd_ce"], acc["apgd_dlr"])
@@ -150,7 +162,7 @@ def test_a_network_that_masks_its_gradients_is_flagged(trained_mnist, batch):
     images correct; APGD-DLR does not need that gradient and breaks them: masking."""
     images, labels = batch
     models = {"original": trained_mnist, "hardened": SaturatedSoftmax(trained_mnist)}
-    block, headline = check(models, images, labels, _settings())
+    block, headline = check_models(models, images, labels, _settings())
     original, hardened = block["original"], block["hardened"]
     assert hardened["clean"] == original["clean"]  # the same predictions
     assert hardened["pgd"] > original["pgd"]  # PGD is fooled by the masking
@@ -167,9 +179,9 @@ def test_the_check_repeats_and_leaves_the_global_generator_alone(trained_mnist, 
     models = {"original": trained_mnist, "hardened": SaturatedSoftmax(trained_mnist)}
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    first = check(models, images, labels, _settings())
+    first = check_models(models, images, labels, _settings())
     assert torch.equal(torch.get_rng_state(), state)  # APGD's reseeding undone
-    assert check(models, images, labels, _settings()) == first
+    assert check_models(models, images, labels, _settings()) == first
 
 
 def test_zero_images_is_off_and_imports_nothing(trained_mnist, batch, monkeypatch):
@@ -177,7 +189,7 @@ def test_zero_images_is_off_and_imports_nothing(trained_mnist, batch, monkeypatc
     assert require_torchattacks(0) is None
     images, labels = batch
     models = {"original": trained_mnist, "hardened": trained_mnist}
-    block, headline = check(models, images, labels, _settings(autoattack_images=0))
+    block, headline = check_models(models, images, labels, _settings(autoattack_images=0))
     assert block is None
     assert headline == {
         "masking": None,
@@ -196,12 +208,12 @@ def _params(images: int) -> dict:
 def test_missing_torchattacks_is_one_line_before_any_work(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     with pytest.raises(ParamError) as err:
-        evaluate.Settings.from_params(_params(8), "mnist", CPU)
+        robustness.Settings.from_params(_params(8), "mnist", CPU)
     message = str(err.value)
     assert message.startswith("params: evaluate.autoattack.images = 8 is not allowed; expected 0")
     assert "`make setup`" in message and "pip install --no-deps 'torchattacks" in message
     assert "\n" not in message
-    settings = evaluate.Settings.from_params(_params(0), "mnist", CPU)  # off: not needed
+    settings = robustness.Settings.from_params(_params(0), "mnist", CPU)  # off: not needed
     assert settings.autoattack_images == 0
 
 
@@ -212,11 +224,11 @@ def _evaluate(model, mnist_splits, settings):
     layer = find_scan_layer(model, as_input(test["images"][:1], CPU))
     gains = torch.ones(layer.channels, dtype=torch.float64)
     gains[:8], gains[-8:] = 2.0, 0.5
-    record = gains_record(gains)
+    record = gains_record(gains, draws=settings.random_controls)
     source = fgsm_sweep(model, test["images"], test["labels"], EPS, batch_size=16, device=CPU)
     hardened = fold(model, layer, gains)
-    generator = torch.Generator().manual_seed(0)
-    args = (model, hardened, layer, record, source, test, settings, generator)
+    original = baseline.run(model, source, test, settings)
+    args = (model, hardened, layer, record, original, source, test, settings)
     return evaluate.run(*args)[0]
 
 

@@ -17,6 +17,7 @@ from fragile_neurons.records import (
     FGSMSweep,
     Gains,
     Labels,
+    OriginalAttacks,
     Record,
     ScanLayer,
     ScanMeasurements,
@@ -79,7 +80,24 @@ def examples() -> dict[str, Record]:
             "proportional",
             4.0,
             False,
+            torch.ones(2, n, dtype=F64),
         ),  # fmt: skip
+        paths.original_attacks_record("r"): OriginalAttacks(
+            epsilons=[0.0, 0.1],
+            label_mode="true",
+            batch_size=8,
+            seed=0,
+            pgd_steps=2,
+            autoattack_steps=3,
+            fgsm_clean=torch.tensor([True, False, True]),
+            fgsm_attacked=torch.tensor([[True, False, True], [False, False, True]]),
+            pgd_clean=torch.tensor([True, False]),
+            pgd_attacked=torch.tensor([[True, False], [False, False]]),
+            masking_clean=torch.tensor([True]),
+            masking_pgd=torch.tensor([True]),
+            masking_apgd_ce=torch.tensor([False]),
+            masking_apgd_dlr=torch.tensor([True]),
+        ),
     }
 
 
@@ -183,6 +201,7 @@ def test_every_record_path_names_the_stage_that_writes_it():
         "measurements": "scan",
         "labels": "label",
         "gains": "harden",
+        "original": "baseline",
     }
     for path in examples():
         assert paths.producer(path) == f"{stages[path.stem]}@r"

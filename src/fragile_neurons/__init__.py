@@ -9,8 +9,16 @@ For one's own model (api.py; README: "Use it on your own model")::
 """
 
 import importlib
+import os
 
 __version__ = "0.1.0"
+
+# OpenMP's waiting threads sleep instead of spinning (GNU OpenMP, which torch's CPU kernels run
+# on, reads this when torch loads, and every module of the package that imports torch is
+# imported after this file). On a machine busy with other work, spinning threads of an idle
+# parallel region take the cores the working ones need: a stage then ran up to 10x slower. The
+# setting changes only how threads wait, never a result; a policy the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The Python API, imported on first use: `import fragile_neurons.config` (the check stage) stays
 # free of torch, and no stage runs api.py (so it is no dependency of any stage in dvc.yaml).

@@ -19,10 +19,10 @@ from torch import nn
 
 from .adversarial import fgsm_examples, fgsm_sweep
 from .config import fgsm_settings
-from .errors import ParamError
 from .inference import as_input
 from .layers import resolve_layer
 from .records import FGSMSweep, ScanLayer, Targeting
+from .scanset import scan_set
 from .targeting import targeting
 
 EXAMPLES = 8  # images shown in examples.png
@@ -76,18 +76,6 @@ class Attack:
     targeting: Targeting
     examples: Examples
     scan_samples: int  # images of the scan set S
-
-
-def scan_set(selection: dict, samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scan set S: the images and labels of the first `samples` images of the selection split
-    (all when None). More than the split holds is a ParamError naming scan.samples."""
-    if samples is not None and samples > len(selection["labels"]):
-        raise ParamError(
-            "scan.samples",
-            samples,
-            f"at most the selection split's {len(selection['labels'])} images",
-        )
-    return selection["images"][:samples], selection["labels"][:samples]
 
 
 def run(model: nn.Module, selection: dict, test: dict, settings: Settings) -> Attack:

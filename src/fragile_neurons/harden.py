@@ -10,7 +10,8 @@ Without the cap sum_k g_k m_k = sum_k m_k. A fragile neuron that never fires (m_
 an infinite gain; it gets the cap, which changes nothing since its output is zero.
 
 The inverse control swaps the roles: R is amplified by the same rule (weighted by its own phi,
-so usually uniformly, as robust phi are the smallest) and F is compressed.
+so usually uniformly, as robust phi are the smallest) and F is compressed. The random controls
+(`random_gains`) apply the same rule to random neuron sets; the evaluate stage attacks them all.
 """
 
 from __future__ import annotations
@@ -115,6 +116,38 @@ def hardening(
     )
 
 
+def random_gains(
+    magnitude: torch.Tensor,
+    phi: torch.Tensor,
+    fragile: torch.Tensor,
+    robust: torch.Tensor,
+    draws: int,
+    generator: torch.Generator,
+    *,
+    compress: float,
+    mode: str = "proportional",
+    max_gain: float = 4.0,
+) -> torch.Tensor:
+    """`draws` x N random controls (method.md section 6): each draw takes disjoint random neuron
+    sets F' and R' of the sizes of F (`fragile`) and R (`robust`) and applies the hardening's rule
+    to them (`gains`): R' compressed by c, the freed magnitude given to F' with the hardened
+    network's fragile weights (F's `phi`) in random order, the same cap. Total magnitude is
+    conserved as for the hardened network; nothing is chosen by score or label. `generator`
+    draws the sets."""
+    n, n_fragile, n_robust = len(magnitude), len(fragile), len(robust)
+    m, phi_fragile = magnitude.numpy(), phi[fragile]
+    rows = []
+    for _ in range(draws):
+        chosen = torch.randperm(n, generator=generator)
+        amplified, compressed = chosen[:n_fragile], chosen[n_fragile : n_fragile + n_robust]
+        weights = torch.zeros(n, dtype=torch.float64)  # F's phi, in random order
+        weights[amplified] = phi_fragile[torch.randperm(n_fragile, generator=generator)]
+        rule = {"compress": compress, "mode": mode, "max_gain": max_gain}
+        drawn = gains(m, weights.numpy(), amplified.numpy(), compressed.numpy(), **rule)
+        rows.append(torch.from_numpy(drawn.gains))
+    return torch.stack(rows)
+
+
 def summarise(result: Hardening, magnitude) -> dict:
     """What a gain vector does: neurons compressed (g < 1) and amplified (g > 1), the largest
     gain, whether the cap lowered any gain, and sum g m / sum m (1 when conserved)."""
@@ -134,27 +167,36 @@ def run(
     labels: Labels,
     targeting: Targeting,
     layer: ScanLayer,
+    random_controls: int,
+    generator: torch.Generator,
     *,
     compress: float,
     mode: str,
     max_gain: float,
 ) -> tuple[Gains, dict]:
-    """The harden stage: the hardening's gains and the inverse control's from the labels and
-    phi of the label stage and the magnitudes m of the attack stage, and harden.json, whose
-    headline carries whether those labels were resolved (method.md section 3)."""
+    """The harden stage: the hardening's gains, the inverse control's and `random_controls`
+    random controls' (drawn by `generator`) from the labels and phi of the label stage and the
+    magnitudes m of the attack stage, and harden.json, whose headline carries whether those
+    labels were resolved (method.md section 3)."""
     m, phi, label = targeting.magnitude.numpy(), labels.phi.numpy(), labels.label
     settings = {"compress": compress, "mode": mode, "max_gain": max_gain}
     hardened = hardening(m, phi, label, **settings)
     inverse = hardening(m, phi, label, **settings, inverse=True)
+    fragile = torch.from_numpy(np.flatnonzero(np.asarray(label) == "fragile"))
+    robust = torch.from_numpy(np.flatnonzero(np.asarray(label) == "robust"))
+    draws = random_gains(
+        targeting.magnitude, labels.phi, fragile, robust, random_controls, generator, **settings
+    )
     record = Gains(
         gain=torch.from_numpy(hardened.gains),
         inverse_gain=torch.from_numpy(inverse.gains),
         magnitude=targeting.magnitude,
         phi=labels.phi,
-        fragile=torch.from_numpy(np.flatnonzero(np.asarray(label) == "fragile")),
-        robust=torch.from_numpy(np.flatnonzero(np.asarray(label) == "robust")),
+        fragile=fragile,
+        robust=robust,
         **settings,
         labels_resolved=labels.resolved,
+        random_gain=draws,
     )
     summary = {
         "headline": {"labels_resolved": labels.resolved},

@@ -28,9 +28,7 @@ torchattacks is not a dependency of the package (its pin of `requests` conflicts
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -38,9 +36,6 @@ from torch import nn
 from .adversarial import _frozen, pgd_correct
 from .errors import ParamError
 from .inference import as_input, batch_slices, logits_of
-
-if TYPE_CHECKING:
-    from .evaluate import Settings
 
 LOSSES = ("ce", "dlr")  # APGD's losses, in the order they run
 NETWORKS = ("original", "hardened")  # the networks the check attacks
@@ -140,69 +135,47 @@ def is_masking(original: Outcome, hardened: Outcome) -> bool:
 
 
 def outcome(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    pgd_steps: int,
+    autoattack_steps: int,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    label_mode: str,
 ) -> Outcome:
-    """`model` on `images` at eps_max: clean, PGD (as evaluate runs it), APGD-CE, APGD-DLR."""
-    eps, device, batch_size = settings.epsilons[-1], settings.device, settings.batch_size
+    """`model` on `images` at `eps`: clean, PGD (`pgd_steps` steps, as evaluate runs it, on the
+    `label_mode` labels), APGD-CE and APGD-DLR (`autoattack_steps` iterations, true labels)."""
     model.eval().to(device)
     clean = logits_of(model, images, batch_size, device).argmax(1) == labels
+    options = {"seed": seed, "batch_size": batch_size, "device": device}
     after_pgd = pgd_correct(
-        model,
-        images,
-        labels,
-        eps,
-        steps=settings.pgd_steps,
-        seed=settings.seed,
-        batch_size=batch_size,
-        device=device,
-        label_mode=settings.label_mode,
+        model, images, labels, eps, steps=pgd_steps, label_mode=label_mode, **options
     )
     apgd = {
-        loss: apgd_correct(
-            model,
-            images,
-            labels,
-            eps,
-            loss=loss,
-            steps=settings.autoattack_steps,
-            seed=settings.seed,
-            batch_size=batch_size,
-            device=device,
-        )
+        loss: apgd_correct(model, images, labels, eps, loss=loss, steps=autoattack_steps, **options)
         for loss in LOSSES
     }
     return Outcome(clean=clean, pgd=after_pgd, apgd_ce=apgd["ce"], apgd_dlr=apgd["dlr"])
 
 
 def check(
-    models: dict[str, nn.Module],
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    settings: Settings,
-    progress: Callable[[str], None] | None = None,
+    original: Outcome | None, hardened: Outcome | None, about: dict
 ) -> tuple[dict | None, dict]:
-    """The masking check of `models["original"]` and `models["hardened"]` on the first
-    `settings.autoattack_images` of `images`: (the `autoattack` block of evaluate.json, the
-    headline's masking entries). With the check off (0 images), (None, the entries as None).
-    `masking_testable` says whether the flag could have been raised at all: at an epsilon where
-    PGD already leaves no image correct on either network it cannot, and the flag is vacuous."""
-    n = min(settings.autoattack_images, len(images))
-    if n == 0:
+    """The masking check of the original and the hardened network on the same images: (the
+    `autoattack` block of evaluate.json, `about` (epsilon, steps ...) and each network's
+    accuracies; the headline's masking entries). With the check off (no outcomes), (None, the
+    entries as None). `masking_testable` says whether the flag could have been raised at all: at
+    an epsilon where PGD already leaves no image correct on either network it cannot, and the
+    flag is vacuous."""
+    if original is None or hardened is None:
         return None, dict.fromkeys(HEADLINE)
-    outcomes = {}
-    for name in NETWORKS:
-        outcomes[name] = outcome(models[name], images[:n], labels[:n], settings)
-        if progress is not None:
-            progress(f"autoattack {name}")
-    original, hardened = outcomes["original"], outcomes["hardened"]
-    block = {
-        "epsilon": settings.epsilon_labels[-1],
-        "images": n,
-        "steps": settings.autoattack_steps,
-        "restarts": 1,
-        "pgd_steps": settings.pgd_steps,
-        **{name: outcomes[name].accuracies() for name in NETWORKS},
-    }
+    n = len(original.clean)
+    outcomes = {"original": original, "hardened": hardened}
+    block = {**about, **{name: outcomes[name].accuracies() for name in NETWORKS}}
     headline = {
         "masking": is_masking(original, hardened),
         # false when PGD leaves no image correct on either network: neither gap can then be

@@ -74,6 +74,11 @@ def gains_record(run: str) -> Path:
     return Path("data/harden") / run / "gains.pt"
 
 
+def original_attacks_record(run: str) -> Path:
+    """records.OriginalAttacks: the original network attacked on the test split, per image."""
+    return Path("data/baseline") / run / "original.pt"
+
+
 def metrics(run: str, stage: str) -> Path:
     return Path("metrics") / run / f"{stage}.json"
 
@@ -89,6 +94,7 @@ RECORD_FOLDERS = {
     "scan": "scan",
     "label": "label",
     "harden": "harden",
+    "baseline": "baseline",
 }
 
 

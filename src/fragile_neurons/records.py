@@ -16,6 +16,7 @@ a DataError naming the file and the stage to rerun. Building a record runs nothi
 | ScanMeasurements | data/scan/<run>/measurements.pt | scan | label |
 | Labels | data/label/<run>/labels.pt | label | correlate, harden |
 | Gains | data/harden/<run>/gains.pt | harden | evaluate |
+| OriginalAttacks | data/baseline/<run>/original.pt | baseline | evaluate |
 
 CSV tables for people and `dvc plots` are written from records (`frame`); no stage reads a CSV.
 """
@@ -451,9 +452,10 @@ class Labels(Record):
 
 @dataclass(frozen=True)
 class Gains(Record):
-    """The hardening's gain g_k of every neuron and the inverse control's (method.md section
-    5), at full precision, with the magnitudes m and the fragility phi they were made from, and
-    whether the labels that made them were resolved (method.md section 3)."""
+    """The hardening's gain g_k of every neuron, the inverse control's and the random
+    controls' (method.md sections 5 and 6), at full precision, with the magnitudes m and the
+    fragility phi they were made from, and whether the labels that made them were resolved
+    (method.md section 3)."""
 
     gain: torch.Tensor
     inverse_gain: torch.Tensor
@@ -465,6 +467,7 @@ class Gains(Record):
     mode: str
     max_gain: float
     labels_resolved: bool  # Labels.resolved of the labels that chose F and R
+    random_gain: torch.Tensor  # draws x N: the random controls, the rule on random sets
 
     def check(self) -> None:
         n = len(self.gain)
@@ -472,6 +475,9 @@ class Gains(Record):
             _tensor(name, getattr(self, name), torch.float64, n)
             if not torch.isfinite(getattr(self, name)).all():
                 raise ValueError(f"{name} must be finite")
+        _tensor("random_gain", self.random_gain, torch.float64, None, n)
+        if len(self.random_gain) == 0 or not torch.isfinite(self.random_gain).all():
+            raise ValueError("random_gain must hold at least one draw, finite")
         for name in ("fragile", "robust"):
             idx = getattr(self, name)
             _tensor(name, idx, torch.int64, None)
@@ -485,3 +491,62 @@ class Gains(Record):
 
     def mismatch(self, neurons: int | None = None):
         return _neurons(len(self.gain), neurons)
+
+
+@dataclass(frozen=True)
+class OriginalAttacks(Record):
+    """The original network attacked on the test split (method.md section 6), image by image, as
+    the evaluate stage attacks every variant (`robustness`): correct on the clean image and
+    after FGSM at every epsilon of E on the FGSM images, the same under PGD on the PGD images,
+    and on the masking check's images (none when the check is off) correct on the clean image,
+    after PGD, APGD-CE and APGD-DLR at the largest epsilon; with the settings that made them."""
+
+    epsilons: list[float]
+    label_mode: str
+    batch_size: int
+    seed: int
+    pgd_steps: int
+    autoattack_steps: int
+    fgsm_clean: torch.Tensor  # bool, n_fgsm
+    fgsm_attacked: torch.Tensor  # bool, |E| x n_fgsm
+    pgd_clean: torch.Tensor  # bool, n_pgd
+    pgd_attacked: torch.Tensor  # bool, |E| x n_pgd
+    masking_clean: torch.Tensor  # bool, n_masking (0: the check is off)
+    masking_pgd: torch.Tensor
+    masking_apgd_ce: torch.Tensor
+    masking_apgd_dlr: torch.Tensor
+
+    def check(self) -> None:
+        e = len(self.epsilons)
+        for attack in ("fgsm", "pgd"):
+            n = len(getattr(self, f"{attack}_clean"))
+            _tensor(f"{attack}_clean", getattr(self, f"{attack}_clean"), torch.bool, n)
+            _tensor(f"{attack}_attacked", getattr(self, f"{attack}_attacked"), torch.bool, e, n)
+        n = len(self.masking_clean)
+        for name in ("clean", "pgd", "apgd_ce", "apgd_dlr"):
+            _tensor(f"masking_{name}", getattr(self, f"masking_{name}"), torch.bool, n)
+        if self.label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode {self.label_mode!r} is not one of {LABEL_MODES}")
+
+    def made(self) -> dict:
+        """How the attacks were made, and on how many images each."""
+        return {
+            "epsilons": list(self.epsilons),
+            "label_mode": self.label_mode,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "pgd_steps": self.pgd_steps,
+            "autoattack_steps": self.autoattack_steps,
+            "fgsm_images": len(self.fgsm_clean),
+            "pgd_images": len(self.pgd_clean),
+            "masking_images": len(self.masking_clean),
+        }
+
+    def mismatch(self, **wanted):
+        """`wanted`: entries of `made` that must hold (the evaluate stage's settings)."""
+        made = self.made()
+        differ = {k: v for k, v in wanted.items() if made[k] != v}
+        if differ:
+            held = {k: made[k] for k in differ}
+            return f"was made with {held}, not with {differ}"
+        return None

@@ -1,4 +1,6 @@
-"""Where the work runs and how it is made repeatable: device choice, seeding, the allocator."""
+"""Where the work runs and how it is made repeatable: device choice, threads, seeding, the
+allocator, and how the run is described in the metrics. Every stage runs this module (through
+`stage`), so every stage depends on it in dvc.yaml: an edit here reruns them all."""
 
 from __future__ import annotations
 
@@ -31,6 +33,23 @@ def select_device(name: str = "auto") -> torch.device:
                 "device", name, f"a device this machine has ({there}): 'auto' or 'cpu'"
             )
     return torch.device(name)
+
+
+def use_threads(threads: int | None) -> None:
+    """torch's CPU threads (`threads`; None: torch's default, all cores). Results are exact for a
+    given thread count, and may differ in the last bits between counts."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def describe(device: torch.device, nondeterministic: list[str]) -> dict:
+    """Where a stage ran, for its metrics: the device type, torch's CPU threads, and the
+    operations that ran without a deterministic kernel (empty: a rerun writes the same bytes)."""
+    return {
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "nondeterministic_ops": list(nondeterministic),
+    }
 
 
 def seed_everything(

@@ -46,6 +46,7 @@ from .config import epsilon_label, fgsm_settings
 from .gates import apply_gate, drop_gains, gated
 from .inference import as_input, batch_slices
 from .records import ScanLayer, ScanMeasurements
+from .scanset import scan_set
 
 # Operations that act on each channel separately in eval mode, so that dropping neuron k
 # changes channel k only. After a flatten, only element-wise ones may follow.
@@ -517,11 +518,12 @@ class Settings:
 def run(
     model: nn.Module, layer: ScanLayer, selection: dict, signs: torch.Tensor, settings: Settings
 ) -> ScanMeasurements:
-    """The scan stage: the scan set S (the first `samples` images of the prepared `selection`
-    split, all when None) and its FGSM `signs` (the attack stage's, crafted on the intact
-    network), at 0 and every epsilon of the grid, by the transfer or the adaptive scan."""
-    n = settings.samples
-    images, labels, signs = selection["images"][:n], selection["labels"][:n], signs[:n]
+    """The scan stage: the scan set S (`scanset.scan_set` of the prepared `selection` split)
+    and its FGSM `signs` (the attack stage's, crafted on the intact network; the first of them,
+    one per image of S), at 0 and every epsilon of the grid, by the transfer or the adaptive
+    scan."""
+    images, labels = scan_set(selection, settings.samples)
+    signs = signs[: len(images)]
     eps, names = with_clean(settings.epsilons, settings.epsilon_labels)
     batch_size, device = settings.batch_size, settings.device
     if settings.adversarial == "adaptive":

@@ -1,8 +1,11 @@
 """The frame every stage script shares: `python stages/<stage>.py <run>`.
 
-It reads and validates params.yaml before any work, seeds everything, picks the device, and turns
-a bad setting or missing data into one line on stderr and exit status 2. The stage's wall-clock
-time goes to stderr, never into an output, so a rerun writes the same bytes.
+It reads and validates params.yaml before any work (`config`), sets torch's threads, seeds
+everything and picks the device (`runtime`: what shapes results lives there, so that every stage
+depends on it), and turns a bad setting or missing data into one line on stderr and exit status 2.
+The stage's wall-clock time goes to stderr, never into an output, so a rerun writes the same
+bytes. Nothing here shapes a result: it is the one package module no stage lists in dvc.yaml
+besides `errors`, `paths` and `__init__` (tests/test_dvc_deps.py).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from .config import get_run, load_params
 from .errors import DataError, ParamError
 from .runtime import (
     NONDETERMINISTIC,
+    describe,
     keep_freed_memory,
     seed_everything,
     select_device,
+    use_threads,
     watch_nondeterminism,
 )
 
@@ -42,11 +47,7 @@ class Context:
         """Where the stage ran, for its metrics: the device type, torch's CPU threads (results are
         exact for a given count), and the operations that ran without a deterministic kernel
         (empty: a rerun writes the same bytes)."""
-        return {
-            "device": self.device.type,
-            "threads": torch.get_num_threads(),
-            "nondeterministic_ops": list(self.nondeterministic),
-        }
+        return describe(self.device, self.nondeterministic)
 
     bar: tqdm | None = None
 
@@ -69,8 +70,7 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
     try:
         params = load_params(args.params)
         run = get_run(params, args.run)
-        if params["threads"] is not None:
-            torch.set_num_threads(params["threads"])
+        use_threads(params["threads"])
         device = select_device(params["device"])
         generator = seed_everything(params["seed"], device, params["deterministic"])
         start = time.perf_counter()
