@@ -6,6 +6,7 @@ that a run of one's own architecture (`arch: archs.<module>:<function>`) goes th
 reruns when its builder changes, and stops with one line when its builder is bad.
 """
 
+import ast
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_dvc_deps import STAGES, _closure
 
 from fragile_neurons.data import file_md5s
 
@@ -178,6 +180,51 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
     finally:
         params_file.write_text(original)
         dvc(project, "repro")
+
+
+def _edit_a_function_body(path: Path) -> None:
+    """Add a statement (`pass`) at the end of the first function of `path` (of the module, if it
+    has none): an edit of code that runs, which changes the file's md5 as any real edit would."""
+    text = path.read_text()
+    functions = [
+        node
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    if not functions:  # a module of definitions only: a statement of its own
+        path.write_text(text + "pass\n")
+        return
+    last = functions[0].body[-1]
+    lines = text.splitlines(keepends=True)
+    lines.insert(last.end_lineno, " " * last.col_offset + "pass\n")
+    path.write_text("".join(lines))
+
+
+def test_editing_a_module_dirties_exactly_the_stages_that_run_it(project):
+    """For every package module: an edit of a function body marks, in `dvc status`, exactly the
+    stages whose scripts run the module (directly or through others), for every run; a module no
+    stage runs (api, report, ...) or one that cannot change a value (PLUMBING) marks none."""
+    stages = {
+        name: _closure(ROOT / stage.get("do", stage)["cmd"].split()[1])
+        for name, stage in STAGES.items()
+    }
+    package = project / "src" / "fragile_neurons"
+    for path in sorted(package.rglob("*.py")):
+        module = path.relative_to(project).as_posix()
+        wanted = {
+            name if name == "check" else f"{name}@{run}"
+            for name, modules in stages.items()
+            if module in modules
+            for run in TINY["runs"]
+        }
+        original = path.read_text()
+        try:
+            _edit_a_function_body(path)
+            dirty = set(json.loads(dvc(project, "status", "--json")))
+        finally:
+            path.write_text(original)
+        assert dirty == wanted, module
+    assert json.loads(dvc(project, "status", "--json")) == {}
 
 
 def test_report_tabulates_every_run(project):
