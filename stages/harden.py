@@ -9,14 +9,14 @@ from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Harden: models/<run>/hardened.pt, data/harden/<run>/gains.pt, metrics/<run>/harden.json,
-    plots/<run>/gains.csv and filters.png (the scanned layer's filters, coloured by label)."""
+    """Harden: hardened.pt, gains.pt, harden.json, gains.csv, filters.png (filters by label)."""
     model, spec = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     labels = Labels.load(paths.labels_record(ctx.name), neurons=layer.channels)
     targeting = Targeting.load(paths.targeting_record(ctx.name), neurons=layer.channels)
-    args = (labels, targeting, layer, ctx.params["evaluate"]["random_controls"], ctx.generator)
-    gains, summary = harden.run(*args, **ctx.params["harden"])
+    cfg = ctx.params["evaluate"]  # the random controls: how many, matched how closely
+    args = (labels, targeting, layer, cfg["random_controls"], ctx.generator)
+    gains, summary = harden.run(*args, **ctx.params["harden"], tolerance=cfg["match_tolerance"])
     save_checkpoint(paths.hardened(ctx.name), fold(model, layer, gains.gain), spec)
     gains.save(paths.gains_record(ctx.name))
     io.write_csv(paths.plot(ctx.name, "gains.csv"), harden.table(gains, labels))

@@ -97,6 +97,11 @@ def gains_record(gain, draws: int = 2) -> Gains:
         max_gain=4.0,
         labels_resolved=True,
         random_gain=torch.ones(draws, n, dtype=torch.float64),
+        random_ratio=torch.ones(draws, dtype=torch.float64),
+        random_matched=True,
+        random_tolerance=0.1,
+        compress_only_gain=torch.ones(n, dtype=torch.float64),
+        amplify_only_gain=gain.clamp_min(1.0),
     )
 
 

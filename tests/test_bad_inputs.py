@@ -56,7 +56,8 @@ PARAMS = {
              "label_fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
     "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "images": None, "samples": 20, "random_samples": None,
+    "evaluate": {"random_controls": 2, "match_tolerance": 0.1, "images": None, "samples": 20,
+                 "random_samples": None,
                  "pgd": {"steps": 2},
                  "autoattack": {"images": 8, "steps": 2}},
 }  # fmt: skip
@@ -416,6 +417,8 @@ PARAMS_CASES = [
          "[1.0, inf)"),
     case("random_controls-0", "check", set_param("evaluate.random_controls", 0),
          "evaluate.random_controls", "0", ">= 1"),
+    case("match_tolerance-0", "check", set_param("evaluate.match_tolerance", 0),
+         "evaluate.match_tolerance", "0", "(0.0, 1.0]"),
     case("random_samples-over-samples", "check", set_param("evaluate.random_samples", 21),
          "evaluate.random_samples", "21", "[1, evaluate.samples = 20]"),
     case("pgd.stepz", "check", set_param("evaluate.pgd", {"stepz": 2, "steps": 2}),

@@ -74,6 +74,8 @@ def set_key(raw, dotted, value):
         ("harden.mode", "greedy", "'proportional'"),
         ("harden.max_gain", 0.5, "[1.0"),
         ("evaluate.random_controls", 0, ">= 1"),
+        ("evaluate.match_tolerance", 0, "(0.0, 1.0]"),
+        ("evaluate.match_tolerance", 1.5, "(0.0, 1.0]"),
         ("evaluate.images", 0, "an integer >= 1 or null"),
         ("evaluate.images", 2.5, "an integer >= 1 or null"),
         ("evaluate.random_samples", 0, "an integer >= 1 or null"),

@@ -74,7 +74,7 @@ def random_gains(record: Gains, draws: int, generator: torch.Generator) -> torch
     """The harden stage's random controls for the sets and the rule of `record`."""
     rule = {"compress": record.compress, "mode": record.mode, "max_gain": record.max_gain}
     sets = (record.magnitude, record.phi, record.fragile, record.robust)
-    return harden.random_gains(*sets, draws, generator, **rule)
+    return harden.random_gains(*sets, draws, generator, **rule).gains
 
 
 def _case(model, splits, count: int):
@@ -307,6 +307,9 @@ def _gains_record(
         gain=torch.from_numpy(gain), inverse_gain=torch.from_numpy(inverse), magnitude=magnitude,
         phi=phi, fragile=torch.tensor(fragile), robust=torch.tensor(robust), **rule,
         labels_resolved=True, random_gain=torch.ones(draws, n, dtype=torch.float64),
+        random_ratio=torch.ones(draws, dtype=torch.float64), random_matched=True,
+        random_tolerance=0.1, compress_only_gain=torch.ones(n, dtype=torch.float64),
+        amplify_only_gain=torch.ones(n, dtype=torch.float64),
     )  # fmt: skip
 
 
@@ -349,7 +352,10 @@ def test_random_controls_keep_the_cap():
 def test_variants_names_and_gates():
     record = _gains_record(n=8, fragile=[0, 1], robust=[6, 7], draws=3)
     gates = variants(record)
-    assert list(gates) == ["original", "hardened", "random_0", "random_1", "random_2", "inverse"]
+    assert list(gates) == [
+        "original", "hardened", "random_0", "random_1", "random_2", "inverse", "compress_only",
+        "amplify_only",
+    ]  # fmt: skip
     assert torch.equal(gates["original"], torch.ones(8, dtype=torch.float64))
     assert torch.equal(gates["hardened"], record.gain)
     assert torch.equal(gates["inverse"], record.inverse_gain)

@@ -10,7 +10,7 @@ import torch
 from conftest import labels_record, targeting_record
 
 from fragile_neurons.gates import fold, gated
-from fragile_neurons.harden import gains, hardening, run, summarise, table
+from fragile_neurons.harden import arms, gains, hardening, random_gains, run, summarise, table
 from fragile_neurons.inference import as_input, logits_of
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.models import load_checkpoint, save_checkpoint
@@ -162,3 +162,58 @@ def test_the_gains_carry_unresolved_labels():
     record, info = run(*args, **settings)
     assert record.labels_resolved is False and info["headline"] == {"labels_resolved": False}
     assert Gains.from_dict(record.to_dict()).labels_resolved is False
+
+
+def _draws(magnitude, fragile, robust, draws, tolerance, seed=0, compress=0.5):
+    m = torch.as_tensor(magnitude, dtype=torch.float64)
+    phi = torch.linspace(0.1, 0.4, len(m), dtype=torch.float64)
+    sets = (m, phi, torch.tensor(fragile), torch.tensor(robust))
+    rule = {"compress": compress, "mode": "proportional", "max_gain": 4.0}
+    return random_gains(*sets, draws, torch.Generator().manual_seed(seed), **rule,
+                        tolerance=tolerance)  # fmt: skip
+
+
+def test_random_draws_are_matched_on_the_moved_magnitude():
+    """Every kept draw moves M' within 10% of the hardening's M = (1 - c) sum_R m; its M'/M is
+    recorded, and recomputed here from the draw's compressed set."""
+    m = torch.linspace(0.2, 3.0, 24, dtype=torch.float64)
+    fragile, robust = list(range(6)), list(range(18, 24))  # R holds the largest magnitudes
+    moved = 0.5 * float(m[robust].sum())
+    matched = _draws(m, fragile, robust, 12, tolerance=0.1)
+    assert matched.matched and matched.gains.shape == (12, 24)
+    assert (matched.ratio - 1).abs().max().item() <= 0.1
+    for g, ratio in zip(matched.gains, matched.ratio, strict=True):
+        compressed = torch.nonzero(g == 0.5).flatten()
+        assert len(compressed) == 6
+        assert 0.5 * float(m[compressed].sum()) / moved == pytest.approx(ratio.item())
+    # unmatched, the draws move less than R does on average: the bias the matching removes
+    free = _draws(m, fragile, robust, 200, tolerance=None)
+    assert free.ratio.mean().item() < 0.8 and (free.ratio - 1).abs().max().item() > 0.1
+    assert torch.equal(matched.gains, _draws(m, fragile, robust, 12, tolerance=0.1).gains)
+
+
+def test_when_too_few_candidates_qualify_the_closest_are_kept_and_it_says_so():
+    """R holds the only large magnitudes: a random R' of 8 of 32 neurons almost never moves
+    as much (M'/M within 10% needs R' = R, 1 in 10 million), so the closest are kept."""
+    m = torch.ones(32, dtype=torch.float64)
+    robust = list(range(24, 32))
+    m[robust] = 100.0
+    draws = _draws(m, list(range(8)), robust, 3, tolerance=0.1)
+    assert draws.matched is False and draws.gains.shape == (3, 32)
+    distance = (draws.ratio - 1).abs()
+    assert (distance > 0.1).all() and torch.equal(distance, distance.sort().values)
+
+
+def test_the_one_sided_arms_by_hand():
+    """compress-only: c on R, 1 elsewhere; amplify-only: the hardened gains on F, 1 elsewhere
+    (method.md section 5), in the record the stage writes."""
+    gain = np.array([2.5, 1.0, 0.5, 0.5, 1.0, 1.5])
+    got = arms(gain, fragile=[0, 5], robust=[2, 3], compress=0.5)
+    assert got["compress_only"].tolist() == [1.0, 1.0, 0.5, 0.5, 1.0, 1.0]
+    assert got["amplify_only"].tolist() == [2.5, 1.0, 1.0, 1.0, 1.0, 1.5]
+    labels = labels_record(PHI, LABELS, fraction=0.34)
+    targeting = targeting_record(torch.zeros(1, 6, dtype=torch.float64), M)
+    rule = {"compress": 0.5, "mode": "proportional", "max_gain": 4.0}
+    record, _ = run(labels, targeting, ScanLayer("conv", "conv", 6), 2, torch.Generator(), **rule)
+    assert record.compress_only_gain.tolist() == [1.0, 1.0, 0.5, 0.5, 1.0, 1.0]
+    assert record.amplify_only_gain.tolist() == [2.5, 1.0, 1.0, 1.0, 1.0, 1.5]

@@ -27,7 +27,9 @@ from fragile_neurons.masking import (
     Outcome,
     apgd_correct,
     check,
-    is_masking,
+    compare,
+    mcnemar_greater,
+    middle_epsilon,
     require_torchattacks,
 )
 
@@ -60,16 +62,20 @@ def _settings(**kw) -> robustness.Settings:
     return robustness.Settings(**{**args, **kw})
 
 
-def check_models(models: dict, images, labels, settings):
-    """The masking check of models["original"] and models["hardened"], as the baseline and the
-    evaluate stage make it: each network's outcome, then the comparison."""
+def check_models(models: dict, images, labels, settings, eps: float | None = None):
+    """The masking check of models["original"] and models["hardened"] at one epsilon (the
+    largest unless given), as the baseline and the evaluate stage make it: each network's
+    outcome, then the comparison."""
+    if settings.autoattack_images == 0:
+        return check([], [], [], {})
+    eps = settings.epsilons[-1] if eps is None else eps
     original, hardened = (
-        robustness.masking_outcome(models[name], images, labels, settings)
+        robustness.masking_outcome(models[name], images, labels, settings, eps)
         for name in ("original", "hardened")
     )
-    about = {"epsilon": settings.epsilon_labels[-1], "images": len(images) if original else 0,
-             "steps": settings.autoattack_steps}  # fmt: skip
-    return check(original, hardened, about)
+    about = {"images": len(original.clean), "steps": settings.autoattack_steps}
+    label = settings.epsilon_labels[settings.epsilons.index(eps)]
+    return check([original], [hardened], [label], about)
 
 
 @pytest.fixture(scope="module")
@@ -121,40 +127,75 @@ def test_worst_case_is_at_most_each_attack(trained_mnist, batch):
     images, labels = batch
     models = {"original": trained_mnist, "hardened": trained_mnist}
     block, headline = check_models(models, images, labels, _settings())
+    (entry,) = block["checks"]
     for name in ("original", "hardened"):
-        acc = block[name]
+        acc = entry[name]
         assert acc["worst"] <= min(acc["apgd_ce"], acc["apgd_dlr"])
         assert max(acc["pgd"], acc["apgd_ce"], acc["apgd_dlr"]) <= acc["clean"]
         assert acc["pgd_minus_worst"] == pytest.approx(acc["pgd"] - acc["worst"])
-    assert block["original"] == block["hardened"]  # the same network: the same numbers
+    assert entry["original"] == entry["hardened"]  # the same network: the same numbers
+    assert entry["hardened_only"] == entry["original_only"] == 0 and entry["p_value"] == 1.0
     assert headline["masking"] is False  # equal gaps are not masking
-    assert block["epsilon"] == "0.2" and block["images"] == N and block["steps"] == 4
+    assert entry["epsilon"] == "0.2" and block["images"] == N and block["steps"] == 4
     json.dumps(json_ready(block), allow_nan=False)
 
 
-def _outcome(pgd: int, worst: int, n: int = 10) -> Outcome:
-    """pgd images correct after PGD, worst of them correct after both APGD attacks."""
-    first = torch.arange(n)
-    return Outcome(
-        clean=torch.ones(n, dtype=torch.bool),
-        pgd=first < pgd,
-        apgd_ce=first < worst + 1,
-        apgd_dlr=first < worst,
-    )
+def test_mcnemar_is_the_exact_one_sided_binomial_tail():
+    assert mcnemar_greater(0, 0) == 1.0
+    assert mcnemar_greater(5, 0) == pytest.approx(0.5**5)  # 1/32 < 0.05
+    assert mcnemar_greater(4, 0) == pytest.approx(0.5**4)  # 1/16 > 0.05
+    assert mcnemar_greater(3, 1) == pytest.approx(5 / 16)  # P(X >= 3), X ~ Bin(4, 1/2)
+    assert mcnemar_greater(0, 3) == 1.0
 
 
-def test_the_flag_compares_gaps_in_images():
-    original = _outcome(pgd=5, worst=3)  # gap 2 images
-    assert _outcome(pgd=5, worst=3).gap == 2 and original.worst.sum() == 3
-    assert is_masking(original, _outcome(pgd=4, worst=1))  # gap 3 > 2
-    assert not is_masking(original, _outcome(pgd=3, worst=1))  # gap 2: not more
-    assert not is_masking(original, _outcome(pgd=1, worst=0))  # gap 1
-    assert not is_masking(original, _outcome(pgd=0, worst=0))  # both at zero: nothing to see
-    # gaps of 2 images in 10 whose differences of accuracies differ in floats
-    assert 0.2 - 0.0 > 0.3 - 0.1
-    assert not is_masking(_outcome(pgd=3, worst=1), _outcome(pgd=2, worst=0))
+def _gap(images: list[int], pgd_only: bool = True, n: int = 20) -> Outcome:
+    """An outcome whose masking gap is `images` (correct under PGD, not under AutoAttack); every
+    other image correct under both, or (pgd_only False) wrong under PGD."""
+    correct = torch.ones(n, dtype=torch.bool) if pgd_only else torch.zeros(n, dtype=torch.bool)
+    pgd = correct.clone()
+    pgd[images] = True
+    worst = correct.clone()
+    worst[images] = False
+    return Outcome(clean=torch.ones(n, dtype=torch.bool), pgd=pgd, apgd_ce=worst, apgd_dlr=worst)
+
+
+def test_the_flag_needs_a_significant_excess_of_paired_gap_images():
+    original = _gap([0, 1])
+    five_more = compare(original, _gap([0, 1, 2, 3, 4, 5, 6]))  # b = 5, c = 0
+    assert (five_more["hardened_only"], five_more["original_only"]) == (5, 0)
+    assert five_more["p_value"] == pytest.approx(1 / 32) and five_more["flagged"] is True
+    four_more = compare(original, _gap([0, 1, 2, 3, 4, 5]))  # b = 4: p = 1/16, not flagged
+    assert four_more["flagged"] is False and four_more["testable"] is True
+    # a larger gap in count that is not paired: the same images swapped are not an excess
+    swapped = compare(_gap([0, 1, 2, 3, 4]), _gap([5, 6, 7, 8, 9, 10, 11]))  # b = 7, c = 5
+    assert swapped["p_value"] == pytest.approx(mcnemar_greater(7, 5)) and not swapped["flagged"]
+    # nothing correct under PGD on either network: not testable, never "not flagged"
+    none = _gap([], pgd_only=False)
+    vacuous = compare(none, none)
+    assert vacuous["testable"] is False and vacuous["flagged"] is None
+    assert vacuous["p_value"] is None
     with pytest.raises(ValueError, match="one set"):
-        is_masking(original, _outcome(pgd=1, worst=0, n=11))
+        compare(original, _gap([0], n=21))
+
+
+def test_the_middle_epsilon_is_where_pgd_leaves_half_correct():
+    eps = [0.0, 0.1, 0.2, 0.3]
+    assert middle_epsilon(eps, [1.0, 0.9, 0.45, 0.0]) == 2
+    assert middle_epsilon(eps, [0.5, 0.6, 0.4, 0.0]) == 1  # a tie: the smaller epsilon; never 0
+    assert middle_epsilon(eps, [1.0, 0.0, 0.0, 0.0]) == 1
+
+
+def test_not_testable_checks_are_none_in_the_headline():
+    none = _gap([], pgd_only=False)
+    block, headline = check([none, none], [none, none], ["0.1", "0.3"], {})
+    assert headline["masking"] is None and headline["masking_testable"] is False
+    assert headline["masking_mid_flagged"] is None and headline["masking_max_p"] is None
+    original, hardened = _gap([0]), _gap([0, 1, 2, 3, 4, 5])
+    block, headline = check([original, none], [hardened, none], ["0.1", "0.3"], {})
+    assert headline["masking"] is True and headline["masking_testable"] is True
+    assert headline["masking_mid_flagged"] is True and headline["masking_max_testable"] is False
+    assert [c["epsilon"] for c in block["checks"]] == ["0.1", "0.3"]
+    assert list(headline) == list(HEADLINE)
 
 
 def test_a_network_that_masks_its_gradients_is_flagged(trained_mnist, batch):
@@ -163,15 +204,18 @@ def test_a_network_that_masks_its_gradients_is_flagged(trained_mnist, batch):
     images, labels = batch
     models = {"original": trained_mnist, "hardened": SaturatedSoftmax(trained_mnist)}
     block, headline = check_models(models, images, labels, _settings())
-    original, hardened = block["original"], block["hardened"]
+    original, hardened = block["checks"][0]["original"], block["checks"][0]["hardened"]
     assert hardened["clean"] == original["clean"]  # the same predictions
     assert hardened["pgd"] > original["pgd"]  # PGD is fooled by the masking
     assert hardened["apgd_ce"] > original["apgd_ce"] + 0.5  # so is APGD on the cross-entropy
     assert hardened["apgd_dlr"] < hardened["pgd"] - 0.5  # APGD-DLR is not
-    assert headline["masking"] is True
-    assert headline["masking_gap_hardened"] == pytest.approx(hardened["pgd_minus_worst"])
-    assert headline["masking_gap_hardened"] > headline["masking_gap_original"]
-    assert headline["masking_testable"] is True
+    assert headline["masking"] is True and headline["masking_max_flagged"] is True
+    assert headline["masking_max_p"] < 0.05 and headline["masking_testable"] is True
+    entry = block["checks"][0]
+    assert entry["gap_hardened"] > entry["gap_original"]
+    # the network compared with itself: not flagged
+    itself = {"original": trained_mnist, "hardened": trained_mnist}
+    assert check_models(itself, images, labels, _settings())[1]["masking"] is False
 
 
 def test_the_check_repeats_and_leaves_the_global_generator_alone(trained_mnist, batch):
@@ -191,12 +235,7 @@ def test_zero_images_is_off_and_imports_nothing(trained_mnist, batch, monkeypatc
     models = {"original": trained_mnist, "hardened": trained_mnist}
     block, headline = check_models(models, images, labels, _settings(autoattack_images=0))
     assert block is None
-    assert headline == {
-        "masking": None,
-        "masking_testable": None,
-        "masking_gap_original": None,
-        "masking_gap_hardened": None,
-    }
+    assert headline == dict.fromkeys(HEADLINE) and "masking_mid_p" in headline
 
 
 def _params(images: int) -> dict:
@@ -235,7 +274,10 @@ def _evaluate(model, mnist_splits, settings):
 def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkeypatch):
     on = _evaluate(trained_mnist, mnist_splits, _settings(autoattack_images=12))
     assert on["autoattack"]["images"] == 12
-    assert set(on["autoattack"]["hardened"]) == {
+    checks = on["autoattack"]["checks"]
+    assert 1 <= len(checks) <= 2 and checks[-1]["epsilon"] == "0.2"  # the largest last
+    assert set(on["autoattack"]["original_pgd_accuracy"]) == set(LABELS)
+    assert set(checks[0]["hardened"]) == {
         "clean",
         "pgd",
         "apgd_ce",
@@ -245,8 +287,15 @@ def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkey
     }
     assert isinstance(on["headline"]["masking"], bool)
     assert list(on["headline"])[0] == "clean_accuracy_change"  # the headline's order is kept
-    assert list(on["headline"])[-5:-1] == list(HEADLINE)  # then the check's entries
+    assert list(on["headline"])[-len(HEADLINE) - 1 : -1] == list(HEADLINE)  # then the check's
     assert list(on["headline"])[-1] == "labels_resolved"  # and the labels' flag last
+    hardened_keys = [k for k in on["headline"] if k[:3] in ("cle", "fgs", "pgd", "tra")]
+    for arm in ("compress_only", "amplify_only"):  # every arm: the hardened arm's numbers
+        assert [f"{arm}_{k}" for k in hardened_keys] == [
+            k for k in on["headline"] if k.startswith(f"{arm}_")
+        ]
+        assert on["arms"][arm]["baseline"] == "original"
+    assert on["random_matching"]["tolerance"] == 0.1 and len(on["random_matching"]["ratio"]) == 1
     json.dumps(json_ready(on), allow_nan=False)
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     off = _evaluate(trained_mnist, mnist_splits, _settings(autoattack_images=0))

@@ -49,7 +49,8 @@ TINY = {
              "label_fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
     "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "images": 60, "samples": 30, "random_samples": 20,
+    "evaluate": {"random_controls": 2, "match_tolerance": 0.1, "images": 60, "samples": 30,
+                 "random_samples": 20,
                  "pgd": {"steps": 2},
                  "autoattack": {"images": 8, "steps": 3}},
 }  # fmt: skip

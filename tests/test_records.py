@@ -81,6 +81,11 @@ def examples() -> dict[str, Record]:
             4.0,
             False,
             torch.ones(2, n, dtype=F64),
+            torch.tensor([0.95, 1.05], dtype=F64),
+            True,
+            0.1,
+            torch.ones(n, dtype=F64),
+            phi + 1,
         ),  # fmt: skip
         paths.original_attacks_record("r"): OriginalAttacks(
             epsilons=[0.0, 0.1],
@@ -93,10 +98,12 @@ def examples() -> dict[str, Record]:
             fgsm_attacked=torch.tensor([[True, False, True], [False, False, True]]),
             pgd_clean=torch.tensor([True, False]),
             pgd_attacked=torch.tensor([[True, False], [False, False]]),
-            masking_clean=torch.tensor([True]),
-            masking_pgd=torch.tensor([True]),
-            masking_apgd_ce=torch.tensor([False]),
-            masking_apgd_dlr=torch.tensor([True]),
+            masking_pgd_accuracy=[1.0, 0.5],
+            masking_epsilons=[0.1],
+            masking_clean=torch.tensor([True, True]),
+            masking_pgd=torch.tensor([[True, False]]),
+            masking_apgd_ce=torch.tensor([[False, False]]),
+            masking_apgd_dlr=torch.tensor([[True, False]]),
         ),
     }
 

@@ -2,9 +2,10 @@
 once, so that an experiment that changes only the hardening attacks only the variants.
 
 The attacks are the evaluate stage's (`robustness`: FGSM from the attack stage's sweep, PGD from
-the common seeded starts) and the original's side of the masking check (`masking`: PGD, APGD-CE
-and APGD-DLR on the check's images at the largest epsilon). The evaluate stage reads them from
-the record (records.OriginalAttacks) and checks that they were made with its settings.
+the common seeded starts) and the original's side of the masking check (`masking`: its PGD
+accuracy on the check's images at every epsilon, which chooses the middle epsilon, and PGD,
+APGD-CE and APGD-DLR there and at the largest). The evaluate stage reads them from the record
+(records.OriginalAttacks) and checks that they were made with its settings.
 """
 
 from __future__ import annotations
@@ -12,26 +13,47 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .masking import middle_epsilon
 from .records import FGSMSweep, OriginalAttacks
-from .robustness import Settings, attack_original, masking_outcome
+from .robustness import (
+    Settings,
+    attack_original,
+    masking_images,
+    masking_outcome,
+    masking_pgd_accuracy,
+)
 
 
 def run(model: nn.Module, source: FGSMSweep, test: dict, settings: Settings) -> OriginalAttacks:
     """The original `model` attacked on the prepared `test` split; `source`, its FGSM sweep of
-    that split (the attack stage's)."""
+    that split (the attack stage's). The masking check's epsilons: the one where its PGD
+    accuracy on the check's images is nearest 0.5, and the largest."""
     images, labels = test["images"], test["labels"]
     model.to(settings.device)
     curves = attack_original(model, source, images, labels, settings)
-    outcome = masking_outcome(model, images, labels, settings)
-    none = torch.zeros(0, dtype=torch.bool)
+    accuracy, checked, outcomes = [], [], []
+    if masking_images(settings, len(images)) > 0:
+        accuracy = masking_pgd_accuracy(model, images, labels, settings)
+        middle = settings.epsilons[middle_epsilon(settings.epsilons, accuracy)]
+        checked = sorted({middle, settings.epsilons[-1]})
+        outcomes = [masking_outcome(model, images, labels, settings, eps) for eps in checked]
+    n = len(outcomes[0].clean) if outcomes else 0
+
+    def rows(name: str) -> torch.Tensor:
+        if not outcomes:
+            return torch.zeros(0, 0, dtype=torch.bool)
+        return torch.stack([getattr(o, name) for o in outcomes])
+
     return OriginalAttacks(
         **settings.made_with(),
         fgsm_clean=curves["fgsm"].clean,
         fgsm_attacked=curves["fgsm"].attacked,
         pgd_clean=curves["pgd"].clean,
         pgd_attacked=curves["pgd"].attacked,
-        masking_clean=none if outcome is None else outcome.clean,
-        masking_pgd=none if outcome is None else outcome.pgd,
-        masking_apgd_ce=none if outcome is None else outcome.apgd_ce,
-        masking_apgd_dlr=none if outcome is None else outcome.apgd_dlr,
+        masking_pgd_accuracy=accuracy,
+        masking_epsilons=checked,
+        masking_clean=outcomes[0].clean if outcomes else torch.zeros(n, dtype=torch.bool),
+        masking_pgd=rows("pgd"),
+        masking_apgd_ce=rows("apgd_ce"),
+        masking_apgd_dlr=rows("apgd_dlr"),
     )

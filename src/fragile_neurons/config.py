@@ -250,6 +250,7 @@ SCHEMA = {
     },
     "evaluate": {
         "random_controls": _int(1),
+        "match_tolerance": _float(0.0, 1.0, lo_open=True),
         "images": _int(1, optional=True),
         "samples": _int(1),
         "random_samples": _int(1, optional=True),

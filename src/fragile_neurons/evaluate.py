@@ -51,6 +51,14 @@ from .robustness import (
 )
 
 FOLD_TOLERANCE = 1e-4  # relative logit difference allowed between hardened.pt and the gains
+# the arms besides `hardened` (method.md section 5), each against its baseline
+ARM_BASELINES = {
+    "hardened": "original",
+    "compress_only": "original",
+    "amplify_only": "original",
+    "recalibrated": "original_recalibrated",
+}
+ARMS = ("compress_only", "amplify_only", "recalibrated")
 
 
 def load_original(run: str, test: dict, settings: Settings) -> tuple[FGSMSweep, OriginalAttacks]:
@@ -69,24 +77,54 @@ def load_original(run: str, test: dict, settings: Settings) -> tuple[FGSMSweep, 
     return load_source(paths.sweep_record(run), test, settings), original
 
 
-def original_results(original: OriginalAttacks) -> tuple[dict[str, Curve], masking.Outcome | None]:
+def original_results(
+    original: OriginalAttacks,
+) -> tuple[dict[str, Curve], list[masking.Outcome]]:
     """The original's curves ({attack: Curve}; its transferred FGSM is its own) and its masking
-    outcome (None when the check is off), from the baseline stage's record."""
+    outcomes, one per checked epsilon (none when the check is off), from the baseline stage's
+    record."""
     fgsm = Curve(original.fgsm_clean, original.fgsm_attacked)
     curves = {
         "fgsm": fgsm,
         "pgd": Curve(original.pgd_clean, original.pgd_attacked),
         "transfer": fgsm,
     }
-    outcome = None
-    if len(original.masking_clean):
-        outcome = masking.Outcome(
+    outcomes = [
+        masking.Outcome(
             clean=original.masking_clean,
-            pgd=original.masking_pgd,
-            apgd_ce=original.masking_apgd_ce,
-            apgd_dlr=original.masking_apgd_dlr,
+            pgd=original.masking_pgd[k],
+            apgd_ce=original.masking_apgd_ce[k],
+            apgd_dlr=original.masking_apgd_dlr[k],
         )
-    return curves, outcome
+        for k in range(len(original.masking_epsilons))
+    ]
+    return curves, outcomes
+
+
+def masking_check(
+    original: OriginalAttacks,
+    outcomes: list[masking.Outcome],
+    hardened: nn.Module,
+    test: dict,
+    settings: Settings,
+) -> tuple[dict | None, dict]:
+    """The masking check (`masking.check`) of the hardened network at the epsilons the baseline
+    stage checked the original at (`outcomes`, its outcomes there)."""
+    images, labels = test["images"], test["labels"]
+    checked = original.masking_epsilons
+    ours = [masking_outcome(hardened, images, labels, settings, eps) for eps in checked]
+    names = [settings.epsilon_labels[settings.epsilons.index(eps)] for eps in checked]
+    about = {
+        "images": masking_images(settings, len(images)),
+        "steps": settings.autoattack_steps,
+        "restarts": 1,
+        "pgd_steps": settings.pgd_steps,
+        "alpha": masking.ALPHA,
+        "original_pgd_accuracy": dict(
+            zip(settings.epsilon_labels, original.masking_pgd_accuracy, strict=False)
+        ),
+    }
+    return masking.check(outcomes, ours, names, about)
 
 
 def load_hardened(
@@ -134,12 +172,15 @@ def folded_difference(
 
 
 def variants(gains: Gains) -> dict[str, torch.Tensor]:
-    """The gates of every variant: original, hardened, random_0 .. random_{draws-1}, inverse."""
+    """The gates of every variant: original, hardened, random_0 .. random_{draws-1}, inverse,
+    and the one-sided arms compress_only and amplify_only."""
     return {
         "original": torch.ones_like(gains.gain),
         "hardened": gains.gain,
         **{f"random_{i}": g for i, g in enumerate(gains.random_gain)},
         "inverse": gains.inverse_gain,
+        "compress_only": gains.compress_only_gain,
+        "amplify_only": gains.amplify_only_gain,
     }
 
 
@@ -168,20 +209,12 @@ def run(
     models = {name: hardened if name == "hardened" else fold(model, layer, gate)
               for name, gate in gates.items() if name != "original"}  # fmt: skip
     images, labels = test["images"], test["labels"]
-    attacked, original_outcome = original_results(original)
+    attacked, original_outcomes = original_results(original)
     results = {
         "original": attacked,
         **attack_variants(models, source, images, labels, settings, progress),
     }
-    hardened_outcome = masking_outcome(hardened, images, labels, settings)
-    about = {
-        "epsilon": settings.epsilon_labels[-1],
-        "images": masking_images(settings, len(images)),
-        "steps": settings.autoattack_steps,
-        "restarts": 1,
-        "pgd_steps": settings.pgd_steps,
-    }
-    autoattack, flag = masking.check(original_outcome, hardened_outcome, about)
+    autoattack, flag = masking_check(original, original_outcomes, hardened, test, settings)
     magnitude = gains.magnitude.numpy()
     summary = summarise(
         results, settings.epsilons, settings.epsilon_labels, settings.seed, magnitude, gates
@@ -202,6 +235,13 @@ def summary_with(summary: dict, autoattack, flag: dict, gains: Gains, settings: 
         "labels": settings.label_mode,
         "pgd_steps": settings.pgd_steps,
         "random_controls": settings.random_controls,
+        # the draws' moved magnitude M'/M, and whether each lies within the tolerance
+        "random_matching": {
+            "tolerance": gains.random_tolerance,
+            "matched": gains.random_matched,
+            "ratio": gains.random_ratio.tolist(),
+            "within": [abs(r - 1) <= gains.random_tolerance for r in gains.random_ratio.tolist()],
+        },
     }
 
 
@@ -254,7 +294,10 @@ def summarise(
             )
         return out
 
-    single = {name: one(name) for name in ("original", "hardened", "inverse")}
+    arms = [arm for arm in ARMS if arm in results]
+    single = {name: one(name) for name in ("original", "hardened", "inverse", *arms)}
+    for name in [ARM_BASELINES[arm] for arm in arms if ARM_BASELINES[arm] != "original"]:
+        single[name] = one(name)
     per_draw = [one(name) for name in draws]
     random = {
         "draws": len(draws),
@@ -287,38 +330,38 @@ def summarise(
             weights[n] = resamples(n, bootstrap, seed)
         return paired_gain(a[attack], b[attack], epsilons, weights[n])
 
-    gains = {a: paired(hardened, original, a) for a in ATTACKS}
-    inverse_gains = {a: paired(inverse, original, a) for a in ATTACKS}
-    clean_change = gains["fgsm"]["clean_accuracy"]  # FGSM's images: the clean accuracy's
-    margin = {}
-    for attack in ATTACKS:
-        n = len(results[draws[0]][attack])  # the draws' images: the first n of the hardened's
-        ours = measures(hardened[attack].head(n), epsilons)
-        margin[attack] = {
-            m: margin_over_random(ours[m], [measures(results[d][attack], epsilons)[m]
-                                            for d in draws], n)
-            for m in MEASURES
-        }  # fmt: skip
-    headline = {
-        "clean_accuracy_change": clean_change["value"],
-        "clean_accuracy_change_low": clean_change["ci_low"],
-        "clean_accuracy_change_high": clean_change["ci_high"],
-    }
-    for a in ATTACKS:
-        headline |= {
-            f"{a}_auc_plus_gain": gains[a]["auc_plus"]["value"],
-            f"{a}_auc_plus_gain_low": gains[a]["auc_plus"]["ci_low"],
-            f"{a}_auc_plus_gain_high": gains[a]["auc_plus"]["ci_high"],
-            f"{a}_auc_gain": gains[a]["auc"]["value"],
-            f"{a}_relative_auc_gain": gains[a]["relative_auc"]["value"],
-            f"{a}_margin_over_random": margin[a]["auc_plus"]["mean"],
-            f"{a}_p_value": margin[a]["auc_plus"]["p_value"],
+    def arm(name: str) -> dict:
+        """An arm against its baseline: gains with intervals, the clean-accuracy change, and
+        the margin over the random draws with its permutation p-value."""
+        ours, base = results[name], results[ARM_BASELINES[name]]
+        gains = {a: paired(ours, base, a) for a in ATTACKS}
+        margin = {}
+        for attack in ATTACKS:
+            n = len(results[draws[0]][attack])  # the draws' images: the first n of the arm's
+            mine = measures(ours[attack].head(n), epsilons)
+            margin[attack] = {
+                m: margin_over_random(mine[m], [measures(results[d][attack], epsilons)[m]
+                                                for d in draws], n)
+                for m in MEASURES
+            }  # fmt: skip
+        return {
+            "gain": {a: {m: gains[a][m] for m in MEASURES} for a in ATTACKS},
+            "clean_accuracy_change": gains["fgsm"]["clean_accuracy"],  # on FGSM's images
+            "margin_over_random": margin,
         }
+
+    hardened_arm = arm("hardened")
+    other_arms = {name: arm(name) for name in arms}
+    inverse_gains = {a: paired(inverse, original, a) for a in ATTACKS}
+    headline = headline_of(hardened_arm)
+    for name, entry in other_arms.items():
+        headline |= headline_of(entry, prefix=f"{name}_")
     return {
         "headline": headline,
-        "gain": {a: {m: gains[a][m] for m in MEASURES} for a in ATTACKS},
-        "clean_accuracy_change": clean_change,
-        "margin_over_random": margin,
+        **hardened_arm,
+        "arms": {
+            name: {"baseline": ARM_BASELINES[name], **entry} for name, entry in other_arms.items()
+        },
         "inverse_gain": {a: {m: inverse_gains[a][m] for m in MEASURES} for a in ATTACKS},
         "variants": {**single, "random": random},
         "samples": {
@@ -327,6 +370,31 @@ def summarise(
             "bootstrap": bootstrap,
         },
     }
+
+
+def headline_of(arm: dict, prefix: str = "") -> dict:
+    """The flat numbers a seed sweep collects of one arm (`summarise`'s `arm`): the
+    clean-accuracy change with its interval; per attack the AUC+ gain with its interval, the
+    AUC and relative AUC gains, the AUC+'s margin over random and its permutation p-value. The
+    hardened arm's keys carry no prefix; another arm's are prefixed with its name."""
+    change = arm["clean_accuracy_change"]
+    out = {
+        f"{prefix}clean_accuracy_change": change["value"],
+        f"{prefix}clean_accuracy_change_low": change["ci_low"],
+        f"{prefix}clean_accuracy_change_high": change["ci_high"],
+    }
+    for a in ATTACKS:
+        gain, margin = arm["gain"][a], arm["margin_over_random"][a]["auc_plus"]
+        out |= {
+            f"{prefix}{a}_auc_plus_gain": gain["auc_plus"]["value"],
+            f"{prefix}{a}_auc_plus_gain_low": gain["auc_plus"]["ci_low"],
+            f"{prefix}{a}_auc_plus_gain_high": gain["auc_plus"]["ci_high"],
+            f"{prefix}{a}_auc_gain": gain["auc"]["value"],
+            f"{prefix}{a}_relative_auc_gain": gain["relative_auc"]["value"],
+            f"{prefix}{a}_margin_over_random": margin["mean"],
+            f"{prefix}{a}_p_value": margin["p_value"],
+        }
+    return out
 
 
 def curves(summary: dict, epsilons: list[float], labels: list[str]) -> pd.DataFrame:

@@ -116,6 +116,27 @@ def hardening(
     )
 
 
+@dataclass(frozen=True)
+class Draws:
+    """The random controls: `gains` (draws x N) and, per draw, its moved magnitude over the
+    hardened network's, M'/M (`ratio`); `matched`, whether every draw lies within the tolerance
+    (False: too few candidates qualified, and the closest were kept)."""
+
+    gains: torch.Tensor
+    ratio: torch.Tensor
+    matched: bool
+
+
+CANDIDATES = 1000  # candidate draws per kept draw before the closest are kept instead
+
+
+def moved_ratio(magnitude, compressed, compress: float, moved: float) -> float:
+    """M'/M: the magnitude (1 - c) * sum_{k in R'} m_k that compressing R' frees, over the
+    hardened network's M; 1 where M is 0 (c = 1: nothing moves, for any draw)."""
+    freed = (1.0 - compress) * float(np.asarray(magnitude, dtype=np.float64)[compressed].sum())
+    return freed / moved if moved > 0 else 1.0
+
+
 def random_gains(
     magnitude: torch.Tensor,
     phi: torch.Tensor,
@@ -127,25 +148,58 @@ def random_gains(
     compress: float,
     mode: str = "proportional",
     max_gain: float = 4.0,
-) -> torch.Tensor:
-    """`draws` x N random controls (method.md section 6): each draw takes disjoint random neuron
-    sets F' and R' of the sizes of F (`fragile`) and R (`robust`) and applies the hardening's rule
-    to them (`gains`): R' compressed by c, the freed magnitude given to F' with the hardened
-    network's fragile weights (F's `phi`) in random order, the same cap. Total magnitude is
-    conserved as for the hardened network; nothing is chosen by score or label. `generator`
-    draws the sets."""
+    tolerance: float | None = None,
+) -> Draws:
+    """`draws` random controls (method.md section 6): each candidate takes disjoint random
+    neuron sets F' and R' of the sizes of F (`fragile`) and R (`robust`) and applies the
+    hardening's rule to them (`gains`): R' compressed by c, the freed magnitude M' given to F'
+    with the hardened network's fragile weights (F's `phi`) in random order, the same cap. Total
+    magnitude is conserved as for the hardened network; nothing is chosen by score or label.
+
+    With a `tolerance`, the moved magnitude is matched too: a candidate is kept only if
+    |M'/M - 1| <= tolerance, M the hardened network's (seeded rejection sampling, `generator`
+    drawing every candidate); when `CANDIDATES` x `draws` candidates give fewer than `draws`,
+    the closest of the others fill the rest and `matched` is False. None: every candidate is
+    kept (the unmatched controls)."""
     n, n_fragile, n_robust = len(magnitude), len(fragile), len(robust)
     m, phi_fragile = magnitude.numpy(), phi[fragile]
-    rows = []
-    for _ in range(draws):
+    moved = (1.0 - compress) * float(m[robust.numpy()].sum())
+    rule = {"compress": compress, "mode": mode, "max_gain": max_gain}
+    kept, others = [], []  # (ratio, gains) of the kept candidates and of the rejected ones
+    for _ in range(draws * (1 if tolerance is None else CANDIDATES)):
         chosen = torch.randperm(n, generator=generator)
         amplified, compressed = chosen[:n_fragile], chosen[n_fragile : n_fragile + n_robust]
         weights = torch.zeros(n, dtype=torch.float64)  # F's phi, in random order
         weights[amplified] = phi_fragile[torch.randperm(n_fragile, generator=generator)]
-        rule = {"compress": compress, "mode": mode, "max_gain": max_gain}
+        ratio = moved_ratio(m, compressed.numpy(), compress, moved)
+        if tolerance is not None and abs(ratio - 1.0) > tolerance:
+            others.append((ratio, amplified, compressed, weights))
+            continue
         drawn = gains(m, weights.numpy(), amplified.numpy(), compressed.numpy(), **rule)
-        rows.append(torch.from_numpy(drawn.gains))
-    return torch.stack(rows)
+        kept.append((ratio, torch.from_numpy(drawn.gains)))
+        if len(kept) == draws:
+            break
+    matched = len(kept) == draws
+    others.sort(key=lambda o: abs(o[0] - 1.0))  # stable: the earlier of equally close first
+    for ratio, amplified, compressed, weights in others[: draws - len(kept)]:
+        drawn = gains(m, weights.numpy(), amplified.numpy(), compressed.numpy(), **rule)
+        kept.append((ratio, torch.from_numpy(drawn.gains)))
+    return Draws(
+        gains=torch.stack([g for _, g in kept]),
+        ratio=torch.tensor([r for r, _ in kept], dtype=torch.float64),
+        matched=matched,
+    )
+
+
+def arms(gain: np.ndarray, fragile, robust, compress: float) -> dict[str, np.ndarray]:
+    """The one-sided arms of method.md section 5: `compress_only`, g_k = c on R and 1 elsewhere;
+    `amplify_only`, the hardened network's gains `gain` on F and 1 elsewhere."""
+    compress_only = np.ones_like(gain)
+    compress_only[np.asarray(robust, dtype=np.int64)] = compress
+    amplify_only = np.ones_like(gain)
+    f = np.asarray(fragile, dtype=np.int64)
+    amplify_only[f] = gain[f]
+    return {"compress_only": compress_only, "amplify_only": amplify_only}
 
 
 def summarise(result: Hardening, magnitude) -> dict:
@@ -173,9 +227,11 @@ def run(
     compress: float,
     mode: str,
     max_gain: float,
+    tolerance: float = 0.1,
 ) -> tuple[Gains, dict]:
-    """The harden stage: the hardening's gains, the inverse control's and `random_controls`
-    random controls' (drawn by `generator`) from the labels and phi of the label stage and the
+    """The harden stage: the hardening's gains, the inverse control's, the one-sided arms'
+    (`arms`) and `random_controls` random controls' (drawn by `generator`, matched on the moved
+    magnitude within `tolerance`: `random_gains`) from the labels and phi of the label stage and the
     magnitudes m of the attack stage, and harden.json, whose headline carries whether those
     labels were resolved (method.md section 3)."""
     m, phi, label = targeting.magnitude.numpy(), labels.phi.numpy(), labels.label
@@ -184,9 +240,9 @@ def run(
     inverse = hardening(m, phi, label, **settings, inverse=True)
     fragile = torch.from_numpy(np.flatnonzero(np.asarray(label) == "fragile"))
     robust = torch.from_numpy(np.flatnonzero(np.asarray(label) == "robust"))
-    draws = random_gains(
-        targeting.magnitude, labels.phi, fragile, robust, random_controls, generator, **settings
-    )
+    sets = (targeting.magnitude, labels.phi, fragile, robust)
+    draws = random_gains(*sets, random_controls, generator, **settings, tolerance=tolerance)
+    one_sided = arms(hardened.gains, fragile, robust, compress)
     record = Gains(
         gain=torch.from_numpy(hardened.gains),
         inverse_gain=torch.from_numpy(inverse.gains),
@@ -196,7 +252,12 @@ def run(
         robust=robust,
         **settings,
         labels_resolved=labels.resolved,
-        random_gain=draws,
+        random_gain=draws.gains,
+        random_ratio=draws.ratio,
+        random_matched=draws.matched,
+        random_tolerance=tolerance,
+        compress_only_gain=torch.from_numpy(one_sided["compress_only"]),
+        amplify_only_gain=torch.from_numpy(one_sided["amplify_only"]),
     )
     summary = {
         "headline": {"labels_resolved": labels.resolved},

@@ -2,13 +2,15 @@
 
 A network can look robust under PGD only because its gradients mislead PGD (gradient masking,
 e.g. a saturated softmax whose cross-entropy gradient vanishes); then a stronger attack finds the
-adversarial images PGD missed. The check attacks the `original` and the `hardened` network at the
-largest epsilon of the run's grid, eps_max, on the AutoAttack images: the first
-`evaluate.autoattack.images` images of the prepared test split, which `prepare` put in a seeded
-random order, so they are a seeded random subset of the split, the same images for both networks
-(paired). PGD's images are the first `evaluate.samples`, so one set contains the other.
+adversarial images PGD missed. The check (method.md section 6) attacks the `original` and the
+`hardened` network on the AutoAttack images: the first `evaluate.autoattack.images` images of the
+prepared test split, which `prepare` put in a seeded random order, so they are a seeded random
+subset of the split, the same images for both networks (paired). It runs at two epsilons of E+:
+the one where the original's PGD accuracy on those images is nearest 0.5 (`middle_epsilon`; the
+check is vacuous where PGD leaves nothing correct, as it often does at the largest), and the
+largest; one check when they coincide.
 
-Each network, on those images, at eps_max:
+Each network, on those images, at each checked epsilon:
 - APGD-CE and APGD-DLR (Croce and Hein, ICML 2020; the two white-box attacks of AutoAttack's
   standard version without the targeted ones), as torchattacks.APGD implements them: L-inf,
   `evaluate.autoattack.steps` iterations, one restart, seed `seed`, on the true labels. torchattacks
@@ -18,9 +20,12 @@ Each network, on those images, at eps_max:
   seeded random start), on these same images.
 An image is robust under AutoAttack (`worst`) when the network classifies it correctly after
 APGD-CE and after APGD-DLR: the per-image worst case, as AutoAttack reports robust accuracy. A
-network's gap is its PGD accuracy minus its AutoAttack accuracy on these images. The hardened
-network is flagged as masking when its gap exceeds the original's, counted in images (no
-rounding): masking = (pgd_hardened - worst_hardened) > (pgd_original - worst_original).
+network's masking gap is the set of images correct under PGD but not under AutoAttack. Over the
+paired images, the discordant ones are those in the hardened network's gap and not the
+original's (b) and the reverse (c); the hardened network is flagged only when the exact one-sided
+McNemar p-value, P(X >= b) for X ~ Binomial(b + c, 1/2), is below `ALPHA` (`compare`). Where
+neither network has an image correct under PGD no gap can exist: the check is "not testable"
+(flag and p-value None), never "not flagged".
 
 torchattacks is not a dependency of the package (its pin of `requests` conflicts with DVC's);
 `make setup` installs it without its dependencies. It is imported only when the check is on.
@@ -31,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from scipy.stats import binomtest
 from torch import nn
 
 from .adversarial import _frozen, pgd_correct
@@ -38,9 +44,14 @@ from .errors import ParamError
 from .inference import as_input, batch_slices, logits_of
 
 LOSSES = ("ce", "dlr")  # APGD's losses, in the order they run
-NETWORKS = ("original", "hardened")  # the networks the check attacks
 INSTALL = "pip install --no-deps 'torchattacks>=3.5'"
-HEADLINE = ("masking", "masking_testable", "masking_gap_original", "masking_gap_hardened")
+POSITIONS = ("mid", "max")  # the checked epsilons: PGD accuracy nearest 0.5, and the largest
+ALPHA = 0.05  # the flag: a one-sided McNemar p-value below it
+# `masking`: flagged at a checked epsilon (None where none was testable); `masking_testable`: any
+# check testable; then per position its epsilon's testable, flagged and p-value
+HEADLINE = ("masking", "masking_testable") + tuple(
+    f"masking_{position}_{what}" for position in POSITIONS for what in ("testable", "flagged", "p")
+)
 
 
 def require_torchattacks(images: int):
@@ -126,14 +137,6 @@ class Outcome:
         return {**out, "pgd_minus_worst": self.gap / n}
 
 
-def is_masking(original: Outcome, hardened: Outcome) -> bool:
-    """The hardened network's PGD accuracy exceeds its AutoAttack accuracy by more than the
-    original's does, on the same images (compared in images, so without rounding)."""
-    if len(original.clean) != len(hardened.clean):
-        raise ValueError("the original and the hardened network must be checked on one set")
-    return hardened.gap > original.gap
-
-
 def outcome(
     model: nn.Module,
     images: torch.Tensor,
@@ -162,26 +165,81 @@ def outcome(
     return Outcome(clean=clean, pgd=after_pgd, apgd_ce=apgd["ce"], apgd_dlr=apgd["dlr"])
 
 
-def check(
-    original: Outcome | None, hardened: Outcome | None, about: dict
-) -> tuple[dict | None, dict]:
-    """The masking check of the original and the hardened network on the same images: (the
-    `autoattack` block of evaluate.json, `about` (epsilon, steps ...) and each network's
-    accuracies; the headline's masking entries). With the check off (no outcomes), (None, the
-    entries as None). `masking_testable` says whether the flag could have been raised at all: at
-    an epsilon where PGD already leaves no image correct on either network it cannot, and the
-    flag is vacuous."""
-    if original is None or hardened is None:
-        return None, dict.fromkeys(HEADLINE)
-    n = len(original.clean)
-    outcomes = {"original": original, "hardened": hardened}
-    block = {**about, **{name: outcomes[name].accuracies() for name in NETWORKS}}
-    headline = {
-        "masking": is_masking(original, hardened),
-        # false when PGD leaves no image correct on either network: neither gap can then be
-        # positive, so `masking` is false by construction, not by measurement
-        "masking_testable": bool(original.pgd.any() or hardened.pgd.any()),
-        "masking_gap_original": original.gap / n,
-        "masking_gap_hardened": hardened.gap / n,
+def middle_epsilon(epsilons: list[float], pgd_accuracy: list[float]) -> int:
+    """The index of the positive epsilon whose PGD accuracy (of the original, on the check's
+    images) is nearest 0.5; the smaller epsilon on a tie. `epsilons` and `pgd_accuracy` are of
+    one length; epsilon 0 is never chosen."""
+    if len(epsilons) != len(pgd_accuracy):
+        raise ValueError("one PGD accuracy per epsilon")
+    candidates = [i for i, eps in enumerate(epsilons) if eps > 0]
+    if not candidates:
+        raise ValueError("no positive epsilon to check")
+    return min(candidates, key=lambda i: (abs(pgd_accuracy[i] - 0.5), i))
+
+
+def mcnemar_greater(b: int, c: int) -> float:
+    """The exact one-sided McNemar p-value of "b discordant pairs one way is more than chance":
+    P(X >= b), X ~ Binomial(b + c, 1/2); 1 without discordant pairs."""
+    if b + c == 0:
+        return 1.0
+    return float(binomtest(b, b + c, 0.5, alternative="greater").pvalue)
+
+
+def compare(original: Outcome, hardened: Outcome) -> dict:
+    """The check at one epsilon, on the same images: whether it is testable (an image correct
+    under PGD on either network), the images in the hardened network's gap only (`b`) and in the
+    original's only (`c`), the one-sided McNemar p-value and the flag (p < ALPHA); p and flag
+    None where it is not testable."""
+    if len(original.clean) != len(hardened.clean):
+        raise ValueError("the original and the hardened network must be checked on one set")
+    gap = {name: o.pgd & ~o.worst for name, o in (("original", original), ("hardened", hardened))}
+    b = int((gap["hardened"] & ~gap["original"]).sum())
+    c = int((gap["original"] & ~gap["hardened"]).sum())
+    testable = bool(original.pgd.any() or hardened.pgd.any())
+    p = mcnemar_greater(b, c) if testable else None
+    return {
+        "testable": testable,
+        "gap_original": int(gap["original"].sum()),
+        "gap_hardened": int(gap["hardened"].sum()),
+        "hardened_only": b,
+        "original_only": c,
+        "p_value": p,
+        "flagged": None if p is None else p < ALPHA,
     }
-    return block, headline
+
+
+def check(
+    original: list[Outcome], hardened: list[Outcome], labels: list[str], about: dict
+) -> tuple[dict | None, dict]:
+    """The masking check at the checked epsilons (named `labels`, the middle one first, the
+    largest last; one when they coincide), from each network's outcome there: (the `autoattack`
+    block of evaluate.json, `about` and per epsilon each network's accuracies and `compare`; the
+    headline's masking entries). With the check off (no outcomes), (None, the entries as None)."""
+    if not original:
+        return None, dict.fromkeys(HEADLINE)
+    if not len(original) == len(hardened) == len(labels) or len(labels) > len(POSITIONS):
+        raise ValueError("one outcome of each network per checked epsilon, at most two")
+    checks = []
+    for label, o, h in zip(labels, original, hardened, strict=True):
+        checks.append(
+            {
+                "epsilon": label,
+                "original": o.accuracies(),
+                "hardened": h.accuracies(),
+                **compare(o, h),
+            }
+        )
+    by_position = {"mid": checks[0], "max": checks[-1]}
+    testable = [c for c in checks if c["testable"]]
+    headline = {
+        "masking": any(c["flagged"] for c in testable) if testable else None,
+        "masking_testable": bool(testable),
+    }
+    for position in POSITIONS:
+        entry = by_position[position]
+        headline |= {
+            f"masking_{position}_testable": entry["testable"],
+            f"masking_{position}_flagged": entry["flagged"],
+            f"masking_{position}_p": entry["p_value"],
+        }
+    return {**about, "checks": checks}, headline

@@ -468,6 +468,11 @@ class Gains(Record):
     max_gain: float
     labels_resolved: bool  # Labels.resolved of the labels that chose F and R
     random_gain: torch.Tensor  # draws x N: the random controls, the rule on random sets
+    random_ratio: torch.Tensor  # per draw, its moved magnitude M' over the hardened network's M
+    random_matched: bool  # every draw within random_tolerance (else the closest were kept)
+    random_tolerance: float  # evaluate.match_tolerance: |M'/M - 1| allowed
+    compress_only_gain: torch.Tensor  # the arms of method.md section 5: c on R, 1 elsewhere
+    amplify_only_gain: torch.Tensor  # the hardened gains on F, 1 elsewhere
 
     def check(self) -> None:
         n = len(self.gain)
@@ -478,6 +483,13 @@ class Gains(Record):
         _tensor("random_gain", self.random_gain, torch.float64, None, n)
         if len(self.random_gain) == 0 or not torch.isfinite(self.random_gain).all():
             raise ValueError("random_gain must hold at least one draw, finite")
+        _tensor("random_ratio", self.random_ratio, torch.float64, len(self.random_gain))
+        for name in ("compress_only_gain", "amplify_only_gain"):
+            _tensor(name, getattr(self, name), torch.float64, n)
+            if not torch.isfinite(getattr(self, name)).all():
+                raise ValueError(f"{name} must be finite")
+        if not 0 < self.random_tolerance <= 1:
+            raise ValueError(f"random_tolerance {self.random_tolerance} is not in (0, 1]")
         for name in ("fragile", "robust"):
             idx = getattr(self, name)
             _tensor(name, idx, torch.int64, None)
@@ -497,9 +509,11 @@ class Gains(Record):
 class OriginalAttacks(Record):
     """The original network attacked on the test split (method.md section 6), image by image, as
     the evaluate stage attacks every variant (`robustness`): correct on the clean image and
-    after FGSM at every epsilon of E on the FGSM images, the same under PGD on the PGD images,
-    and on the masking check's images (none when the check is off) correct on the clean image,
-    after PGD, APGD-CE and APGD-DLR at the largest epsilon; with the settings that made them."""
+    after FGSM at every epsilon of E on the FGSM images, the same under PGD on the PGD images;
+    and for the masking check (none of it when the check is off), on its images: the PGD
+    accuracy at every epsilon of E, the checked epsilons (`masking.middle_epsilon`'s, then the
+    largest; one when they coincide), and per image correct on the clean image and, at each
+    checked epsilon, after PGD, APGD-CE and APGD-DLR; with the settings that made them."""
 
     epsilons: list[float]
     label_mode: str
@@ -511,8 +525,10 @@ class OriginalAttacks(Record):
     fgsm_attacked: torch.Tensor  # bool, |E| x n_fgsm
     pgd_clean: torch.Tensor  # bool, n_pgd
     pgd_attacked: torch.Tensor  # bool, |E| x n_pgd
-    masking_clean: torch.Tensor  # bool, n_masking (0: the check is off)
-    masking_pgd: torch.Tensor
+    masking_pgd_accuracy: list[float]  # per epsilon of E, on the check's images (empty: off)
+    masking_epsilons: list[float]  # the checked epsilons (empty: off)
+    masking_clean: torch.Tensor  # bool, n_masking
+    masking_pgd: torch.Tensor  # bool, checked epsilons x n_masking
     masking_apgd_ce: torch.Tensor
     masking_apgd_dlr: torch.Tensor
 
@@ -522,9 +538,16 @@ class OriginalAttacks(Record):
             n = len(getattr(self, f"{attack}_clean"))
             _tensor(f"{attack}_clean", getattr(self, f"{attack}_clean"), torch.bool, n)
             _tensor(f"{attack}_attacked", getattr(self, f"{attack}_attacked"), torch.bool, e, n)
-        n = len(self.masking_clean)
-        for name in ("clean", "pgd", "apgd_ce", "apgd_dlr"):
-            _tensor(f"masking_{name}", getattr(self, f"masking_{name}"), torch.bool, n)
+        n, k = len(self.masking_clean), len(self.masking_epsilons)
+        _tensor("masking_clean", self.masking_clean, torch.bool, n)
+        for name in ("pgd", "apgd_ce", "apgd_dlr"):
+            _tensor(f"masking_{name}", getattr(self, f"masking_{name}"), torch.bool, k, n)
+        if (n == 0) != (k == 0) or len(self.masking_pgd_accuracy) not in (0, e) or k > 2:
+            raise ValueError(
+                "a masking check needs images, one or two epsilons, and E's accuracies"
+            )
+        if any(eps not in self.epsilons or eps <= 0 for eps in self.masking_epsilons):
+            raise ValueError(f"checked epsilons {self.masking_epsilons} are not of E+")
         if self.label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode {self.label_mode!r} is not one of {LABEL_MODES}")
 

@@ -245,18 +245,16 @@ def masking_images(settings: Settings, n: int) -> int:
 
 
 def masking_outcome(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings
-) -> masking.Outcome | None:
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, eps: float
+) -> masking.Outcome:
     """`model` under the masking check (`masking.outcome`) on the first `masking_images` test
-    images at the largest epsilon; None when the check is off."""
+    images at epsilon `eps`."""
     n = masking_images(settings, len(images))
-    if n == 0:
-        return None
     return masking.outcome(
         model,
         images[:n],
         labels[:n],
-        settings.epsilons[-1],
+        eps,
         pgd_steps=settings.pgd_steps,
         autoattack_steps=settings.autoattack_steps,
         seed=settings.seed,
@@ -264,3 +262,15 @@ def masking_outcome(
         device=settings.device,
         label_mode=settings.label_mode,
     )
+
+
+def masking_pgd_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings
+) -> list[float]:
+    """`model`'s PGD accuracy (as evaluate runs PGD) at every epsilon of E on the first
+    `masking_images` test images, the clean accuracy at epsilon 0: what chooses the check's
+    middle epsilon."""
+    n = masking_images(settings, len(images))
+    x, y = images[:n], labels[:n]
+    clean = logits_of(model, x, settings.batch_size, settings.device).argmax(1) == y
+    return pgd_curve(model, x, y, clean, settings).accuracy()

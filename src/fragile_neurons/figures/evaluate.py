@@ -16,6 +16,8 @@ VARIANT_STYLES = {  # variant: (colour, line style, legend name)
     "hardened": ("tab:red", "-", "hardened"),
     "random": ("tab:gray", "--", "random sets (mean ± std)"),
     "inverse": ("tab:blue", ":", "inverse (roles swapped)"),
+    "compress_only": ("tab:orange", "-.", "compress-only"),
+    "amplify_only": ("tab:purple", "-.", "amplify-only"),
 }
 ATTACK_TITLES = {
     "fgsm": "FGSM, white-box",
