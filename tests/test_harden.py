@@ -135,10 +135,10 @@ def test_the_harden_stage_records_both_gain_vectors_at_full_precision():
     targeting = targeting_record(d, M)
     layer = ScanLayer("conv", "conv", 6)
     rule = {"compress": 0.5, "mode": "proportional", "max_gain": 4.0}
-    record, info = run(labels, targeting, layer, 3, torch.Generator().manual_seed(0), **rule)
+    record, info = run(labels, targeting, layer, 3, torch.Generator().manual_seed(0), 0.1, **rule)
     assert record.gain.tolist() == [2.5, 1.0, 0.5, 0.5, 1.0, 1.5]
     # the random controls: the rule on random sets of the sizes of F and R, seeded
-    again = run(labels, targeting, layer, 3, torch.Generator().manual_seed(0), **rule)[0]
+    again = run(labels, targeting, layer, 3, torch.Generator().manual_seed(0), 0.1, **rule)[0]
     assert record.random_gain.shape == (3, 6) and torch.equal(record.random_gain, again.random_gain)
     assert ((record.random_gain == 0.5).sum(dim=1) == 2).all()
     assert record.inverse_gain.tolist() == [0.5, 1.0, 1.75, 1.1875, 1.0, 0.5]
@@ -158,7 +158,7 @@ def test_the_gains_carry_unresolved_labels():
     d = torch.zeros(1, 6, dtype=torch.float64)
     targeting = targeting_record(d, M)
     settings = {"compress": 0.5, "mode": "proportional", "max_gain": 4.0}
-    args = (labels, targeting, ScanLayer("conv", "conv", 6), 1, torch.Generator())
+    args = (labels, targeting, ScanLayer("conv", "conv", 6), 1, torch.Generator(), 0.1)
     record, info = run(*args, **settings)
     assert record.labels_resolved is False and info["headline"] == {"labels_resolved": False}
     assert Gains.from_dict(record.to_dict()).labels_resolved is False
@@ -214,6 +214,8 @@ def test_the_one_sided_arms_by_hand():
     labels = labels_record(PHI, LABELS, fraction=0.34)
     targeting = targeting_record(torch.zeros(1, 6, dtype=torch.float64), M)
     rule = {"compress": 0.5, "mode": "proportional", "max_gain": 4.0}
-    record, _ = run(labels, targeting, ScanLayer("conv", "conv", 6), 2, torch.Generator(), **rule)
+    record, _ = run(
+        labels, targeting, ScanLayer("conv", "conv", 6), 2, torch.Generator(), 1.0, **rule
+    )
     assert record.compress_only_gain.tolist() == [1.0, 1.0, 0.5, 0.5, 1.0, 1.0]
     assert record.amplify_only_gain.tolist() == [2.5, 1.0, 1.0, 1.0, 1.0, 1.5]

@@ -41,6 +41,7 @@ from .io import rerun_advice
 from .measures import MEASURES, Curve, measures
 from .models import load_checkpoint
 from .paired import BOOTSTRAP, margin_over_random, paired_gain, resamples, std
+from .recalibration import with_statistics
 from .records import FGSMSweep, Gains, OriginalAttacks, ScanLayer
 from .robustness import (
     Settings,
@@ -181,6 +182,12 @@ def variants(gains: Gains) -> dict[str, torch.Tensor]:
         "inverse": gains.inverse_gain,
         "compress_only": gains.compress_only_gain,
         "amplify_only": gains.amplify_only_gain,
+        # the recalibrated arm and its baseline (their BatchNorm statistics: `run`), if any
+        **(
+            {"recalibrated": gains.gain, "original_recalibrated": torch.ones_like(gains.gain)}
+            if gains.recalibrated_modules
+            else {}
+        ),
     }
 
 
@@ -208,6 +215,10 @@ def run(
         )
     models = {name: hardened if name == "hardened" else fold(model, layer, gate)
               for name, gate in gates.items() if name != "original"}  # fmt: skip
+    if "recalibrated" in models:  # the arm and its baseline, with the statistics harden made
+        names = gains.recalibrated_modules
+        models["recalibrated"] = with_statistics(hardened, names, gains.recalibrated_hardened)
+        models["original_recalibrated"] = with_statistics(model, names, gains.recalibrated_original)
     images, labels = test["images"], test["labels"]
     attacked, original_outcomes = original_results(original)
     results = {
@@ -219,6 +230,9 @@ def run(
     summary = summarise(
         results, settings.epsilons, settings.epsilon_labels, settings.seed, magnitude, gates
     )
+    if "recalibrated" not in gates:
+        why = f"no BatchNorm runs after {layer.neuron_name}: nothing to recalibrate"
+        summary["arms"]["recalibrated"] = {"absent": why}
     return summary_with(summary, autoattack, flag, gains, settings), curves(
         summary, settings.epsilons, settings.epsilon_labels
     )

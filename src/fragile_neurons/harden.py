@@ -16,14 +16,22 @@ so usually uniformly, as robust phi are the smallest) and F is compressed. The r
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
+from . import paths
 from .config import LABELS
+from .gates import fold
+from .inference import as_input
+from .io import load_split
+from .recalibration import later_batchnorms, recalibrate, statistics
 from .records import Gains, Labels, ScanLayer, Targeting
+from .scanset import scan_set
 
 
 @dataclass(frozen=True)
@@ -223,11 +231,11 @@ def run(
     layer: ScanLayer,
     random_controls: int,
     generator: torch.Generator,
+    tolerance: float,
     *,
     compress: float,
     mode: str,
     max_gain: float,
-    tolerance: float = 0.1,
 ) -> tuple[Gains, dict]:
     """The harden stage: the hardening's gains, the inverse control's, the one-sided arms'
     (`arms`) and `random_controls` random controls' (drawn by `generator`, matched on the moved
@@ -267,6 +275,47 @@ def run(
         "inverse": summarise(inverse, m),
     }
     return record, summary
+
+
+def recalibrated(
+    gains: Gains,
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+) -> Gains:
+    """`gains` with the hardened+recalibrated arm (method.md section 5): the BatchNorms after L
+    in `model` and their statistics re-estimated on the scan set's `images`, of the hardened
+    network (`model` with `gains.gain` folded in) and of `model` itself, its baseline
+    (`recalibration`). Unchanged for a network without a BatchNorm after L: the arm is absent."""
+    names = later_batchnorms(model, layer, as_input(images[:1], device))
+    if not names:
+        return gains
+    hardened = fold(model, layer, gains.gain)
+    stats = {
+        name: statistics(recalibrate(network, names, images, batch_size, device), names)
+        for name, network in (("hardened", hardened), ("original", model))
+    }
+    return dataclasses.replace(
+        gains,
+        recalibrated_modules=names,
+        recalibrated_hardened=stats["hardened"],
+        recalibrated_original=stats["original"],
+    )
+
+
+def load_inputs(
+    run: str, model: nn.Module, samples: int | None
+) -> tuple[ScanLayer, Labels, Targeting, torch.Tensor]:
+    """What the harden stage reads for run `run`: the scanned layer (of `model`), the labels and
+    the targeting (their neurons checked against the layer's), and the images of the scan set S
+    (`scan.samples` = `samples`), on which the recalibrated arm re-estimates its statistics."""
+    layer = ScanLayer.load(paths.layer_record(run), model=model)
+    labels = Labels.load(paths.labels_record(run), neurons=layer.channels)
+    targeting = Targeting.load(paths.targeting_record(run), neurons=layer.channels)
+    images, _ = scan_set(load_split(paths.prepared(run, "selection")), samples)
+    return layer, labels, targeting, images
 
 
 def table(gains: Gains, labels: Labels) -> pd.DataFrame:

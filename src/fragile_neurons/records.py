@@ -21,7 +21,7 @@ a DataError naming the file and the stage to rerun. Building a record runs nothi
 CSV tables for people and `dvc plots` are written from records (`frame`); no stage reads a CSV.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -473,6 +473,11 @@ class Gains(Record):
     random_tolerance: float  # evaluate.match_tolerance: |M'/M - 1| allowed
     compress_only_gain: torch.Tensor  # the arms of method.md section 5: c on R, 1 elsewhere
     amplify_only_gain: torch.Tensor  # the hardened gains on F, 1 elsewhere
+    # the hardened+recalibrated arm: the BatchNorms after L (none: the arm is absent) and their
+    # running means and variances re-estimated on S, of the hardened and of the original network
+    recalibrated_modules: list[str] = field(default_factory=list)
+    recalibrated_hardened: torch.Tensor = field(default_factory=lambda: torch.zeros(0).double())
+    recalibrated_original: torch.Tensor = field(default_factory=lambda: torch.zeros(0).double())
 
     def check(self) -> None:
         n = len(self.gain)
@@ -490,6 +495,11 @@ class Gains(Record):
                 raise ValueError(f"{name} must be finite")
         if not 0 < self.random_tolerance <= 1:
             raise ValueError(f"random_tolerance {self.random_tolerance} is not in (0, 1]")
+        size = len(self.recalibrated_hardened)
+        _tensor("recalibrated_hardened", self.recalibrated_hardened, torch.float64, size)
+        _tensor("recalibrated_original", self.recalibrated_original, torch.float64, size)
+        if (size == 0) != (len(self.recalibrated_modules) == 0):
+            raise ValueError("recalibrated statistics need their BatchNorms, and the reverse")
         for name in ("fragile", "robust"):
             idx = getattr(self, name)
             _tensor(name, idx, torch.int64, None)

@@ -18,6 +18,8 @@ VARIANT_STYLES = {  # variant: (colour, line style, legend name)
     "inverse": ("tab:blue", ":", "inverse (roles swapped)"),
     "compress_only": ("tab:orange", "-.", "compress-only"),
     "amplify_only": ("tab:purple", "-.", "amplify-only"),
+    "recalibrated": ("tab:green", "-", "hardened+recalibrated"),
+    "original_recalibrated": ("tab:olive", "-", "original recalibrated"),
 }
 ATTACK_TITLES = {
     "fgsm": "FGSM, white-box",
