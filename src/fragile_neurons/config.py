@@ -41,6 +41,10 @@ ARCH_ALLOWED = (
     " or ".join(repr(a) for a in ARCHS)
     + " or a builder 'package.module:function' (e.g. 'archs.my_models:small_cnn')"
 )
+# The images (channels, height = width) and classes of each dataset: what a run's prepared
+# splits and checkpoints must hold.
+IMAGE_SHAPES = {"mnist": (1, 28), "fashion_mnist": (1, 28), "cifar10": (3, 32)}
+CLASSES = 10
 # The raw files of each dataset in torchvision's layout (data.py reads exactly these).
 _IDX = [
     f"{split}-{kind}-idx{dims}-ubyte"
