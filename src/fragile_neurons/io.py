@@ -28,15 +28,15 @@ from .paths import producer
 
 # Why a write can fail that is no bug: the disk, the folder's permissions, a limit. Each is one
 # line naming the file (a DataError); the output it would replace is left as it was.
-WRITE_ERRORS = {
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted (an immutable file or folder?)",
-    errno.EROFS: "the file system is read-only",
-    errno.EFBIG: "the file is larger than the file-size limit (ulimit -f)",
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "the disk quota is exhausted",
-    errno.ENOTDIR: "a file stands where a folder of the path belongs",
-    errno.EISDIR: "a folder stands where the file belongs",
+WRITE_ERRORS = {  # errno: (what happened, what to do)
+    errno.EACCES: ("permission denied", "give this user write access to the folder"),
+    errno.EPERM: ("operation not permitted (an immutable file or folder?)", "make it writable"),
+    errno.EROFS: ("the file system is read-only", "mount it read-write or move the project"),
+    errno.EFBIG: ("larger than the file-size limit (ulimit -f)", "lift the limit"),
+    errno.ENOSPC: ("no space left on the device", "free some space"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free some space"),
+    errno.ENOTDIR: ("a file stands where a folder of the path belongs", "move it away"),
+    errno.EISDIR: ("a folder stands where the file belongs", "move it away"),
 }
 
 
@@ -59,9 +59,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise
+        what, remedy = WRITE_ERRORS[err.errno]
         raise DataError(
-            f"cannot write {path}: {WRITE_ERRORS[err.errno]} ({err.strerror}); nothing of it was "
-            f"written. Free the space or lift the limit, then rerun"
+            f"cannot write {path}: {what}; nothing of it was written (what was there is as it "
+            f"was). {remedy[0].upper()}{remedy[1:]}, then rerun the stage"
         ) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
