@@ -1068,3 +1068,103 @@ def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
         for name in ("train.csv", "attack.csv", "targeting.csv", "examples.png")
     ]
     assert {p for p in pristine[1] if p not in after} == set(earlier)
+
+
+# --- signals: a stage stopped mid-run leaves every output whole or as it was --------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_CSV, TRAIN_JSON = "plots/mnist/train.csv", "metrics/mnist/train.json"
+
+
+def long_training(project: Path) -> None:
+    """Train for long enough to be stopped mid-run (the tiny split: a fraction of a second per
+    epoch)."""
+    set_param("runs.mnist.train.epochs", 500).apply(project)
+
+
+def wait_for_an_epoch(project: Path, process: subprocess.Popen) -> None:
+    """Until train.csv is rewritten (an epoch done: the stage's signal handling is in place)."""
+    csv = project / TRAIN_CSV
+    before = csv.stat().st_mtime_ns
+    deadline = time.monotonic() + TIME_CAP
+    while csv.stat().st_mtime_ns == before:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+
+
+def assert_whole_or_as_it_was(project: Path, pristine: dict[str, str]) -> None:
+    """No temporary file left; the checkpoint and the metrics as they were; train.csv (rewritten
+    after every epoch) whole; nothing else changed."""
+    assert not [p for p in project.rglob("*.tmp")], "a temporary file was left"
+    after = md5s(project, skip={"params.yaml", TRAIN_CSV})
+    assert after == {p: h for p, h in pristine.items() if p not in ("params.yaml", TRAIN_CSV)}
+    header = (project / TRAIN_CSV).read_text().splitlines()[0]
+    assert "epoch" in header
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_stage_says_so_in_one_line_and_leaves_no_partial_output(
+    signum, project, pristine
+):
+    long_training(project)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py"), RUN],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_an_epoch(project, process)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=TIME_CAP)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("error: train mnist stopped by "), stderr
+    assert signal.Signals(signum).name in stderr
+    assert_whole_or_as_it_was(project, pristine[1])
+
+
+PARENT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, sys.argv[1], "mnist"], stderr=subprocess.DEVNULL)
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def exited(pid: int) -> bool:
+    """Whether process `pid` is gone or a zombie (exited, not yet reaped by its new parent)."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal")
+def test_a_stage_whose_parent_dies_stops_too(project, pristine):
+    """As when DVC is killed mid-stage: the stage must not go on to write its outputs outside
+    DVC's lock. The parent here is a Python process that runs the stage as DVC does."""
+    long_training(project)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(ROOT / "stages" / "train.py")],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(parent.stdout.readline())
+        wait_for_an_epoch(project, parent)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + TIME_CAP
+        while not exited(child):
+            assert time.monotonic() < deadline, "the stage outlived its parent"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        if not exited(child):
+            os.kill(child, signal.SIGKILL)
+    assert_whole_or_as_it_was(project, pristine[1])
