@@ -1128,9 +1128,18 @@ def test_a_stopped_stage_says_so_in_one_line_and_leaves_no_partial_output(
 
 
 PARENT = """
-import subprocess, sys
-child = subprocess.Popen([sys.executable, sys.argv[1], "mnist"], stderr=subprocess.DEVNULL)
-print(child.pid, flush=True)
+import shlex, subprocess, sys, time
+command = [sys.executable, sys.argv[1], "mnist"]
+if sys.argv[2] == "shell":  # as DVC runs a stage where $SHELL is dash: `sh -c <cmd>`, sh stays
+    command = ["/bin/sh", "-c", shlex.join(command) + "; exit $?"]
+child = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+pid = child.pid
+if sys.argv[2] == "shell":
+    children = f"/proc/{pid}/task/{pid}/children"
+    while not open(children).read().split():
+        time.sleep(0.01)
+    pid = int(open(children).read().split()[0])
+print(pid, flush=True)
 child.wait()
 """
 
@@ -1144,12 +1153,14 @@ def exited(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal")
-def test_a_stage_whose_parent_dies_stops_too(project, pristine):
+@pytest.mark.parametrize("via", ["exec", "shell"])
+def test_a_stage_whose_runner_dies_stops_too(via, project, pristine):
     """As when DVC is killed mid-stage: the stage must not go on to write its outputs outside
-    DVC's lock. The parent here is a Python process that runs the stage as DVC does."""
+    DVC's lock. The runner here is a Python process that runs the stage as DVC does: directly
+    (a shell that execs the command, as bash does) or behind `sh -c` that stays (dash)."""
     long_training(project)
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, str(ROOT / "stages" / "train.py")],
+        [sys.executable, "-c", PARENT, str(ROOT / "stages" / "train.py"), via],
         cwd=project,
         stdout=subprocess.PIPE,
         text=True,

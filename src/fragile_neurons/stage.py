@@ -4,8 +4,9 @@ It reads and validates params.yaml before any work, seeds everything, picks the 
 a bad setting or missing data into one line on stderr and exit status 2. The stage's wall-clock
 time goes to stderr, never into an output, so a rerun writes the same bytes.
 
-Signals: a stage stops when its parent dies (on Linux the kernel sends it SIGTERM: DVC killed
-mid-stage leaves no stage writing outputs afterwards, outside DVC's lock), and SIGTERM, SIGINT or
+Signals: a stage stops when its parent dies (on Linux the kernel sends it SIGTERM), or DVC behind
+a shell that stayed (a watcher thread: DVC killed mid-stage leaves no stage writing outputs
+afterwards, outside DVC's lock), and SIGTERM, SIGINT or
 SIGHUP stop it with one line and exit status 128 + the signal's number, after removing the
 temporary file of a write in progress (every output is written to a temporary file and renamed,
 so each output is either whole or as it was). SIGXFSZ is ignored, so a write beyond a file-size
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
@@ -87,6 +89,52 @@ def _stop(signum, frame):
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "busybox"}
+
+
+def _runner() -> int:
+    """The process that runs this stage: the parent, or where the parent is a shell that did not
+    exec the command (DVC runs `$SHELL -c <cmd>`; dash keeps itself between), its parent."""
+    parent = os.getppid()
+    try:
+        comm = Path(f"/proc/{parent}/comm").read_text().strip()
+        if comm in SHELLS:
+            stat = Path(f"/proc/{parent}/stat").read_text()
+            return int(stat.rpartition(")")[2].split()[1])  # field 4: the shell's parent
+    except (OSError, ValueError, IndexError):
+        pass
+    return parent
+
+
+@contextmanager
+def stopped_with_runner() -> Iterator[None]:
+    """Within the block, SIGTERM to this process when the runner (`_runner`: DVC) exits, by a
+    thread that waits on a pidfd of it (Linux >= 5.3; elsewhere nothing). The parent-death
+    signal covers a direct parent; this covers DVC behind a shell that stays."""
+    runner = _runner()
+    try:
+        pidfd = os.pidfd_open(runner)
+    except (AttributeError, OSError):
+        yield
+        return
+    stop_r, stop_w = os.pipe()
+
+    def watch():
+        ready, _, _ = select.select([pidfd, stop_r], [], [])
+        if pidfd in ready and stop_r not in ready:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, name="runner-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        os.write(stop_w, b"x")
+        watcher.join()
+        for fd in (pidfd, stop_r, stop_w):
+            os.close(fd)
+
+
 def stop_with_parent() -> bool:
     """Linux: ask the kernel to send this process SIGTERM when its parent dies (DVC runs a
     stage's command through a shell that execs it, so the parent is DVC). Returns whether the
@@ -128,7 +176,7 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
     args = parser.parse_args(argv)
     stage = Path(sys.argv[0]).stem if argv is None else body.__name__
     keep_freed_memory()
-    with signals_handled():
+    with signals_handled(), stopped_with_runner():
         _run(body, args, stage)
 
 
