@@ -820,6 +820,7 @@ def can_freeze() -> bool:
 
 FROZEN = pytest.mark.skipif(not can_freeze(), reason="needs root and a file system with chattr +i")
 RERUN_TRAIN = "rerun `dvc repro --force train@mnist`"
+TRAIN_CSV = "plots/mnist/train.csv"  # train's curves, rewritten after every epoch
 RERUN_HARDEN = "rerun `dvc repro --force harden@mnist`"
 SIZE = "more than a"
 
@@ -958,6 +959,8 @@ HOSTILE_CASES = [
     # writes that the disk, a limit or the folder refuses
     case("file-size-limit", "harden", NOTHING, HARDENED, "larger than the file-size limit",
          "Lift the limit", file_limit=64 << 10),
+    case("file-size-limit-at-train", "train", Mutation((TRAIN_CSV,), lambda _: None), MODEL,
+         "larger than the file-size limit", "Lift the limit", file_limit=64 << 10),
     case("no-space-left", "attack", NOTHING, SWEEP, "no space left on the device",
          "Free some space", fault=raising(os, "replace", errno.ENOSPC)),
     case("read-only-file-system", "scan", NOTHING, MEASUREMENTS, "the file system is read-only",
@@ -1073,7 +1076,6 @@ def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
 # --- signals: a stage stopped mid-run leaves every output whole or as it was --------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_CSV, TRAIN_JSON = "plots/mnist/train.csv", "metrics/mnist/train.json"
 
 
 def long_training(project: Path) -> None:
@@ -1179,3 +1181,24 @@ def test_a_stage_whose_runner_dies_stops_too(via, project, pristine):
         if not exited(child):
             os.kill(child, signal.SIGKILL)
     assert_whole_or_as_it_was(project, pristine[1])
+
+
+def test_a_refused_layer_is_not_listed_among_the_allowed():
+    """scan.layer naming a convolution that never runs: the allowed names are those that do."""
+    from torch import nn
+
+    from fragile_neurons.errors import ParamError
+    from fragile_neurons.layers import resolve_layer
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.unused = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return self.conv(x).flatten(1)
+
+    with pytest.raises(ParamError) as err:
+        resolve_layer(Model(), torch.zeros(1, 1, 8, 8), "unused")
+    assert str(err.value).endswith("expected null or the name of an nn.Conv2d the model runs: "
+                                   "['conv']")  # fmt: skip
