@@ -10,8 +10,8 @@ from fragile_neurons.stage import Context, run_stage
 def main(ctx: Context) -> None:
     """Attack: data/attack/<run>/{sweep,scan_sweep,layer,targeting}.pt, metrics/<run>/attack.json,
     plots/<run>/{attack,targeting}.csv and examples.png."""
-    selection = io.load_split(paths.prepared(ctx.name, "selection"))
-    test = io.load_split(paths.prepared(ctx.name, "test"))
+    selection = io.load_split(paths.prepared(ctx.name, "selection"), ctx.run["dataset"])
+    test = io.load_split(paths.prepared(ctx.name, "test"), ctx.run["dataset"])
     model, _ = load_trained(ctx.name, ctx.run)
     settings = attack.Settings.from_params(ctx.params, ctx.name, ctx.device)
     result = attack.run(model, selection, test, settings)

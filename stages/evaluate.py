@@ -9,7 +9,7 @@ from fragile_neurons.stage import Context, run_stage
 def main(ctx: Context) -> None:
     """Evaluate: metrics/<run>/evaluate.json, plots/<run>/evaluate.csv and robustness.png."""
     settings = Settings.from_params(ctx.params, ctx.name, ctx.device)
-    test = io.load_split(paths.prepared(ctx.name, "test"))
+    test = io.load_split(paths.prepared(ctx.name, "test"), ctx.run["dataset"])
     model, _ = models.load_trained(ctx.name, ctx.run)
     layer = records.ScanLayer.load(paths.layer_record(ctx.name), model=model)
     gains = records.Gains.load(paths.gains_record(ctx.name), neurons=layer.channels)

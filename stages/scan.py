@@ -10,7 +10,7 @@ from fragile_neurons.stage import Context, run_stage
 
 def main(ctx: Context) -> None:
     """Scan: data/scan/<run>/measurements.pt, metrics/<run>/scan.json, plots/<run>/scan.csv."""
-    selection = io.load_split(paths.prepared(ctx.name, "selection"))
+    selection = io.load_split(paths.prepared(ctx.name, "selection"), ctx.run["dataset"])
     model, _ = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     settings = scan.Settings.from_params(ctx.params, ctx.name, ctx.device)

@@ -8,19 +8,19 @@ from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Train: models/<run>/model.pt, metrics/<run>/train.json, plots/<run>/train.csv (the curves
-    are rewritten after every epoch, so `dvc exp show` and DVC's VS Code plots follow the run)."""
-    train_split = io.load_split(paths.prepared(ctx.name, "train"))
-    test_split = io.load_split(paths.prepared(ctx.name, "test"))
+    """Train: models/<run>/model.pt; plots/<run>/train.csv, rewritten after every epoch (DVC's
+    plots follow the run); metrics/<run>/train.json once the model is saved."""
+    train_split = io.load_split(paths.prepared(ctx.name, "train"), ctx.run["dataset"])
+    test_split = io.load_split(paths.prepared(ctx.name, "test"), ctx.run["dataset"])
     settings = train.Settings.from_params(ctx.params, ctx.name, ctx.device)
 
-    def write_curves(model, history):
+    def write_curves(_, history):
         io.write_csv(paths.plot(ctx.name, "train.csv"), pd.DataFrame(history))
-        metrics = {**train.metrics(model, history), **ctx.runtime()}
-        io.write_json(paths.metrics(ctx.name, "train"), metrics)
 
-    model, spec, _ = train.run(train_split, test_split, settings, ctx.generator, write_curves)
+    model, spec, history = train.run(train_split, test_split, settings, ctx.generator, write_curves)
     save_checkpoint(paths.model(ctx.name), model, spec)
+    metrics = {**train.metrics(model, history), **ctx.runtime()}
+    io.write_json(paths.metrics(ctx.name, "train"), metrics)
 
 
 if __name__ == "__main__":

@@ -225,19 +225,23 @@ LABELS = torch.tensor([0, 1, 2, 0, 1])
         ({"labels": [0, 1, 2, 0, 1]}, "integer class indices, got list"),
         ({"labels": LABELS + 1}, r"labels must lie in \[0, 3\) for a model of 3 logits"),
         ({"labels": LABELS - 1}, r"labels must lie in \[0, 3\)"),
-        ({"epsilons": []}, "epsilons = \\[\\]; expected a non-empty list"),
-        ({"epsilons": 0.1}, "epsilons = 0.1; expected a non-empty list"),
-        ({"epsilons": [0]}, "expected increasing, one of them > 0"),
-        ({"epsilons": [0.2, 0.1]}, "expected increasing"),
-        ({"epsilons": [0, 2]}, r"epsilons\[1\] = 2; expected an epsilon in \[0, 1\]"),
-        ({"epsilons": [0, "a/b"]}, r"epsilons\[1\] = 'a/b'; expected a number or a fraction"),
+        ({"epsilons": []}, "epsilons = \\[\\] is not allowed; expected a non-empty list"),
+        ({"epsilons": 0.1}, "epsilons = 0.1 is not allowed; expected a non-empty list"),
+        ({"epsilons": [0]}, "expected at least one positive epsilon"),
+        ({"epsilons": [0.2, 0.1]}, "expected epsilons in strictly increasing order"),
+        ({"epsilons": [0, 0.1, 0.1000001]}, "'0.1' in metrics and plots"),
+        (
+            {"epsilons": [0, 2]},
+            r"epsilons\[1\] = 2 is not allowed; expected an epsilon in \[0, 1\]",
+        ),
+        ({"epsilons": [0, "a/b"]}, r"epsilons\[1\] = 'a/b' is not allowed; expected a number or a"),
         ({"layer_name": "fc"}, "layer_name = 'fc' is not an nn.Conv2d; convolutions: \\['conv'\\]"),
         ({"layer_name": "conv9"}, "layer_name = 'conv9' is not a module"),
         ({"model": "resnet18"}, "model must be an nn.Module, not str"),
-        ({"batch_size": 0}, "batch_size = 0; expected an integer >= 1"),
+        ({"batch_size": 0}, "batch_size = 0 is not allowed; expected an integer >= 1"),
         (
             {"label_mode": "guess"},
-            "label_mode = 'guess'; expected one of \\['true', 'predicted'\\]",
+            "label_mode = 'guess' is not allowed; expected true or 'predicted'",
         ),
         ({"device": "gpu0"}, "device = 'gpu0'; expected e.g. 'cpu'"),
     ],
@@ -257,11 +261,14 @@ def test_bad_inputs_are_clear_value_errors(change, message):
     [
         (
             {"adversarial": "both"},
-            "adversarial = 'both'; expected one of \\['transfer', 'adaptive'\\]",
+            "adversarial = 'both' is not allowed; expected 'transfer' or 'adaptive'",
         ),
-        ({"score": "loss"}, "score = 'loss'; expected one of"),
-        ({"label_fraction": 0.6}, r"label_fraction = 0.6; expected a number in \(0, 0.5\]"),
-        ({"label_fraction": 0}, r"label_fraction = 0;"),
+        ({"score": "loss"}, "score = 'loss' is not allowed; expected 'clean' or"),
+        (
+            {"label_fraction": 0.6},
+            r"label_fraction = 0.6 is not allowed; expected a number in \(0.0, 0.5\]",
+        ),
+        ({"label_fraction": 0}, r"label_fraction = 0 is not allowed"),
     ],
 )
 def test_bad_scan_options_are_clear_value_errors(options, message):
@@ -275,17 +282,23 @@ def test_uint8_images_are_pixels_and_a_seed_is_checked():
     a = attack_share(model, None, pixels, LABELS, [0.1])
     b = attack_share(model, None, pixels.float() / 255, LABELS, [0.1])
     assert torch.equal(a.share, b.share)
-    with pytest.raises(ValueError, match="seed = -1; expected an integer >= 0"):
+    with pytest.raises(ValueError, match="seed = -1 is not allowed; expected an integer >= 0"):
         attack_share(model, None, IMAGES, LABELS, [0.1], seed=-1)
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"compress": 1.5}, r"compress = 1.5; expected a number in \[0, 1\]"),
-        ({"compress": "half"}, r"compress = 'half'; expected a number in \[0, 1\]"),
-        ({"mode": "greedy"}, "mode = 'greedy'; expected one of \\['proportional', 'uniform'\\]"),
-        ({"max_gain": 0.5}, "max_gain = 0.5; expected a number >= 1"),
+        ({"compress": 1.5}, r"compress = 1.5 is not allowed; expected a number in \[0.0, 1.0\]"),
+        (
+            {"compress": "half"},
+            r"compress = 'half' is not allowed; expected a number in \[0.0, 1.0\]",
+        ),
+        (
+            {"mode": "greedy"},
+            "mode = 'greedy' is not allowed; expected 'proportional' or 'uniform'",
+        ),
+        ({"max_gain": 0.5}, r"max_gain = 0.5 is not allowed; expected a number in \[1.0, inf\)"),
     ],
 )
 def test_bad_hardening_options_are_clear_value_errors(options, message):

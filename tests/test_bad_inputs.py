@@ -1,22 +1,34 @@
 """Bad inputs, one at a time, against a tiny project whose every stage has run once.
 
 Each case copies that project, spoils one input (a param, a raw data file, a checkpoint, a record,
-a run name) and runs one stage in-process. It must stop with exit status 2 and exactly one line on
-stderr, ``error: ...``, that names the key or file, what was given and what is allowed (for a file:
-what to do about it), and it must leave every other file of the project as it was, with no new
-file. The malicious files would create a marker file if anything unpickled them with the general
-unpickler (`test_the_payloads_are_live` proves it); the marker must never appear.
+a run name; a size, a structure, a disk that refuses a write) and runs one stage in a forked child
+of the test process, as `python stages/<stage>.py <run>` would run it, under a memory cap (its
+address space at most 1 GiB beyond the test process's) and a time cap. It must stop with exit
+status 2 and exactly one line on stderr, ``error: ...``, that names the key or file, what was
+given and what is allowed (for a file: what to do about it), and it must leave every other file
+of the project as it was, with no new file. The malicious files would create a marker file if
+anything unpickled them with the general unpickler (`test_the_payloads_are_live` proves it); the
+marker must never appear.
 """
 
 from __future__ import annotations
 
+import codecs
 import copy
+import errno
 import hashlib
 import io
+import os
 import pickle
 import random
+import resource
 import shutil
+import signal
+import struct
+import subprocess
 import sys
+import time
+import traceback
 import zipfile
 from collections.abc import Callable
 from contextlib import chdir, redirect_stderr, redirect_stdout
@@ -29,6 +41,7 @@ import yaml
 from conftest import run_script
 
 from fragile_neurons import check, data
+from fragile_neurons.models import build_model, save_checkpoint
 
 RUN = "mnist"
 STAGES = (
@@ -87,19 +100,90 @@ GAINS = "data/harden/mnist/gains.pt"
 # --- the stages, run in-process as `python stages/<stage>.py <run>` runs them ----------------
 
 
-def run(stage: str, run_name: str = RUN) -> None:
-    """One stage in the current directory; `check` validates params.yaml as dvc.yaml runs it."""
+def run(stage: str, run_name: str = RUN, args: tuple[str, ...] = ()) -> None:
+    """One stage in the current directory; `check` validates params.yaml as dvc.yaml runs it (or
+    the overrides `args`, as `fragile-neurons check` takes them)."""
     if stage == "check":
-        check.main([])
+        check.main(list(args))
     else:
         run_script(stage, run_name)
 
 
-def md5s(project: Path) -> dict[str, str]:
+MEMORY_HEADROOM = 1 << 30  # what a case may map beyond the test process's address space
+TIME_CAP = 90  # seconds a case may take (a few, but this machine may be busy)
+
+
+def address_space() -> int:
+    """This process's virtual memory size in bytes (Linux: VmSize)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+def run_bounded(
+    project: Path,
+    stage: str,
+    run_name: str = RUN,
+    args: tuple[str, ...] = (),
+    fault: Callable[[], None] | None = None,
+    file_limit: int | None = None,
+) -> tuple[int, str]:
+    """`run(stage, run_name, args)` in `project`, in a forked child whose address space may grow
+    by MEMORY_HEADROOM at most (RLIMIT_AS) and whose files may hold `file_limit` bytes
+    (RLIMIT_FSIZE), after `fault()` (a fault injected into the child alone). Returns its exit
+    status (-N: killed by signal N) and its stderr; fails the test beyond TIME_CAP seconds."""
+    err_path = project.parent / f"stderr-{time.monotonic_ns()}.txt"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 2)
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            limit = address_space() + MEMORY_HEADROOM
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            if file_limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+            os.chdir(project)
+            if fault is not None:
+                fault()
+            try:
+                run(stage, run_name, args)
+                code = 0
+            except SystemExit as err:
+                code = err.code if isinstance(err.code, int) else 1
+        except BaseException:  # a traceback instead of one line: shown in the failure
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + TIME_CAP
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"{stage} took more than {TIME_CAP} s")
+        time.sleep(0.02)
+    stderr = err_path.read_text()
+    err_path.unlink()
+    return os.waitstatus_to_exitcode(status), stderr
+
+
+def md5s(project: Path, skip: set[str] = frozenset()) -> dict[str, str]:
+    """md5 of every file of the project but `skip` (relative paths; a huge sparse file is not
+    read)."""
     return {
-        p.relative_to(project).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        rel: hashlib.md5(p.read_bytes()).hexdigest()
         for p in sorted(project.rglob("*"))
-        if p.is_file()
+        if p.is_file() and (rel := p.relative_to(project).as_posix()) not in skip
     }
 
 
@@ -309,6 +393,9 @@ class Case(NamedTuple):
     given: str | Callable[[Path], str]  # what was given (computed from the spoilt project)
     allowed: str  # what is allowed, or for a file what to do about it
     run: str = RUN
+    args: tuple[str, ...] = ()  # check's command line
+    fault: Callable[[], None] | None = None  # injected into the stage's process alone
+    file_limit: int | None = None  # RLIMIT_FSIZE of the stage's process
 
 
 def case(id_, *args, marks=(), **kwargs):
@@ -620,7 +707,278 @@ DATA_CASES = [
          "gain must be finite", "rerun `dvc repro --force harden@mnist`"),
 ]  # fmt: skip
 
-CASES = PARAMS_CASES + RUN_NAME_CASES + DATA_CASES
+# --- hostile sizes, structures and disks (issue 25) ---------------------------------------------
+
+GIB = 1 << 30
+# A YAML "billion laughs": 10 levels of 10 aliases each, 10**10 strings once expanded, ~500 bytes.
+ALIAS_BOMB = "lol0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)
+)
+
+
+def sparse(rel: str, size: int, head: bytes = b"") -> Mutation:
+    """`rel` replaced by `head` then zeros up to `size` bytes, a sparse file (no disk used)."""
+
+    def apply(project):
+        path = project / rel
+        path.write_bytes(head)
+        os.truncate(path, size)
+
+    return Mutation((rel,), apply)
+
+
+class Evil:
+    """Pickled, this asks the unpickler to call `function(*args)`."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def cifar_pickle(rel: str, data: Any) -> Mutation:
+    """A CIFAR-10 batch whose 'data' is `data` (pickled by the general pickler, protocol 2)."""
+    blob = pickle.dumps({"data": data, "labels": [0]}, protocol=2)
+    return file_bytes(rel, lambda _: blob)
+
+
+def array_of_shape(shape: tuple[int, ...]) -> bytes:
+    """A pickled batch whose array's state claims `shape` over 6 bytes of data (the pickle as
+    numpy writes it for a 2 x 3 uint8 array, with the shape rewritten)."""
+    import numpy as np
+
+    blob = pickle.dumps({"data": np.zeros((2, 3), np.uint8), "labels": [0, 0]}, protocol=2)
+    old = b"K\x02K\x03\x86"  # BININT1 2, BININT1 3, TUPLE2: the state's shape
+    assert blob.count(old) == 1
+    return blob.replace(old, b"".join(b"J" + struct.pack("<i", n) for n in shape) + b"\x86")
+
+
+def checkpoint(channels: int, size: int, classes: int) -> Mutation:
+    """models/mnist/model.pt replaced by a fresh mnist_cnn for other images or classes, its
+    spec and weights consistent."""
+
+    def apply(project):
+        model = build_model(
+            "mnist_cnn", channels, size, classes, [0.5] * channels, [0.25] * channels
+        )
+        save_checkpoint(project / MODEL, model, {"arch": "mnist_cnn", "channels": channels,
+                                                 "size": size, "classes": classes})  # fmt: skip
+
+    return Mutation((MODEL,), apply)
+
+
+def state(rel: str, edit: Callable[[dict], Any]) -> Mutation:
+    """A checkpoint's state_dict edited in place."""
+    return edit_record(rel, lambda blob: edit(blob["state_dict"]))
+
+
+def cifar_images(split: dict) -> None:
+    """A prepared split's images swapped for 3 x 32 x 32 ones (and its mean and std for three
+    channels): a split of another dataset."""
+    n = len(split["labels"])
+    split.update(images=torch.zeros(n, 3, 32, 32, dtype=torch.uint8), mean=torch.full((3,), 0.5),
+                 std=torch.full((3,), 0.25))  # fmt: skip
+
+
+def raising(where: Any, name: str, code: int) -> Callable[[], None]:
+    """A fault: `where.name` replaced by a function that fails with OSError `code`."""
+
+    def fault():
+        def fail(*args, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        setattr(where, name, fail)
+
+    return fault
+
+
+CHATTR = shutil.which("chattr")
+
+
+def freeze(rel: str) -> Mutation:
+    """`rel` (a folder) made immutable (chattr +i): nothing in it can be created, replaced or
+    removed, not even by root."""
+
+    def apply(project):
+        subprocess.run([CHATTR, "+i", str(project / rel)], check=True, capture_output=True)
+
+    return Mutation((), apply)
+
+
+def unfreeze(project: Path) -> None:
+    """Undo `freeze` anywhere in the project (a no-op where nothing is frozen)."""
+    if CHATTR is not None:
+        subprocess.run([CHATTR, "-R", "-i", str(project)], capture_output=True)
+
+
+def can_freeze() -> bool:
+    if CHATTR is None or os.geteuid() != 0:
+        return False
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([CHATTR, "+i", tmp], capture_output=True).returncode == 0
+        subprocess.run([CHATTR, "-i", tmp], capture_output=True)
+    return done
+
+
+FROZEN = pytest.mark.skipif(not can_freeze(), reason="needs root and a file system with chattr +i")
+RERUN_TRAIN = "rerun `dvc repro --force train@mnist`"
+TRAIN_CSV = "plots/mnist/train.csv"  # train's curves, rewritten after every epoch
+RERUN_HARDEN = "rerun `dvc repro --force harden@mnist`"
+SIZE = "more than a"
+
+HOSTILE_CASES = [
+    # params.yaml: structure and size
+    case("yaml-alias-bomb", "check", params_text(lambda text: ALIAS_BOMB + text), "params.yaml",
+         "<an alias *a0 at line 2>", "YAML without aliases"),
+    case("yaml-alias-bomb-in-a-stage", "train", params_text(lambda text: ALIAS_BOMB + text),
+         "params.yaml", "<an alias *a0", "YAML without aliases"),
+    case("yaml-alias-merge-key", "check",
+         replace("scan:\n", "base: &b {score: clean}\nscan:\n  <<: *b\n"),
+         "params.yaml", "<an alias *b", "YAML without aliases"),
+    case("yaml-nested-10000-deep", "check",
+         params_text(lambda text: text + "deep: " + "[" * 10_000 + "]" * 10_000 + "\n"),
+         "params.yaml", "<nested too deep>", "nested at most 32 levels"),
+    case("yaml-10-GB-sparse", "check", sparse("params.yaml", 10 * GIB, b"seed: 0\n"),
+         "params.yaml", f"<{10 * GIB} bytes>", "a YAML file of at most 1048576 bytes"),
+    case("yaml-2-MB-of-comments", "check",
+         params_text(lambda text: text + ("# " + "x" * 98 + "\n") * 20_000), "params.yaml",
+         "<202", "at most 1048576 bytes"),
+    case("seed-a-string-of-900-kB", "check", set_param("seed", "x" * 900_000), "seed", "'xxxx",
+         "an integer >= 0"),
+    case("runs-101", "check",
+         params_edit(lambda params, _: params["runs"].update(
+             {f"r{i}": copy.deepcopy(params["runs"][RUN]) for i in range(100)})),
+         "runs", "{'mnist': ", "at most 100 runs"),
+    case("run-name-non-ascii", "check", rename_run("mnïst"), "runs", "'mnïst'", "ASCII only"),
+    # cost knobs
+    case("random_controls-1000000", "check", set_param("evaluate.random_controls", 1_000_000),
+         "evaluate.random_controls", "1000000", "at most 1000 (the permutation p-value's floor"),
+    case("pgd-steps-1000000", "check", set_param("evaluate.pgd.steps", 1_000_000),
+         "evaluate.pgd.steps", "1000000", "at most 1000"),
+    case("autoattack-steps-1000000", "check", set_param("evaluate.autoattack.steps", 1_000_000),
+         "evaluate.autoattack.steps", "1000000", "at most 1000 (AutoAttack's standard is 100)"),
+    case("autoattack-images-beyond-a-test-split", "check",
+         set_param("evaluate.autoattack.images", 10_001), "evaluate.autoattack.images", "10001",
+         "at most 10000"),
+    case("samples-10**9", "check", set_param("evaluate.samples", 10**9), "evaluate.samples",
+         "1000000000", "at most 10000"),
+    case("threads-1000000", "check", set_param("threads", 1_000_000), "threads", "1000000",
+         "at most 1024"),
+    case("batch_size-10**9", "check", set_param("batch_size", 10**9), "batch_size", "1000000000",
+         "at most 60000"),
+    case("epsilons-65", "check",
+         set_param("runs.mnist.attack.epsilons", [i / 100 for i in range(65)]),
+         "runs.mnist.attack.epsilons", "[0.0, 0.01", "at most 64 epsilons"),
+    case("sweep-of-100000-seeds", "check", NOTHING, "-S", "'seed=range(0,100000)'",
+         "at most 100 experiments", args=("-S", "seed=range(0,100000)")),
+    case("sweep-of-10**12-seeds", "check", NOTHING, "-S", "'seed=range(0,1000000000000)'",
+         "--max-experiments N", args=("-S", "seed=range(0,1000000000000)")),
+    case("sweep-product-over-the-limit", "check", NOTHING, "-S",
+         "'seed=range(0,30) scan.score=clean,adversarial,difference,clean'",
+         "at most 100 experiments",
+         args=("-S", "seed=range(0,30)", "-S", "scan.score=clean,adversarial,difference,clean")),
+    case("max-experiments-0", "check", NOTHING, "--max-experiments", "0", "an integer >= 1",
+         args=("--max-experiments", "0", "-S", "seed=1")),
+    # epsilon names and messages
+    case("epsilon-names-collide", "check",
+         set_param("runs.mnist.attack.epsilons", [0, 0.1, 0.1000001]),
+         "runs.mnist.attack.epsilons", "[0, 0.1, 0.1000001]",
+         "0.1 and 0.1000001 are both named '0.1'"),
+    case("epsilon-names-collide-at-6-digits", "check",
+         set_param("runs.mnist.attack.epsilons", [0, 0.123456, 0.1234561]),
+         "runs.mnist.attack.epsilons", "0.1234561", "are both named '0.123456'"),
+    case("data.root-a-file", "prepare",
+         both(Mutation(("rootfile",), lambda p: (p / "rootfile").write_text("x")),
+              set_param("data.root", "rootfile")),
+         "data.root", "'rootfile'", "a folder (torchvision's root"),
+    # raw files: sizes before reading, the unpickler's arrays
+    case("idx-12-GB-sparse", "prepare", sparse(IDX, 12 * 10**9), IDX,
+         f"is {12 * 10**9} bytes", f"{SIZE} t10k-images-idx3-ubyte can be (7840016 bytes)"),
+    case("idx-3-GB-sparse-pinned", "prepare",
+         both(sparse(LABELS_IDX, 3 * GIB, struct.pack(">II", 2049, 3 * GIB - 8)),
+              set_param("data.accept_checksum_mismatch.mnist.train-labels-idx1-ubyte", "0" * 32)),
+         LABELS_IDX, f"is {3 * GIB} bytes", f"{SIZE} train-labels-idx1-ubyte can be (60008"),
+    case("cifar-batch-2-GB-sparse-pinned", "prepare", both(cifar_run(None), sparse(BATCH, 2 * GIB)),
+         BATCH, f"is {2 * GIB} bytes", f"{SIZE} data_batch_1 can be ({64 << 20} bytes)",
+         run="cifar"),
+    case("cifar-meta-1-MB", "prepare", both(cifar_run(None), sparse(META, 1 << 20)), META,
+         f"is {1 << 20} bytes", f"{SIZE} batches.meta can be ({64 << 10} bytes)", run="cifar"),
+    case("cifar-ndarray-called", "prepare",
+         cifar_run(cifar_pickle(BATCH, Evil(__import__("numpy").ndarray, (400_000_000,), "f4"))),
+         BATCH, "numpy.ndarray to be called", "Refusing to load it", run="cifar"),
+    case("cifar-array-of-10**10-bytes", "prepare",
+         cifar_run(file_bytes(BATCH, lambda _: array_of_shape((100_000, 100_000)))), BATCH,
+         "an array of shape (100000, 100000)", "Refusing to load it", run="cifar"),
+    case("cifar-reconstruct-of-a-shape", "prepare",
+         cifar_run(cifar_pickle(BATCH, Evil(data._reconstruct, __import__("numpy").ndarray,
+                                            (400_000_000,), b"f"))),
+         BATCH, "array reconstruction with arguments numpy never writes", "Refusing", run="cifar"),
+    case("cifar-object-array", "prepare",
+         cifar_run(cifar_pickle(BATCH, __import__("numpy").array([None, 1], dtype=object))),
+         BATCH, "an array of dtype 'object'", "Refusing to load it", run="cifar"),
+    case("cifar-codec-hex", "prepare",
+         cifar_run(cifar_pickle(BATCH, Evil(codecs.encode, "ab" * 8, "hex"))), BATCH,
+         "_codecs.encode with codec 'hex'", "Refusing to load it", run="cifar"),
+    # checkpoints and prepared splits against the run
+    case("model-of-3-channels", "attack", checkpoint(3, 28, 10), MODEL,
+         "a model of 3 x 28 x 28 images and 10 classes", "not of mnist's 1 x 28 x 28 images"),
+    case("model-of-100-classes", "scan", checkpoint(1, 28, 100), MODEL, "and 100 classes",
+         RERUN_TRAIN),
+    case("model-spec-size-1000", "attack",
+         edit_record(MODEL, lambda blob: blob["spec"].update(size=1000)), MODEL,
+         "1000 x 1000 images", "not of mnist's 1 x 28 x 28"),
+    case("hardened-spec-size-1000", "evaluate",
+         edit_record(HARDENED, lambda blob: blob["spec"].update(size=1000)), HARDENED,
+         "not (128, 3936256) as its spec builds it", RERUN_HARDEN),
+    case("model-nan-weight", "attack",
+         state(MODEL, lambda s: s["fc2.weight"].__setitem__((0, 0), float("nan"))), MODEL,
+         "its weight fc2.weight is not finite", RERUN_TRAIN),
+    case("model-std-0", "harden", state(MODEL, lambda s: s["normalize.std"].zero_()), MODEL,
+         "normalisation std [0.0] is not > 0", RERUN_TRAIN),
+    case("model-dead", "attack",
+         state(MODEL, lambda s: (s["fc2.weight"].zero_(), s["fc2.bias"].zero_())), MODEL,
+         "predicts class 0 for every one of 40 images of the scan set S",
+         "a dead or degenerate model"),
+    case("model-overflowing", "attack",
+         state(MODEL, lambda s: s["fc2.weight"].mul_(1e38)), MODEL,
+         "gives non-finite logits on 40 images", RERUN_TRAIN),
+    case("hardened-nan-weight", "evaluate",
+         state(HARDENED, lambda s: s["conv1.weight"].__setitem__(0, float("nan"))), HARDENED,
+         "its weight conv1.weight is not finite", RERUN_HARDEN),
+    case("selection-split-of-cifar-images", "attack", edit_record(SELECTION_SPLIT, cifar_images),
+         SELECTION_SPLIT, "holds 3 x 32 x 32 images", "not mnist's 1 x 28 x 28"),
+    case("selection-split-of-cifar-images-at-scan", "scan",
+         edit_record(SELECTION_SPLIT, cifar_images), SELECTION_SPLIT, "holds 3 x 32 x 32 images",
+         RERUN_PREPARE),
+    case("test-split-of-cifar-images-at-evaluate", "evaluate",
+         edit_record(TEST_SPLIT, cifar_images), TEST_SPLIT, "holds 3 x 32 x 32 images",
+         RERUN_PREPARE),
+    case("train-split-std-0", "train", edit_record(TRAIN_SPLIT, lambda s: s["std"].zero_()),
+         TRAIN_SPLIT, "its std is not 1 finite numbers > 0", RERUN_PREPARE),
+    case("test-split-mean-nan", "attack",
+         edit_record(TEST_SPLIT, lambda s: s["mean"].fill_(float("nan"))), TEST_SPLIT,
+         "its mean is not 1 finite numbers", RERUN_PREPARE),
+    # writes that the disk, a limit or the folder refuses
+    case("file-size-limit", "harden", NOTHING, HARDENED, "larger than the file-size limit",
+         "Lift the limit", file_limit=64 << 10),
+    case("file-size-limit-at-train", "train", Mutation((TRAIN_CSV,), lambda _: None), MODEL,
+         "larger than the file-size limit", "Lift the limit", file_limit=64 << 10),
+    case("no-space-left", "attack", NOTHING, SWEEP, "no space left on the device",
+         "Free some space", fault=raising(os, "replace", errno.ENOSPC)),
+    case("read-only-file-system", "scan", NOTHING, MEASUREMENTS, "the file system is read-only",
+         "Mount it read-write", fault=raising(__import__("tempfile"), "mkstemp", errno.EROFS)),
+    case("permission-denied", "correlate", NOTHING, "metrics/mnist/correlate.json",
+         "permission denied", "Give this user write access",
+         fault=raising(__import__("tempfile"), "mkstemp", errno.EACCES)),
+    case("immutable-metrics-folder", "correlate", freeze("metrics/mnist"),
+         "metrics/mnist/correlate.json", "operation not permitted", "Make it writable",
+         marks=FROZEN),
+]  # fmt: skip
+
+CASES = PARAMS_CASES + RUN_NAME_CASES + DATA_CASES + HOSTILE_CASES
 
 
 # --- the test ----------------------------------------------------------------------------------
@@ -634,21 +992,16 @@ def project(pristine, tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("bad", CASES)
-def test_a_bad_input_is_one_line_and_exit_status_2(bad: Case, project, pristine, capsys):
+def test_a_bad_input_is_one_line_and_exit_status_2(bad: Case, project, pristine):
     bad.mutation.apply(project)
-    capsys.readouterr()
-    with chdir(project):
-        try:
-            run(bad.stage, bad.run)
-        except SystemExit as err:
-            status = err.code
-        except Exception as err:  # a traceback instead of one line
-            pytest.fail(f"{bad.stage} raised {type(err).__name__}: {err}")
-        else:
-            pytest.fail(f"{bad.stage} accepted it")
-    stderr = capsys.readouterr().err
-
-    assert status == 2
+    try:
+        status, stderr = run_bounded(
+            project, bad.stage, bad.run, bad.args, bad.fault, bad.file_limit
+        )
+    finally:
+        unfreeze(project)
+    assert status != 0, f"{bad.stage} accepted it"
+    assert status == 2, f"exit status {status}: {stderr}"
     assert stderr.startswith("error: ") and stderr.endswith("\n"), stderr
     assert stderr.count("\n") == 1 and "\r" not in stderr, stderr
     given = bad.given(project) if callable(bad.given) else bad.given
@@ -658,7 +1011,7 @@ def test_a_bad_input_is_one_line_and_exit_status_2(bad: Case, project, pristine,
     assert not (project.parent / MARKER).exists(), "the payload ran"
 
     changed = set(bad.mutation.paths)
-    after = {p: h for p, h in md5s(project).items() if p not in changed}
+    after = md5s(project, skip=changed)
     before = {p: h for p, h in pristine[1].items() if p not in changed}
     assert after == before, "an output changed, or a new file appeared"
 
@@ -679,6 +1032,7 @@ def test_evaluate_without_torchattacks_is_one_line(project, pristine, capsys, mo
 
 def test_there_are_at_least_40_cases():
     assert len(CASES) >= 40
+    assert len(HOSTILE_CASES) >= 25
 
 
 def test_the_payloads_are_live(tmp_path):
@@ -723,3 +1077,134 @@ def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
         for name in ("train.csv", "attack.csv", "targeting.csv", "examples.png")
     ]
     assert {p for p in pristine[1] if p not in after} == set(earlier)
+
+
+# --- signals: a stage stopped mid-run leaves every output whole or as it was --------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def long_training(project: Path) -> None:
+    """Train for long enough to be stopped mid-run (the tiny split: a fraction of a second per
+    epoch)."""
+    set_param("runs.mnist.train.epochs", 500).apply(project)
+
+
+def wait_for_an_epoch(project: Path, process: subprocess.Popen) -> None:
+    """Until train.csv is rewritten (an epoch done: the stage's signal handling is in place)."""
+    csv = project / TRAIN_CSV
+    before = csv.stat().st_mtime_ns
+    deadline = time.monotonic() + TIME_CAP
+    while csv.stat().st_mtime_ns == before:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+
+
+def assert_whole_or_as_it_was(project: Path, pristine: dict[str, str]) -> None:
+    """No temporary file left; the checkpoint and the metrics as they were; train.csv (rewritten
+    after every epoch) whole; nothing else changed."""
+    assert not [p for p in project.rglob("*.tmp")], "a temporary file was left"
+    after = md5s(project, skip={"params.yaml", TRAIN_CSV})
+    assert after == {p: h for p, h in pristine.items() if p not in ("params.yaml", TRAIN_CSV)}
+    header = (project / TRAIN_CSV).read_text().splitlines()[0]
+    assert "epoch" in header
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_stage_says_so_in_one_line_and_leaves_no_partial_output(
+    signum, project, pristine
+):
+    long_training(project)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py"), RUN],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_an_epoch(project, process)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=TIME_CAP)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("error: train mnist stopped by "), stderr
+    assert signal.Signals(signum).name in stderr
+    assert_whole_or_as_it_was(project, pristine[1])
+
+
+PARENT = """
+import shlex, subprocess, sys, time
+command = [sys.executable, sys.argv[1], "mnist"]
+if sys.argv[2] == "shell":  # as DVC runs a stage where $SHELL is dash: `sh -c <cmd>`, sh stays
+    command = ["/bin/sh", "-c", shlex.join(command) + "; exit $?"]
+child = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+pid = child.pid
+if sys.argv[2] == "shell":
+    children = f"/proc/{pid}/task/{pid}/children"
+    while not open(children).read().split():
+        time.sleep(0.01)
+    pid = int(open(children).read().split()[0])
+print(pid, flush=True)
+child.wait()
+"""
+
+
+def exited(pid: int) -> bool:
+    """Whether process `pid` is gone or a zombie (exited, not yet reaped by its new parent)."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal")
+@pytest.mark.parametrize("via", ["exec", "shell"])
+def test_a_stage_whose_runner_dies_stops_too(via, project, pristine):
+    """As when DVC is killed mid-stage: the stage must not go on to write its outputs outside
+    DVC's lock. The runner here is a Python process that runs the stage as DVC does: directly
+    (a shell that execs the command, as bash does) or behind `sh -c` that stays (dash)."""
+    long_training(project)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(ROOT / "stages" / "train.py"), via],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child = int(parent.stdout.readline())
+        wait_for_an_epoch(project, parent)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + TIME_CAP
+        while not exited(child):
+            assert time.monotonic() < deadline, "the stage outlived its parent"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        if not exited(child):
+            os.kill(child, signal.SIGKILL)
+    assert_whole_or_as_it_was(project, pristine[1])
+
+
+def test_a_refused_layer_is_not_listed_among_the_allowed():
+    """scan.layer naming a convolution that never runs: the allowed names are those that do."""
+    from torch import nn
+
+    from fragile_neurons.errors import ParamError
+    from fragile_neurons.layers import resolve_layer
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.unused = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return self.conv(x).flatten(1)
+
+    with pytest.raises(ParamError) as err:
+        resolve_layer(Model(), torch.zeros(1, 1, 8, 8), "unused")
+    assert str(err.value).endswith("expected null or the name of an nn.Conv2d the model runs: "
+                                   "['conv']")  # fmt: skip

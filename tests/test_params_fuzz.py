@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from fragile_neurons import check
-from fragile_neurons.config import load_params
+from fragile_neurons.api import _rule as _api_rule
+from fragile_neurons.config import RULES, SCHEMA, load_params, validate
+from fragile_neurons.errors import ParamError, refusal
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "params.yaml").read_text()
@@ -147,6 +150,42 @@ def mutated_params(draw, hostile: bool) -> str:
     return dump(params, draw(st.sampled_from(["block", "flow", "quoted", "ruamel"])))
 
 
+@st.composite
+def hostile_structure(draw) -> str:
+    """The committed text with a hostile size or structure added: aliases (a few, or a bomb of
+    drawn depth and width), nesting of drawn depth, a long scalar, a wide mapping or list, a
+    long epsilon grid, or padding past the size limit; placed at the top level or as a value."""
+    kind = draw(st.sampled_from(["alias", "bomb", "nesting", "scalar", "wide", "epsilons", "pad"]))
+    n = draw(st.integers(min_value=1, max_value=12))
+    if kind == "alias":
+        extra = f"x: &a {draw(scalars(False))!r}\nseed: *a\n"
+        text = TEXT.replace("seed: 0", "seed: *a", 1) if n % 2 else TEXT + extra
+        return ("s: &a 0\n" if n % 2 else "") + text
+    if kind == "bomb":
+        width = draw(st.integers(min_value=2, max_value=20))
+        lines = [f"l0: &a0 [{', '.join(['x'] * width)}]"]
+        lines += [f"l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, n + 1)]
+        return "\n".join(lines) + "\n" + TEXT
+    if kind == "nesting":
+        depth = draw(st.integers(min_value=1, max_value=100_000))
+        opener = draw(st.sampled_from(["[", "{a: "]))
+        closer = "]" if opener == "[" else "}"
+        return TEXT + "deep: " + opener * depth + "0" + closer * depth + "\n"
+    if kind == "scalar":
+        size = draw(st.integers(min_value=1, max_value=2_000_000))
+        key = draw(st.sampled_from(["seed", "device", "  root", "    dataset"]))
+        return TEXT.replace(f"{key}:", f"{key}: {'9' * size} #", 1)
+    if kind == "wide":
+        count = draw(st.integers(min_value=1, max_value=50_000))
+        entries = ", ".join(f"k{i}: {i}" for i in range(count))
+        return TEXT + f"wide: {{{entries}}}\n"
+    if kind == "epsilons":
+        count = draw(st.integers(min_value=1, max_value=5_000))
+        grid = ", ".join(f"{i / (count + 1):.9f}" for i in range(count))
+        return TEXT.replace("epsilons: [0, 0.05", f"epsilons: [{grid}, 0.99999", 1)
+    return TEXT + "#" * draw(st.integers(min_value=1, max_value=3 << 20)) + "\n"
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
@@ -192,3 +231,87 @@ def test_hostile_values_and_keys_too(data, workdir):
     """Numbers beyond a float's range and keys with line breaks (no shrinking: the known bugs
     are listed in the reason, and each has its own case in test_bad_inputs.py)."""
     check_says_yes_or_one_line(workdir, data.draw(mutated_params(True), label="params.yaml"))
+
+
+@contextlib.contextmanager
+def memory_cap(headroom: int = 1 << 30):
+    """Within the block, this process may map at most `headroom` bytes beyond what it maps now
+    (the soft RLIMIT_AS; restored after)."""
+    import resource
+
+    vm = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmSize:")
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@settings(FUZZ, max_examples=60)
+@given(data=st.data())
+def test_hostile_sizes_and_structures_are_refused_in_one_line_with_bounded_cost(data, workdir):
+    """Aliases, bombs, deep nesting, huge scalars, wide mappings, long grids, padding: accepted
+    or one line, within a memory cap of 1 GiB beyond the process and a few seconds each."""
+    text = data.draw(hostile_structure(), label="params.yaml")
+    start = time.monotonic()
+    with memory_cap():
+        check_says_yes_or_one_line(workdir, text)
+    assert time.monotonic() - start < 20, "the check took too long"
+
+
+# --- the API and the check apply the same declared rules (config.RULES) ------------------------
+
+SCHEMA_KEYS = {  # the API's argument -> the params key the schema checks with the same rule
+    "seed": "seed",
+    "batch_size": "batch_size",
+    "epsilons": "runs.mnist.attack.epsilons",
+    "label_mode": "runs.mnist.attack.labels",
+    "adversarial": "scan.adversarial",
+    "score": "scan.score",
+    "label_fraction": "scan.label_fraction",
+    "compress": "harden.compress",
+    "mode": "harden.mode",
+    "max_gain": "harden.max_gain",
+}
+
+
+def test_every_shared_rule_is_the_schemas_own():
+    """Declared once: the schema holds the very objects of config.RULES at these keys."""
+    assert set(SCHEMA_KEYS) == set(RULES)
+    for name, key in SCHEMA_KEYS.items():
+        node = SCHEMA
+        for part in key.split("."):
+            node = node[1] if isinstance(node, tuple) else node
+            node = node[part] if part != "mnist" else node
+        assert node is RULES[name], name
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(RULES)), data=st.data())
+def test_the_api_and_the_check_refuse_alike(name, data, workdir):
+    """For any value: the API's ValueError and the check's ParamError, or neither, with the same
+    allowed values and the same message (but for the key's name and the `params: ` prefix)."""
+    value = data.draw(st.one_of(values(False), st.lists(scalars(False), max_size=4)), label=name)
+    try:
+        api_value, api_error = _api_rule(name, value), None
+    except ValueError as err:
+        api_value, api_error = None, str(err)
+    params = copy.deepcopy(BASE)
+    *parents, last = SCHEMA_KEYS[name].split(".")
+    at(params, tuple(parents))[last] = copy.deepcopy(value)
+    try:
+        checked = validate(params)
+    except ParamError as err:
+        if err.key != SCHEMA_KEYS[name] and not err.key.startswith(SCHEMA_KEYS[name] + "["):
+            return  # refused for another reason (e.g. scan.samples against the selection)
+        assert api_error is not None, f"the API accepts {value!r}; the check: {err}"
+        api_key = name + err.key.removeprefix(SCHEMA_KEYS[name])
+        assert api_error == refusal(api_key, err.value, err.allowed)
+        return
+    assert api_error is None, f"the check accepts {value!r}; the API: {api_error}"
+    assert api_value == at(checked, tuple(SCHEMA_KEYS[name].split(".")))

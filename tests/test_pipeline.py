@@ -463,3 +463,61 @@ def test_a_builder_that_fails_stops_train_with_one_line(custom_project, arch, pr
     finally:
         (custom_project / "params.yaml").write_text(original)
         dvc(custom_project, "repro")
+
+
+def stage_processes(repo: Path, script: str) -> list[int]:
+    """Pids of the processes that run `script` (e.g. stages/train.py) in `repo`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if any(part.endswith(script.encode()) for part in cmdline) and (
+                os.readlink(proc / "cwd") == str(repo)
+            ):
+                state = (proc / "status").read_text()
+                if "\nState:\tZ" not in state:
+                    pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal")
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+def test_sigterm_to_dvc_mid_stage_stops_the_stage(tmp_path, synthetic_root, shell):
+    """DVC killed by SIGTERM exits at once without stopping the stage it runs (with $SHELL dash,
+    a shell stays between them): the stage must stop too, and write nothing afterwards outside
+    DVC's lock. DVC deleted the stage's outputs before running it; they stay absent."""
+    import signal
+    import time
+
+    runs = {"digits": dict(TINY["runs"]["digits"], train=dict(TINY["runs"]["digits"]["train"],
+                                                              epochs=2000))}  # fmt: skip
+    repo = new_project(tmp_path, synthetic_root, runs)
+    env = dict(os.environ, SHELL=shell,
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # fmt: skip
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dvc"), "repro", "train@digits"],
+        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    curves = repo / "plots" / "digits" / "train.csv"
+    try:
+        deadline = time.monotonic() + 120
+        while not curves.exists():  # an epoch done: training is under way
+            assert process.poll() is None and time.monotonic() < deadline, "train never started"
+            time.sleep(0.1)
+        assert stage_processes(repo, "stages/train.py")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while stage_processes(repo, "stages/train.py"):
+            assert time.monotonic() < deadline, "the stage outlived DVC"
+            time.sleep(0.1)
+    finally:
+        process.kill()
+        for pid in stage_processes(repo, "stages/train.py"):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(1)  # a stage that had gone on could write now: none does
+    assert not (repo / "models" / "digits" / "model.pt").exists()
+    assert not (repo / "metrics" / "digits" / "train.json").exists()
+    assert not list(repo.rglob("*.tmp"))

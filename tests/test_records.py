@@ -135,7 +135,7 @@ def test_a_record_round_trips_to_the_same_bytes(here, path):
     ("path", "field", "value", "says"),
     [
         (paths.sweep_record("r"), "signs", torch.ones(3, 1, 2, 2), "not torch.int8 (?, ?, ?, ?)"),
-        (paths.sweep_record("r"), "label_mode", "guess", "label_mode 'guess'"),
+        (paths.sweep_record("r"), "label_mode", "guess", "label_mode = 'guess' is not allowed"),
         (paths.sweep_record("r"), "accuracy", [0.9], "lengths differ"),
         (paths.layer_record("r"), "channels", "4", "channels is not an integer"),
         (paths.targeting_record("r"), "magnitude", -torch.ones(4, dtype=F64), ">= 0"),

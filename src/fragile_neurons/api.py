@@ -27,7 +27,7 @@ from torch import nn
 
 from . import harden, label, scan, targeting
 from .adversarial import gradient_signs
-from .config import ADVERSARIAL, LABEL_MODES, MODES, SCORES, epsilon_label, parse_epsilon
+from .config import RULES, epsilon_label, parse_epsilon
 from .errors import ParamError
 from .gates import fold
 from .inference import as_input
@@ -66,7 +66,7 @@ class ScanReport:
     ) -> harden.Hardening:
         """The hardening gains of these labels (method.md section 5): robust neurons compressed
         to `compress`, the freed magnitude given to the fragile ones, every gain capped."""
-        _check_hardening(compress, mode, max_gain)
+        compress, mode, max_gain = _hardening(compress, mode, max_gain)
         return harden.hardening(
             self.targeting.magnitude.numpy(),
             self.labels.phi.numpy(),
@@ -138,12 +138,10 @@ def scan_layer(
 
     The model must normalise its inputs itself (images are in [0, 1]). Where a BatchNorm2d
     follows the layer, a neuron's output is that BatchNorm's channel."""
-    _choice("adversarial", adversarial, ADVERSARIAL)
-    _choice("score", score, SCORES)
-    _choice("label_mode", label_mode, LABEL_MODES)
-    fraction_ok = isinstance(label_fraction, int | float) and not isinstance(label_fraction, bool)
-    if not fraction_ok or not 0 < label_fraction <= 0.5:
-        raise ValueError(f"label_fraction = {label_fraction!r}; expected a number in (0, 0.5]")
+    adversarial = _rule("adversarial", adversarial)
+    score = _rule("score", score)
+    label_mode = _rule("label_mode", label_mode)
+    label_fraction = _rule("label_fraction", label_fraction)
     with _attacked(
         model, layer_name, images, labels, epsilons, label_mode, batch_size, device
     ) as a:
@@ -174,9 +172,8 @@ def attack_share(
     random signs drawn with `seed`, the same perturbation size), the excess share
     X = mean D / mean N (X > 1: the attack aims at the neuron more than noise does) and the
     filter gain G. The model must normalise its inputs itself (images are in [0, 1])."""
-    _choice("label_mode", label_mode, LABEL_MODES)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed = {seed!r}; expected an integer >= 0")
+    label_mode = _rule("label_mode", label_mode)
+    seed = _rule("seed", seed)
     with _attacked(
         model, layer_name, images, labels, epsilons, label_mode, batch_size, device, seed
     ) as a:
@@ -209,41 +206,25 @@ def harden_model(
 # --- checks and the shared steps ---------------------------------------------------------------
 
 
-def _choice(name: str, value, options: Sequence[str]) -> None:
-    if value not in options:
-        raise ValueError(f"{name} = {value!r}; expected one of {list(options)}")
+def _rule(name: str, value):
+    """The declared rule of the params check for this argument (config.RULES, as scikit-learn's
+    `_parameter_constraints`): the value, normalised, or a ValueError with the check's message
+    (`name = value is not allowed; expected ...`)."""
+    try:
+        return RULES[name](name, value)
+    except ParamError as err:
+        raise ValueError(err.refusal) from None
 
 
-def _batch(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size = {batch_size!r}; expected an integer >= 1")
-    return batch_size
-
-
-def _check_hardening(compress, mode, max_gain) -> None:
-    _choice("mode", mode, MODES)
-    if isinstance(compress, bool) or not isinstance(compress, int | float):
-        raise ValueError(f"compress = {compress!r}; expected a number in [0, 1]")
-    if not 0 <= compress <= 1:
-        raise ValueError(f"compress = {compress!r}; expected a number in [0, 1]")
-    if isinstance(max_gain, bool) or not isinstance(max_gain, int | float) or not max_gain >= 1:
-        raise ValueError(f"max_gain = {max_gain!r}; expected a number >= 1")
+def _hardening(compress, mode, max_gain) -> tuple[float, str, float]:
+    return _rule("compress", compress), _rule("mode", mode), _rule("max_gain", max_gain)
 
 
 def _epsilons(epsilons) -> tuple[list[float], list[str]]:
-    """The epsilons in pixel units and their names; ValueError unless a non-empty, increasing
-    sequence of numbers (or fractions such as '8/255') in [0, 1] with one positive."""
-    if isinstance(epsilons, str) or not isinstance(epsilons, Sequence) or not epsilons:
-        raise ValueError(f"epsilons = {epsilons!r}; expected a non-empty list such as [0, 8/255]")
-    values = []
-    for i, e in enumerate(epsilons):
-        try:
-            values.append(parse_epsilon(f"epsilons[{i}]", e))
-        except ParamError as err:
-            raise ValueError(f"epsilons[{i}] = {e!r}; expected {err.allowed}") from None
-    if any(b <= a for a, b in zip(values, values[1:], strict=False)) or values[-1] <= 0:
-        raise ValueError(f"epsilons = {list(epsilons)!r}; expected increasing, one of them > 0")
-    return values, [epsilon_label(e) for e in epsilons]
+    """The epsilons in pixel units and their names, by the params check's rule for an epsilon
+    grid (a list or tuple here)."""
+    grid = _rule("epsilons", list(epsilons) if isinstance(epsilons, tuple) else epsilons)
+    return [parse_epsilon("epsilons", e) for e in grid], [epsilon_label(e) for e in grid]
 
 
 @contextmanager
@@ -329,7 +310,7 @@ def _attacked(
     """The inputs checked and the model attacked by FGSM, as the attack stage does, inside
     `_measuring` (the model on its device, in eval mode, its mode restored afterwards)."""
     eps, names = _epsilons(epsilons)
-    batch_size = _batch(batch_size)
+    batch_size = _rule("batch_size", batch_size)
     with _measuring(model, device) as where:
         layer, x, y = _inputs(model, layer_name, images, labels, where)
         options = {"batch_size": batch_size, "device": where}

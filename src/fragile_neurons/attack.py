@@ -19,8 +19,12 @@ from torch import nn
 
 from .adversarial import fgsm_examples, fgsm_sweep
 from .config import fgsm_settings
+from .errors import DataError
 from .inference import as_input
+from .io import rerun_advice
 from .layers import resolve_layer
+from .models import degenerate
+from .paths import model as model_path
 from .records import FGSMSweep, ScanLayer, Targeting
 from .scanset import scan_set
 from .targeting import targeting
@@ -41,6 +45,7 @@ class Settings:
     seed: int  # of the random signs of the noise share N (the controls of method.md section 2)
     batch_size: int
     device: torch.device
+    checkpoint: str = "the model"  # the model's file, which a dead model's error names
 
     @classmethod
     def from_params(cls, params: dict, name: str, device: torch.device) -> Settings:
@@ -51,6 +56,7 @@ class Settings:
             samples=scan["samples"],
             seed=params["seed"],
             device=device,
+            checkpoint=str(model_path(name)),
         )
 
 
@@ -100,8 +106,14 @@ def run(model: nn.Module, selection: dict, test: dict, settings: Settings) -> At
             epsilon_labels=settings.epsilon_labels,
         )
 
-    test_sweep = sweep(test["images"], test["labels"])
     scan_sweep = sweep(scan_images, scan_labels)
+    problem = degenerate(scan_sweep.clean_logits, scan_labels)
+    if problem is not None:  # its signs would be 0 and the attack share undefined
+        raise DataError(
+            f"{settings.checkpoint} {problem} of the scan set S (a dead or degenerate model); "
+            f"{rerun_advice(settings.checkpoint)}"
+        )
+    test_sweep = sweep(test["images"], test["labels"])
     signs = scan_sweep.signs
     named = zip(settings.epsilons, settings.epsilon_labels, strict=True)
     positive = [(eps, name) for eps, name in named if eps > 0]

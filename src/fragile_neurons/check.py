@@ -8,7 +8,10 @@ passing check reruns nothing downstream.
 
 `fragile-neurons check -S key=value ...` checks `dvc exp run -S` overrides the same way before
 anything is queued: the overrides are applied by DVC's own code (Hydra's override grammar,
-sweeps such as `seed=0,1,2` expanded into every combination) to a copy of params.yaml.
+sweeps such as `seed=0,1,2` expanded into every combination) to a copy of params.yaml. A sweep's
+experiments are counted first, without expanding it: more than MAX_EXPERIMENTS (each a whole
+pipeline run) need `--max-experiments N`, since `dvc exp run -S` itself expands and queues any
+number of them without asking.
 """
 
 from __future__ import annotations
@@ -21,27 +24,60 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import paths
-from .config import load_params
+from .config import Integer, load_params, read_yaml
 from .errors import ParamError
 from .io import write_with
 
 PASSED = "params.yaml passed the check of fragile_neurons.config\n"
+MAX_EXPERIMENTS = 100  # a sweep of more needs --max-experiments
 
 
-def with_overrides(params: str | Path, overrides: Sequence[str]) -> list[dict]:
+def count_experiments(overrides: Sequence[str], limit: int) -> int:
+    """How many experiments `dvc exp run -S <overrides>` makes (the product of each sweep's
+    values, as DVC's get_hydra_sweeps expands them), counting each sweep no further than
+    `limit` + 1 values: a result above `limit` means "more than `limit`"."""
+    import itertools
+
+    from dvc.utils.hydra import to_hydra_overrides
+
+    count = 1
+    for override in to_hydra_overrides(list(overrides)):
+        if override.is_sweep_override():
+            values = sum(1 for _ in itertools.islice(override.sweep_iterator(), limit + 1))
+            count = min(count * values, limit + 1)
+    return count
+
+
+def with_overrides(
+    params: str | Path, overrides: Sequence[str], max_experiments: int = MAX_EXPERIMENTS
+) -> list[dict]:
     """The validated params of every combination that `dvc exp run -S <overrides>` would run
-    (one when no override sweeps). ParamError for an override DVC would refuse, or a value the
+    (one when no override sweeps). ParamError for an override DVC would refuse, a sweep of more
+    than `max_experiments` combinations (counted before anything is expanded), or a value the
     schema refuses."""
     if not overrides:
         return [load_params(params)]
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides, get_hydra_sweeps
 
+    read_yaml(params)  # a file DVC's own parser should not see (aliases, size) stops here
+    given = " ".join(overrides)
     try:
+        count = count_experiments(overrides, max_experiments)
+        if count > max_experiments:
+            raise ParamError(
+                "-S",
+                given,
+                f"a sweep of at most {max_experiments} experiments (this one has more; each is a "
+                "whole pipeline run, and `dvc exp run -S` queues them all without asking): pass "
+                "--max-experiments N to allow N",
+            )
         combinations = get_hydra_sweeps({"params.yaml": list(overrides)})
+    except ParamError:
+        raise
     except Exception as err:  # Hydra's grammar errors come in several types
         cause = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ParamError("-S", " ".join(overrides), f"overrides DVC accepts ({cause})") from None
+        raise ParamError("-S", given, f"overrides DVC accepts ({cause})") from None
     checked = []
     with tempfile.TemporaryDirectory() as tmp:
         for combination in combinations:
@@ -57,6 +93,14 @@ def with_overrides(params: str | Path, overrides: Sequence[str]) -> list[dict]:
     return checked
 
 
+def _integer(text):
+    """A command-line number as an int where it is one (else as given, for the rule to refuse)."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="check", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="the params file")
@@ -69,9 +113,16 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="an override as `dvc exp run -S` takes it (only checked, nothing is written)",
     )
+    parser.add_argument(
+        "--max-experiments",
+        default=MAX_EXPERIMENTS,
+        metavar="N",
+        help=f"the most experiments a sweep of -S may make (default {MAX_EXPERIMENTS})",
+    )
     args = parser.parse_args(argv)
     try:
-        combinations = with_overrides(args.params, args.overrides)
+        limit = Integer(1)("--max-experiments", _integer(args.max_experiments))
+        combinations = with_overrides(args.params, args.overrides, limit)
     except ParamError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

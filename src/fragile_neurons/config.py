@@ -10,6 +10,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ ARCH_ALLOWED = (
     " or ".join(repr(a) for a in ARCHS)
     + " or a builder 'package.module:function' (e.g. 'archs.my_models:small_cnn')"
 )
+# The images (channels, height = width) and classes of each dataset: what a run's prepared
+# splits and checkpoints must hold.
+IMAGE_SHAPES = {"mnist": (1, 28), "fashion_mnist": (1, 28), "cifar10": (3, 32)}
+CLASSES = 10
 # The raw files of each dataset in torchvision's layout (data.py reads exactly these).
 _IDX = [
     f"{split}-{kind}-idx{dims}-ubyte"
@@ -53,36 +58,87 @@ RAW_FILES = {
 }
 
 
-# --- leaf checks: each takes (key, value) and returns the normalised value ---------------------
+# --- declared constraints: each is called as rule(key, value) and returns the normalised value
+# or raises ParamError. The params check (the schema below) and the API (api.py, as ValueError
+# with the same message) apply the same objects, so a rule and its message live here once.
+
+# Upper bounds of the cost knobs, each with why: a value beyond them is a typo or hours of work.
+TEST_IMAGES = 10_000  # the test split of every dataset (MNIST, Fashion-MNIST, CIFAR-10)
+MAX_THREADS = 1024
+MAX_BATCH = 60_000  # the largest split (MNIST's training images)
+MAX_DRAWS = 1000
+MAX_STEPS = 1000
+MAX_EPSILONS = 64
+MAX_RUNS = 100
 
 
-def _int(lo: int | None = None, optional: bool = False):
-    def check(key, v):
-        if v is None and optional:
+@dataclass(frozen=True)
+class Integer:
+    """An integer in [lo, hi] (hi None: no upper bound), or None where `optional`; `why` says
+    why the upper bound is where it is."""
+
+    lo: int
+    hi: int | None = None
+    optional: bool = False
+    why: str = ""
+
+    @property
+    def allowed(self) -> str:
+        text = f"an integer >= {self.lo}" + (" or null" if self.optional else "")
+        text += f", at most {self.hi}" if self.hi is not None else ""
+        return text + (f" ({self.why})" if self.why else "")
+
+    def __call__(self, key, v):
+        if v is None and self.optional:
             return None
-        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
-            bound = f" >= {lo}" if lo is not None else ""
-            raise ParamError(key, v, f"an integer{bound}" + (" or null" if optional else ""))
+        if isinstance(v, bool) or not isinstance(v, int) or v < self.lo:
+            raise ParamError(key, v, self.allowed)
+        if self.hi is not None and v > self.hi:
+            raise ParamError(key, v, self.allowed)
         return v
 
-    return check
 
+@dataclass(frozen=True)
+class Number:
+    """A finite number in [lo, hi] ((lo, hi] where `lo_open`; hi None: no upper bound)."""
 
-def _float(lo: float, hi: float | None = None, lo_open: bool = False):
-    def check(key, v):
+    lo: float
+    hi: float | None = None
+    lo_open: bool = False
+
+    @property
+    def allowed(self) -> str:
+        left = "(" if self.lo_open else "["
+        right = f"{self.hi}]" if self.hi is not None else "inf)"
+        return f"a number in {left}{self.lo}, {right}"
+
+    def __call__(self, key, v):
         ok = isinstance(v, int | float) and not isinstance(v, bool)
         try:
             ok = ok and math.isfinite(float(v))
         except OverflowError:  # an integer beyond float's range
             ok = False
-        ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
-        if not ok:
-            left = "(" if lo_open else "["
-            right = f"{hi}]" if hi is not None else "inf)"
-            raise ParamError(key, v, f"a number in {left}{lo}, {right}")
+        ok = ok and (v > self.lo if self.lo_open else v >= self.lo)
+        if not ok or (self.hi is not None and v > self.hi):
+            raise ParamError(key, v, self.allowed)
         return float(v)
 
-    return check
+
+@dataclass(frozen=True)
+class Choice:
+    """One of `options` (or None where `optional`)."""
+
+    options: tuple
+    optional: bool = False
+
+    @property
+    def allowed(self) -> str:
+        return " or ".join(repr(o) for o in self.options) + (" or null" if self.optional else "")
+
+    def __call__(self, key, v):
+        if (v is None and self.optional) or (isinstance(v, str) and v in self.options):
+            return v
+        raise ParamError(key, v, self.allowed)
 
 
 def _bool(key, v):
@@ -95,16 +151,6 @@ def _str(key, v):
     if not isinstance(v, str) or not v:
         raise ParamError(key, v, "a non-empty string")
     return v
-
-
-def _choice(*options, optional: bool = False):
-    def check(key, v):
-        if (v is None and optional) or v in options:
-            return v
-        allowed = " or ".join(repr(o) for o in options) + (" or null" if optional else "")
-        raise ParamError(key, v, allowed)
-
-    return check
 
 
 def _optional_str(key, v):
@@ -160,15 +206,35 @@ def epsilon_label(v: Any) -> str:
     return v.replace(" ", "") if isinstance(v, str) else f"{float(v):g}"
 
 
-def _epsilons(key, v):
+def epsilon_grid(key, v):
+    """An epsilon grid: a non-empty list of at most MAX_EPSILONS epsilons, strictly increasing,
+    one of them positive, no two of the same name (metric keys and plot columns are the names).
+    Returned as written; stages use epsilon_values() and epsilon_labels()."""
     if not isinstance(v, list) or not v:
         raise ParamError(key, v, "a non-empty list of epsilons")
+    if len(v) > MAX_EPSILONS:
+        raise ParamError(
+            key,
+            v,
+            f"at most {MAX_EPSILONS} epsilons (each is an FGSM pass of every image in attack, "
+            "of every neuron in scan and of every variant in evaluate)",
+        )
     values = [parse_epsilon(f"{key}[{i}]", e) for i, e in enumerate(v)]
     if any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ParamError(key, v, "epsilons in strictly increasing order")
     if values[-1] == 0:
         raise ParamError(key, v, "at least one positive epsilon (E+ is what is attacked)")
-    return v  # kept as written; stages use epsilon_values() and epsilon_labels()
+    names = [epsilon_label(e) for e in v]
+    clash = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if clash is not None:
+        same = [e for e, n in zip(v, names, strict=True) if n == clash]
+        raise ParamError(
+            key,
+            v,
+            f"epsilons of distinct names: {' and '.join(repr(e) for e in same)} are both named "
+            f"{clash!r} in metrics and plots (write them further apart, or as fractions)",
+        )
+    return v
 
 
 def is_builder(arch: str) -> bool:
@@ -185,8 +251,9 @@ def _arch(key, v):
     raise ParamError(key, v, ARCH_ALLOWED)
 
 
-def _labels(key, v):
-    # YAML reads `true` as a boolean; method.md calls the two modes `true` and `predicted`.
+def label_mode(key, v):
+    """FGSM on the true labels or the predicted ones. YAML reads `true` as a boolean; method.md
+    calls the two modes `true` and `predicted`: both spellings of the first are 'true'."""
     if v is True:
         return "true"
     if isinstance(v, str) and v in LABEL_MODES:
@@ -194,39 +261,58 @@ def _labels(key, v):
     raise ParamError(key, v, "true or 'predicted'")
 
 
-RUN_SCHEMA = {
-    "dataset": _choice(*DATASETS),
-    "arch": _arch,
-    "selection_size": _int(1),  # the selection split, carved out of the training split
-    "train_size": _int(1, optional=True),
-    "test_size": _int(1, optional=True),
-    "train": {
-        "epochs": _int(1),
-        "batch_size": _int(1),
-        "lr": _float(0.0, lo_open=True),
-        "weight_decay": _float(0.0),
-        "augment": _bool,
-    },
-    "attack": {
-        "epsilons": _epsilons,
-        "labels": _labels,
-    },
-}
-
-
 def _seed(key, v):
-    _int(0)(key, v)
+    Integer(0)(key, v)
     if v >= SEED_LIMIT:
         raise ParamError(key, v, f"an integer in [0, {SEED_LIMIT - 1}]")
     return v
 
 
+TEST_SUBSET = Integer(1, TEST_IMAGES, optional=True, why=f"a test split has {TEST_IMAGES} images")
+
+# The settings that the API's functions take too, by the API's argument name (as scikit-learn's
+# `_parameter_constraints`): the schema below applies these same rules to its keys, and api.py
+# applies them to its arguments, raising ValueError with the same message.
+RULES = {
+    "seed": _seed,  # seed (and the API's noise seed)
+    "batch_size": Integer(1, MAX_BATCH, why=f"the largest split holds {MAX_BATCH} images"),
+    "epsilons": epsilon_grid,  # runs.<name>.attack.epsilons
+    "label_mode": label_mode,  # runs.<name>.attack.labels
+    "adversarial": Choice(ADVERSARIAL),  # scan.adversarial
+    "score": Choice(SCORES),  # scan.score
+    "label_fraction": Number(0.0, 0.5, lo_open=True),  # scan.label_fraction
+    "compress": Number(0.0, 1.0),  # harden.compress
+    "mode": Choice(MODES),  # harden.mode
+    "max_gain": Number(1.0),  # harden.max_gain
+}
+
+RUN_SCHEMA = {
+    "dataset": Choice(DATASETS),
+    "arch": _arch,
+    "selection_size": Integer(1),  # the selection split, carved out of the training split
+    "train_size": Integer(1, optional=True),
+    "test_size": Integer(1, optional=True),
+    "train": {
+        "epochs": Integer(1),
+        "batch_size": Integer(1),
+        "lr": Number(0.0, lo_open=True),
+        "weight_decay": Number(0.0),
+        "augment": _bool,
+    },
+    "attack": {
+        "epsilons": RULES["epsilons"],
+        "labels": RULES["label_mode"],
+    },
+}
+
 SCHEMA = {
-    "seed": _seed,
+    "seed": RULES["seed"],
     "device": _device,
-    "deterministic": _choice(*DETERMINISTIC),
-    "threads": _int(1, optional=True),
-    "batch_size": _int(1),
+    "deterministic": Choice(DETERMINISTIC),
+    "threads": Integer(
+        1, MAX_THREADS, optional=True, why="more threads than a machine's cores only wait"
+    ),
+    "batch_size": RULES["batch_size"],
     "data": {
         "root": _str,
         "download": _bool,
@@ -235,29 +321,41 @@ SCHEMA = {
     "runs": ("mapping", RUN_SCHEMA),
     "scan": {
         "layer": _optional_str,
-        "samples": _int(1, optional=True),  # null: all of the selection split
-        "adversarial": _choice(*ADVERSARIAL),
-        "score": _choice(*SCORES),
-        "label_fraction": _float(0.0, 0.5, lo_open=True),
+        "samples": Integer(1, optional=True),  # null: all of the selection split
+        "adversarial": RULES["adversarial"],
+        "score": RULES["score"],
+        "label_fraction": RULES["label_fraction"],
     },
     "correlate": {
-        "top_fraction": _float(0.0, 1.0, lo_open=True),
+        "top_fraction": Number(0.0, 1.0, lo_open=True),
     },
     "harden": {
-        "compress": _float(0.0, 1.0),
-        "mode": _choice(*MODES),
-        "max_gain": _float(1.0),
+        "compress": RULES["compress"],
+        "mode": RULES["mode"],
+        "max_gain": RULES["max_gain"],
     },
     "evaluate": {
-        "random_controls": _int(1),
-        "match_tolerance": _float(0.0, 1.0, lo_open=True),
-        "images": _int(1, optional=True),
-        "samples": _int(1),
-        "random_samples": _int(1, optional=True),
-        "pgd": {"steps": _int(1)},
-        "autoattack": {"images": _int(0), "steps": _int(1)},
+        "random_controls": Integer(
+            1,
+            MAX_DRAWS,
+            why=f"the permutation p-value's floor 1/(1 + draws) is 1/{MAX_DRAWS + 1} there, and "
+            "each draw is attacked like a network of its own",
+        ),
+        "match_tolerance": Number(0.0, 1.0, lo_open=True),
+        "images": TEST_SUBSET,
+        "samples": Integer(1, TEST_IMAGES, why=f"a test split has {TEST_IMAGES} images"),
+        "random_samples": TEST_SUBSET,
+        "pgd": {"steps": Integer(1, MAX_STEPS, why="each step is a forward and backward pass")},
+        "autoattack": {
+            "images": Integer(0, TEST_IMAGES, why=f"a test split has {TEST_IMAGES} images"),
+            "steps": Integer(1, MAX_STEPS, why="AutoAttack's standard is 100"),
+        },
     },
 }
+
+RUN_NAME_ALLOWED = (
+    "run names of a letter, then letters, digits, '_' or '-' (ASCII only: a-z, A-Z, 0-9)"
+)
 
 
 def _check(schema: Any, value: Any, key: str) -> Any:
@@ -266,11 +364,13 @@ def _check(schema: Any, value: Any, key: str) -> Any:
     if isinstance(schema, tuple):  # ("mapping", item schema): user-named entries
         if not isinstance(value, dict) or not value:
             raise ParamError(key, value, "a non-empty mapping of names to settings")
+        if len(value) > MAX_RUNS:
+            raise ParamError(
+                key, value, f"at most {MAX_RUNS} runs (each is a whole pipeline of its own)"
+            )
         for name in value:
             if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
-                raise ParamError(
-                    key, name, "run names of a letter, then letters, digits, '_' or '-'"
-                )
+                raise ParamError(key, name, RUN_NAME_ALLOWED)
         return {name: _check(schema[1], item, f"{key}.{name}") for name, item in value.items()}
     if not isinstance(value, dict):
         raise ParamError(key or "params.yaml", value, f"a mapping with keys {sorted(schema)}")
@@ -316,17 +416,61 @@ def validate(raw: Any) -> dict:
     return params
 
 
+# params.yaml is small (a few kB): larger text, deeper nesting or an alias is refused before any
+# value is built, since a few hundred bytes of aliases can expand to gigabytes (a "billion
+# laughs"). DVC parses the file itself too, before any stage runs (README: "What is trusted").
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+
+
+def _structure(text: str, source: str) -> None:
+    """Refuse, from the parser's events alone (nothing is built): an alias (`*name`, which
+    would repeat what an anchor `&name` holds) and nesting deeper than MAX_YAML_DEPTH."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
+
+    depth = 0
+    for event in YAML(typ="safe", pure=True).parse(text):
+        if isinstance(event, AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+            raise ParamError(
+                source,
+                f"<an alias *{event.anchor} at line {line}>",
+                "YAML without aliases (*name): write each value out, as an alias can repeat "
+                "a structure exponentially",
+            )
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ParamError(
+                    source, "<nested too deep>", f"YAML nested at most {MAX_YAML_DEPTH} levels"
+                )
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
 def parse_yaml(text: str, source: str = "params.yaml") -> Any:
     """Parse YAML exactly as DVC does (ruamel.yaml's safe loader, YAML 1.2), so the stages and
-    `dvc exp run -S` agree on every value: `1e-3` is a number, `yes` a string. Unparsable text is
-    a ParamError naming `source` and the place."""
+    `dvc exp run -S` agree on every value: `1e-3` is a number, `yes` a string. Unparsable text,
+    text over MAX_YAML_BYTES, an alias or deep nesting is a ParamError naming `source` (and the
+    place), found before any value is built."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_YAML_BYTES:
+        raise ParamError(
+            source, f"<{size} bytes>", f"a YAML file of at most {MAX_YAML_BYTES} bytes"
+        )
     try:
+        _structure(text, source)
         return YAML(typ="safe").load(text)
     except ValueError as err:  # a scalar ruamel cannot convert, e.g. an int of 5000 digits
+        if isinstance(err, ParamError):
+            raise
         raise ParamError(source, "<not valid YAML>", f"valid YAML; {err}") from None
+    except RecursionError:
+        raise ParamError(source, "<nested too deep>", "valid YAML of little depth") from None
     except YAMLError as err:
         where = ""
         if isinstance(err, MarkedYAMLError) and err.problem_mark is not None:
@@ -337,9 +481,17 @@ def parse_yaml(text: str, source: str = "params.yaml") -> Any:
 
 
 def read_yaml(path: str | Path) -> Any:
-    """:func:`parse_yaml` of a file; a missing or unreadable file is a ParamError naming it."""
+    """:func:`parse_yaml` of a file; a missing or unreadable file is a ParamError naming it, and
+    so is one over MAX_YAML_BYTES (read no further than that)."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            blob = f.read(MAX_YAML_BYTES + 1)
+        if len(blob) > MAX_YAML_BYTES:
+            size = Path(path).stat().st_size
+            raise ParamError(
+                str(path), f"<{size} bytes>", f"a YAML file of at most {MAX_YAML_BYTES} bytes"
+            )
+        text = blob.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ParamError(str(path), "<unreadable>", f"a readable YAML file ({err})") from None
     return parse_yaml(text, str(path))

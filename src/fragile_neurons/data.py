@@ -15,9 +15,10 @@ channel, of the prepared training images; the model's first operation uses them)
 The files are parsed here, not by torchvision's dataset classes: CIFAR10 unpickles its batches
 with the general unpickler (a tampered batch would run code), and MNIST loads legacy
 ``processed/*.pt`` files with ``torch.load`` when they exist. CIFAR-10's pickles go through
-`CifarUnpickler`, which admits only numpy's array reconstruction; MNIST's idx files are read with
-numpy after their headers are checked. Each file is read once: its md5 and its parse come from the
-same bytes.
+`CifarUnpickler`, which admits only numpy's array reconstruction, and no array beyond a batch's
+size; MNIST's idx files are read with numpy after their headers are checked. Each file's size is
+checked first (`max_size`: a file beyond it is refused unread), then it is read once: its md5
+and its parse come from the same bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import io
+import math
 import pickle
 import shutil
 import struct
@@ -63,6 +65,29 @@ RAW_MD5 = {
         "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
     },
 }
+
+# The largest a raw file may be, checked before it is read (a file beyond it cannot be the
+# dataset, and reading it whole could take all memory). MNIST-family idx files: the original's
+# size (a subset is smaller). CIFAR-10 batches: twice the original's 31 MB, room for a re-pickled
+# copy (protocol 2 from Python 3 stores bytes as UTF-8 text, up to twice as long); batches.meta,
+# 158 bytes originally: 64 kB.
+IDX_SIZES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
+CIFAR_BATCH_BYTES = 64 << 20
+CIFAR_META_BYTES = 64 << 10
+CIFAR_BATCH_IMAGES = 10_000  # images of one original batch: an array beyond it is refused
+
+
+def max_size(dataset: str, name: str) -> int:
+    """The largest size in bytes that raw file `name` of `dataset` may have."""
+    if dataset == "cifar10":
+        return CIFAR_META_BYTES if name == "batches.meta" else CIFAR_BATCH_BYTES
+    return IDX_SIZES[name]
+
 
 # Where the files come from and what they are called: torchvision's dataset classes (their
 # attributes only; their constructors are never called).
@@ -106,6 +131,24 @@ def raw_files(dataset: str, root: str | Path) -> dict[str, Path]:
     """The raw files `prepare` reads for `dataset` under `root`, by file name, in a fixed order."""
     folder = _folder(dataset, Path(root))
     return {name: folder / name for name in original_md5s(dataset)}
+
+
+def read_raw(dataset: str, name: str, path: Path) -> bytes:
+    """A raw file's bytes, read only when its size is at most `max_size` (read no further than
+    that, should it grow meanwhile); else a DataError naming the file and both sizes."""
+    limit = max_size(dataset, name)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            blob = f.read(limit + 1) if size <= limit else b""
+    except OSError as err:
+        raise DataError(f"{dataset}: {path} cannot be read ({err.strerror})") from None
+    if size > limit or len(blob) > limit:
+        raise DataError(
+            f"{dataset}: {path} is {max(size, len(blob))} bytes, more than a {name} can be "
+            f"({limit} bytes): not this dataset's file. Replace it with torchvision's."
+        )
+    return blob
 
 
 def _md5(path: Path) -> str:
@@ -164,6 +207,15 @@ def ensure_files(dataset: str, root: str | Path, download: bool) -> None:
     exist before, so a retry or a manual copy starts from a clean tree.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ParamError(
+            "data.root", str(root), "a folder (torchvision's root, e.g. data/raw), not a file"
+        )
+    folder = _folder(dataset, root)
+    for inner in [folder, *folder.relative_to(root).parents][:-1]:
+        if (root / inner).exists() and not (root / inner).is_dir():
+            raise DataError(f"{dataset}: {root / inner} is a file where the folder of "
+                            f"torchvision's layout belongs; move it away")  # fmt: skip
     missing = [p for p in raw_files(dataset, root).values() if not p.is_file()]
     if not missing:
         return
@@ -217,26 +269,97 @@ def _accept(dataset: str, paths: dict[str, Path], md5s: dict[str, str], pins: di
     return accepted
 
 
+class _Refusal(Exception):
+    """What a CIFAR-10 pickle asked for that the restricted unpickler refuses (see below)."""
+
+
+def _simple_dtype(dtype: np.dtype) -> np.dtype:
+    """A dtype of plain numbers (no objects, fields or sub-arrays, at most 16 bytes)."""
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise _Refusal(f"an array of dtype {str(dtype)[:60]!r}")
+    if dtype.itemsize > 16:
+        raise _Refusal(f"an array of {dtype.itemsize}-byte items")
+    return dtype
+
+
+def _array_bytes(shape, dtype: np.dtype) -> int:
+    """Bytes of an array of `shape` and `dtype`, refused beyond a batch's expected array (its
+    images, uint8 n x 3072 with n <= CIFAR_BATCH_IMAGES)."""
+    if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
+        raise _Refusal(f"an array of shape {shape!r:.60}")
+    size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if size > CIFAR_BATCH_IMAGES * 3 * 32 * 32:
+        raise _Refusal(f"an array of shape {shape} ({size} bytes, beyond a batch's 10000 x 3072)")
+    return size
+
+
+def _dtype(obj, align=False, copy=True):
+    """numpy.dtype as a pickle calls it, always a copy (a later BUILD never alters numpy's own)."""
+    if not isinstance(obj, str):
+        raise _Refusal(f"numpy.dtype of {type(obj).__name__}")
+    return _simple_dtype(np.dtype(obj, bool(align), True))
+
+
+def _empty_array(subtype, shape, dtype):
+    """numpy's `_reconstruct(ndarray, (0,), b'b')`: the empty array that a BUILD then fills."""
+    if subtype is not _NDARRAY or shape != (0,) or dtype not in (b"b", "b"):
+        raise _Refusal("numpy's array reconstruction with arguments numpy never writes")
+    return _reconstruct(np.ndarray, (0,), b"b")
+
+
+def _array_from_buffer(buffer, dtype, shape, order="C"):
+    """numpy's `_frombuffer` (protocol 5): an array over the pickle's own bytes."""
+    if not isinstance(dtype, np.dtype):
+        raise _Refusal("numpy's _frombuffer without a dtype")
+    _array_bytes(shape, _simple_dtype(dtype))
+    return _frombuffer(buffer, dtype, shape, order)
+
+
+def _latin1(text, encoding="utf-8"):
+    """`_codecs.encode(text, 'latin1')`: how protocol 2 written by Python 3 stores bytes. No other
+    codec (some expand their input, e.g. 'hex', and could be chained)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refusal(f"_codecs.encode with codec {encoding!r:.40}")
+    return codecs.encode(text, "latin1")
+
+
+class _Ndarray:
+    """What the pickle gets for `numpy.ndarray`: only an argument of `_reconstruct`; calling it
+    (which would allocate an array of any size) is refused."""
+
+    def __call__(self, *args, **kwargs):
+        raise _Refusal("numpy.ndarray to be called (an array of a size the pickle chooses)")
+
+
+_NDARRAY = _Ndarray()
+
 # What CIFAR-10's pickles may ask for: numpy's array reconstruction (both module names, as numpy
 # 1.x and 2.x write them; _frombuffer for protocol 5) and _codecs.encode, which protocol-2 pickles
-# written by Python 3 use for bytes. Containers, strings and numbers need no globals.
+# written by Python 3 use for bytes; each through a wrapper that admits only what numpy writes.
+# Containers, strings and numbers need no globals.
 _PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): codecs.encode,
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy.core.numeric", "_frombuffer"): _array_from_buffer,
+    ("numpy._core.numeric", "_frombuffer"): _array_from_buffer,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _dtype,
+    ("_codecs", "encode"): _latin1,
 }
 
 
-class CifarUnpickler(pickle.Unpickler):
-    """Unpickles a CIFAR-10 file, refusing every global but numpy's array reconstruction.
+class CifarUnpickler(pickle._Unpickler):
+    """Unpickles a CIFAR-10 file, refusing every global but numpy's array reconstruction, and
+    any array beyond a batch's expected size.
 
-    The general unpickler calls whatever a pickle names, so a tampered batch could run code;
-    this one raises DataError (naming `path` and the global) instead.
+    The general unpickler calls whatever a pickle names, so a tampered batch could run code, and
+    even numpy's own reconstruction allocates whatever shape the pickle says. This one (Python's
+    own unpickler, whose steps can be checked one by one) admits the few globals above through
+    wrappers, and checks each array's shape, dtype and data before numpy sees them; anything
+    else raises DataError naming `path` and what was asked for.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, blob: bytes, path: Path):
         super().__init__(io.BytesIO(blob), encoding="latin1")  # the originals are Python 2 pickles
@@ -245,17 +368,37 @@ class CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in _PICKLE_GLOBALS:
             return _PICKLE_GLOBALS[module, name]
-        raise DataError(
-            f"cifar10: {self.path} asks the unpickler for '{module}.{name}'; a CIFAR-10 file holds "
-            f"only arrays, lists, strings and numbers. Refusing to load it."
-        )
+        raise _Refusal(f"'{module}.{name}'")
+
+    def load_build(self):
+        """BUILD: only numpy's own state of an array or a dtype, checked first."""
+        state, target = self.stack[-1], self.stack[-2]
+        if isinstance(target, np.ndarray):
+            if not (isinstance(state, tuple) and len(state) in (4, 5)):
+                raise _Refusal("an array state numpy never writes")
+            shape, dtype, _, data = state[-4:]
+            if not isinstance(dtype, np.dtype):
+                raise _Refusal("an array state without a dtype")
+            size = _array_bytes(shape, _simple_dtype(dtype))
+            if not isinstance(data, bytes | str) or len(data) != size:
+                raise _Refusal(f"an array of {size} bytes from data of another length")
+        elif not isinstance(target, np.dtype):
+            raise _Refusal(f"the state of a {type(target).__name__} to be set")
+        super().load_build()
+        if isinstance(target, np.dtype):
+            _simple_dtype(target)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def _unpickle(path: Path, blob: bytes):
     try:
         return CifarUnpickler(blob, path).load()
-    except DataError:
-        raise
+    except _Refusal as err:
+        raise DataError(
+            f"cifar10: {path} asks the unpickler for {err}; a CIFAR-10 file holds only arrays of "
+            f"at most a batch's size, lists, strings and numbers. Refusing to load it."
+        ) from None
     except Exception as err:  # a truncated or corrupt pickle fails in many ways
         raise DataError(
             f"cifar10: {path} is not a readable pickle ({type(err).__name__}: "
@@ -308,7 +451,7 @@ def _idx(dataset: str, path: Path, blob: bytes, images: bool) -> np.ndarray:
         fields
         and fields[0] == magic
         and (not images or shape[1:] == (28, 28))
-        and len(blob) == header + int(np.prod(shape))
+        and len(blob) == header + math.prod(shape)
     ):
         what = "images (magic 2051, n x 28 x 28)" if images else "labels (magic 2049, n)"
         raise DataError(
@@ -409,7 +552,7 @@ def prepare(
     pins = (accept_checksum_mismatch or {}).get(dataset) or {}  # checked with the params
     ensure_files(dataset, root, download)
     paths = raw_files(dataset, root)
-    blobs = {name: path.read_bytes() for name, path in paths.items()}
+    blobs = {name: read_raw(dataset, name, path) for name, path in paths.items()}
     md5s = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
     mismatches = _accept(dataset, paths, md5s, pins)
     generator = torch.Generator().manual_seed(seed)

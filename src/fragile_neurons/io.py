@@ -11,6 +11,7 @@ torch is imported where tensors are read or written, so the params check imports
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -25,22 +26,46 @@ from typing import Any
 from .errors import DataError
 from .paths import producer
 
+# Why a write can fail that is no bug: the disk, the folder's permissions, a limit. Each is one
+# line naming the file (a DataError); the output it would replace is left as it was.
+WRITE_ERRORS = {  # errno: (what happened, what to do)
+    errno.EACCES: ("permission denied", "give this user write access to the folder"),
+    errno.EPERM: ("operation not permitted (an immutable file or folder?)", "make it writable"),
+    errno.EROFS: ("the file system is read-only", "mount it read-write or move the project"),
+    errno.EFBIG: ("larger than the file-size limit (ulimit -f)", "lift the limit"),
+    errno.ENOSPC: ("no space left on the device", "free some space"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free some space"),
+    errno.ENOTDIR: ("a file stands where a folder of the path belongs", "move it away"),
+    errno.EISDIR: ("a folder stands where the file belongs", "move it away"),
+}
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`."""
+    """Yield a temporary path beside `path`; on success rename it onto `path`. The temporary file
+    is removed whatever happens (an error, SIGTERM or Ctrl-C: see stage.py); a write that the
+    disk, a permission or a limit refuses is a one-line DataError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        what, remedy = WRITE_ERRORS[err.errno]
+        raise DataError(
+            f"cannot write {path}: {what}; nothing of it was written (what was there is as it "
+            f"was). {remedy[0].upper()}{remedy[1:]}, then rerun the stage"
+        ) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -122,11 +147,14 @@ def load_tensors(path: str | Path, keys: tuple[str, ...] = ()) -> dict:
     return blob
 
 
-def load_split(path: str | Path) -> dict:
+def load_split(path: str | Path, dataset: str | None = None) -> dict:
     """A prepared split (see data.prepare): uint8 images N x C x H x W, int64 labels N, int64
     index N (distinct positions >= 0 in the raw split the images came from), the class names, and
-    the per-channel mean and std; anything else is a one-line DataError."""
+    the per-channel mean and std (C values each, finite, std > 0); with `dataset`, images and
+    classes of that dataset. Anything else is a one-line DataError naming the file."""
     import torch
+
+    from .config import CLASSES, IMAGE_SHAPES
 
     split = load_tensors(path, keys=("images", "labels", "index", "classes", "mean", "std"))
     images, labels, index = split["images"], split["labels"], split["index"]
@@ -146,4 +174,27 @@ def load_split(path: str | Path) -> dict:
             f"{path} is not a prepared split (uint8 images N x C x H x W, int64 labels in "
             f"[0, classes), int64 index of N distinct raw positions); {rerun_advice(path)}"
         )
+    channels, side = images.shape[1], images.shape[2]
+    for name in ("mean", "std"):
+        stat = split[name]
+        if not (
+            isinstance(stat, torch.Tensor)
+            and stat.is_floating_point()
+            and stat.shape == (channels,)
+            and bool(torch.isfinite(stat).all())
+            and (name == "mean" or bool((stat > 0).all()))
+        ):
+            raise DataError(
+                f"{path}: its {name} is not {channels} finite numbers"
+                + (" > 0" if name == "std" else "")
+                + f" (one per channel); {rerun_advice(path)}"
+            )
+    if dataset is not None:
+        want = (IMAGE_SHAPES[dataset][0], IMAGE_SHAPES[dataset][1], IMAGE_SHAPES[dataset][1])
+        if tuple(images.shape[1:]) != want or len(split["classes"]) != CLASSES:
+            raise DataError(
+                f"{path} holds {channels} x {side} x {images.shape[3]} images of "
+                f"{len(split['classes'])} classes, not {dataset}'s {want[0]} x {want[1]} x "
+                f"{want[2]} of {CLASSES}; {rerun_advice(path)}"
+            )
     return split

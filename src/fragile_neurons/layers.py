@@ -91,5 +91,7 @@ def resolve_layer(model: nn.Module, example: torch.Tensor, layer: str | None) ->
     try:
         return find_scan_layer(model, example, layer)
     except ValueError as err:
-        allowed = f"null or the name of an nn.Conv2d the model runs: {convolutions(model)}"
+        trace = _execution_trace(model, example)
+        ran = [name for name, module, *_ in trace if isinstance(module, nn.Conv2d)]
+        allowed = f"null or the name of an nn.Conv2d the model runs: {ran}"
         raise ParamError("scan.layer", layer, allowed) from err

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import ARCH_ALLOWED, is_builder
+from .config import ARCH_ALLOWED, CLASSES, IMAGE_SHAPES, is_builder
 from .errors import DataError, ParamError
 from .io import load_tensors, rerun_advice, save_tensors
 from .paths import model as model_path
@@ -239,21 +239,46 @@ def save_checkpoint(path: str | Path, model: nn.Sequential, spec: dict) -> None:
     save_tensors(path, {"spec": dict(spec), "state_dict": state})
 
 
-def load_checkpoint(
-    path: str | Path, arch: str | None = None, *, key: str = "arch"
-) -> tuple[nn.Sequential, dict]:
-    """Rebuild a saved model in eval mode; `arch`, when given, must match the checkpoint's.
+def _weights_problem(state: dict, expected: dict[str, torch.Size]) -> str | None:
+    """What is wrong with a state dict against the shapes of the model its spec builds: a key
+    missing or extra, a shape that differs, a non-finite weight, a normalisation std <= 0."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        return f"its weights lack {missing[:3]} or have extra {extra[:3]}"
+    for name, shape in expected.items():
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != shape:
+            given = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor)
+            return f"its weight {name} is {given}, not {tuple(shape)} as its spec builds it"
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return f"its weight {name} is not finite (NaN or inf)"
+    std = state["normalize.std"]
+    if not (std > 0).all():
+        return f"its normalisation std {[round(v, 6) for v in std.flatten().tolist()]} is not > 0"
+    return None
 
-    The file is untrusted: it loads with ``weights_only`` (see :func:`io.load_tensors`), and a
-    spec or state that does not rebuild the architecture is a one-line DataError naming the file.
-    A builder path is imported only when the caller names it as `arch` (from params.yaml, which
-    is trusted), never because a file says so; a builder that no longer imports is a ParamError
-    naming `key`.
+
+def load_checkpoint(
+    path: str | Path, arch: str | None = None, *, key: str = "arch", dataset: str | None = None
+) -> tuple[nn.Sequential, dict]:
+    """Rebuild a saved model in eval mode; `arch`, when given, must match the checkpoint's, and
+    `dataset`, when given, its images (channels, size) and classes.
+
+    The file is untrusted: it loads with ``weights_only`` (see :func:`io.load_tensors`); its spec
+    is checked against `dataset`, and its weights against the shapes its spec builds (built on
+    torch's meta device first, which allocates nothing), before any memory is taken for the
+    model; every weight must be finite and the normalisation std positive. Anything wrong is a
+    one-line DataError naming the file and the stage that rewrites it. A builder path is imported
+    only when the caller names it as `arch` (from params.yaml, which is trusted), never because
+    a file says so; a builder that no longer imports is a ParamError naming `key`.
     """
     blob = load_tensors(path, keys=("spec", "state_dict"))
     spec, state = blob["spec"], blob["state_dict"]
     fields = {"arch": str, "channels": int, "size": int, "classes": int}
-    if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) for k, t in fields.items()):
+    if not isinstance(spec, dict) or any(
+        type(spec.get(k)) is not t for k, t in fields.items()
+    ):  # type(...) is: a bool is no count
         raise DataError(f"{path}: its spec is not {fields}; {rerun_advice(path)}")
     named = arch is not None and spec["arch"] == arch and is_builder(arch)
     if not (spec["arch"] in ARCHITECTURES or named) or (arch is not None and spec["arch"] != arch):
@@ -263,28 +288,66 @@ def load_checkpoint(
         raise DataError(
             f"{path} holds a {spec['arch']!r} model, not {wanted}; {rerun_advice(path)}"
         )
-    try:
-        model = build_model(
-            spec["arch"],
-            spec["channels"],
-            spec["size"],
-            spec["classes"],
-            state["normalize.mean"].flatten(),
-            state["normalize.std"].flatten(),
-            key=key,
+    given = (spec["channels"], spec["size"], spec["classes"])
+    if dataset is not None and given != (*IMAGE_SHAPES[dataset], CLASSES):
+        channels, size = IMAGE_SHAPES[dataset]
+        raise DataError(
+            f"{path} is a model of {given[0]} x {given[1]} x {given[1]} images and {given[2]} "
+            f"classes, not of {dataset}'s {channels} x {size} x {size} images and {CLASSES} "
+            f"classes; {rerun_advice(path)}"
         )
-        model.load_state_dict(state)
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise DataError(f"{path}: its state_dict is not a mapping of names; {rerun_advice(path)}")
+    if not all(isinstance(state.get(k), torch.Tensor) for k in ("normalize.mean", "normalize.std")):
+        raise DataError(f"{path} lacks its normalisation mean and std; {rerun_advice(path)}")
+
+    def build(mean, std):
+        return build_model(
+            spec["arch"], spec["channels"], spec["size"], spec["classes"], mean, std, key=key
+        )
+
+    try:
+        with torch.device("meta"):  # shapes only: a spec of absurd sizes allocates nothing
+            stats = torch.zeros(spec["channels"])
+            shapes = {k: v.shape for k, v in build(stats, stats).state_dict().items()}
+        problem = _weights_problem(state, shapes)
+        if problem is None:
+            model = build(state["normalize.mean"].flatten(), state["normalize.std"].flatten())
+            model.load_state_dict(state)
     except ParamError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+        AttributeError,
+        NotImplementedError,
+    ) as err:
         first = " ".join(str(err).split())[:160]
-        raise DataError(
-            f"{path} does not hold a {spec['arch']} state ({first}); {rerun_advice(path)}"
-        ) from None
+        problem = f"does not hold a {spec['arch']} state ({first})"
+    if problem is not None:
+        raise DataError(f"{path}: {problem}; {rerun_advice(path)}")
     return model.eval(), spec
 
 
 def load_trained(name: str, run: dict) -> tuple[nn.Sequential, dict]:
     """Run `name`'s trained model (models/<name>/model.pt, the train stage's), its architecture
-    checked against `run`'s (params: runs.<name>.arch, which an error names)."""
-    return load_checkpoint(model_path(name), arch=run["arch"], key=f"runs.{name}.arch")
+    checked against `run`'s (params: runs.<name>.arch, which an error names) and its images and
+    classes against the run's dataset."""
+    return load_checkpoint(
+        model_path(name), arch=run["arch"], key=f"runs.{name}.arch", dataset=run["dataset"]
+    )
+
+
+def degenerate(logits: torch.Tensor, labels: torch.Tensor) -> str | None:
+    """What makes a model's `logits` on images of `labels` useless to scan, if anything: a
+    non-finite logit, or one answer for every image where the labels hold several classes (a
+    dead or collapsed model, e.g. a zeroed last layer: its gradients vanish and the attack share
+    is undefined)."""
+    if not torch.isfinite(logits).all():
+        return f"gives non-finite logits on {len(logits)} images"
+    predicted = logits.argmax(dim=1)
+    if len(torch.unique(labels)) > 1 and bool((predicted == predicted[0]).all()):
+        return f"predicts class {int(predicted[0])} for every one of {len(logits)} images"
+    return None

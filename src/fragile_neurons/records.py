@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import LABEL_MODES, LABELS, MODES, SCORES
+from .config import LABELS, RULES
 from .errors import DataError
 from .io import load_tensors, rerun_advice, save_tensors
 
@@ -60,6 +60,15 @@ def _tensor(name: str, value: torch.Tensor, dtype: torch.dtype, *shape: int | No
         sizes = ", ".join("?" if s is None else str(s) for s in shape)
         wanted = f"({sizes},)" if len(shape) == 1 else f"({sizes})"
         raise ValueError(f"{name} is {value.dtype} {tuple(value.shape)}, not {dtype} {wanted}")
+
+
+def _setting(name: str, value) -> None:
+    """A setting a record holds (the params that made it), by the params' own declared rule
+    (config.RULES): ValueError with the rule's message if it breaks it."""
+    try:
+        RULES[name](name, value)
+    except ValueError as err:  # a ParamError
+        raise ValueError(getattr(err, "refusal", str(err))) from None
 
 
 def _same_length(**lists) -> None:
@@ -153,8 +162,7 @@ class FGSMSweep(Record):
             linf_mean=self.linf_mean,
             l2_mean=self.l2_mean,
         )
-        if self.label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode {self.label_mode!r} is not one of {LABEL_MODES}")
+        _setting("label_mode", self.label_mode)
         _tensor("signs", self.signs, torch.int8, None, None, None, None)
         _tensor("clean_logits", self.clean_logits, torch.float32, len(self.signs), None)
 
@@ -427,8 +435,9 @@ class Labels(Record):
             _tensor(name, getattr(self, name), torch.float64, n)
         _tensor("antifragile", self.antifragile, torch.bool, n)
         _same_length(phi=self.phi, label=self.label)
-        if self.score not in SCORES or not set(self.label) <= set(LABELS):
-            raise ValueError(f"score must be one of {SCORES} and every label one of {LABELS}")
+        _setting("score", self.score)
+        if not set(self.label) <= set(LABELS):
+            raise ValueError(f"every label must be one of {LABELS}")
         if not ((self.mcnemar_p >= 0) & (self.mcnemar_p <= 1)).all():
             raise ValueError("mcnemar_p must lie in [0, 1]")
 
@@ -507,9 +516,8 @@ class Gains(Record):
                 raise ValueError(f"{name} must list distinct neuron indices in [0, {n})")
         if set(self.fragile.tolist()) & set(self.robust.tolist()):
             raise ValueError("fragile and robust neurons must be distinct")
-        if self.mode not in MODES or not 0 <= self.compress <= 1 or self.max_gain < 1:
-            raise ValueError(f"compress {self.compress}, mode {self.mode!r}, max_gain "
-                             f"{self.max_gain} are not settings of harden")  # fmt: skip
+        for name in ("compress", "mode", "max_gain"):
+            _setting(name, getattr(self, name))
 
     def mismatch(self, neurons: int | None = None):
         return _neurons(len(self.gain), neurons)
@@ -558,8 +566,7 @@ class OriginalAttacks(Record):
             )
         if any(eps not in self.epsilons or eps <= 0 for eps in self.masking_epsilons):
             raise ValueError(f"checked epsilons {self.masking_epsilons} are not of E+")
-        if self.label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode {self.label_mode!r} is not one of {LABEL_MODES}")
+        _setting("label_mode", self.label_mode)
 
     def made(self) -> dict:
         """How the attacks were made, and on how many images each."""

@@ -6,14 +6,28 @@ depends on it), and turns a bad setting or missing data into one line on stderr 
 The stage's wall-clock time goes to stderr, never into an output, so a rerun writes the same
 bytes. Nothing here shapes a result: it is the one package module no stage lists in dvc.yaml
 besides `errors`, `paths` and `__init__` (tests/test_dvc_deps.py).
+
+Signals: a stage stops when its parent dies (on Linux the kernel sends it SIGTERM), or DVC behind
+a shell that stayed (a watcher thread: DVC killed mid-stage leaves no stage writing outputs
+afterwards, outside DVC's lock), and SIGTERM, SIGINT or
+SIGHUP stop it with one line and exit status 128 + the signal's number, after removing the
+temporary file of a write in progress (every output is written to a temporary file and renamed,
+so each output is either whole or as it was). SIGXFSZ is ignored, so a write beyond a file-size
+limit fails with EFBIG, which io.py reports as one line naming the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import select
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +74,102 @@ class Context:
         self.bar.update(1)
 
 
+class Stopped(BaseException):
+    """A stop signal, raised in the main thread (a BaseException, so no `except Exception` of a
+    stage swallows it; `finally` blocks still run, and remove temporary files)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "busybox"}
+
+
+def _runner() -> int:
+    """The process that runs this stage: the parent, or where the parent is a shell that did not
+    exec the command (DVC runs `$SHELL -c <cmd>`; dash keeps itself between), its parent."""
+    parent = os.getppid()
+    try:
+        comm = Path(f"/proc/{parent}/comm").read_text().strip()
+        if comm in SHELLS:
+            stat = Path(f"/proc/{parent}/stat").read_text()
+            return int(stat.rpartition(")")[2].split()[1])  # field 4: the shell's parent
+    except (OSError, ValueError, IndexError):
+        pass
+    return parent
+
+
+@contextmanager
+def stopped_with_runner() -> Iterator[None]:
+    """Within the block, SIGTERM to this process when the runner (`_runner`: DVC) exits, by a
+    thread that waits on a pidfd of it (Linux >= 5.3; elsewhere nothing). The parent-death
+    signal covers a direct parent; this covers DVC behind a shell that stays."""
+    runner = _runner()
+    try:
+        pidfd = os.pidfd_open(runner)
+    except (AttributeError, OSError):
+        yield
+        return
+    stop_r, stop_w = os.pipe()
+
+    def watch():
+        ready, _, _ = select.select([pidfd, stop_r], [], [])
+        if pidfd in ready and stop_r not in ready:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, name="runner-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        os.write(stop_w, b"x")
+        watcher.join()
+        for fd in (pidfd, stop_r, stop_w):
+            os.close(fd)
+
+
+def stop_with_parent() -> bool:
+    """Linux: ask the kernel to send this process SIGTERM when its parent dies (DVC runs a
+    stage's command through a shell that execs it, so the parent is DVC). Returns whether the
+    request took; a parent that died before it is a Stopped(SIGTERM) at once."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        took = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    if took and os.getppid() == 1:  # orphaned already: adopted by init
+        raise Stopped(signal.SIGTERM)
+    return took
+
+
+@contextmanager
+def signals_handled() -> Iterator[None]:
+    """Within the block, SIGTERM, SIGINT and SIGHUP raise Stopped and SIGXFSZ is ignored (writes
+    fail with EFBIG); the handlers before it are restored after it (a stage run in-process, as
+    the tests do, leaves the process as it found it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {signum: _stop for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    handlers[signal.SIGXFSZ] = signal.SIG_IGN
+    before = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=body.__doc__)
     parser.add_argument("run", help="a key of `runs` in params.yaml")
@@ -67,7 +177,13 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
     args = parser.parse_args(argv)
     stage = Path(sys.argv[0]).stem if argv is None else body.__name__
     keep_freed_memory()
+    with signals_handled(), stopped_with_runner():
+        _run(body, args, stage)
+
+
+def _run(body: Callable[[Context], None], args: argparse.Namespace, stage: str) -> None:
     try:
+        stop_with_parent()
         params = load_params(args.params)
         run = get_run(params, args.run)
         use_threads(params["threads"])
@@ -92,3 +208,18 @@ def run_stage(body: Callable[[Context], None], argv: list[str] | None = None) ->
     except (ParamError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except MemoryError:  # a bad input never gets here (sizes are checked first); a big batch may
+        print(
+            f"error: {stage} {args.run} ran out of memory; lower batch_size (or the run's "
+            f"sizes), or free memory, and rerun",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except Stopped as stop:
+        name = signal.Signals(stop.signum).name
+        print(
+            f"error: {stage} {args.run} stopped by {name}; every output is whole or as it was, "
+            f"and DVC records the stage as not run: rerun it",
+            file=sys.stderr,
+        )
+        sys.exit(128 + stop.signum)
