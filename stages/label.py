@@ -2,7 +2,7 @@
 
 import sys
 
-from fragile_neurons import io, label, paths
+from fragile_neurons import headline, io, label, paths
 from fragile_neurons.figures.label import filters_figure, impact_figure
 from fragile_neurons.models import load_trained
 from fragile_neurons.records import ScanLayer, ScanMeasurements, Targeting
@@ -10,7 +10,7 @@ from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Label: data/label/<run>/labels.pt, metrics/<run>/label.json, plots/<run>/label.csv,
+    """Label: data/label/<run>/labels.pt, metrics/<run>/label.json and label/, plots/<run>/label.csv,
     impact.png and filters.png; why the labels are unresolved, if they are, on stderr."""
     model, _ = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
@@ -22,7 +22,7 @@ def main(ctx: Context) -> None:
         print(f"warning: {warning}", file=sys.stderr)
     labels.save(paths.labels_record(ctx.name))
     io.write_csv(paths.plot(ctx.name, "label.csv"), label.table(labels, targeting))
-    io.write_json(paths.metrics(ctx.name, "label"), label.metrics(labels, measured, layer))
+    headline.write(ctx.name, "label", label.metrics(labels, measured, layer))
     title = f"{ctx.name}: {layer.conv_name}, phi = {labels.score} impact"
     io.save_figure(paths.plot(ctx.name, "impact.png"), impact_figure(measured, labels, title))
     filters = filters_figure(layer.conv(model), labels, title)

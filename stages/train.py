@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from fragile_neurons import io, paths, train
+from fragile_neurons import headline, io, paths, train
 from fragile_neurons.models import save_checkpoint
 from fragile_neurons.stage import Context, run_stage
 
@@ -17,7 +17,7 @@ def main(ctx: Context) -> None:
     def write_curves(model, history):
         io.write_csv(paths.plot(ctx.name, "train.csv"), pd.DataFrame(history))
         metrics = {**train.metrics(model, history), **ctx.runtime()}
-        io.write_json(paths.metrics(ctx.name, "train"), metrics)
+        headline.write(ctx.name, "train", metrics)
 
     model, spec, _ = train.run(train_split, test_split, settings, ctx.generator, write_curves)
     save_checkpoint(paths.model(ctx.name), model, spec)

@@ -488,8 +488,10 @@ def run(
     )
     summary = {
         **summary,
-        # labels_resolved false: F and R, and so the gains, rest on a cut-off the index decided
-        "headline": {**summary["headline"], **flag, "labels_resolved": gains.labels_resolved},
+        "headline": {**summary["headline"], **{k: flag[k] for k in masking.FLAGS}},
+        "masking": flag,
+        # false: F and R, and so the gains, rest on a cut-off the index decided
+        "labels_resolved": gains.labels_resolved,
         "autoattack": autoattack,
         "epsilons": settings.epsilon_labels,
         "labels": settings.label_mode,
@@ -622,8 +624,6 @@ def summarise(
             f"{a}_auc_plus_gain": gains[a]["auc_plus"]["value"],
             f"{a}_auc_plus_gain_low": gains[a]["auc_plus"]["ci_low"],
             f"{a}_auc_plus_gain_high": gains[a]["auc_plus"]["ci_high"],
-            f"{a}_auc_gain": gains[a]["auc"]["value"],
-            f"{a}_relative_auc_gain": gains[a]["relative_auc"]["value"],
             f"{a}_margin_over_random": margin[a]["auc_plus"]["mean"],
             f"{a}_p_value": margin[a]["auc_plus"]["p_value"],
         }

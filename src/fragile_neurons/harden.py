@@ -140,8 +140,8 @@ def run(
     max_gain: float,
 ) -> tuple[Gains, dict]:
     """The harden stage: the hardening's gains and the inverse control's from the labels and
-    phi of the label stage and the magnitudes m of the attack stage, and harden.json, whose
-    headline carries whether those labels were resolved (method.md section 3)."""
+    phi of the label stage and the magnitudes m of the attack stage, and harden.json, which
+    says whether those labels were resolved (method.md section 3)."""
     m, phi, label = targeting.magnitude.numpy(), labels.phi.numpy(), labels.label
     settings = {"compress": compress, "mode": mode, "max_gain": max_gain}
     hardened = hardening(m, phi, label, **settings)
@@ -157,7 +157,7 @@ def run(
         labels_resolved=labels.resolved,
     )
     summary = {
-        "headline": {"labels_resolved": labels.resolved},
+        "labels_resolved": labels.resolved,
         **summarise(hardened, m),
         **settings,
         "layer": layer.conv_name,

@@ -46,6 +46,7 @@ LOSSES = ("ce", "dlr")  # APGD's losses, in the order they run
 NETWORKS = ("original", "hardened")  # the networks the check attacks
 INSTALL = "pip install --no-deps 'torchattacks>=3.5'"
 HEADLINE = ("masking", "masking_testable", "masking_gap_original", "masking_gap_hardened")
+FLAGS = HEADLINE[:2]  # of these, the ones in evaluate's headline (headline.py); all in its details
 
 
 def require_torchattacks(images: int):

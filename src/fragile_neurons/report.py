@@ -22,11 +22,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths
+from . import headline, paths
 from .config import ATTACKS, load_params
 from .formats import fixed, p_value, with_interval
 from .io import read_json
-from .sweep import flatten, headlines
+from .sweep import flatten
 
 BEGIN = "<!-- begin: fragile-neurons report (generated from metrics/; edit report.py, not this) -->"
 END = "<!-- end: fragile-neurons report -->"
@@ -324,9 +324,10 @@ def dose_tables(summary: dict, source: Path) -> list[str]:
 
 
 def run_headlines(run: str) -> dict:
-    """`<stage>.<key>` -> value of the run's committed metrics (as the sweep reads them)."""
+    """`<stage>.<key>` -> value of the run's committed headlines (as the sweep reads them)."""
     folder = paths.metrics(run, "train").parent
-    return headlines({p.stem: read_json(p) for p in sorted(folder.glob("*.json"))})
+    files = {str(p.relative_to(folder)): read_json(p) for p in sorted(folder.glob("*/*.json"))}
+    return headline.read_files(files)
 
 
 def _value(h: dict, key: str, digits: int = 3) -> str:
@@ -342,8 +343,10 @@ def _with_p(h: dict, key: str, p_key: str) -> str:
     return fixed(h[key], 3) + (f" (p = {p_value(h[p_key])})" if p_key in h else "")
 
 
-def _attacks(h: dict, measure: str) -> str:
-    return " / ".join(_value(h, f"evaluate.{a}_{measure}") for a in ATTACKS)
+def _gains(details: dict, measure: str) -> str:
+    """evaluate.json's gain of each attack in `measure` (auc, relative_auc)."""
+    gain = details.get("gain") or {}
+    return " / ".join(fixed((gain.get(a) or {}).get(measure, {}).get("value"), 3) for a in ATTACKS)
 
 
 def _with_ci(h: dict, key: str, digits: int = 3) -> str:
@@ -359,50 +362,52 @@ def _masking(h: dict) -> str:
 
 
 BASELINE_ROWS = (
-    ("test accuracy", lambda h: _value(h, "train.test_accuracy", 4)),
+    ("test accuracy", lambda h, _: _value(h, "train.test_accuracy", 4)),
     (
         "Spearman rho of phi and X (p)",
-        lambda h: _with_p(h, "correlate.excess_spearman_rho", "correlate.excess_spearman_p"),
+        lambda h, _: _with_p(h, "correlate.excess_spearman_rho", "correlate.excess_spearman_p"),
     ),
     (
         "Spearman rho of phi and D (p)",
-        lambda h: _with_p(h, "correlate.share_spearman_rho", "correlate.share_spearman_p"),
+        lambda h, _: _with_p(h, "correlate.share_spearman_rho", "correlate.share_spearman_p"),
     ),
     (
         "Spearman rho of phi and N / G (controls)",
-        lambda h: " / ".join(
+        lambda h, _: " / ".join(
             _value(h, f"correlate.{m}_spearman_rho") for m in ("noise", "filter_gain")
         ),
     ),
-    ("labels resolved", lambda h: _value(h, "label.resolved")),
+    ("labels resolved", lambda h, _: _value(h, "label.resolved")),
     *(
         (
             f"{ATTACK_NAMES[a]} AUC+ gain [bootstrap 95% CI]",
-            lambda h, a=a: _with_ci(h, f"evaluate.{a}_auc_plus_gain"),
+            lambda h, _, a=a: _with_ci(h, f"evaluate.{a}_auc_plus_gain"),
         )
         for a in ATTACKS
     ),
     *(
         (
             f"{ATTACK_NAMES[a]} margin over random (permutation p)",
-            lambda h, a=a: _with_p(h, f"evaluate.{a}_margin_over_random", f"evaluate.{a}_p_value"),
+            lambda h, _, a=a: _with_p(h, f"evaluate.{a}_margin_over_random", f"evaluate.{a}_p_value"),
         )
         for a in ATTACKS
     ),
-    ("AUC gain (over all of E) FGSM / PGD / transferred", lambda h: _attacks(h, "auc_gain")),
-    ("relative AUC gain FGSM / PGD / transferred", lambda h: _attacks(h, "relative_auc_gain")),
+    ("AUC gain (over all of E) FGSM / PGD / transferred", lambda _, d: _gains(d, "auc")),
+    ("relative AUC gain FGSM / PGD / transferred", lambda _, d: _gains(d, "relative_auc")),
     (
         "clean-accuracy change [bootstrap 95% CI]",
-        lambda h: _with_ci(h, "evaluate.clean_accuracy_change", 4),
+        lambda h, _: _with_ci(h, "evaluate.clean_accuracy_change", 4),
     ),
-    ("gradient masking flagged", _masking),
+    ("gradient masking flagged", lambda h, _: _masking(h)),
 )  # fmt: skip
 
 
 def baseline_table(runs: dict[str, dict]) -> str:
-    """One column per run, one row per headline measure of the committed metrics."""
+    """One column per run, one row per headline measure of the committed metrics (a row is
+    shown by `show(headlines, evaluate.json)`)."""
     names = list(runs)
     found = {run: run_headlines(run) for run in names}
+    details = {run: read_json(paths.metrics(run, "evaluate")) for run in names}
     data = {run: read_json(paths.metrics(run, "data")) for run in names}
     checked = {
         r: f"{data[r]['dataset']} ({'' if data[r]['checksums_verified'] else 'NOT '}verified)"
@@ -415,7 +420,8 @@ def baseline_table(runs: dict[str, dict]) -> str:
         "| model | " + " | ".join(runs[r]["arch"] for r in names) + " |",
     ]
     for label, show in BASELINE_ROWS:
-        lines.append(f"| {label} | " + " | ".join(show(found[r]) for r in names) + " |")
+        cells = [show(found[r], details[r]) for r in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -25,9 +25,9 @@ seed, and the thread count and device (another thread count or CPU type changes 
 another seed). Within a group, each seed of a run counts once (the baseline first, then by
 experiment name).
 
-Numbers. For each run: every number or boolean of the `headline` dict of each of its stage's
-metrics files, and the few top-level ones in EXTRA, named `<stage>.<key>`
-(`evaluate.fgsm_auc_plus_gain`, `train.test_accuracy`). Per group, run and key: n, the mean and the
+Numbers. For each run: every number or boolean of its stages' headlines (headline.py: the DVC
+metrics, metrics/<run>/<stage>/*.json), named `<stage>.<key>` (`evaluate.fgsm_auc_plus_gain`,
+`train.test_accuracy`). Per group, run and key: n, the mean and the
 two-sided 95% confidence interval of Student's t (none for n < 2; none for a boolean, whose mean
 is the share of members where it holds), and each seed's value. The JSON (`--json`) has sorted
 keys and 6 significant digits, so a rerun with the same members rewrites the same bytes.
@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import parse_yaml
+from .headline import read_files
 
 # Params whose values vary within a group: they change random draws and float rounding only.
 NUISANCE = ("seed", "threads", "device", "deterministic")
-# Top-level keys of a stage's metrics summarised besides its `headline` dict: (stage, key).
-EXTRA = (("train", "test_accuracy"), ("label", "significant"), ("label", "resolved"))
 CONFIDENCE = 0.95
 DIGITS = 6  # significant digits in the JSON
 
@@ -66,30 +65,6 @@ def mean_ci(values: list[float], confidence: float = CONFIDENCE) -> tuple[float,
         return mean, mean, mean
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return mean, float(low), float(high)
-
-
-def _scalar(value: Any) -> bool:
-    """A number or boolean worth summarising (not NaN, not a string, list or dict)."""
-    if isinstance(value, bool):
-        return True
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def headlines(files: dict[str, dict]) -> dict[str, float | bool]:
-    """`<stage>.<key>` -> value for one run, from {stage: that stage's metrics JSON}: every number
-    or boolean of the `headline` dict, and the top-level keys of EXTRA."""
-    values: dict[str, float | bool] = {}
-    for stage, metrics in sorted(files.items()):
-        if not isinstance(metrics, dict):
-            continue
-        headline = metrics.get("headline")
-        for key, value in (headline if isinstance(headline, dict) else {}).items():
-            if _scalar(value):
-                values[f"{stage}.{key}"] = value
-        for extra_stage, key in EXTRA:
-            if extra_stage == stage and _scalar(metrics.get(key)):
-                values.setdefault(f"{stage}.{key}", metrics[key])
-    return values
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
@@ -156,13 +131,14 @@ def read_commit(rev: str, name: str, baseline: bool) -> dict:
     for run in params.get("runs") or {}:
         if not reproduced(lock, params, run):
             continue
-        listing = _git("ls-tree", "--name-only", rev, f"metrics/{run}/") or ""
+        folder = f"metrics/{run}/"
+        listing = _git("ls-tree", "-r", "--name-only", rev, folder) or ""
         files = {}
         for path in listing.split():
-            if path.endswith(".json"):
+            if path.endswith(".json") and path.count("/") == 3:  # metrics/<run>/<stage>/<file>
                 text = _git_show(rev, path)
-                files[Path(path).stem] = json.loads(text) if text else {}
-        values = headlines(files)
+                files[path[len(folder) :]] = json.loads(text) if text else {}
+        values = read_files(files)
         if values:
             runs[run] = values
     return {
