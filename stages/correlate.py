@@ -7,7 +7,8 @@ from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Correlate: metrics/<run>/correlate.json and correlate/ (headline.py), plots/<run>/correlate.csv and correlate.png."""
+    """Correlate: metrics/<run>/correlate.json and its headline correlate/ (headline.py),
+    plots/<run>/correlate.csv and correlate.png."""
     labels = Labels.load(paths.labels_record(ctx.name))
     targeting = Targeting.load(paths.targeting_record(ctx.name), neurons=len(labels.phi))
     summary, table = correlate.run(labels, targeting, ctx.params["correlate"]["top_fraction"])

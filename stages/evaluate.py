@@ -6,7 +6,8 @@ from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Evaluate: metrics/<run>/evaluate.json and evaluate/ (headline.py), plots/<run>/evaluate.csv and robustness.png."""
+    """Evaluate: metrics/<run>/evaluate.json and its headline evaluate/ (headline.py),
+    plots/<run>/evaluate.csv and robustness.png."""
     settings = evaluate.Settings.from_params(ctx.params, ctx.name, ctx.device)
     test = io.load_split(paths.prepared(ctx.name, "test"))
     model, _ = models.load_trained(ctx.name, ctx.run)

@@ -10,8 +10,8 @@ from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Label: data/label/<run>/labels.pt, metrics/<run>/label.json and label/, plots/<run>/label.csv,
-    impact.png and filters.png; why the labels are unresolved, if they are, on stderr."""
+    """Label: data/label/<run>/labels.pt, metrics/<run>/label.json and label/ (headline.py),
+    plots/<run>/label.csv, impact.png and filters.png; why the labels are unresolved, on stderr."""
     model, _ = load_trained(ctx.name, ctx.run)
     layer = ScanLayer.load(paths.layer_record(ctx.name), model=model)
     measured = ScanMeasurements.load(paths.scan_record(ctx.name), neurons=layer.channels)

@@ -11,6 +11,7 @@ import torch
 from conftest import labels_record, targeting_record
 from scipy import stats
 
+from fragile_neurons import headline
 from fragile_neurons.correlate import association, json_ready, most_targeted, overlap, run
 from fragile_neurons.ranking import top_count
 
@@ -149,8 +150,9 @@ def test_every_score_is_set_against_d_x_n_and_g_and_the_headline_is_x():
     head = summary["headline"]
     x = targeting.excess_share.numpy()
     assert x[0] < x[1] < x[2] < x[3]  # X keeps the order of the hand-made excess
-    assert head["score"] == "clean" and head["excess_spearman_rho"] == pytest.approx(1.0)
-    assert head["labels_resolved"] is True
+    headline.check("correlate", head)  # the declared keys and types
+    assert summary["score"] == "clean" and head["excess_spearman_rho"] == pytest.approx(1.0)
+    assert summary["labels_resolved"] is True
     assert head["noise_spearman_rho"] == pytest.approx(-1.0)
     assert head["filter_gain_spearman_rho"] == pytest.approx(-1.0)
     d_rho = stats.spearmanr(phi, share.numpy().mean(axis=0)).statistic

@@ -14,7 +14,7 @@ import torch
 from conftest import gains_record
 from torch import nn
 
-from fragile_neurons import evaluate
+from fragile_neurons import evaluate, headline
 from fragile_neurons.adversarial import fgsm_sweep
 from fragile_neurons.config import load_params
 from fragile_neurons.correlate import json_ready
@@ -23,6 +23,7 @@ from fragile_neurons.gates import fold
 from fragile_neurons.inference import as_input, batch_slices
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.masking import (
+    FLAGS,
     HEADLINE,
     Outcome,
     apgd_correct,
@@ -233,8 +234,10 @@ def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkey
     }
     assert isinstance(on["headline"]["masking"], bool)
     assert list(on["headline"])[0] == "clean_accuracy_change"  # the headline's order is kept
-    assert list(on["headline"])[-5:-1] == list(HEADLINE)  # then the check's entries
-    assert list(on["headline"])[-1] == "labels_resolved"  # and the labels' flag last
+    assert list(on["headline"])[-2:] == list(FLAGS)  # then the check's flags
+    assert list(on["masking"]) == list(HEADLINE)  # all its entries in the details
+    assert on["labels_resolved"] is True
+    headline.check("evaluate", on["headline"])  # the declared keys and types
     json.dumps(json_ready(on), allow_nan=False)
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     off = _evaluate(trained_mnist, mnist_splits, _settings(autoattack_images=0))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, stage_metrics
+from conftest import ROOT, metrics_files, run_values, stage_metrics
 
 from fragile_neurons import report
-from fragile_neurons.sweep import flatten, headlines, summarise, to_json
+from fragile_neurons.sweep import flatten, summarise, to_json
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 OFFSETS = {"mnist": -0.2, "cifar10": 0.3}
@@ -80,7 +80,7 @@ def member(name, seed, compress=0.5, runs=("mnist", "cifar10")):
         "baseline": name == "baseline",
         "seed": seed,
         "params": params,
-        "runs": {r: headlines(stage_metrics(seed, compress, OFFSETS[r])) for r in runs},
+        "runs": {r: run_values(seed, compress, OFFSETS[r]) for r in runs},
     }
 
 
@@ -204,8 +204,9 @@ def test_the_dose_response_table_has_a_row_per_setting_for_each_run_with_several
 def write_run(folder: Path, run: str) -> None:
     metrics = folder / "metrics" / run
     metrics.mkdir(parents=True)
-    for stage, content in stage_metrics(0, 0.5, OFFSETS[run]).items():
-        (metrics / f"{stage}.json").write_text(json.dumps(content))
+    for path, content in metrics_files(0, 0.5, OFFSETS[run]).items():
+        (metrics / path).parent.mkdir(exist_ok=True)
+        (metrics / path).write_text(json.dumps(content))
     (metrics / "data.json").write_text(json.dumps({"dataset": run, "checksums_verified": True}))
     attack = {"fgsm_accuracy": {"0": 0.99, "0.1": 0.5}, "success_rate": {"0": 0, "0.1": 0.5}}
     (metrics / "attack.json").write_text(json.dumps(attack))

@@ -147,3 +147,13 @@ def read_files(files: dict[str, Any]) -> dict[str, float | bool]:
         if len(parts) == 2 and parts[1].endswith(".json") and isinstance(data, dict):
             stage_files.setdefault(parts[0], {})[Path(parts[1]).stem] = data
     return read(stage_files)
+
+
+def read_folder(folder: str | Path) -> dict[str, float | bool]:
+    """`read_files` of a run's folder, metrics/<run>."""
+    import json
+
+    folder = Path(folder)
+    return read_files(
+        {str(p.relative_to(folder)): json.loads(p.read_text()) for p in folder.glob("*/*.json")}
+    )

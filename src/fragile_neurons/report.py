@@ -325,9 +325,7 @@ def dose_tables(summary: dict, source: Path) -> list[str]:
 
 def run_headlines(run: str) -> dict:
     """`<stage>.<key>` -> value of the run's committed headlines (as the sweep reads them)."""
-    folder = paths.metrics(run, "train").parent
-    files = {str(p.relative_to(folder)): read_json(p) for p in sorted(folder.glob("*/*.json"))}
-    return headline.read_files(files)
+    return headline.read_folder(paths.metrics(run, "train").parent)
 
 
 def _value(h: dict, key: str, digits: int = 3) -> str:
@@ -388,7 +386,9 @@ BASELINE_ROWS = (
     *(
         (
             f"{ATTACK_NAMES[a]} margin over random (permutation p)",
-            lambda h, _, a=a: _with_p(h, f"evaluate.{a}_margin_over_random", f"evaluate.{a}_p_value"),
+            lambda h, _, a=a: _with_p(
+                h, f"evaluate.{a}_margin_over_random", f"evaluate.{a}_p_value"
+            ),
         )
         for a in ATTACKS
     ),
