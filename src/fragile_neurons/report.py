@@ -24,9 +24,11 @@ from pathlib import Path
 
 from . import headline, paths
 from .config import ATTACKS, load_params
+from .errors import ParamError
 from .formats import fixed, p_value, with_interval
-from .io import read_json
-from .sweep import flatten
+from .io import write_with
+from .sweep import SummaryError, flatten, load_summary
+from .sweep import load_json as read_json
 
 BEGIN = "<!-- begin: fragile-neurons report (generated from metrics/; edit report.py, not this) -->"
 END = "<!-- end: fragile-neurons report -->"
@@ -325,7 +327,9 @@ def dose_tables(summary: dict, source: Path) -> list[str]:
 
 def run_headlines(run: str) -> dict:
     """`<stage>.<key>` -> value of the run's committed headlines (as the sweep reads them)."""
-    return headline.read_folder(paths.metrics(run, "train").parent)
+    folder = paths.metrics(run, "train").parent
+    files = {str(p.relative_to(folder)): read_json(p) for p in sorted(folder.glob("*/*.json"))}
+    return headline.read_files(files)
 
 
 def _value(h: dict, key: str, digits: int = 3) -> str:
@@ -465,8 +469,8 @@ def section(runs: dict[str, dict]) -> str:
     """The results section between the markers (without them), from the committed files."""
     parts = ["### Claims, over seeds"]
     if SEEDS.is_file():
-        models = read_json(MODELS) if MODELS.is_file() else None
-        parts.append(claims_table(claim_blocks(read_json(SEEDS), models), runs))
+        models = load_summary(MODELS) if MODELS.is_file() else None
+        parts.append(claims_table(claim_blocks(load_summary(SEEDS), models), runs))
     else:
         parts.append(
             f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
@@ -475,7 +479,7 @@ def section(runs: dict[str, dict]) -> str:
     parts.append("### Dose-response")
     found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
     others = [p for p in found if p not in (SEEDS, MODELS)]
-    tables = [t for p in others for t in dose_tables(read_json(p), p)]
+    tables = [t for p in others for t in dose_tables(load_summary(p), p)]
     if tables:
         parts += tables
     else:
@@ -498,6 +502,15 @@ def replace_section(text: str, generated: str) -> str:
     return f"{head}{BEGIN}\n{generated}\n{END}{tail}"
 
 
+def read_text(path: Path) -> str:
+    """A text file, or SummaryError naming it."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise SummaryError(f"{path}: cannot be read ({reason})") from None
+
+
 def committed_runs(params_path: str | Path = "params.yaml") -> dict[str, dict]:
     """The runs of params.yaml that have their metrics, in params.yaml's order."""
     return {
@@ -508,22 +521,30 @@ def committed_runs(params_path: str | Path = "params.yaml") -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fragile-neurons report", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--readme", default=None, help="rewrite the section in this file")
     parser.add_argument(
         "--check", action="store_true", help="with --readme: exit 1 if it differs, write nothing"
     )
     args = parser.parse_args(argv)
-    generated = section(committed_runs(args.params))
-    if not args.readme:
-        print(generated)
-        return
-    readme = Path(args.readme)
-    text = readme.read_text()
+    if args.check and not args.readme:
+        print("error: --check needs --readme FILE (the README to compare)", file=sys.stderr)
+        sys.exit(2)
     try:
+        generated = section(committed_runs(args.params))
+        if not args.readme:
+            print(generated)
+            return
+        readme = Path(args.readme)
+        text = read_text(readme)
         new = replace_section(text, generated)
-    except ValueError as err:
+    except (ParamError, SummaryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:  # the markers
         print(f"error: {readme}: {err}", file=sys.stderr)
         sys.exit(2)
     if args.check:
@@ -532,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"--readme {readme}`", file=sys.stderr)  # fmt: skip
             sys.exit(1)
     elif new != text:
-        readme.write_text(new)
+        write_with(readme, lambda p: p.write_text(new))
 
 
 if __name__ == "__main__":

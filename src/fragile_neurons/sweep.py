@@ -52,6 +52,57 @@ CONFIDENCE = 0.95
 DIGITS = 6  # significant digits in the JSON
 
 
+class SummaryError(ValueError):
+    """A file that cannot be read, is not JSON, or is not a sweep summary: one line naming it."""
+
+
+def load_json(path: str | Path) -> Any:
+    """A JSON file, or SummaryError naming it."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise SummaryError(f"{path}: cannot be read ({reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SummaryError(f"{path}: not valid JSON ({err})") from None
+
+
+# What a summary (summarise, to_json) holds: its fields, each group's, each member's, each stat's.
+SHAPE = {"rev": str, "by": list, "pooled": dict, "groups": list, "left_out": list}
+GROUP = {"label": str, "params": dict, "baseline": bool, "members": list, "runs": dict}
+STATS = {"n": int, "values": dict}
+
+
+def load_summary(path: str | Path) -> dict:
+    """A summary written by `--json`, or SummaryError naming the file and what is wrong."""
+    summary = load_json(path)
+
+    def need(obj: Any, shape: dict, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise SummaryError(f"{path}: {where} is not an object; expected a sweep summary "
+                               "(fragile-neurons sweep --json)")  # fmt: skip
+        for key, kind in shape.items():
+            if not isinstance(obj.get(key), kind):
+                raise SummaryError(
+                    f"{path}: {where}{key!r} is {obj.get(key, 'missing')!r:.40}; expected a "
+                    f"{kind.__name__} (a sweep summary: fragile-neurons sweep --json)"
+                )
+
+    need(summary, SHAPE, "")
+    for i, group in enumerate(summary["groups"]):
+        need(group, GROUP, f"groups[{i}].")
+        for m, member in enumerate(group["members"]):
+            need(member, {"name": str, "rev": str}, f"groups[{i}].members[{m}].")
+        for run, values in group["runs"].items():
+            if not isinstance(values, dict):
+                raise SummaryError(f"{path}: groups[{i}].runs[{run!r}] is not an object")
+            for key, stats in values.items():
+                need(stats, STATS, f"groups[{i}].runs[{run!r}][{key!r}].")
+    return summary
+
+
 def mean_ci(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Mean and the two-sided t confidence interval (NaN bounds for fewer than two values)."""
     from scipy import stats
@@ -429,7 +480,9 @@ def render_table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="fragile-neurons sweep", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rev", default=None, help="the baseline commit (default HEAD)")
     parser.add_argument("-n", "--num", type=int, default=1, help="commits back from --rev")
     how = parser.add_mutually_exclusive_group()
@@ -452,7 +505,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.source:
-        summary = json.loads(Path(args.source).read_text())
+        try:
+            summary = load_summary(args.source)
+        except SummaryError as err:
+            print(f"error: --from {err}", file=sys.stderr)
+            sys.exit(2)
     else:
         rev = (_git("rev-parse", args.rev or "HEAD") or "").strip()
         if not rev:
