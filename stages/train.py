@@ -1,26 +1,21 @@
 """train: fit the run's architecture on its prepared data; save the checkpoint and curves."""
 
-import pandas as pd
-
 from fragile_neurons import headline, io, paths, train
 from fragile_neurons.models import save_checkpoint
 from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Train: models/<run>/model.pt, metrics/<run>/train.json, plots/<run>/train.csv (the curves
-    are rewritten after every epoch, so `dvc exp show` and DVC's VS Code plots follow the run)."""
+    """Train: models/<run>/model.pt, metrics/<run>/train.json and train/ (headline.py), and the
+    curves through DVCLive in plots/<run>/train/, written after every epoch (train.live_curves),
+    so `dvc plots` and DVC's VS Code plots follow the run."""
     train_split = io.load_split(paths.prepared(ctx.name, "train"))
     test_split = io.load_split(paths.prepared(ctx.name, "test"))
     settings = train.Settings.from_params(ctx.params, ctx.name, ctx.device)
-
-    def write_curves(model, history):
-        io.write_csv(paths.plot(ctx.name, "train.csv"), pd.DataFrame(history))
-        metrics = {**train.metrics(model, history), **ctx.runtime()}
-        headline.write(ctx.name, "train", metrics)
-
-    model, spec, _ = train.run(train_split, test_split, settings, ctx.generator, write_curves)
+    with train.live_curves(paths.plot(ctx.name, "train")) as on_epoch:
+        model, spec, history = train.run(train_split, test_split, settings, ctx.generator, on_epoch)
     save_checkpoint(paths.model(ctx.name), model, spec)
+    headline.write(ctx.name, "train", {**train.metrics(model, history), **ctx.runtime()})
 
 
 if __name__ == "__main__":

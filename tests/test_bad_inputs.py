@@ -29,6 +29,7 @@ import yaml
 from conftest import run_script
 
 from fragile_neurons import check, data
+from fragile_neurons.train import CURVES
 
 RUN = "mnist"
 STAGES = ("prepare", "train", "attack", "scan", "label", "correlate", "harden", "evaluate")
@@ -711,10 +712,14 @@ def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
             run(stage)
     after = md5s(project)
     assert {p: pristine[1][p] for p in after} == after  # every file as it was
-    earlier = ["data.json", "train.json", "attack.json"]  # what the stages before scan write
+    earlier = ["data.json", "train.json", "train/test_accuracy.json", "attack.json"]  # before scan
+    curves = [
+        f"train/plots/metrics/{c}.tsv"
+        for c in ("train/accuracy", "train/loss", "test/accuracy", "test/loss")
+    ]
     earlier = [f"metrics/mnist/{name}" for name in earlier] + [
         f"plots/mnist/{name}"
-        for name in ("train.csv", "attack.csv", "targeting.csv", "examples.png")
+        for name in ("train/metrics.json", *curves, "attack.csv", "targeting.csv", "examples.png")
     ]
     assert {p for p in pristine[1] if p not in after} == set(earlier)
 

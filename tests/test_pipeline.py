@@ -154,7 +154,8 @@ def cached_outputs(repo: Path) -> dict:
 
 def test_forced_rerun_rewrites_identical_bytes(project):
     before = cached_outputs(project)
-    outputs = ["plots/digits/train.csv", "plots/digits/targeting.csv", "plots/digits/scan.csv"]
+    curves = [f"plots/digits/train/plots/metrics/{c}.tsv" for c in ("train/accuracy", "test/loss")]
+    outputs = ["plots/digits/train/metrics.json", *curves, "plots/digits/targeting.csv"]
     saved = {p: (project / p).read_bytes() for p in outputs}
     dvc(project, "repro", "--force", "--downstream", "train@digits")
     assert cached_outputs(project) == before  # same md5 for every model, tensor, CSV and PNG

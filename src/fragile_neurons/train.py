@@ -4,9 +4,11 @@ and repeatable."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -187,6 +189,33 @@ def run(
         on_epoch=None if on_epoch is None else partial(on_epoch, model),
     )
     return model, spec, history
+
+
+# The curves DVCLive logs per epoch: plots/metrics/<split>/<measure>.tsv under its folder.
+CURVES = tuple(
+    f"{split}/{measure}" for split in ("train", "test") for measure in ("accuracy", "loss")
+)
+
+
+@contextmanager
+def live_curves(folder: str | Path) -> Iterator[Callable[[nn.Module, list[dict]], None]]:
+    """DVCLive's logger of the training curves, in the layout DVC, VS Code and Studio read:
+    under `folder`, plots/metrics/{train,test}/{accuracy,loss}.tsv (a row per epoch, its step
+    the epoch) and metrics.json (the last epoch's). Yields `run`'s `on_epoch`, which writes
+    them after every epoch, so `dvc plots` follows a run while it trains. No timestamps, no
+    report, no dvc.yaml of its own and no experiment saved: a rerun writes the same bytes."""
+    from dvclive import Live
+
+    with Live(str(folder), report=None, save_dvc_exp=False, dvcyaml=None) as live:
+
+        def on_epoch(model: nn.Module, history: list[dict]) -> None:
+            row = history[-1]
+            live.step = row["epoch"]
+            for name in CURVES:
+                live.log_metric(name, row[name.replace("/", "_")], timestamp=False)
+            live.sync()
+
+        yield on_epoch
 
 
 def metrics(model: nn.Module, history: list[dict]) -> dict:
