@@ -713,10 +713,7 @@ def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
     after = md5s(project)
     assert {p: pristine[1][p] for p in after} == after  # every file as it was
     earlier = ["data.json", "train.json", "train/test_accuracy.json", "attack.json"]  # before scan
-    curves = [
-        f"train/plots/metrics/{c}.tsv"
-        for c in ("train/accuracy", "train/loss", "test/accuracy", "test/loss")
-    ]
+    curves = [f"train/plots/metrics/{c}.tsv" for c in CURVES]
     earlier = [f"metrics/mnist/{name}" for name in earlier] + [
         f"plots/mnist/{name}"
         for name in ("train/metrics.json", *curves, "attack.csv", "targeting.csv", "examples.png")
