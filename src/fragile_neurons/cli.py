@@ -17,13 +17,9 @@ COMMANDS = {
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
+    from . import __version__
 
-    try:
-        return installed("fragile-neurons")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown (not installed)"
+    return __version__
 
 
 def parser() -> argparse.ArgumentParser:
