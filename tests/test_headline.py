@@ -101,3 +101,38 @@ def test_every_declared_quantity_file_uses_the_shared_fields():
         assert len(places) == len(set(places)), stage
         assert {k.field for k in keys} <= set(headline.FIELDS)
     assert {f"evaluate.{a}_auc_plus_gain" for a in ATTACKS} <= set(headline.declared())
+
+
+def test_dvc_s_views_of_the_committed_headlines_fit_a_review(tmp_path):
+    """`dvc metrics show` of the committed baseline fits 100 columns, and `dvc metrics diff` of an
+    experiment that changes every number of evaluate (as `harden.compress` does) 60 rows."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, bin_ = Path(__file__).resolve().parents[1], Path(sys.executable).parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "HEAD", "dvc.yaml", "params.yaml", "metrics"],
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"{root} is not a git checkout")
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
+
+    def run(*command: str) -> str:
+        return subprocess.run(command, cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout  # fmt: skip
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(*git, "init", "-q")
+    run(str(bin_ / "dvc"), "init", "-q")
+    run(*git, "add", "-A")
+    run(*git, "commit", "-qm", "baseline")
+    shown = run(str(bin_ / "dvc"), "metrics", "show").splitlines()
+    assert len(shown) > 20 and max(map(len, shown)) <= 100, "\n".join(shown)
+    for path in tmp_path.glob("metrics/*/evaluate/*.json"):
+        fields = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v if isinstance(v, bool) else v * 1.1 + 0.001
+                                    for k, v in fields.items()}))  # fmt: skip
+    diff = run(str(bin_ / "dvc"), "metrics", "diff").splitlines()
+    assert 30 < len(diff) - 1 <= 60 and max(map(len, diff)) <= 100, "\n".join(diff)
