@@ -132,3 +132,17 @@ def test_the_live_curves_are_dvclive_s_layout_and_the_same_bytes_on_rerun(tmp_pa
     assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2", "3"]  # the step is the epoch
     summary = json.loads(first["metrics.json"])
     assert summary["step"] == 3 and summary["test"]["accuracy"] == 0.29 * 3
+
+
+def test_the_live_curves_are_written_in_a_git_repository_without_a_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    from fragile_neurons.train import live_curves
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    row = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.1,
+           "test_accuracy": 0.4}  # fmt: skip
+    with live_curves("curves") as on_epoch:
+        on_epoch(None, [row])
+    assert json.loads((tmp_path / "curves/metrics.json").read_text())["test"]["accuracy"] == 0.4

@@ -205,8 +205,16 @@ def live_curves(folder: str | Path) -> Iterator[Callable[[nn.Module, list[dict]]
     them after every epoch, so `dvc plots` follows a run while it trains. No timestamps, no
     report, no dvc.yaml of its own and no experiment saved: a rerun writes the same bytes."""
     from dvclive import Live
+    from scmrepo.exceptions import SCMError
 
-    with Live(str(folder), report=None, save_dvc_exp=False, dvcyaml=None) as live:
+    class Curves(Live):
+        def _init_dvc(self):
+            try:
+                super()._init_dvc()
+            except SCMError:  # a git repository without a commit yet: DVCLive 3 raises, and
+                pass  # nothing of the git side is needed to write these files
+
+    with Curves(str(folder), report=None, save_dvc_exp=False, dvcyaml=None) as live:
 
         def on_epoch(model: nn.Module, history: list[dict]) -> None:
             row = history[-1]
