@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -209,10 +209,10 @@ def live_curves(folder: str | Path) -> Iterator[Callable[[nn.Module, list[dict]]
 
     class Curves(Live):
         def _init_dvc(self):
-            try:
+            # a git repository without a commit yet: DVCLive 3 raises SCMError, and nothing of
+            # the git side is needed to write these files
+            with suppress(SCMError):
                 super()._init_dvc()
-            except SCMError:  # a git repository without a commit yet: DVCLive 3 raises, and
-                pass  # nothing of the git side is needed to write these files
 
     with Curves(str(folder), report=None, save_dvc_exp=False, dvcyaml=None) as live:
 
