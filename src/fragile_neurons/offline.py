@@ -28,6 +28,7 @@ PAGE = """<!DOCTYPE html>
     </script>
     <style>
         table {{ border-spacing: 15px; }}
+        img {{ max-width: 100%; height: auto; }}  /* a wide figure shrinks, never clipped */
     </style>
 </head>
 <body>

@@ -1,5 +1,6 @@
-"""The README's results section, from committed files only: metrics/<run>/*.json (the baseline,
-seed 0) and metrics/sweeps/*.json (summaries written by `fragile-neurons sweep --json`).
+"""The README's results section, from committed files only: metrics/<run>/ (the baseline, seed 0:
+its headlines, read through headline.py, and evaluate.json, attack.json and data.json) and
+metrics/sweeps/*.json (summaries written by `fragile-neurons sweep --json`).
 
     fragile-neurons report                      # print the section (Markdown)
     fragile-neurons report --readme README.md   # rewrite it between the README's markers
