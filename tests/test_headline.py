@@ -49,6 +49,8 @@ def test_none_and_nan_are_written_but_not_read_back(tmp_path, monkeypatch):
     headline.write("r", "evaluate", summary | {"headline": head})
     values = headline.read_folder(tmp_path / "metrics/r")
     assert "evaluate.masking" not in values and "evaluate.fgsm_p_value" not in values
+    text = (tmp_path / "metrics/r/evaluate/fgsm_margin.json").read_text()
+    assert json.loads(text)["p"] is None and "NaN" not in text  # valid JSON
     assert "evaluate.fgsm_auc_plus_gain" in values
 
 

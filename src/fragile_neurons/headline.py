@@ -102,10 +102,13 @@ def check(stage: str, headline: dict[str, Any]) -> None:
 
 
 def files(stage: str, headline: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{file stem: {field: value}} of a checked headline, fields in FIELDS' order."""
+    """{file stem: {field: value}} of a checked headline, fields in FIELDS' order; NaN (a
+    correlation of a constant) as null, so every file is valid JSON for DVC, VS Code and Studio."""
     out: dict[str, dict[str, Any]] = {}
     for key in HEADLINES.get(stage, ()):
-        out.setdefault(key.file, {})[key.field] = headline[key.name]
+        value = headline[key.name]
+        finite = not isinstance(value, float) or math.isfinite(value)
+        out.setdefault(key.file, {})[key.field] = value if finite else None
     return {f: {n: v[n] for n in FIELDS if n in v} for f, v in out.items()}
 
 
