@@ -3,6 +3,7 @@
 import hashlib
 import json
 
+import pytest
 import torch
 
 from fragile_neurons.inference import accuracy_and_loss, logits_of
@@ -146,3 +147,17 @@ def test_the_live_curves_are_written_in_a_git_repository_without_a_commit(tmp_pa
     with live_curves("curves") as on_epoch:
         on_epoch(None, [row])
     assert json.loads((tmp_path / "curves/metrics.json").read_text())["test"]["accuracy"] == 0.4
+
+
+def test_a_training_that_stops_before_an_epoch_ends_keeps_the_last_curves(tmp_path):
+    from fragile_neurons.train import live_curves
+
+    row = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.1,
+           "test_accuracy": 0.4}  # fmt: skip
+    with live_curves(tmp_path / "curves") as on_epoch:
+        on_epoch(None, [row])
+    before = {p: p.read_bytes() for p in sorted((tmp_path / "curves").rglob("*")) if p.is_file()}
+    with pytest.raises(RuntimeError), live_curves(tmp_path / "curves"):
+        raise RuntimeError("diverged in epoch 1")
+    after = {p: p.read_bytes() for p in sorted((tmp_path / "curves").rglob("*")) if p.is_file()}
+    assert after == before and len(before) == 5

@@ -203,7 +203,9 @@ def live_curves(folder: str | Path) -> Iterator[Callable[[nn.Module, list[dict]]
     under `folder`, plots/metrics/{train,test}/{accuracy,loss}.tsv (a row per epoch, its step
     the epoch) and metrics.json (the last epoch's). Yields `run`'s `on_epoch`, which writes
     them after every epoch, so `dvc plots` follows a run while it trains. No timestamps, no
-    report, no dvc.yaml of its own and no experiment saved: a rerun writes the same bytes."""
+    report, no dvc.yaml of its own and no experiment saved: a rerun writes the same bytes. The
+    folder is cleared when the first epoch ends, so a training that stops before (a diverging
+    learning rate) leaves the last run's curves as they were."""
     from dvclive import Live
     from scmrepo.exceptions import SCMError
 
@@ -214,16 +216,23 @@ def live_curves(folder: str | Path) -> Iterator[Callable[[nn.Module, list[dict]]
             with suppress(SCMError):
                 super()._init_dvc()
 
-    with Curves(str(folder), report=None, save_dvc_exp=False, dvcyaml=None) as live:
+    live = None
 
-        def on_epoch(model: nn.Module, history: list[dict]) -> None:
-            row = history[-1]
-            live.step = row["epoch"]
-            for name in CURVES:
-                live.log_metric(name, row[name.replace("/", "_")], timestamp=False)
-            live.sync()
+    def on_epoch(model: nn.Module, history: list[dict]) -> None:
+        nonlocal live
+        if live is None:
+            live = Curves(str(folder), report=None, save_dvc_exp=False, dvcyaml=None)
+        row = history[-1]
+        live.step = row["epoch"]
+        for name in CURVES:
+            live.log_metric(name, row[name.replace("/", "_")], timestamp=False)
+        live.sync()
 
+    try:
         yield on_epoch
+    finally:
+        if live is not None:
+            live.end()
 
 
 def metrics(model: nn.Module, history: list[dict]) -> dict:
