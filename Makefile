@@ -1,12 +1,13 @@
 # Two entry points, each sets up .venv on first use:
 #   make repro   fetch the raw datasets the runs need (when absent), then run the pipeline
 #   make test    run the test suite
+#   make plots   dvc plots show, rendered without internet (dvc_plots/index.html)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test lint bench setup
+.PHONY: repro test lint bench setup plots
 
 setup: $(STAMP)
 
@@ -18,6 +19,8 @@ $(STAMP): pyproject.toml
 	# tests/test_adversarial.py and tests/test_masking.py) pins an old `requests` that conflicts
 	# with DVC's; it needs nothing else that is not already installed, hence --no-deps
 	$(BIN)/pip install --quiet --no-deps "torchattacks>=3.5"
+	# `dvc plots show --html-template .venv/offline-plots.html`: Vega's libraries inlined
+	$(BIN)/python -m fragile_neurons.offline $(VENV)/offline-plots.html
 	touch $(STAMP)
 
 repro: $(STAMP)
@@ -26,6 +29,9 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" pytest -q
+
+plots: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" dvc plots show --html-template $(VENV)/offline-plots.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check src stages tests benchmarks

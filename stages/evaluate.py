@@ -1,13 +1,14 @@
 """evaluate: the variants attacked beside the baseline stage's original (method.md section 6)."""
 
-from fragile_neurons import evaluate, io, models, paths, records
+from fragile_neurons import evaluate, headline, io, models, paths, records
 from fragile_neurons.figures.evaluate import robustness_figure
 from fragile_neurons.robustness import Settings
 from fragile_neurons.stage import Context, run_stage
 
 
 def main(ctx: Context) -> None:
-    """Evaluate: metrics/<run>/evaluate.json, plots/<run>/evaluate.csv and robustness.png."""
+    """Evaluate: metrics/<run>/evaluate.json and its headline evaluate/ (headline.py),
+    plots/<run>/evaluate.csv and robustness.png."""
     settings = Settings.from_params(ctx.params, ctx.name, ctx.device)
     test = io.load_split(paths.prepared(ctx.name, "test"), ctx.run["dataset"])
     model, _ = models.load_trained(ctx.name, ctx.run)
@@ -23,7 +24,7 @@ def main(ctx: Context) -> None:
     figure = robustness_figure(curves, summary, ctx.name)
     io.save_figure(paths.plot(ctx.name, "robustness.png"), figure)
     extra = {"hardened_checkpoint_difference": difference, **ctx.runtime()}
-    io.write_json(paths.metrics(ctx.name, "evaluate"), {**summary, **extra})
+    headline.write(ctx.name, "evaluate", {**summary, **extra})
 
 
 if __name__ == "__main__":

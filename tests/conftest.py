@@ -279,15 +279,15 @@ def real_root() -> Path:
 
 
 def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict[str, dict]:
-    """Metrics files of one run, {stage: JSON}, with the headline keys the stages write and a
-    few other values that the sweep summary must ignore (strings, lists, nested dicts)."""
+    """The summaries of one run's stages, {stage: summary}, as their modules return them: each
+    stage's declared headline (headline.py) and a few other values (strings, lists, nested
+    dicts) that stay in its details."""
     evaluate = {
         "clean_accuracy_change": -0.01 * compress + 0.001 * seed,
         "clean_accuracy_change_low": -0.02,
         "clean_accuracy_change_high": 0.0,
         "masking": seed % 2 == 1,
         "masking_testable": True,
-        "labels_resolved": True,
     }
     for i, attack in enumerate(("fgsm", "pgd", "transfer")):
         gain = offset + 0.1 * (i + 1) * (0.5 - compress) + 0.01 * seed
@@ -295,27 +295,59 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
             f"{attack}_auc_plus_gain": gain,
             f"{attack}_auc_plus_gain_low": gain - 0.05,
             f"{attack}_auc_plus_gain_high": gain + 0.05,
-            f"{attack}_auc_gain": gain / 2,
-            f"{attack}_relative_auc_gain": gain * 1.1,
             f"{attack}_margin_over_random": gain - 0.03,
             f"{attack}_p_value": 1 / 21 + seed / 100,
         }
+    gain = {a: {"auc": {"value": 0.5 * (i + 1)}} for i, a in enumerate(("fgsm", "pgd", "transfer"))}
     return {
-        "train": {"test_accuracy": 0.99 - 0.001 * seed, "epochs": [3], "device": "cpu"},
-        "label": {"significant": [1, 4], "resolved": seed != 3, "score": "clean"},
+        "train": {
+            "headline": {"test_accuracy": 0.99 - 0.001 * seed},
+            "epochs": [3],
+            "device": "cpu",
+        },
+        "label": {
+            "headline": {"resolved": seed != 3, "significant": 2 + seed},
+            "score": "clean",
+        },
         "correlate": {
-            "spearman_rho": 0.5,  # top level: not a headline
             "headline": {
-                "score": "clean",
                 "excess_spearman_rho": offset + 0.1 * seed - 0.15,
                 "excess_spearman_p": 0.01 * (seed + 1),
                 "share_spearman_rho": 0.3 + 0.05 * seed,
                 "share_spearman_p": 0.001 * (seed + 1),
                 "noise_spearman_rho": 0.1,
                 "filter_gain_spearman_rho": 0.2 + 0.01 * seed,
-                "labels_resolved": seed != 3,
             },
+            "score": "clean",
+            "spearman_rho": 0.5,  # top level: not a headline
         },
-        "harden": {"headline": {"labels_resolved": seed != 3}, "layer": "conv1"},
-        "evaluate": {"headline": evaluate, "variants": {"original": {"auc": 0.5}}},
+        "harden": {"labels_resolved": seed != 3, "layer": "conv1"},
+        "evaluate": {
+            "headline": evaluate,
+            "gain": gain,
+            "variants": {"original": {"auc": 0.5}},
+        },
     }
+
+
+def metrics_files(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict[str, dict]:
+    """The files under metrics/<run>/ that the stages write from `stage_metrics`, {path: JSON}:
+    the headline files (`evaluate/fgsm.json`) and the details (`evaluate.json`)."""
+    from fragile_neurons import headline
+
+    files = {}
+    for stage, summary in stage_metrics(seed, compress, offset).items():
+        details = {k: v for k, v in summary.items() if k != "headline"}
+        files[f"{stage}.json"] = details
+        if "headline" in summary:
+            headline.check(stage, summary["headline"])
+            for stem, fields in headline.files(stage, summary["headline"]).items():
+                files[f"{stage}/{stem}.json"] = fields
+    return files
+
+
+def run_values(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict:
+    """`<stage>.<key>` -> value of `metrics_files`, as the sweep and the report read them."""
+    from fragile_neurons.headline import read_files
+
+    return read_files(metrics_files(seed, compress, offset))

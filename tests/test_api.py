@@ -26,24 +26,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
-def readme_example() -> str:
-    """The first ```python block of the README's section "Use it on your own model"."""
+def readme_example() -> tuple[str, str]:
+    """The first ```python block of the README's section "Use it on your own model", and the
+    plain ``` block after it (what it prints)."""
     text = (ROOT / "README.md").read_text()
     section = text.split("\n## Use it on your own model\n", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "the README's API section has no python example"
-    return match.group(1)
+    match = re.search(r"```python\n(.*?)```.*?```\n(.*?)```", section, re.DOTALL)
+    assert match, "the README's API section has no python example and its output"
+    return match.group(1), match.group(2)
 
 
-def test_the_readme_example_runs(one_thread, capsys):
-    code = readme_example()
+def test_the_readme_example_prints_what_the_readme_says(one_thread, capsys):
+    code, printed = readme_example()
     assert "resnet18(weights=None" in code and "scan_layer(" in code
     exec(compile(code, "README.md (Use it on your own model)", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
-    assert "fragile: [" in out and "robust: [" in out
-    for column in ("clean_impact", "excess_share", "filter_gain", "noise_share"):
-        assert column in out
-    assert re.search(r"the hardened copy keeps \d of 8 answers", out)
+    assert out == printed, f"the README's printed output has drifted; it prints:\n{out}"
 
 
 def test_the_api_does_not_slow_down_the_check_stage():
@@ -218,7 +216,15 @@ LABELS = torch.tensor([0, 1, 2, 0, 1])
         ({"images": IMAGES - 0.5}, r"must lie in \[0, 1\]"),
         ({"images": IMAGES.masked_fill(IMAGES > 0.9, float("nan"))}, r"must lie in \[0, 1\]"),
         ({"images": (IMAGES * 10).int()}, "float in \\[0, 1\\] or uint8, not torch.int32"),
-        ({"images": torch.rand(5, 3, 8, 8)}, r"the model fails on images of shape \(5, 3, 8, 8\)"),
+        (
+            {"images": torch.rand(5, 3, 8, 8)},
+            r"\(5, 3, 8, 8\) have 3 channels; .* \(NCHW\) with C = 1",
+        ),
+        (
+            {"images": torch.rand(5, 8, 8, 1)},
+            r"look like N x H x W x C .* images.permute\(0, 3, 1, 2\)",
+        ),
+        ({"images": torch.rand(5, 1, 9, 9)}, r"the model fails on images of shape \(5, 1, 9, 9\)"),
         ({"labels": LABELS[:4]}, r"labels must be 5 integer class indices, got torch.int64 \(4,\)"),
         ({"labels": LABELS.float()}, "labels must be 5 integer class indices, got torch.float32"),
         ({"labels": LABELS.bool()}, "integer class indices, got torch.bool"),
@@ -244,6 +250,7 @@ LABELS = torch.tensor([0, 1, 2, 0, 1])
             "label_mode = 'guess' is not allowed; expected true or 'predicted'",
         ),
         ({"device": "gpu0"}, "device = 'gpu0'; expected e.g. 'cpu'"),
+        ({"device": "cuda:99"}, "device = 'cuda:99'.* (sees no CUDA device|has \\d+ CUDA devices)"),
     ],
 )
 def test_bad_inputs_are_clear_value_errors(change, message):
@@ -315,3 +322,41 @@ def test_a_report_hardens_only_its_own_model():
         harden_model(other, report)
     with pytest.raises(ValueError, match="report must be the ScanReport of scan_layer"):
         harden_model(tiny_model(), {"layer": "conv"})
+
+
+def rgb_model() -> nn.Module:
+    return nn.Sequential(
+        OrderedDict(
+            normalize=Normalize(mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2]),
+            conv=nn.Conv2d(3, 4, 3),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(4 * 6 * 6, 3),
+        )
+    ).eval()
+
+
+def test_a_grey_batch_for_an_rgb_model_is_refused_though_normalize_would_broadcast_it():
+    grey = torch.rand(5, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"have 1 channels; .* \(NCHW\) with C = 3"):
+        scan_layer(rgb_model(), None, grey, LABELS, [0, 0.1])
+    with pytest.raises(ValueError, match=r"N x H x W x C .*images.permute"):
+        attack_share(rgb_model(), None, torch.rand(5, 8, 8, 3), LABELS, [0, 0.1])
+
+
+def test_reports_have_a_short_repr_a_summary_and_warn_of_unresolved_labels(one_thread):
+    deaf = tiny_model()
+    with torch.no_grad():
+        deaf.fc.weight.zero_()  # no neuron matters: phi is constant, the labels unresolved
+    with pytest.warns(fragile_neurons.LabelWarning, match="unresolved labels: "):
+        report = scan_layer(deaf, None, IMAGES, LABELS, [0, 0.1])
+    assert repr(report) == (
+        "ScanReport(layer='conv', neurons=4, images=5, epsilons=['0', '0.1'], score='clean', "
+        "fragile=1, robust=1, resolved=False)"
+    )
+    summary = report.summary().splitlines()
+    assert summary[0].startswith("layer conv (4 neurons, the channels of conv), 5 images")
+    assert summary[2] == f"fragile: {report.fragile}"
+    assert summary[-1] == f"unresolved: {report.labels.warnings[-1]}"
+    share = attack_share(tiny_model(), None, IMAGES, LABELS, [0, 0.1], seed=3)
+    assert repr(share) == "ShareReport(layer='conv', neurons=4, epsilons=['0.1'], seed=3)"
+    assert share.summary().splitlines()[1].startswith("excess share X from ")

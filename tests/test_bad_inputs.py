@@ -42,6 +42,7 @@ from conftest import run_script
 
 from fragile_neurons import check, data
 from fragile_neurons.models import build_model, save_checkpoint
+from fragile_neurons.train import CURVES
 
 RUN = "mnist"
 STAGES = (
@@ -1071,10 +1072,11 @@ def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
             run(stage)
     after = md5s(project)
     assert {p: pristine[1][p] for p in after} == after  # every file as it was
-    earlier = ["data.json", "train.json", "attack.json"]  # what the stages before scan write
+    earlier = ["data.json", "train.json", "train/test_accuracy.json", "attack.json"]  # before scan
+    curves = [f"train/plots/metrics/{c}.tsv" for c in CURVES]
     earlier = [f"metrics/mnist/{name}" for name in earlier] + [
         f"plots/mnist/{name}"
-        for name in ("train.csv", "attack.csv", "targeting.csv", "examples.png")
+        for name in ("train/metrics.json", *curves, "attack.csv", "targeting.csv", "examples.png")
     ]
     assert {p for p in pristine[1] if p not in after} == set(earlier)
 
@@ -1208,3 +1210,90 @@ def test_a_refused_layer_is_not_listed_among_the_allowed():
         resolve_layer(Model(), torch.zeros(1, 1, 8, 8), "unused")
     assert str(err.value).endswith("expected null or the name of an nn.Conv2d the model runs: "
                                    "['conv']")  # fmt: skip
+
+
+# --- the command line: report, sweep, check and the command itself (issue 23) -----------------
+# Each case runs `fragile-neurons <args>` in-process in a copy of the committed params.yaml,
+# metrics/ and README.md, after `prepare(folder)`; it must be one line on stderr, `error: ...`
+# holding each fragment, exit status 2, and leave every file as it was.
+
+class CommandCase(NamedTuple):
+    id: str
+    args: tuple[str, ...]
+    fragments: tuple[str, ...]
+    prepare: Callable[[Path], None] = lambda folder: None
+
+
+def _write(path: str, text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / path).write_text(text)
+
+
+COMMAND_CASES = [
+    CommandCase("no-command", (), ("no command", "check, report, sweep")),
+    CommandCase("unknown-command", ("chekc",), ("unknown command 'chekc'", "check, report, sweep")),
+    CommandCase("unknown-option-as-command", ("--bogus",), ("unknown command '--bogus'",)),
+    CommandCase("check-unknown-key", ("check", "-S", "harden.compres=0.25"),
+                ("harden.compres = 0.25 is not allowed", "known keys here", "'compress'")),
+    CommandCase("check-unknown-section", ("check", "-S", "hardenn.compress=0.25"),
+                ("hardenn = ", "is not allowed")),
+    CommandCase("sweep-from-missing", ("sweep", "--from", "missing.json"),
+                ("--from missing.json: cannot be read", "No such file")),
+    CommandCase("sweep-from-empty", ("sweep", "--from", "empty.json"),
+                ("--from empty.json: not valid JSON",), _write("empty.json", "")),
+    CommandCase("sweep-from-not-a-summary", ("sweep", "--from", "other.json"),
+                ("other.json: 'rev' is 'missing'", "a sweep summary"),
+                _write("other.json", '{"accuracy": 0.9}')),
+    CommandCase("sweep-from-a-list", ("sweep", "--from", "list.json"),
+                ("list.json:  is not an object",), _write("list.json", "[1, 2]")),
+    CommandCase("sweep-from-a-bad-group", ("sweep", "--from", "group.json"),
+                ("groups[0].'members' is 'missing'",),
+                _write("group.json", '{"rev": "abc", "by": [], "pooled": {}, "left_out": [], '
+                                     '"groups": [{"label": "all", "params": {}, '
+                                     '"baseline": true, "runs": {}}]}')),
+    CommandCase("sweep-from-a-bad-statistic", ("sweep", "--from", "stat.json"),
+                ("runs['mnist']['train.test_accuracy'].'n' is 'missing'",),
+                _write("stat.json", '{"rev": "abc", "by": [], "pooled": {}, "left_out": [], '
+                                    '"groups": [{"label": "all", "params": {}, '
+                                    '"baseline": true, "members": [], '
+                                    '"runs": {"mnist": {"train.test_accuracy": {}}}}]}')),
+    CommandCase("sweep-outside-git", ("sweep", "--seeds"), ("HEAD is not a commit here",)),
+    CommandCase("report-params-missing", ("report", "--params", "missing.yaml"),
+                ("missing.yaml", "a readable YAML file")),
+    CommandCase("report-readme-folder-missing", ("report", "--readme", "nowhere/README.md"),
+                ("nowhere/README.md: cannot be read",)),
+    CommandCase("report-readme-without-markers", ("report", "--readme", "NOTES.md"),
+                ("NOTES.md: expected one line",), _write("NOTES.md", "no markers\n")),
+    CommandCase("report-check-without-readme", ("report", "--check"),
+                ("--check needs --readme",)),
+    CommandCase("report-seeds-not-json", ("report",),
+                ("metrics/sweeps/seeds.json: not valid JSON",),
+                _write("metrics/sweeps/seeds.json", "{")),
+    CommandCase("report-models-not-a-summary", ("report",),
+                ("metrics/sweeps/models.json: 'rev' is 'missing'",),
+                _write("metrics/sweeps/models.json", "{}")),
+    CommandCase("report-headline-not-json", ("report",),
+                ("metrics/mnist/evaluate/fgsm.json: not valid JSON",),
+                _write("metrics/mnist/evaluate/fgsm.json", "nan nan")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", COMMAND_CASES, ids=[c.id for c in COMMAND_CASES])
+def test_a_bad_command_line_is_one_line_and_exit_status_2(bad, tmp_path, capsys):
+    from fragile_neurons import cli
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(ROOT / "params.yaml", folder)
+    shutil.copy(ROOT / "README.md", folder)
+    shutil.copytree(ROOT / "metrics", folder / "metrics")
+    bad.prepare(folder)
+    before = md5s(folder)
+    capsys.readouterr()
+    with chdir(folder), pytest.raises(SystemExit) as err:
+        cli.main(list(bad.args))
+    stderr = capsys.readouterr().err
+    assert err.value.code == 2, stderr
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    for fragment in bad.fragments:
+        assert fragment in stderr, stderr
+    assert md5s(folder) == before, "a file changed, or a new one appeared"

@@ -27,7 +27,7 @@ def project(tmp_path):
     [
         (["runs.mnist.train.epochs=0"], "runs.mnist.train.epochs = 0 is not allowed"),
         (["seed=0,1,-1"], "seed = -1 is not allowed; expected an integer >= 0"),
-        (["scan.layr=1"], "Could not override 'scan.layr'"),
+        (["scan.layr=1"], "scan.layr = 1 is not allowed; expected no such key; known keys"),
         (["+scan.layr=1"], "scan.layr = 1 is not allowed; expected no such key"),
         (["seed=["], "overrides DVC accepts"),
     ],
@@ -54,6 +54,27 @@ def test_without_overrides_check_is_the_check_stage(project):
     assert (project / "data" / "params.ok").is_file()
 
 
-def test_an_unknown_command_lists_the_commands(project):
+def test_an_unknown_command_is_one_line_naming_the_commands(project):
     result = fragile_neurons("chekc", cwd=project)
-    assert result.returncode == 2 and "fragile-neurons report" in result.stderr
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "error: unknown command 'chekc'; the commands are check, report, sweep "
+        "(fragile-neurons --help)\n"
+    )
+
+
+def test_help_and_version_go_to_stdout(project):
+    result = fragile_neurons("--help", cwd=project)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: fragile-neurons [-h] [--version] <command> ...")
+    for command in ("check", "report", "sweep"):
+        assert f"    {command} " in result.stdout
+    version = fragile_neurons("--version", cwd=project)
+    assert version.returncode == 0 and version.stdout.startswith("fragile-neurons 0.")
+
+
+@pytest.mark.parametrize("command", ["check", "report", "sweep"])
+def test_a_command_s_usage_names_the_command(project, command):
+    result = fragile_neurons(command, "--help", cwd=project)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: fragile-neurons {command} ")

@@ -11,6 +11,7 @@ import torch
 from conftest import labels_record, targeting_record
 from scipy import stats
 
+from fragile_neurons import headline
 from fragile_neurons.correlate import association, json_ready, most_targeted, overlap, run
 from fragile_neurons.ranking import top_count
 
@@ -149,8 +150,9 @@ def test_every_score_is_set_against_d_x_n_and_g_and_the_headline_is_x():
     head = summary["headline"]
     x = targeting.excess_share.numpy()
     assert x[0] < x[1] < x[2] < x[3]  # X keeps the order of the hand-made excess
-    assert head["score"] == "clean" and head["excess_spearman_rho"] == pytest.approx(1.0)
-    assert head["labels_resolved"] is True
+    headline.check("correlate", head)  # the declared keys and types
+    assert summary["score"] == "clean" and head["excess_spearman_rho"] == pytest.approx(1.0)
+    assert summary["labels_resolved"] is True
     assert head["noise_spearman_rho"] == pytest.approx(-1.0)
     assert head["filter_gain_spearman_rho"] == pytest.approx(-1.0)
     d_rho = stats.spearmanr(phi, share.numpy().mean(axis=0)).statistic
@@ -171,3 +173,20 @@ def test_neurons_without_a_defined_excess_share_are_left_out_and_counted():
     excess = summary["scores"]["clean"]["excess"]
     assert excess["neurons"] == 2 and math.isnan(excess["spearman_rho"])
     assert math.isnan(summary["headline"]["excess_spearman_rho"])
+
+
+def test_the_figure_shows_x_against_phi_with_the_noise_band_and_its_draws(tmp_path):
+    from fragile_neurons.figures.correlate import correlation_figure
+
+    noise = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1]], dtype=torch.float64)
+    share = noise * torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    targeting = targeting_record(share / share.sum(dim=1, keepdim=True), torch.ones(4), noise=noise)
+    labels = labels_record([0.0, 0.1, 0.2, 0.3], ["robust", "neutral", "neutral", "fragile"])
+    summary, table = run(labels, targeting, 0.25)
+    fig = correlation_figure(table, summary, "test")
+    assert len(fig.axes) == 2  # D and X; no per-epsilon panel
+    excess = fig.axes[1]
+    assert excess.patches, "no noise band"
+    nulls = [c for c in excess.collections if c.get_label() == "X of random noise, per neuron"]
+    assert len(nulls) == 1 and len(nulls[0].get_offsets()) == table["null_excess"].notna().sum()
+    fig.savefig(tmp_path / "correlate.png")

@@ -303,3 +303,16 @@ def test_the_label_stage_says_on_stderr_why_labels_are_unresolved(
         assert stderr == [] and report["warnings"] == []
         assert labels.members("fragile") == list(range(2, 10))  # the largest loss impacts
         assert labels.members("robust") == list(range(10, 18))  # the smallest
+
+
+def test_the_impact_figure_shows_the_clean_impact_on_its_own_scale(tmp_path):
+    from fragile_neurons.figures.label import impact_figure
+
+    measured = measurements()
+    impact = measured.impact()
+    fig = impact_figure(measured, run(measured, "clean", 0.25), "test")
+    clean, adversarial = (ax.images[0] for ax in fig.axes[:2])
+    assert clean.get_array().shape == (8, 1) and adversarial.get_array().shape == (8, 2)
+    assert clean.get_clim() == pytest.approx((-abs(impact[:, 0]).max(), abs(impact[:, 0]).max()))
+    assert adversarial.get_clim()[1] == pytest.approx(abs(impact[:, 1:]).max())
+    fig.savefig(tmp_path / "impact.png")

@@ -14,7 +14,7 @@ import torch
 from conftest import gains_record
 from torch import nn
 
-from fragile_neurons import baseline, evaluate, robustness
+from fragile_neurons import baseline, evaluate, headline, robustness
 from fragile_neurons.adversarial import fgsm_sweep
 from fragile_neurons.config import load_params
 from fragile_neurons.correlate import json_ready
@@ -23,6 +23,7 @@ from fragile_neurons.gates import fold
 from fragile_neurons.inference import as_input, batch_slices
 from fragile_neurons.layers import find_scan_layer
 from fragile_neurons.masking import (
+    FLAGS,
     HEADLINE,
     Outcome,
     apgd_correct,
@@ -287,13 +288,16 @@ def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkey
     }
     assert isinstance(on["headline"]["masking"], bool)
     assert list(on["headline"])[0] == "clean_accuracy_change"  # the headline's order is kept
-    assert list(on["headline"])[-len(HEADLINE) - 1 : -1] == list(HEADLINE)  # then the check's
-    assert list(on["headline"])[-1] == "labels_resolved"  # and the labels' flag last
+    assert list(on["masking"]) == list(HEADLINE)  # all its entries in the details
+    assert on["labels_resolved"] is True
+    headline.check("evaluate", on["headline"])  # the declared keys and types
     hardened_keys = [k for k in on["headline"] if k[:3] in ("cle", "fgs", "pgd", "tra")]
-    for arm in ("compress_only", "amplify_only"):  # every arm: the hardened arm's numbers
-        assert [f"{arm}_{k}" for k in hardened_keys] == [
-            k for k in on["headline"] if k.startswith(f"{arm}_")
+    assert list(on["headline"])[len(hardened_keys) :][-2:] == list(FLAGS)  # the check's flags
+    for arm in ("compress_only", "amplify_only", "recalibrated"):  # each arm: its PGD AUC+ gain
+        assert [k for k in on["headline"] if k.startswith(f"{arm}_")] == [
+            f"{arm}_pgd_auc_plus_gain{end}" for end in ("", "_low", "_high")
         ]
+    for arm in ("compress_only", "amplify_only"):
         assert on["arms"][arm]["baseline"] == "original"
     assert on["random_matching"]["tolerance"] == 0.1 and len(on["random_matching"]["ratio"]) == 1
     json.dumps(json_ready(on), allow_nan=False)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from test_dvc_deps import STAGES, _closure
 
+from fragile_neurons import headline
 from fragile_neurons.data import file_md5s
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,12 +114,19 @@ def test_every_stage_ran_for_every_run(project):
         assert attack["fgsm_accuracy"]["0"] == train["test_accuracy"]
         evaluate = read(project, run, "evaluate")
         assert evaluate["autoattack"]["images"] == 8 and evaluate["autoattack"]["steps"] == 3
-        assert isinstance(evaluate["headline"]["masking"], bool)
-        # the label stage's flag reaches every later headline, through the gains record
+        for stage, keys in headline.HEADLINES.items():  # the headlines, DVC's metrics
+            found = {p.stem for p in (project / "metrics" / run / stage).glob("*.json")}
+            assert found == {k.file for k in keys}, (run, stage)
+        values = headline.read_folder(project / "metrics" / run)  # NaN, None (undefined) left out
+        assert set(values) <= set(headline.declared())
+        assert isinstance(values["evaluate.masking"], bool)
+        assert values["train.test_accuracy"] == train["test_accuracy"]
+        # the label stage's flag reaches every later stage, through the gains record
         resolved = read(project, run, "label")["resolved"]
-        assert read(project, run, "correlate")["headline"]["labels_resolved"] is resolved
-        assert read(project, run, "harden")["headline"]["labels_resolved"] is resolved
-        assert evaluate["headline"]["labels_resolved"] is resolved
+        assert values["label.resolved"] is resolved
+        assert read(project, run, "correlate")["labels_resolved"] is resolved
+        assert read(project, run, "harden")["labels_resolved"] is resolved
+        assert evaluate["labels_resolved"] is resolved
         # FGSM on the first 60 test images (all of the objects run's 60), PGD on 30, the random
         # draws' PGD on 20 of those
         assert evaluate["samples"] == {
@@ -152,7 +160,8 @@ def cached_outputs(repo: Path) -> dict:
 
 def test_forced_rerun_rewrites_identical_bytes(project):
     before = cached_outputs(project)
-    outputs = ["plots/digits/train.csv", "plots/digits/targeting.csv", "plots/digits/scan.csv"]
+    curves = [f"plots/digits/train/plots/metrics/{c}.tsv" for c in ("train/accuracy", "test/loss")]
+    outputs = ["plots/digits/train/metrics.json", *curves, "plots/digits/targeting.csv"]
     saved = {p: (project / p).read_bytes() for p in outputs}
     dvc(project, "repro", "--force", "--downstream", "train@digits")
     assert cached_outputs(project) == before  # same md5 for every model, tensor, CSV and PNG
@@ -345,7 +354,7 @@ def test_a_resnet18_configuration_runs_as_an_experiment_of_its_run_alone(project
         assert train["parameters"] == sum(p.numel() for p in net.parameters())
         assert attack["layer"] == {"conv": "conv1", "neuron_module": "bn1", "neurons": 64}
         assert read(project, "digits", "scan")["neurons"] == 64
-        assert read(project, "digits", "evaluate")["headline"]["labels_resolved"] in (True, False)
+        assert read(project, "digits", "evaluate")["labels_resolved"] in (True, False)
 
         monkeypatch.chdir(project)
         members, left_out = collect()
@@ -402,7 +411,7 @@ def test_a_builder_of_ones_own_runs_through_every_stage(custom_project):
     train, attack = read(custom_project, "mine", "train"), read(custom_project, "mine", "attack")
     assert train["parameters"] == 8 * 9 + 8 + 2 * 8 + 8 * 13 * 13 * 10 + 10  # tiny_cnn's
     assert attack["layer"] == {"conv": "conv1", "neuron_module": "bn1", "neurons": 8}
-    assert read(custom_project, "mine", "evaluate")["headline"]
+    assert "evaluate.fgsm_auc_plus_gain" in headline.read_folder(custom_project / "metrics/mine")
     assert not (custom_project / "archs" / "__pycache__").exists()
     assert json.loads(dvc(custom_project, "status", "--json")) == {}
 

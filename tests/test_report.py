@@ -8,22 +8,60 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, stage_metrics
+from conftest import ROOT, metrics_files, run_values, stage_metrics
 
 from fragile_neurons import report
-from fragile_neurons.sweep import flatten, headlines, summarise, to_json
+from fragile_neurons.sweep import flatten, summarise, to_json
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 OFFSETS = {"mnist": -0.2, "cifar10": 0.3}
 
 
-def test_the_committed_readme_section_is_what_the_committed_files_give(monkeypatch):
-    monkeypatch.chdir(ROOT)
-    text = (ROOT / "README.md").read_text()
-    committed = text.split(report.BEGIN + "\n", 1)[1].split("\n" + report.END, 1)[0]
-    assert committed == report.section(report.committed_runs()), (
+def committed(repo: Path, dest: Path) -> Path:
+    """HEAD's params.yaml, README.md and metrics/ of `repo`, extracted under `dest`: the committed
+    results, never the workspace's, which `make repro` on another CPU type rewrites."""
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "HEAD", "params.yaml", "README.md", "metrics"],
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"{repo} is not a git checkout: {archive.stderr.decode().strip()}")
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def readme_section(folder: Path) -> str:
+    text = (folder / "README.md").read_text()
+    return text.split(report.BEGIN + "\n", 1)[1].split("\n" + report.END, 1)[0]
+
+
+def test_the_committed_readme_section_is_what_the_committed_files_give(tmp_path, monkeypatch):
+    folder = committed(ROOT, tmp_path / "head")
+    monkeypatch.chdir(folder)
+    assert readme_section(folder) == report.section(report.committed_runs()), (
         "README.md's results section is stale: run `fragile-neurons report --readme README.md`"
     )
+
+
+def test_the_committed_results_are_read_from_git_not_the_workspace(tmp_path, monkeypatch):
+    """A clone where `make repro` gave other numbers (another CPU type; simulated by perturbing
+    the workspace's headlines): the README check still passes, as it reads HEAD."""
+    repo = tmp_path / "clone"
+    committed(ROOT, repo)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "results"]):
+        subprocess.run(
+            ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *command],
+            check=True,
+        )
+    for path in (repo / "metrics").glob("*/evaluate/fgsm.json"):
+        fields = json.loads(path.read_text())
+        path.write_text(json.dumps({k: v + 0.01 for k, v in fields.items()}))  # a repro elsewhere
+    monkeypatch.chdir(repo)
+    assert readme_section(repo) != report.section(report.committed_runs())  # the workspace's
+    head = committed(repo, tmp_path / "head")
+    monkeypatch.chdir(head)
+    assert readme_section(head) == report.section(report.committed_runs())
 
 
 def stats(low, high, n=5, mean=None, values=None):
@@ -80,7 +118,7 @@ def member(name, seed, compress=0.5, runs=("mnist", "cifar10")):
         "baseline": name == "baseline",
         "seed": seed,
         "params": params,
-        "runs": {r: headlines(stage_metrics(seed, compress, OFFSETS[r])) for r in runs},
+        "runs": {r: run_values(seed, compress, OFFSETS[r]) for r in runs},
     }
 
 
@@ -204,8 +242,9 @@ def test_the_dose_response_table_has_a_row_per_setting_for_each_run_with_several
 def write_run(folder: Path, run: str) -> None:
     metrics = folder / "metrics" / run
     metrics.mkdir(parents=True)
-    for stage, content in stage_metrics(0, 0.5, OFFSETS[run]).items():
-        (metrics / f"{stage}.json").write_text(json.dumps(content))
+    for path, content in metrics_files(0, 0.5, OFFSETS[run]).items():
+        (metrics / path).parent.mkdir(exist_ok=True)
+        (metrics / path).write_text(json.dumps(content))
     (metrics / "data.json").write_text(json.dumps({"dataset": run, "checksums_verified": True}))
     attack = {"fgsm_accuracy": {"0": 0.99, "0.1": 0.5}, "success_rate": {"0": 0, "0.1": 0.5}}
     (metrics / "attack.json").write_text(json.dumps(attack))

@@ -11,13 +11,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import stage_metrics
+from conftest import metrics_files, run_values, stage_metrics
 from scipy import stats
 
+from fragile_neurons.headline import declared
 from fragile_neurons.sweep import (
     collect,
     flatten,
-    headlines,
     mean_ci,
     render,
     render_table,
@@ -34,22 +34,7 @@ PARAMS = {
     "runs": {"mnist": {"offset": 0.0}, "cifar10": {"offset": 1.0}},
     "harden": {"compress": 0.5, "mode": "proportional"},
 }
-EVALUATE_KEYS = {
-    "clean_accuracy_change", "clean_accuracy_change_low", "clean_accuracy_change_high",
-    "masking", "masking_testable", "labels_resolved",
-    *(f"{a}_{m}" for a in ("fgsm", "pgd", "transfer")
-      for m in ("auc_plus_gain", "auc_plus_gain_low", "auc_plus_gain_high", "auc_gain",
-                "relative_auc_gain", "margin_over_random", "p_value")),
-}  # fmt: skip
-HEADLINE_KEYS = {
-    "train.test_accuracy",
-    "label.resolved",
-    "harden.labels_resolved",
-    *(f"correlate.{k}" for k in ("excess_spearman_rho", "excess_spearman_p",
-                                 "share_spearman_rho", "share_spearman_p", "labels_resolved",
-                                 "noise_spearman_rho", "filter_gain_spearman_rho")),
-    *(f"evaluate.{k}" for k in EVALUATE_KEYS),
-}  # fmt: skip
+HEADLINE_KEYS = set(declared())  # every stage's headline (headline.py)
 
 
 def test_mean_ci_is_students_t():
@@ -66,15 +51,16 @@ def test_mean_ci_degenerate_cases():
     assert mean == 0.7 and math.isnan(low) and math.isnan(high)
 
 
-def test_headlines_take_every_number_and_boolean_of_each_headline_and_the_extras():
-    files = stage_metrics(seed=2)
-    files["evaluate"]["headline"]["nan_key"] = float("nan")
-    values = headlines(files)
-    assert set(values) == HEADLINE_KEYS  # no strings, lists, NaN or top-level correlate keys
+def test_a_run_s_values_are_every_declared_headline_read_back_from_its_files():
+    values = run_values(seed=2)
+    assert set(values) == HEADLINE_KEYS  # and nothing of the details
     assert values["evaluate.masking"] is False and values["label.resolved"] is True
-    assert values["train.test_accuracy"] == files["train"]["test_accuracy"]
-    head = files["evaluate"]["headline"]
-    assert values["evaluate.pgd_auc_plus_gain"] == head["pgd_auc_plus_gain"]
+    summaries = stage_metrics(seed=2)
+    assert values["train.test_accuracy"] == summaries["train"]["headline"]["test_accuracy"]
+    assert (
+        values["evaluate.pgd_auc_plus_gain"]
+        == (summaries["evaluate"]["headline"]["pgd_auc_plus_gain"])
+    )
 
 
 def member(name, seed, compress=0.5, baseline=False, runs=("mnist", "cifar10"), **params):
@@ -85,10 +71,7 @@ def member(name, seed, compress=0.5, baseline=False, runs=("mnist", "cifar10"), 
         "baseline": baseline,
         "seed": seed,
         "params": flat,
-        "runs": {
-            run: headlines(stage_metrics(seed, compress, PARAMS["runs"][run]["offset"]))
-            for run in runs
-        },
+        "runs": {run: run_values(seed, compress, PARAMS["runs"][run]["offset"]) for run in runs},
     }
 
 
@@ -255,11 +238,16 @@ STAGE_SCRIPT = f"""
 import json, pathlib, sys
 import yaml
 {inspect.getsource(stage_metrics)}
+{inspect.getsource(metrics_files)}
 stage, run = sys.argv[1:]
 params = yaml.safe_load(open("params.yaml"))
-files = stage_metrics(params["seed"], params["harden"]["compress"], params["runs"][run]["offset"])
-pathlib.Path(f"metrics/{{run}}").mkdir(parents=True, exist_ok=True)
-pathlib.Path(f"metrics/{{run}}/{{stage}}.json").write_text(json.dumps(files[stage]))
+seed, compress = params["seed"], params["harden"]["compress"]
+files = metrics_files(seed, compress, params["runs"][run]["offset"])
+for path, content in files.items():
+    if path.split("/")[0] in (stage, f"{{stage}}.json"):
+        out = pathlib.Path(f"metrics/{{run}}/{{path}}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(content))
 """
 DVC_YAML = textwrap.dedent("""
     stages:
@@ -269,23 +257,27 @@ DVC_YAML = textwrap.dedent("""
           cmd: python stage.py train ${key}
           deps: [stage.py]
           params: [seed, threads, "runs.${key}"]
-          metrics: [{"metrics/${key}/train.json": {cache: false}}]
+          outs: [{"metrics/${key}/train.json": {cache: false}}]
+          metrics: [{"metrics/${key}/train": {cache: false}}]
       label:
         foreach: ${runs}
         do:
           cmd: python stage.py label ${key} && python stage.py correlate ${key}
           deps: [stage.py, "metrics/${key}/train.json"]
           params: [seed]
-          metrics: [{"metrics/${key}/label.json": {cache: false}},
-                    {"metrics/${key}/correlate.json": {cache: false}}]
+          outs: [{"metrics/${key}/label.json": {cache: false}},
+                 {"metrics/${key}/correlate.json": {cache: false}}]
+          metrics: [{"metrics/${key}/label": {cache: false}},
+                    {"metrics/${key}/correlate": {cache: false}}]
       harden:
         foreach: ${runs}
         do:
           cmd: python stage.py harden ${key} && python stage.py evaluate ${key}
           deps: [stage.py, "metrics/${key}/label.json"]
           params: [seed, harden.compress]
-          metrics: [{"metrics/${key}/harden.json": {cache: false}},
-                    {"metrics/${key}/evaluate.json": {cache: false}}]
+          outs: [{"metrics/${key}/harden.json": {cache: false}},
+                 {"metrics/${key}/evaluate.json": {cache: false}}]
+          metrics: [{"metrics/${key}/evaluate": {cache: false}}]
 """)
 
 

@@ -1,7 +1,9 @@
 """Training is seeded and repeatable, and learns."""
 
 import hashlib
+import json
 
+import pytest
 import torch
 
 from fragile_neurons.inference import accuracy_and_loss, logits_of
@@ -101,3 +103,61 @@ def test_every_epoch_reports_its_curves(mnist_splits):
     )  # fmt: skip
     assert [len(h) for _, h in seen] == [1, 2]
     assert seen[-1][1] == history and seen[-1][0] is model
+
+
+def test_the_live_curves_are_dvclive_s_layout_and_the_same_bytes_on_rerun(tmp_path):
+    from fragile_neurons.train import CURVES, live_curves
+
+    def log(folder):
+        history = []
+        with live_curves(folder) as on_epoch:
+            for epoch in (1, 2, 3):
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "train_loss": 1 / epoch,
+                        "test_loss": 1.1 / epoch,
+                        "train_accuracy": 0.3 * epoch,
+                        "test_accuracy": 0.29 * epoch,
+                    }
+                )
+                on_epoch(None, history)
+        return {p.relative_to(folder).as_posix(): p.read_bytes()
+                for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+    first = log(tmp_path / "a")
+    assert first == log(tmp_path / "b") == log(tmp_path / "a")  # a rerun clears and rewrites
+    assert set(first) == {"metrics.json"} | {f"plots/metrics/{c}.tsv" for c in CURVES}
+    rows = first["plots/metrics/test/accuracy.tsv"].decode().splitlines()
+    assert rows[0] == "step\taccuracy"  # no timestamp column
+    assert [r.split("\t")[0] for r in rows[1:]] == ["1", "2", "3"]  # the step is the epoch
+    summary = json.loads(first["metrics.json"])
+    assert summary["step"] == 3 and summary["test"]["accuracy"] == 0.29 * 3
+
+
+def test_the_live_curves_are_written_in_a_git_repository_without_a_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    from fragile_neurons.train import live_curves
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    row = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.1,
+           "test_accuracy": 0.4}  # fmt: skip
+    with live_curves("curves") as on_epoch:
+        on_epoch(None, [row])
+    assert json.loads((tmp_path / "curves/metrics.json").read_text())["test"]["accuracy"] == 0.4
+
+
+def test_a_training_that_stops_before_an_epoch_ends_keeps_the_last_curves(tmp_path):
+    from fragile_neurons.train import live_curves
+
+    row = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.1,
+           "test_accuracy": 0.4}  # fmt: skip
+    with live_curves(tmp_path / "curves") as on_epoch:
+        on_epoch(None, [row])
+    before = {p: p.read_bytes() for p in sorted((tmp_path / "curves").rglob("*")) if p.is_file()}
+    with pytest.raises(RuntimeError), live_curves(tmp_path / "curves"):
+        raise RuntimeError("diverged in epoch 1")
+    after = {p: p.read_bytes() for p in sorted((tmp_path / "curves").rglob("*")) if p.is_file()}
+    assert after == before and len(before) == 5

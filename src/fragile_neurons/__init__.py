@@ -22,7 +22,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The Python API, imported on first use: `import fragile_neurons.config` (the check stage) stays
 # free of torch, and no stage runs api.py (so it is no dependency of any stage in dvc.yaml).
-API = ("Normalize", "ScanReport", "ShareReport", "attack_share", "harden_model", "scan_layer")
+API = (
+    "LabelWarning",
+    "Normalize",
+    "ScanReport",
+    "ShareReport",
+    "attack_share",
+    "harden_model",
+    "scan_layer",
+)
 __all__ = list(API)
 
 

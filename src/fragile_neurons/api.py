@@ -16,6 +16,7 @@ The results are frozen dataclasses holding the pipeline's records, with `frame()
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,10 +36,23 @@ from .layers import find_scan_layer
 from .models import Normalize
 from .records import Labels, ScanLayer, ScanMeasurements, Targeting
 
-__all__ = ["Normalize", "ScanReport", "ShareReport", "attack_share", "harden_model", "scan_layer"]
+__all__ = [
+    "LabelWarning",
+    "Normalize",
+    "ScanReport",
+    "ShareReport",
+    "attack_share",
+    "harden_model",
+    "scan_layer",
+]
 
 
-@dataclass(frozen=True)
+class LabelWarning(UserWarning):
+    """The labels of a scan are unresolved: a cut-off that only the neuron index decides, or a
+    constant phi (`ScanReport.labels.warnings` holds the same lines)."""
+
+
+@dataclass(frozen=True, repr=False)
 class ScanReport:
     """What `scan_layer` found: the layer, the measurements of the intact and every dropped
     network, the labels, and the FGSM targeting of the intact network (whose magnitudes m the
@@ -82,8 +96,33 @@ class ScanReport:
         `labels.warnings` says why the labels are unresolved, if they are."""
         return label.table(self.labels, self.targeting)
 
+    def __repr__(self) -> str:
+        m = self.measurements
+        return (
+            f"ScanReport(layer={self.layer.conv_name!r}, neurons={self.layer.channels}, "
+            f"images={m.samples}, epsilons={m.epsilon_labels}, score={self.labels.score!r}, "
+            f"fragile={len(self.fragile)}, robust={len(self.robust)}, "
+            f"resolved={self.labels.resolved})"
+        )
 
-@dataclass(frozen=True)
+    def summary(self) -> str:
+        """A few lines for people: the layer, what was measured, the labels and why they are
+        unresolved, if they are."""
+        m = self.measurements
+        lines = [
+            f"layer {self.layer.conv_name} ({self.layer.channels} neurons, the channels of "
+            f"{self.layer.neuron_name}), {m.samples} images, {m.adversarial} FGSM at epsilon "
+            f"{', '.join(m.epsilon_labels)}",
+            f"phi: the {self.labels.score} impact; {len(self.fragile)} fragile, "
+            f"{len(self.robust)} robust ({len(self.antifragile)} antifragile)",
+            f"fragile: {self.fragile}",
+            f"robust: {self.robust}",
+        ]
+        lines += [f"unresolved: {w}" for w in self.labels.warnings]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, repr=False)
 class ShareReport:
     """What `attack_share` found: T, R, D and m under FGSM, and the controls."""
 
@@ -110,6 +149,25 @@ class ShareReport:
                 "filter_gain": self.filter_gain.numpy(),
                 "magnitude": self.targeting.magnitude.numpy(),
             }
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ShareReport(layer={self.layer.conv_name!r}, neurons={self.layer.channels}, "
+            f"epsilons={self.targeting.epsilon_labels}, seed={self.seed})"
+        )
+
+    def summary(self) -> str:
+        """A few lines for people: the layer, and the neurons the attack aims at most (X)."""
+        x = self.excess_share.numpy()
+        top = [int(k) for k in x.argsort()[::-1][:5]]
+        return "\n".join(
+            [
+                f"layer {self.layer.conv_name} ({self.layer.channels} neurons), FGSM at epsilon "
+                f"{', '.join(self.targeting.epsilon_labels)}, noise seed {self.seed}",
+                f"excess share X from {x.min():.3f} to {x.max():.3f} (1: as random noise); "
+                f"highest: {', '.join(f'{k} ({x[k]:.3f})' for k in top)}",
+            ]
         )
 
 
@@ -151,6 +209,8 @@ def scan_layer(
         else:
             measured = scan.scan(*args, **a.options)
     labelled = label.run(measured, score, label_fraction)
+    for warning in labelled.warnings:
+        warnings.warn(f"unresolved labels: {warning}", LabelWarning, stacklevel=2)
     return ScanReport(a.layer, measured, labelled, a.targeting)
 
 
@@ -240,6 +300,14 @@ def _measuring(model: nn.Module, device) -> Iterator[torch.device]:
         device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device = {device!r}; expected e.g. 'cpu' or 'cuda:0'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device = {str(device)!r}, but this torch sees no CUDA device; use 'cpu'")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device = {str(device)!r}; this machine has {torch.cuda.device_count()} CUDA devices"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device = {str(device)!r}, but MPS is not available here; use 'cpu'")
     was_training = model.training
     model.to(device).eval()
     try:
@@ -271,6 +339,7 @@ def _inputs(
             else type(labels).__name__
         )
         raise ValueError(f"labels must be {len(images)} integer class indices, got {given}")
+    _check_channels(model, images)
     example = as_input(images[:1], device)
     try:
         with torch.no_grad():
@@ -287,6 +356,32 @@ def _inputs(
         raise ValueError(f"labels must lie in [0, {classes}) for a model of {classes} logits")
     layer = find_scan_layer(model, example, layer_name, key="layer_name")
     return layer, images, labels.to(torch.int64).cpu()
+
+
+def _check_channels(model: nn.Module, images: torch.Tensor) -> None:
+    """ValueError unless the images' channels are what the model's first convolution (and its
+    Normalize, which would broadcast a 1-channel batch silently) takes, naming NCHW; images in
+    N x H x W x C get the permute that fixes them."""
+    wanted = {
+        len(m.mean.flatten()) for m in model.modules() if isinstance(m, Normalize)
+    } - {1}  # fmt: skip
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is not None:
+        wanted.add(conv.in_channels)
+    channels = images.shape[1]
+    if not wanted or wanted == {channels}:
+        return
+    expected = " or ".join(str(c) for c in sorted(wanted))
+    shape = tuple(images.shape)
+    if images.shape[3] in wanted:
+        raise ValueError(
+            f"images of shape {shape} look like N x H x W x C (channels last); the model takes "
+            f"N x C x H x W (NCHW) with {expected} channels: pass images.permute(0, 3, 1, 2)"
+        )
+    raise ValueError(
+        f"images of shape {shape} have {channels} channels; the model takes N x C x H x W "
+        f"(NCHW) with C = {expected}"
+    )
 
 
 class _Attack(NamedTuple):

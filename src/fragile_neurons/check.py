@@ -84,7 +84,13 @@ def with_overrides(
             copy = Path(tmp) / "params.yaml"
             shutil.copyfile(params, copy)
             try:
-                apply_overrides(copy, combination["params.yaml"])
+                try:
+                    apply_overrides(copy, combination["params.yaml"])
+                except InvalidArgumentError:
+                    # a key params.yaml lacks: added (Hydra's `++`), so that the check below
+                    # refuses it with what is allowed, not Hydra's advice to add it with `+`
+                    shutil.copyfile(params, copy)
+                    apply_overrides(copy, [_forced(o) for o in combination["params.yaml"]])
             except InvalidArgumentError as err:
                 cause = " ".join(str(err.__cause__ or err).split())
                 given = " ".join(combination["params.yaml"])
@@ -101,8 +107,15 @@ def _integer(text):
         return text
 
 
+def _forced(override: str) -> str:
+    """`key=value` as Hydra's add-or-override `++key=value`; `+`, `++` and `~` ones unchanged."""
+    return override if override.startswith(("+", "~")) else f"++{override}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fragile-neurons check", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--params", default="params.yaml", help="the params file")
     parser.add_argument(
         "-S",

@@ -148,15 +148,15 @@ def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict
     primary = by_score[labels.score]
     summary = {
         "headline": {
-            "score": labels.score,
             "excess_spearman_rho": primary["excess"]["spearman_rho"],
             "excess_spearman_p": primary["excess"]["spearman_p"],
             "share_spearman_rho": primary["D"]["spearman_rho"],
             "share_spearman_p": primary["D"]["spearman_p"],
             "noise_spearman_rho": primary["noise"]["spearman_rho"],
             "filter_gain_spearman_rho": primary["filter_gain"]["spearman_rho"],
-            "labels_resolved": labels.resolved,  # false: a cut-off rests on the neuron index
         },
+        "score": labels.score,
+        "labels_resolved": labels.resolved,  # false: a cut-off rests on the neuron index
         "neurons": n,
         "fragile": len(fragile),
         "targeted": top_count(n, top_fraction),

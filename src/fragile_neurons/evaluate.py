@@ -242,8 +242,10 @@ def summary_with(summary: dict, autoattack, flag: dict, gains: Gains, settings: 
     """evaluate.json: the summary, the masking check, and how the variants were attacked."""
     return {
         **summary,
-        # labels_resolved false: F and R, and so the gains, rest on a cut-off the index decided
-        "headline": {**summary["headline"], **flag, "labels_resolved": gains.labels_resolved},
+        "headline": {**summary["headline"], **{k: flag[k] for k in masking.FLAGS}},
+        "masking": flag,
+        # false: F and R, and so the gains, rest on a cut-off the index decided
+        "labels_resolved": gains.labels_resolved,
         "autoattack": autoattack,
         "epsilons": settings.epsilon_labels,
         "labels": settings.label_mode,
@@ -368,8 +370,8 @@ def summarise(
     other_arms = {name: arm(name) for name in arms}
     inverse_gains = {a: paired(inverse, original, a) for a in ATTACKS}
     headline = headline_of(hardened_arm)
-    for name, entry in other_arms.items():
-        headline |= headline_of(entry, prefix=f"{name}_")
+    for name in ARMS:  # an absent arm (e.g. nothing to recalibrate): its numbers undefined
+        headline |= arm_headline(name, other_arms.get(name))
     return {
         "headline": headline,
         **hardened_arm,
@@ -403,12 +405,24 @@ def headline_of(arm: dict, prefix: str = "") -> dict:
             f"{prefix}{a}_auc_plus_gain": gain["auc_plus"]["value"],
             f"{prefix}{a}_auc_plus_gain_low": gain["auc_plus"]["ci_low"],
             f"{prefix}{a}_auc_plus_gain_high": gain["auc_plus"]["ci_high"],
-            f"{prefix}{a}_auc_gain": gain["auc"]["value"],
-            f"{prefix}{a}_relative_auc_gain": gain["relative_auc"]["value"],
             f"{prefix}{a}_margin_over_random": margin["mean"],
             f"{prefix}{a}_p_value": margin["p_value"],
         }
     return out
+
+
+def arm_headline(name: str, arm: dict | None) -> dict:
+    """The headline numbers of an arm other than `hardened`: its PGD AUC+ gain (the primary
+    measure, method.md section 7) with its interval, prefixed with the arm's name (None for an
+    absent arm); the rest of the arm stays in evaluate.json's `arms`, so that `dvc metrics diff`
+    stays short."""
+    nothing = {"value": None, "ci_low": None, "ci_high": None}
+    gain = nothing if arm is None else arm["gain"]["pgd"]["auc_plus"]
+    return {
+        f"{name}_pgd_auc_plus_gain": gain["value"],
+        f"{name}_pgd_auc_plus_gain_low": gain["ci_low"],
+        f"{name}_pgd_auc_plus_gain_high": gain["ci_high"],
+    }
 
 
 def curves(summary: dict, epsilons: list[float], labels: list[str]) -> pd.DataFrame:

@@ -240,7 +240,7 @@ def run(
     """The harden stage: the hardening's gains, the inverse control's, the one-sided arms'
     (`arms`) and `random_controls` random controls' (drawn by `generator`, matched on the moved
     magnitude within `tolerance`: `random_gains`) from the labels and phi of the label stage and the
-    magnitudes m of the attack stage, and harden.json, whose headline carries whether those
+    magnitudes m of the attack stage, and harden.json, which says whether those
     labels were resolved (method.md section 3)."""
     m, phi, label = targeting.magnitude.numpy(), labels.phi.numpy(), labels.label
     settings = {"compress": compress, "mode": mode, "max_gain": max_gain}
@@ -268,7 +268,7 @@ def run(
         amplify_only_gain=torch.from_numpy(one_sided["amplify_only"]),
     )
     summary = {
-        "headline": {"labels_resolved": labels.resolved},
+        "labels_resolved": labels.resolved,
         **summarise(hardened, m),
         **settings,
         "layer": layer.conv_name,

@@ -177,13 +177,17 @@ def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) ->
     """label.json: the fragile, robust and antifragile neurons, how they were labelled, whether
     the labels are resolved (and the warnings if not), how many labelled neurons have a McNemar
     p-value below ALPHA, and the intact network's accuracy and loss per epsilon on the scan
-    set."""
+    set; its `headline` (headline.py): whether resolved, and how many significant."""
     names = measurements.epsilon_labels
     significant = {
         name: sum(labels.mcnemar_p[k].item() < ALPHA for k in labels.members(name))
         for name in ("fragile", "robust")
     }
     return {
+        "headline": {  # headline.py
+            "resolved": labels.resolved,
+            "significant": significant["fragile"] + significant["robust"],
+        },
         "neurons": len(labels.phi),
         "fragile": labels.members("fragile"),
         "robust": labels.members("robust"),

@@ -52,6 +52,7 @@ ALPHA = 0.05  # the flag: a one-sided McNemar p-value below it
 HEADLINE = ("masking", "masking_testable") + tuple(
     f"masking_{position}_{what}" for position in POSITIONS for what in ("testable", "flagged", "p")
 )
+FLAGS = HEADLINE[:2]  # of these, the ones in evaluate's headline (headline.py); all in its details
 
 
 def require_torchattacks(images: int):

@@ -2,7 +2,8 @@
 
 Records (records.py) live under data/<stage>/<run>/, named for what they hold; checkpoints under
 models/<run>/; metrics JSON and plot CSVs/PNGs, for people and `dvc metrics`/`dvc plots`, under
-metrics/<run>/<stage>.json and plots/<run>/. No stage reads a file under plots/ or metrics/.
+metrics/<run>/<stage>.json (the details), metrics/<run>/<stage>/ (the headline, DVC's metrics) and
+plots/<run>/. No stage reads a file under plots/ or metrics/.
 """
 
 from __future__ import annotations
@@ -80,7 +81,13 @@ def original_attacks_record(run: str) -> Path:
 
 
 def metrics(run: str, stage: str) -> Path:
+    """The stage's details: everything it measured, for people (committed, not a DVC metric)."""
     return Path("metrics") / run / f"{stage}.json"
+
+
+def headline(run: str, stage: str) -> Path:
+    """The stage's headline, its DVC metrics: a JSON file per quantity (headline.py)."""
+    return Path("metrics") / run / stage
 
 
 def plot(run: str, name: str) -> Path:

@@ -1,5 +1,6 @@
-"""The README's results section, from committed files only: metrics/<run>/*.json (the baseline,
-seed 0) and metrics/sweeps/*.json (summaries written by `fragile-neurons sweep --json`).
+"""The README's results section, from committed files only: metrics/<run>/ (the baseline, seed 0:
+its headlines, read through headline.py, and evaluate.json, attack.json and data.json) and
+metrics/sweeps/*.json (summaries written by `fragile-neurons sweep --json`).
 
     fragile-neurons report                      # print the section (Markdown)
     fragile-neurons report --readme README.md   # rewrite it between the README's markers
@@ -22,11 +23,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths
+from . import headline, paths
 from .config import ATTACKS, load_params
+from .errors import ParamError
 from .formats import fixed, p_value, with_interval
-from .io import read_json
-from .sweep import flatten, headlines
+from .io import write_with
+from .sweep import SummaryError, flatten, load_summary
+from .sweep import load_json as read_json
 
 BEGIN = "<!-- begin: fragile-neurons report (generated from metrics/; edit report.py, not this) -->"
 END = "<!-- end: fragile-neurons report -->"
@@ -324,9 +327,10 @@ def dose_tables(summary: dict, source: Path) -> list[str]:
 
 
 def run_headlines(run: str) -> dict:
-    """`<stage>.<key>` -> value of the run's committed metrics (as the sweep reads them)."""
+    """`<stage>.<key>` -> value of the run's committed headlines (as the sweep reads them)."""
     folder = paths.metrics(run, "train").parent
-    return headlines({p.stem: read_json(p) for p in sorted(folder.glob("*.json"))})
+    files = {str(p.relative_to(folder)): read_json(p) for p in sorted(folder.glob("*/*.json"))}
+    return headline.read_files(files)
 
 
 def _value(h: dict, key: str, digits: int = 3) -> str:
@@ -342,8 +346,10 @@ def _with_p(h: dict, key: str, p_key: str) -> str:
     return fixed(h[key], 3) + (f" (p = {p_value(h[p_key])})" if p_key in h else "")
 
 
-def _attacks(h: dict, measure: str) -> str:
-    return " / ".join(_value(h, f"evaluate.{a}_{measure}") for a in ATTACKS)
+def _gains(details: dict, measure: str) -> str:
+    """evaluate.json's gain of each attack in `measure` (auc, relative_auc)."""
+    gain = details.get("gain") or {}
+    return " / ".join(fixed((gain.get(a) or {}).get(measure, {}).get("value"), 3) for a in ATTACKS)
 
 
 def _with_ci(h: dict, key: str, digits: int = 3) -> str:
@@ -359,50 +365,54 @@ def _masking(h: dict) -> str:
 
 
 BASELINE_ROWS = (
-    ("test accuracy", lambda h: _value(h, "train.test_accuracy", 4)),
+    ("test accuracy", lambda h, _: _value(h, "train.test_accuracy", 4)),
     (
         "Spearman rho of phi and X (p)",
-        lambda h: _with_p(h, "correlate.excess_spearman_rho", "correlate.excess_spearman_p"),
+        lambda h, _: _with_p(h, "correlate.excess_spearman_rho", "correlate.excess_spearman_p"),
     ),
     (
         "Spearman rho of phi and D (p)",
-        lambda h: _with_p(h, "correlate.share_spearman_rho", "correlate.share_spearman_p"),
+        lambda h, _: _with_p(h, "correlate.share_spearman_rho", "correlate.share_spearman_p"),
     ),
     (
         "Spearman rho of phi and N / G (controls)",
-        lambda h: " / ".join(
+        lambda h, _: " / ".join(
             _value(h, f"correlate.{m}_spearman_rho") for m in ("noise", "filter_gain")
         ),
     ),
-    ("labels resolved", lambda h: _value(h, "label.resolved")),
+    ("labels resolved", lambda h, _: _value(h, "label.resolved")),
     *(
         (
             f"{ATTACK_NAMES[a]} AUC+ gain [bootstrap 95% CI]",
-            lambda h, a=a: _with_ci(h, f"evaluate.{a}_auc_plus_gain"),
+            lambda h, _, a=a: _with_ci(h, f"evaluate.{a}_auc_plus_gain"),
         )
         for a in ATTACKS
     ),
     *(
         (
             f"{ATTACK_NAMES[a]} margin over random (permutation p)",
-            lambda h, a=a: _with_p(h, f"evaluate.{a}_margin_over_random", f"evaluate.{a}_p_value"),
+            lambda h, _, a=a: _with_p(
+                h, f"evaluate.{a}_margin_over_random", f"evaluate.{a}_p_value"
+            ),
         )
         for a in ATTACKS
     ),
-    ("AUC gain (over all of E) FGSM / PGD / transferred", lambda h: _attacks(h, "auc_gain")),
-    ("relative AUC gain FGSM / PGD / transferred", lambda h: _attacks(h, "relative_auc_gain")),
+    ("AUC gain (over all of E) FGSM / PGD / transferred", lambda _, d: _gains(d, "auc")),
+    ("relative AUC gain FGSM / PGD / transferred", lambda _, d: _gains(d, "relative_auc")),
     (
         "clean-accuracy change [bootstrap 95% CI]",
-        lambda h: _with_ci(h, "evaluate.clean_accuracy_change", 4),
+        lambda h, _: _with_ci(h, "evaluate.clean_accuracy_change", 4),
     ),
-    ("gradient masking flagged", _masking),
+    ("gradient masking flagged", lambda h, _: _masking(h)),
 )  # fmt: skip
 
 
 def baseline_table(runs: dict[str, dict]) -> str:
-    """One column per run, one row per headline measure of the committed metrics."""
+    """One column per run, one row per headline measure of the committed metrics (a row is
+    shown by `show(headlines, evaluate.json)`)."""
     names = list(runs)
     found = {run: run_headlines(run) for run in names}
+    details = {run: read_json(paths.metrics(run, "evaluate")) for run in names}
     data = {run: read_json(paths.metrics(run, "data")) for run in names}
     checked = {
         r: f"{data[r]['dataset']} ({'' if data[r]['checksums_verified'] else 'NOT '}verified)"
@@ -415,7 +425,8 @@ def baseline_table(runs: dict[str, dict]) -> str:
         "| model | " + " | ".join(runs[r]["arch"] for r in names) + " |",
     ]
     for label, show in BASELINE_ROWS:
-        lines.append(f"| {label} | " + " | ".join(show(found[r]) for r in names) + " |")
+        cells = [show(found[r], details[r]) for r in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -459,8 +470,8 @@ def section(runs: dict[str, dict]) -> str:
     """The results section between the markers (without them), from the committed files."""
     parts = ["### Claims, over seeds"]
     if SEEDS.is_file():
-        models = read_json(MODELS) if MODELS.is_file() else None
-        parts.append(claims_table(claim_blocks(read_json(SEEDS), models), runs))
+        models = load_summary(MODELS) if MODELS.is_file() else None
+        parts.append(claims_table(claim_blocks(load_summary(SEEDS), models), runs))
     else:
         parts.append(
             f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
@@ -469,7 +480,7 @@ def section(runs: dict[str, dict]) -> str:
     parts.append("### Dose-response")
     found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
     others = [p for p in found if p not in (SEEDS, MODELS)]
-    tables = [t for p in others for t in dose_tables(read_json(p), p)]
+    tables = [t for p in others for t in dose_tables(load_summary(p), p)]
     if tables:
         parts += tables
     else:
@@ -492,6 +503,15 @@ def replace_section(text: str, generated: str) -> str:
     return f"{head}{BEGIN}\n{generated}\n{END}{tail}"
 
 
+def read_text(path: Path) -> str:
+    """A text file, or SummaryError naming it."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise SummaryError(f"{path}: cannot be read ({reason})") from None
+
+
 def committed_runs(params_path: str | Path = "params.yaml") -> dict[str, dict]:
     """The runs of params.yaml that have their metrics, in params.yaml's order."""
     return {
@@ -502,22 +522,30 @@ def committed_runs(params_path: str | Path = "params.yaml") -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fragile-neurons report", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--readme", default=None, help="rewrite the section in this file")
     parser.add_argument(
         "--check", action="store_true", help="with --readme: exit 1 if it differs, write nothing"
     )
     args = parser.parse_args(argv)
-    generated = section(committed_runs(args.params))
-    if not args.readme:
-        print(generated)
-        return
-    readme = Path(args.readme)
-    text = readme.read_text()
+    if args.check and not args.readme:
+        print("error: --check needs --readme FILE (the README to compare)", file=sys.stderr)
+        sys.exit(2)
     try:
+        generated = section(committed_runs(args.params))
+        if not args.readme:
+            print(generated)
+            return
+        readme = Path(args.readme)
+        text = read_text(readme)
         new = replace_section(text, generated)
-    except ValueError as err:
+    except (ParamError, SummaryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:  # the markers
         print(f"error: {readme}: {err}", file=sys.stderr)
         sys.exit(2)
     if args.check:
@@ -526,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"--readme {readme}`", file=sys.stderr)  # fmt: skip
             sys.exit(1)
     elif new != text:
-        readme.write_text(new)
+        write_with(readme, lambda p: p.write_text(new))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ seed, and the thread count and device (another thread count or CPU type changes 
 another seed). Within a group, each seed of a run counts once (the baseline first, then by
 experiment name).
 
-Numbers. For each run: every number or boolean of the `headline` dict of each of its stage's
-metrics files, and the few top-level ones in EXTRA, named `<stage>.<key>`
-(`evaluate.fgsm_auc_plus_gain`, `train.test_accuracy`). Per group, run and key: n, the mean and the
+Numbers. For each run: every number or boolean of its stages' headlines (headline.py: the DVC
+metrics, metrics/<run>/<stage>/*.json), named `<stage>.<key>` (`evaluate.fgsm_auc_plus_gain`,
+`train.test_accuracy`). Per group, run and key: n, the mean and the
 two-sided 95% confidence interval of Student's t (none for n < 2; none for a boolean, whose mean
 is the share of members where it holds), and each seed's value. The JSON (`--json`) has sorted
 keys and 6 significant digits, so a rerun with the same members rewrites the same bytes.
@@ -44,13 +44,63 @@ from pathlib import Path
 from typing import Any
 
 from .config import parse_yaml
+from .headline import read_files
 
 # Params whose values vary within a group: they change random draws and float rounding only.
 NUISANCE = ("seed", "threads", "device", "deterministic")
-# Top-level keys of a stage's metrics summarised besides its `headline` dict: (stage, key).
-EXTRA = (("train", "test_accuracy"), ("label", "significant"), ("label", "resolved"))
 CONFIDENCE = 0.95
 DIGITS = 6  # significant digits in the JSON
+
+
+class SummaryError(ValueError):
+    """A file that cannot be read, is not JSON, or is not a sweep summary: one line naming it."""
+
+
+def load_json(path: str | Path) -> Any:
+    """A JSON file, or SummaryError naming it."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise SummaryError(f"{path}: cannot be read ({reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SummaryError(f"{path}: not valid JSON ({err})") from None
+
+
+# What a summary (summarise, to_json) holds: its fields, each group's, each member's, each stat's.
+SHAPE = {"rev": str, "by": list, "pooled": dict, "groups": list, "left_out": list}
+GROUP = {"label": str, "params": dict, "baseline": bool, "members": list, "runs": dict}
+STATS = {"n": int, "values": dict}
+
+
+def load_summary(path: str | Path) -> dict:
+    """A summary written by `--json`, or SummaryError naming the file and what is wrong."""
+    summary = load_json(path)
+
+    def need(obj: Any, shape: dict, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise SummaryError(f"{path}: {where} is not an object; expected a sweep summary "
+                               "(fragile-neurons sweep --json)")  # fmt: skip
+        for key, kind in shape.items():
+            if not isinstance(obj.get(key), kind):
+                raise SummaryError(
+                    f"{path}: {where}{key!r} is {obj.get(key, 'missing')!r:.40}; expected a "
+                    f"{kind.__name__} (a sweep summary: fragile-neurons sweep --json)"
+                )
+
+    need(summary, SHAPE, "")
+    for i, group in enumerate(summary["groups"]):
+        need(group, GROUP, f"groups[{i}].")
+        for m, member in enumerate(group["members"]):
+            need(member, {"name": str, "rev": str}, f"groups[{i}].members[{m}].")
+        for run, values in group["runs"].items():
+            if not isinstance(values, dict):
+                raise SummaryError(f"{path}: groups[{i}].runs[{run!r}] is not an object")
+            for key, stats in values.items():
+                need(stats, STATS, f"groups[{i}].runs[{run!r}][{key!r}].")
+    return summary
 
 
 def mean_ci(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
@@ -66,30 +116,6 @@ def mean_ci(values: list[float], confidence: float = CONFIDENCE) -> tuple[float,
         return mean, mean, mean
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
     return mean, float(low), float(high)
-
-
-def _scalar(value: Any) -> bool:
-    """A number or boolean worth summarising (not NaN, not a string, list or dict)."""
-    if isinstance(value, bool):
-        return True
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def headlines(files: dict[str, dict]) -> dict[str, float | bool]:
-    """`<stage>.<key>` -> value for one run, from {stage: that stage's metrics JSON}: every number
-    or boolean of the `headline` dict, and the top-level keys of EXTRA."""
-    values: dict[str, float | bool] = {}
-    for stage, metrics in sorted(files.items()):
-        if not isinstance(metrics, dict):
-            continue
-        headline = metrics.get("headline")
-        for key, value in (headline if isinstance(headline, dict) else {}).items():
-            if _scalar(value):
-                values[f"{stage}.{key}"] = value
-        for extra_stage, key in EXTRA:
-            if extra_stage == stage and _scalar(metrics.get(key)):
-                values.setdefault(f"{stage}.{key}", metrics[key])
-    return values
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
@@ -156,13 +182,14 @@ def read_commit(rev: str, name: str, baseline: bool) -> dict:
     for run in params.get("runs") or {}:
         if not reproduced(lock, params, run):
             continue
-        listing = _git("ls-tree", "--name-only", rev, f"metrics/{run}/") or ""
+        folder = f"metrics/{run}/"
+        listing = _git("ls-tree", "-r", "--name-only", rev, folder) or ""
         files = {}
         for path in listing.split():
-            if path.endswith(".json"):
+            if path.endswith(".json") and path.count("/") == 3:  # metrics/<run>/<stage>/<file>
                 text = _git_show(rev, path)
-                files[Path(path).stem] = json.loads(text) if text else {}
-        values = headlines(files)
+                files[path[len(folder) :]] = json.loads(text) if text else {}
+        values = read_files(files)
         if values:
             runs[run] = values
     return {
@@ -453,7 +480,9 @@ def render_table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="fragile-neurons sweep", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rev", default=None, help="the baseline commit (default HEAD)")
     parser.add_argument("-n", "--num", type=int, default=1, help="commits back from --rev")
     how = parser.add_mutually_exclusive_group()
@@ -476,7 +505,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.source:
-        summary = json.loads(Path(args.source).read_text())
+        try:
+            summary = load_summary(args.source)
+        except SummaryError as err:
+            print(f"error: --from {err}", file=sys.stderr)
+            sys.exit(2)
     else:
         rev = (_git("rev-parse", args.rev or "HEAD") or "").strip()
         if not rev:

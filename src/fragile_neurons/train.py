@@ -4,9 +4,11 @@ and repeatable."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -189,10 +191,56 @@ def run(
     return model, spec, history
 
 
+# The curves DVCLive logs per epoch: plots/metrics/<split>/<measure>.tsv under its folder.
+CURVES = tuple(
+    f"{split}/{measure}" for split in ("train", "test") for measure in ("accuracy", "loss")
+)
+
+
+@contextmanager
+def live_curves(folder: str | Path) -> Iterator[Callable[[nn.Module, list[dict]], None]]:
+    """DVCLive's logger of the training curves, in the layout DVC, VS Code and Studio read:
+    under `folder`, plots/metrics/{train,test}/{accuracy,loss}.tsv (a row per epoch, its step
+    the epoch) and metrics.json (the last epoch's). Yields `run`'s `on_epoch`, which writes
+    them after every epoch, so `dvc plots` follows a run while it trains. No timestamps, no
+    report, no dvc.yaml of its own and no experiment saved: a rerun writes the same bytes. The
+    folder is cleared when the first epoch ends, so a training that stops before (a diverging
+    learning rate) leaves the last run's curves as they were."""
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    class Curves(Live):
+        def _init_dvc(self):
+            # a git repository without a commit yet: DVCLive 3 raises SCMError, and nothing of
+            # the git side is needed to write these files
+            with suppress(SCMError):
+                super()._init_dvc()
+
+    live = None
+
+    def on_epoch(model: nn.Module, history: list[dict]) -> None:
+        nonlocal live
+        if live is None:
+            live = Curves(str(folder), report=None, save_dvc_exp=False, dvcyaml=None)
+        row = history[-1]
+        live.step = row["epoch"]
+        for name in CURVES:
+            live.log_metric(name, row[name.replace("/", "_")], timestamp=False)
+        live.sync()
+
+    try:
+        yield on_epoch
+    finally:
+        if live is not None:
+            live.end()
+
+
 def metrics(model: nn.Module, history: list[dict]) -> dict:
-    """train.json: the last epoch's test and train accuracy and loss, epochs, parameters."""
+    """train.json: the last epoch's test and train accuracy and loss, epochs, parameters; its
+    `headline` (headline.py): the test accuracy."""
     last = history[-1]
     return {
+        "headline": {"test_accuracy": last["test_accuracy"]},
         "test_accuracy": last["test_accuracy"],
         "test_loss": last["test_loss"],
         "train_accuracy": last["train_accuracy"],

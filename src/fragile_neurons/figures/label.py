@@ -39,33 +39,42 @@ def _legend_handles(antifragile) -> list[Patch]:
 
 
 def impact_figure(measurements: ScanMeasurements, labelled: Labels, title: str):
-    """Heatmap of the accuracy drop when neuron k (row) is dropped, at each epsilon (column;
-    epsilon 0 is the clean impact c_k, the others the adversarial impact a_k(eps)). Row labels
-    are coloured by the neuron's label."""
+    """Heatmaps of the accuracy drop when neuron k (row) is dropped: the clean impact c_k (epsilon
+    0, which defines phi and the labels) on a colour scale of its own, beside the adversarial
+    impacts a_k(eps) at each positive epsilon on theirs (tens of times larger: on one scale the
+    clean column would look blank). Row labels are coloured by the neuron's label."""
     impact, epsilon_labels = measurements.impact(), measurements.epsilon_labels
     labels, antifragile = labelled.label, labelled.antifragile.tolist()
     n, e = impact.shape
-    limit = max(float(np.abs(impact).max()), 1e-3)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.75 * e, 1.6 + 0.16 * n))
-    image = ax.imshow(
-        impact, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest"
-    )
-    ax.set_xticks(
-        range(e), [f"{x}\n(clean)" if i == 0 else x for i, x in enumerate(epsilon_labels)]
-    )
+    height = 1.6 + 0.16 * n
+    fig, axes = plt.subplots(
+        1, 2, figsize=(3.4 + 0.75 * e, height), sharey=True,
+        gridspec_kw={"width_ratios": [1, max(e - 1, 1)]},
+    )  # fmt: skip
     step = max(1, math.ceil(n / 64))
-    ax.set_yticks(range(0, n, step), [str(k) for k in range(0, n, step)], fontsize=7)
-    for tick, k in zip(ax.get_yticklabels(), range(0, n, step), strict=True):
+    for ax, columns, names in (
+        (axes[0], impact[:, :1], ["0\n(clean)"]),
+        (axes[1], impact[:, 1:], list(epsilon_labels[1:])),
+    ):
+        limit = max(float(np.abs(columns).max()) if columns.size else 0.0, 1e-3)
+        image = ax.imshow(
+            columns, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest"
+        )
+        ax.set_xticks(range(len(names)), names)
+        fig.colorbar(image, ax=ax, shrink=0.8, pad=0.03)
+    axes[0].set_yticks(range(0, n, step), [str(k) for k in range(0, n, step)], fontsize=7)
+    for tick, k in zip(axes[0].get_yticklabels(), range(0, n, step), strict=True):
         tick.set_color(_colour(labels[k], antifragile[k]))
         tick.set_fontweight("normal" if labels[k] == "neutral" else "bold")
-    ax.set_xlabel("epsilon")
-    ax.set_ylabel("neuron (coloured by label)")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, label="accuracy drop when the neuron is dropped", shrink=0.8)
+    axes[0].set_ylabel("neuron (coloured by label)")
+    axes[0].set_title("clean impact c\n(defines phi)", fontsize=9)
+    axes[1].set_title("adversarial impact a(eps)\n(its own scale)", fontsize=9)
+    axes[1].set_xlabel("epsilon")
+    fig.suptitle(f"{title}\naccuracy drop when the neuron is dropped", fontsize=10)
     fig.legend(
         handles=_legend_handles(antifragile), loc="lower center", ncol=4, fontsize=7, frameon=False
     )
-    fig.tight_layout(rect=(0, 0.5 / (1.6 + 0.16 * n), 1, 1))
+    fig.tight_layout(rect=(0, 0.5 / height, 1, 1))
     return fig
 
 
