@@ -98,18 +98,45 @@ def gains_record(gain) -> Gains:
     )
 
 
+def first_half(counts, samples: int) -> dict:
+    """The first-half fields of a ScanMeasurements (samples // 2 images) whose correct counts
+    are `counts` ({'intact_correct': ..., 'dropped_correct': ...}): each count split in
+    proportion, floor(count * half / samples), which both halves can hold."""
+    half = samples // 2
+    return {
+        "half_samples": half,
+        **{
+            f"first_half_{name}": torch.as_tensor(value) * half // samples
+            for name, value in counts.items()
+        },
+    }
+
+
 def targeting_record(
-    share, magnitude, epsilons=None, effect=None, noise=None, gain=None
+    share,
+    magnitude,
+    epsilons=None,
+    effect=None,
+    noise=None,
+    gain=None,
+    reference=None,
+    surrogate=None,
 ) -> Targeting:
     """An attack stage's targeting record with attack share `share` (E x N; also T and R unless
     `effect` is given), magnitudes `magnitude`, noise share `noise` (default: uniform over the
-    neurons) and filter gain `gain` (default 1); X is computed from them as the stage does."""
+    neurons), filter gain `gain` (default 1), reference share `reference` (default: none, NaN)
+    and surrogate share `surrogate` (default: uniform); X, X^ref and X^sur are computed from
+    them as the stage does."""
     share = torch.as_tensor(share, dtype=torch.float64)
     e, n = share.shape
     epsilons = [0.1 * (i + 1) for i in range(e)] if epsilons is None else list(epsilons)
     effect = share if effect is None else torch.as_tensor(effect, dtype=torch.float64)
     noise = torch.full((e, n), 1 / n, dtype=torch.float64) if noise is None else noise
     noise = torch.as_tensor(noise, dtype=torch.float64)
+    nan = torch.full((e, n), float("nan"), dtype=torch.float64)
+    reference_share = nan if reference is None else torch.as_tensor(reference, dtype=torch.float64)
+    uniform = torch.full((e, n), 1 / n, dtype=torch.float64)
+    surrogate = uniform if surrogate is None else torch.as_tensor(surrogate, dtype=torch.float64)
     return Targeting(
         epsilons=epsilons,
         epsilon_labels=[f"{x:g}" for x in epsilons],
@@ -124,6 +151,12 @@ def targeting_record(
         if gain is None
         else torch.as_tensor(gain, dtype=torch.float64),
         noise_seed=0,
+        reference=reference is not None,
+        reference_share=reference_share,
+        reference_excess=excess_share(share, reference_share),
+        surrogate_share=surrogate,
+        surrogate_excess=excess_share(share, surrogate),
+        surrogate_seed=1,
     )
 
 

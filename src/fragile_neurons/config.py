@@ -198,6 +198,7 @@ RUN_SCHEMA = {
     "dataset": _choice(*DATASETS),
     "arch": _arch,
     "selection_size": _int(1),  # the selection split, carved out of the training split
+    "reference": _bool,  # train the reference network f_ref (seed + 1000), claim 1 control
     "train_size": _int(1, optional=True),
     "test_size": _int(1, optional=True),
     "train": {
