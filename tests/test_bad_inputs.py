@@ -31,7 +31,17 @@ from conftest import run_script
 from fragile_neurons import check, data
 
 RUN = "mnist"
-STAGES = ("prepare", "train", "attack", "scan", "label", "correlate", "harden", "evaluate")
+STAGES = (
+    "prepare",
+    "train",
+    "reference",
+    "attack",
+    "scan",
+    "label",
+    "correlate",
+    "harden",
+    "evaluate",
+)
 MARKER = "MARKER"  # beside the project: what a payload creates when it runs
 
 PARAMS = {
@@ -367,6 +377,10 @@ PARAMS_CASES = [
          "runs.mnist.selection_size", "None", "an integer >= 1"),
     case("selection_size-missing", "check", drop_param("runs.mnist.selection_size"),
          "runs.mnist.selection_size", "<missing>", "required"),
+    case("reference-7", "check", set_param("runs.mnist.reference", 7),
+         "runs.mnist.reference", "7", "true or false"),
+    case("reference-missing", "check", drop_param("runs.mnist.reference"),
+         "runs.mnist.reference", "<missing>", "required"),
     case("scan.samples-0", "check", set_param("scan.samples", 0), "scan.samples", "0",
          "an integer >= 1 or null"),
     case("scan.samples-beyond-selection", "check", set_param("scan.samples", 51), "scan.samples",
@@ -452,10 +466,13 @@ PARAMS_CASES = [
          "at most the 450 images of the raw training split left after the 50 images of the "
          "selection split (runs.mnist.selection_size)"),
     case("train_size-too-big-for-what-the-selection-left", "prepare",
-         both(set_param("runs.mnist.selection_size", 450), set_param("runs.mnist.train_size", 60)),
-         "runs.mnist.train_size", "60", "at most the 50 images of the raw training split left"),
+         both(set_param("runs.mnist.selection_size", 400), set_param("runs.mnist.train_size", 110)),
+         "runs.mnist.train_size", "110", "at most the 100 images of the raw training split left"),
     case("selection_size-too-big", "prepare", set_param("runs.mnist.selection_size", 501),
          "runs.mnist.selection_size", "501", "at most the 500 images of the raw training split"),
+    case("selection_size-leaves-too-few-to-train-on", "prepare",
+         set_param("runs.mnist.selection_size", 460), "runs.mnist.selection_size", "460",
+         "leaves at least 10 images of every class to train on (class 0 would keep 4"),
     case("scan.layer-fc1", "attack", set_param("scan.layer", "fc1"), "scan.layer", "'fc1'",
          "['conv1', 'conv2']"),
     case("scan.layer-nope", "attack", set_param("scan.layer", "nope"), "scan.layer", "'nope'",

@@ -99,8 +99,18 @@ class ShareReport:
         """D: E x N, each row summing to 1 over the neurons."""
         return self.targeting.share
 
+    @property
+    def reference_excess(self) -> torch.Tensor:
+        """X^ref per neuron: mean D / mean D^ref (NaN without a reference network)."""
+        return self.targeting.reference_excess
+
+    @property
+    def surrogate_excess(self) -> torch.Tensor:
+        """X^sur per neuron: mean D / mean D^sur."""
+        return self.targeting.surrogate_excess
+
     def frame(self) -> pd.DataFrame:
-        """One row per neuron: mean D, mean N, X, G and m."""
+        """One row per neuron: mean D, mean N, X, G, m, X^ref and X^sur."""
         return pd.DataFrame(
             {
                 "neuron": range(len(self.filter_gain)),
@@ -109,6 +119,8 @@ class ShareReport:
                 "excess_share": self.excess_share.numpy(),
                 "filter_gain": self.filter_gain.numpy(),
                 "magnitude": self.targeting.magnitude.numpy(),
+                "reference_excess": self.reference_excess.numpy(),
+                "surrogate_excess": self.surrogate_excess.numpy(),
             }
         )
 
