@@ -328,11 +328,19 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
         }
     return {
         "train": {"test_accuracy": 0.99 - 0.001 * seed, "epochs": [3], "device": "cpu"},
-        "label": {"significant": [1, 4], "resolved": seed != 3, "score": "clean"},
+        "label": {
+            "significant": [1, 4],
+            "resolved": seed != 3,
+            "score": "clean",
+            "clean_reliability": 0.6 + 0.05 * seed,
+        },
         "correlate": {
             "spearman_rho": 0.5,  # top level: not a headline
             "headline": {
                 "score": "clean",
+                "reference": True,
+                "reference_excess_spearman_rho": offset + 0.1 * seed - 0.15,
+                "reference_excess_spearman_p": 0.02 * (seed + 1),
                 "excess_spearman_rho": offset + 0.1 * seed - 0.15,
                 "excess_spearman_p": 0.01 * (seed + 1),
                 "share_spearman_rho": 0.3 + 0.05 * seed,
