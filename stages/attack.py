@@ -3,7 +3,7 @@
 
 from fragile_neurons import attack, io, paths
 from fragile_neurons.figures.attack import examples_figure
-from fragile_neurons.models import load_trained
+from fragile_neurons.models import load_reference, load_trained
 from fragile_neurons.stage import Context, run_stage
 
 
@@ -14,7 +14,8 @@ def main(ctx: Context) -> None:
     test = io.load_split(paths.prepared(ctx.name, "test"), ctx.run["dataset"])
     model, _ = load_trained(ctx.name, ctx.run)
     settings = attack.Settings.from_params(ctx.params, ctx.name, ctx.device)
-    result = attack.run(model, selection, test, settings)
+    reference = load_reference(ctx.name, ctx.run)
+    result = attack.run(model, selection, test, settings, reference)
     result.sweep.save(paths.sweep_record(ctx.name))
     result.scan_sweep.save(paths.scan_sweep_record(ctx.name))
     result.layer.save(paths.layer_record(ctx.name))

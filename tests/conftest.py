@@ -105,18 +105,45 @@ def gains_record(gain, draws: int = 2) -> Gains:
     )
 
 
+def first_half(counts, samples: int) -> dict:
+    """The first-half fields of a ScanMeasurements (samples // 2 images) whose correct counts
+    are `counts` ({'intact_correct': ..., 'dropped_correct': ...}): each count split in
+    proportion, floor(count * half / samples), which both halves can hold."""
+    half = samples // 2
+    return {
+        "half_samples": half,
+        **{
+            f"first_half_{name}": torch.as_tensor(value) * half // samples
+            for name, value in counts.items()
+        },
+    }
+
+
 def targeting_record(
-    share, magnitude, epsilons=None, effect=None, noise=None, gain=None
+    share,
+    magnitude,
+    epsilons=None,
+    effect=None,
+    noise=None,
+    gain=None,
+    reference=None,
+    surrogate=None,
 ) -> Targeting:
     """An attack stage's targeting record with attack share `share` (E x N; also T and R unless
     `effect` is given), magnitudes `magnitude`, noise share `noise` (default: uniform over the
-    neurons) and filter gain `gain` (default 1); X is computed from them as the stage does."""
+    neurons), filter gain `gain` (default 1), reference share `reference` (default: none, NaN)
+    and surrogate share `surrogate` (default: uniform); X, X^ref and X^sur are computed from
+    them as the stage does."""
     share = torch.as_tensor(share, dtype=torch.float64)
     e, n = share.shape
     epsilons = [0.1 * (i + 1) for i in range(e)] if epsilons is None else list(epsilons)
     effect = share if effect is None else torch.as_tensor(effect, dtype=torch.float64)
     noise = torch.full((e, n), 1 / n, dtype=torch.float64) if noise is None else noise
     noise = torch.as_tensor(noise, dtype=torch.float64)
+    nan = torch.full((e, n), float("nan"), dtype=torch.float64)
+    reference_share = nan if reference is None else torch.as_tensor(reference, dtype=torch.float64)
+    uniform = torch.full((e, n), 1 / n, dtype=torch.float64)
+    surrogate = uniform if surrogate is None else torch.as_tensor(surrogate, dtype=torch.float64)
     return Targeting(
         epsilons=epsilons,
         epsilon_labels=[f"{x:g}" for x in epsilons],
@@ -131,6 +158,12 @@ def targeting_record(
         if gain is None
         else torch.as_tensor(gain, dtype=torch.float64),
         noise_seed=0,
+        reference=reference is not None,
+        reference_share=reference_share,
+        reference_excess=excess_share(share, reference_share),
+        surrogate_share=surrogate,
+        surrogate_excess=excess_share(share, surrogate),
+        surrogate_seed=1,
     )
 
 
@@ -298,6 +331,13 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
             f"{attack}_margin_over_random": gain - 0.03,
             f"{attack}_p_value": 1 / 21 + seed / 100,
         }
+    for i, arm in enumerate(("compress_only", "amplify_only", "recalibrated")):
+        gain = offset - 0.01 * (i + 1) + 0.005 * seed
+        evaluate |= {
+            f"{arm}_pgd_auc_plus_gain": gain,
+            f"{arm}_pgd_auc_plus_gain_low": gain - 0.02,
+            f"{arm}_pgd_auc_plus_gain_high": gain + 0.02,
+        }
     gain = {a: {"auc": {"value": 0.5 * (i + 1)}} for i, a in enumerate(("fgsm", "pgd", "transfer"))}
     return {
         "train": {
@@ -305,18 +345,29 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
             "epochs": [3],
             "device": "cpu",
         },
+        "reference": {"headline": {"test_accuracy": 0.985 - 0.001 * seed}, "reference": True},
         "label": {
-            "headline": {"resolved": seed != 3, "significant": 2 + seed},
+            "headline": {
+                "resolved": seed != 3,
+                "significant": 2 + seed,
+                "clean_reliability": 0.6 + 0.05 * seed,
+            },
             "score": "clean",
         },
         "correlate": {
             "headline": {
+                "reference": True,
+                "reference_excess_spearman_rho": offset + 0.1 * seed - 0.15,
+                "reference_excess_spearman_p": 0.02 * (seed + 1),
+                "surrogate_excess_spearman_rho": 0.05 * seed,
+                "surrogate_excess_spearman_p": 0.3,
                 "excess_spearman_rho": offset + 0.1 * seed - 0.15,
                 "excess_spearman_p": 0.01 * (seed + 1),
                 "share_spearman_rho": 0.3 + 0.05 * seed,
                 "share_spearman_p": 0.001 * (seed + 1),
                 "noise_spearman_rho": 0.1,
                 "filter_gain_spearman_rho": 0.2 + 0.01 * seed,
+                "reference_share_spearman_rho": 0.25,
             },
             "score": "clean",
             "spearman_rho": 0.5,  # top level: not a headline

@@ -3,6 +3,7 @@ pipeline's own numbers (one implementation per idea); bad inputs are clear Value
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -85,7 +86,11 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
     assert report.targeting.to_dict().keys() == attacked.targeting.to_dict().keys()
     for name, value in attacked.targeting.to_dict().items():
         mine = getattr(report.targeting, name)
-        assert torch.equal(mine, value) if isinstance(value, torch.Tensor) else mine == value, name
+        if isinstance(value, torch.Tensor):  # NaN where the run has no reference network
+            assert torch.equal(mine.isnan(), value.isnan()), name
+            assert torch.equal(mine.nan_to_num(), value.nan_to_num()), name
+        else:
+            assert mine == value, name
     scan_settings = scan_stage.Settings(
         epsilons=EPSILONS,
         epsilon_labels=["0", "0.1", "0.2"],
@@ -144,9 +149,19 @@ def test_attack_share_reports_d_with_its_controls(trained_mnist, scan_set, one_t
     assert torch.equal(other.share, share.share) and not torch.equal(other.noise_share, noise)
     frame = share.frame()
     assert list(frame.columns) == [
-        "neuron", "share", "noise_share", "excess_share", "filter_gain", "magnitude"
+        "neuron", "share", "noise_share", "excess_share", "filter_gain", "magnitude",
+        "reference_excess", "surrogate_excess",
     ]  # fmt: skip
     assert len(frame) == 32 and frame["share"].sum() == pytest.approx(1.0)
+    assert torch.isnan(share.reference_excess).all()  # no reference network given
+    assert torch.isfinite(share.surrogate_excess).all()
+    itself = attack_share(
+        trained_mnist, None, images, labels, EPSILONS, seed=3, batch_size=16,
+        reference=copy.deepcopy(trained_mnist),
+    )  # fmt: skip
+    assert torch.allclose(itself.reference_excess, torch.ones(32, dtype=torch.float64))
+    with pytest.raises(ValueError, match="reference must be an nn.Module"):
+        attack_share(trained_mnist, None, images, labels, EPSILONS, reference="f_ref")
 
 
 def test_harden_model_folds_the_gains_into_a_copy(trained_mnist, scan_set, one_thread):

@@ -5,6 +5,7 @@ one-line error; and the scan stage after it, which reads the scan set and never 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,44 @@ def workdir(tmp_path, monkeypatch, mnist_prepared, trained_mnist):
     io.save_tensors(paths.prepared("mnist", "test"), test)
     spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
     save_checkpoint(paths.model("mnist"), trained_mnist, spec)
+    save_checkpoint(paths.reference("mnist"), scrambled(trained_mnist), spec)
     return tmp_path
+
+
+def scrambled(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose first-layer filters are flipped and transposed: another network
+    of the same architecture, whose FGSM has another spatial structure."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.conv1.weight.copy_(other.conv1.weight.flip(2).transpose(2, 3))
+    return other
+
+
+def test_the_reference_excess_is_one_when_the_reference_is_the_network_itself(
+    mnist_selection, trained_mnist
+):
+    """D^ref of f's own attack is D, so X^ref = 1 for every neuron; a reference with scrambled
+    filters attacks otherwise, and X^ref moves away from 1."""
+    settings = attack.Settings(
+        epsilons=[0.0, 0.1, 0.2], epsilon_labels=["0", "0.1", "0.2"], label_mode="true",
+        layer=None, samples=SAMPLES, seed=3, batch_size=BATCH, device=CPU,
+    )  # fmt: skip
+    test = {k: mnist_selection[k][:8] for k in ("images", "labels")}
+    itself = attack.run(
+        trained_mnist, mnist_selection, test, settings, copy.deepcopy(trained_mnist)
+    )
+    same = itself.targeting
+    assert same.reference and torch.equal(same.reference_share, same.share)
+    assert torch.allclose(same.reference_excess, torch.ones(32, dtype=torch.float64))
+    other = attack.run(trained_mnist, mnist_selection, test, settings, scrambled(trained_mnist))
+    moved = (other.targeting.reference_excess - 1).abs()
+    assert torch.isfinite(moved).all() and moved.max() > 0.01
+    assert torch.equal(other.targeting.share, same.share)  # f's own attack does not change
+    none = attack.run(trained_mnist, mnist_selection, test, settings).targeting
+    assert not none.reference and torch.isnan(none.reference_excess).all()
+    # the surrogate: seeded, aimed nowhere, so X^sur is defined and differs from 1
+    assert torch.equal(none.surrogate_share, same.surrogate_share) and none.surrogate_seed == 4
+    assert torch.isfinite(none.surrogate_excess).all()
 
 
 OUTPUTS = [
@@ -69,6 +107,7 @@ def test_attack_stage_writes_the_contract(workdir, mnist_prepared, trained_mnist
     assert report["linf_mean"]["1/5"] == pytest.approx(0.2, abs=1e-6)
     assert report["layer"] == {"conv": "conv1", "neuron_module": "conv1", "neurons": 32}
     assert report["scan_samples"] == SAMPLES and report["labels"] == "true"
+    assert report["reference"] is True
     scan_accuracy, _ = accuracy_and_loss(
         logits_of(trained_mnist, scan_images, BATCH, CPU), scan_labels
     )
@@ -101,6 +140,19 @@ def test_attack_stage_writes_the_contract(workdir, mnist_prepared, trained_mnist
         trained_mnist, layer, scan_images, expected, [0.1, 0.2], batch_size=BATCH, device=CPU
     )
     assert torch.equal(again.share, targeting_record.share)
+    reference_signs = gradient_signs(
+        scrambled(trained_mnist), scan_images, scan_labels, batch_size=BATCH, device=CPU
+    )
+    again = targeting(
+        trained_mnist,
+        layer,
+        scan_images,
+        reference_signs,
+        [0.1, 0.2],
+        batch_size=BATCH,
+        device=CPU,
+    )  # fmt: skip: D under the reference's attack is the record's D^ref
+    assert torch.equal(again.share, targeting_record.reference_share)
     assert torch.equal(again.magnitude, targeting_record.magnitude)
     assert sweep.accuracy == list(report["fgsm_accuracy"].values())
     assert (sweep.label_mode, sweep.batch_size) == ("true", BATCH)

@@ -46,7 +46,8 @@ from fragile_neurons.train import CURVES
 
 RUN = "mnist"
 STAGES = (
-    "prepare", "train", "attack", "scan", "label", "correlate", "harden", "baseline", "evaluate"
+    "prepare", "train", "reference", "attack", "scan", "label", "correlate", "harden", "baseline",
+    "evaluate",
 )  # fmt: skip
 MARKER = "MARKER"  # beside the project: what a payload creates when it runs
 
@@ -59,8 +60,8 @@ PARAMS = {
     "data": {"root": "data/raw", "download": False, "accept_checksum_mismatch": None},
     "runs": {
         RUN: {
-            "dataset": "mnist", "arch": "mnist_cnn", "selection_size": 50, "train_size": 200,
-            "test_size": 80,
+            "dataset": "mnist", "arch": "mnist_cnn", "selection_size": 50, "reference": True,
+            "train_size": 200, "test_size": 80,
             "train": {"epochs": 2, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0,
                       "augment": False},
             "attack": {"epsilons": [0, 0.1, 0.2], "labels": True},
@@ -76,8 +77,8 @@ PARAMS = {
                  "autoattack": {"images": 8, "steps": 2}},
 }  # fmt: skip
 CIFAR_RUN = {
-    "dataset": "cifar10", "arch": "cifar_cnn", "selection_size": 50, "train_size": 100,
-    "test_size": 60,
+    "dataset": "cifar10", "arch": "cifar_cnn", "selection_size": 50, "reference": False,
+    "train_size": 100, "test_size": 60,
     "train": {"epochs": 1, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0, "augment": True},
     "attack": {"epsilons": [0, "2/255", "8/255"], "labels": True},
 }  # fmt: skip
@@ -458,6 +459,10 @@ PARAMS_CASES = [
          "runs.mnist.selection_size", "None", "an integer >= 1"),
     case("selection_size-missing", "check", drop_param("runs.mnist.selection_size"),
          "runs.mnist.selection_size", "<missing>", "required"),
+    case("reference-7", "check", set_param("runs.mnist.reference", 7),
+         "runs.mnist.reference", "7", "true or false"),
+    case("reference-missing", "check", drop_param("runs.mnist.reference"),
+         "runs.mnist.reference", "<missing>", "required"),
     case("scan.samples-0", "check", set_param("scan.samples", 0), "scan.samples", "0",
          "an integer >= 1 or null"),
     case("scan.samples-beyond-selection", "check", set_param("scan.samples", 51), "scan.samples",
@@ -545,10 +550,13 @@ PARAMS_CASES = [
          "at most the 450 images of the raw training split left after the 50 images of the "
          "selection split (runs.mnist.selection_size)"),
     case("train_size-too-big-for-what-the-selection-left", "prepare",
-         both(set_param("runs.mnist.selection_size", 450), set_param("runs.mnist.train_size", 60)),
-         "runs.mnist.train_size", "60", "at most the 50 images of the raw training split left"),
+         both(set_param("runs.mnist.selection_size", 400), set_param("runs.mnist.train_size", 110)),
+         "runs.mnist.train_size", "110", "at most the 100 images of the raw training split left"),
     case("selection_size-too-big", "prepare", set_param("runs.mnist.selection_size", 501),
          "runs.mnist.selection_size", "501", "at most the 500 images of the raw training split"),
+    case("selection_size-leaves-too-few-to-train-on", "prepare",
+         set_param("runs.mnist.selection_size", 460), "runs.mnist.selection_size", "460",
+         "leaves at least 10 images of every class to train on (class 0 would keep 4"),
     case("scan.layer-fc1", "attack", set_param("scan.layer", "fc1"), "scan.layer", "'fc1'",
          "['conv1', 'conv2']"),
     case("scan.layer-nope", "attack", set_param("scan.layer", "nope"), "scan.layer", "'nope'",
@@ -1216,6 +1224,7 @@ def test_a_refused_layer_is_not_listed_among_the_allowed():
 # Each case runs `fragile-neurons <args>` in-process in a copy of the committed params.yaml,
 # metrics/ and README.md, after `prepare(folder)`; it must be one line on stderr, `error: ...`
 # holding each fragment, exit status 2, and leave every file as it was.
+
 
 class CommandCase(NamedTuple):
     id: str

@@ -118,8 +118,8 @@ def test_correlate_summary_per_epsilon_and_mean():
     assert list(table["neuron"]) == list(range(8))
     assert list(table.columns) == [
         "neuron", "label", "antifragile", "phi", "share", "targeted", "excess_share",
-        "null_excess", "noise_share", "filter_gain", "clean_impact", "adversarial_impact",
-        "difference_impact",
+        "null_excess", "noise_share", "filter_gain", "reference_excess", "reference_share",
+        "surrogate_excess", "clean_impact", "adversarial_impact", "difference_impact",
     ]  # fmt: skip
     assert table["targeted"].sum() == 2
     assert table.loc[table["targeted"], "neuron"].tolist() == most_targeted(mean, 0.25).tolist()
@@ -159,7 +159,15 @@ def test_every_score_is_set_against_d_x_n_and_g_and_the_headline_is_x():
     assert head["share_spearman_rho"] == pytest.approx(d_rho) == summary["spearman_rho"]
     assert set(summary["scores"]) == {"clean", "adversarial", "difference"}
     for per_score in summary["scores"].values():
-        assert set(per_score) == {"D", "excess", "noise", "filter_gain"}
+        assert set(per_score) == {
+            "D",
+            "excess",
+            "noise",
+            "filter_gain",
+            "reference_excess",
+            "reference_share",
+            "surrogate_excess",
+        }
         assert per_score["excess"]["neurons"] == 4
     assert table["excess_share"].tolist() == pytest.approx(x.tolist())
 

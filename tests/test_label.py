@@ -1,11 +1,13 @@
 """Fragility scores and labels follow method.md section 3, ties included, on a hand-made scan."""
 
+import math
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_script, targeting_record
+from conftest import ROOT, first_half, run_script, targeting_record
+from scipy import stats
 
 from fragile_neurons import io, paths
 from fragile_neurons.errors import DataError
@@ -15,7 +17,9 @@ from fragile_neurons.label import (
     loss_impacts,
     mcnemar_p,
     metrics,
+    reliability,
     run,
+    split_half,
     table,
 )
 from fragile_neurons.models import build_model, save_checkpoint
@@ -67,6 +71,7 @@ def measurements(
         else torch.tensor(dropped_loss, dtype=torch.float64),
         dropped_lost=torch.tensor(lost if lost is not None else [max(-c, 0) for c in change]),
         dropped_gained=torch.tensor(gained if gained is not None else [max(c, 0) for c in change]),
+        **first_half({"intact_correct": intact, "dropped_correct": dropped}, samples),
     )
 
 
@@ -316,3 +321,43 @@ def test_the_impact_figure_shows_the_clean_impact_on_its_own_scale(tmp_path):
     assert clean.get_clim() == pytest.approx((-abs(impact[:, 0]).max(), abs(impact[:, 0]).max()))
     assert adversarial.get_clim()[1] == pytest.approx(abs(impact[:, 1:]).max())
     fig.savefig(tmp_path / "impact.png")
+
+
+def test_split_half_reliability_by_hand():
+    """r is the Spearman rho of the halves' scores, the reliability 2r / (1 + r); a score
+    constant on a half has none (NaN), as has a half of no images."""
+    got = split_half([0.1, 0.2, 0.3, 0.4], [0.2, 0.1, 0.4, 0.3])
+    r = stats.spearmanr([0.1, 0.2, 0.3, 0.4], [0.2, 0.1, 0.4, 0.3]).statistic
+    assert got["split_half_rho"] == pytest.approx(r) == pytest.approx(0.6)
+    assert got["spearman_brown"] == pytest.approx(2 * 0.6 / 1.6)
+    opposite = split_half([1, 2, 3], [3, 2, 1])
+    assert opposite["split_half_rho"] == pytest.approx(-1.0)
+    assert math.isnan(opposite["spearman_brown"])
+    assert math.isnan(split_half([0.1, 0.1, 0.1], [0.1, 0.2, 0.3])["split_half_rho"])
+
+
+def test_reliability_sets_the_halves_of_the_scan_set_against_each_other():
+    """Hand-made counts, 10 images, halves of 5: the first half's clean drops are 0, 1, 2 (of
+    5) and the second's 0, 2, 1: r = 0.5 for the clean score; the adversarial score is the same
+    ranking in both halves: r = 1."""
+    m = ScanMeasurements(
+        epsilons=[0.0, 0.1],
+        epsilon_labels=["0", "0.1"],
+        samples=10,
+        path="naive",
+        intact_correct=torch.tensor([10, 8]),
+        intact_loss=torch.zeros(2, dtype=torch.float64),
+        dropped_correct=torch.tensor([[10, 8], [7, 6], [7, 4]]),
+        dropped_loss=torch.zeros(3, 2, dtype=torch.float64),
+        dropped_lost=torch.tensor([0, 3, 3]),
+        dropped_gained=torch.tensor([0, 0, 0]),
+        half_samples=5,
+        first_half_intact_correct=torch.tensor([5, 4]),
+        first_half_dropped_correct=torch.tensor([[5, 4], [4, 3], [3, 2]]),
+    )
+    got = reliability(m)
+    assert set(got) == {"clean", "adversarial", "difference"}
+    assert got["clean"]["split_half_rho"] == pytest.approx(0.5)
+    assert got["clean"]["spearman_brown"] == pytest.approx(2 / 3)
+    assert got["adversarial"]["split_half_rho"] == pytest.approx(1.0)
+    assert got["adversarial"]["spearman_brown"] == pytest.approx(1.0)

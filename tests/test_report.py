@@ -71,32 +71,49 @@ def stats(low, high, n=5, mean=None, values=None):
 
 
 @pytest.mark.parametrize(
-    ("lows_highs", "direction", "expected"),
+    ("lows_highs", "primary", "expected"),
     [
-        ([(0.1, 0.3), (0.05, 0.2)], +1, "supported"),
-        ([(-0.3, -0.1), (-0.2, -0.01)], +1, "contradicted"),
-        ([(-0.3, -0.1), (-0.2, -0.01)], -1, "supported"),
-        ([(0.1, 0.3), (-0.2, 0.1)], +1, "not shown (mnist supports)"),
-        ([(0.1, 0.3), (-0.2, -0.1)], +1, "not shown (mnist supports, cifar10 contradicts)"),
-        ([(-0.1, 0.3), (-0.2, 0.1)], +1, "not shown"),
-        ([(0.1, 0.3), (0.1, 0.2)], 0, ""),
+        ([(0.1, 0.3), (0.05, 0.2)], True, "supported"),
+        ([(-0.3, -0.1), (-0.2, -0.01)], True, "contradicted"),
+        ([(0.1, 0.3), (-0.2, 0.1)], True, "not shown (mnist supports)"),
+        ([(0.1, 0.3), (-0.2, -0.1)], True, "not shown (mnist supports, cifar10 contradicts)"),
+        ([(-0.1, 0.3), (-0.2, 0.1)], True, "not shown"),
+        ([(0.1, 0.3), (0.1, 0.2)], False, ""),  # a secondary row gets no verdict
     ],
 )
-def test_the_verdict_rule(lows_highs, direction, expected):
+def test_the_verdict_rule(lows_highs, primary, expected):
     by_run = {run: stats(*lh) for run, lh in zip(("mnist", "cifar10"), lows_highs, strict=True)}
-    assert report.verdict(by_run, direction) == expected
+    assert report.verdict(by_run, primary) == expected
 
 
-def test_a_verdict_needs_an_interval_for_every_run():
+def test_a_verdict_needs_an_interval_for_every_run_and_gives_the_seeds_for_power():
     one_seed = {"n": 1, "mean": 0.2, "low": None, "high": None, "values": {"0": 0.2}}
-    assert report.verdict({"mnist": stats(0.1, 0.3), "cifar10": one_seed}, +1) == (
+    assert report.verdict({"mnist": stats(0.1, 0.3), "cifar10": one_seed}, True) == (
         "not shown (mnist supports, cifar10: 1 seed)"
     )
     # two seeds that happen to agree give a narrow CI of one degree of freedom: no verdict
     two_seeds = stats(0.06, 0.19, n=2)
-    assert report.verdict({"mnist": two_seeds}, +1) == "not shown (mnist: 2 seeds)"
-    assert report.verdict({"mnist": stats(0.06, 0.19, n=3)}, +1) == "supported"
-    assert report.verdict({"mnist": None, "cifar10": None}, +1) == "n/a"
+    assert report.verdict({"mnist": two_seeds}, True) == "not shown (mnist: 2 seeds)"
+    assert report.verdict({"mnist": stats(0.06, 0.19, n=3)}, True) == "supported"
+    assert report.verdict({"mnist": None, "cifar10": None}, True) == "n/a"
+    why = "no reference network (runs.<name>.reference is false)"
+    assert report.verdict({"mnist": None}, True, why) == f"n/a: {why}"
+    powered = stats(0.1, 0.3) | {"seeds_for_power": 7}
+    assert report.verdict({"mnist": powered}, True) == "supported; seeds for 80% power: mnist 7"
+
+
+def test_exactly_one_primary_endpoint_per_claim():
+    """method.md section 7: each claim's verdict rests on one declared measure."""
+    claims, current = {}, None
+    for row in report.CLAIMS:
+        current = row.claim or current
+        claims.setdefault(current, []).append(row)
+    primaries = {claim: [r.key for r in rows if r.primary] for claim, rows in claims.items()}
+    assert primaries == {
+        "the attack targets fragile neurons": ["correlate.reference_excess_spearman_rho"],
+        "hardening improves robustness": ["evaluate.pgd_auc_plus_gain"],
+        "checks": [],
+    }
 
 
 def test_cells_are_mean_and_interval_or_the_value_or_a_share():
@@ -108,6 +125,9 @@ def test_cells_are_mean_and_interval_or_the_value_or_a_share():
     share = {"n": 5, "mean": 0.4, "low": None, "high": None,
              "values": {"0": False, "1": True, "2": False, "3": True, "4": False}}  # fmt: skip
     assert report.cell(share) == "2/5" and report.cell(None) == "n/a"
+    p = {"kind": "p", "n": 5, "median": 0.031, "count": 3, "values": {}}
+    assert report.cell(p) == "p < 0.05 in 3/5, median 0.031"
+    assert report.cell({"kind": "count", "n": 3, "median": 2, "values": {}}) == "median 2"
 
 
 def member(name, seed, compress=0.5, runs=("mnist", "cifar10")):
@@ -162,10 +182,11 @@ def test_the_claims_table_has_a_row_per_measure_and_a_verdict_by_the_rule():
             row.measure,
             report.cell(by_run["mnist"], row.digits, 5),
             report.cell(by_run["cifar10"], row.digits, 5),
-            report.verdict(by_run, row.direction),
+            report.verdict(by_run, row.primary, report.why_absent(row, group["runs"])),
         ]
-    # the fixture's excess-share rho: mnist's CI holds 0, cifar10's lies above it
-    assert rows[0][-1] == "not shown (cifar10 supports)"
+    # the fixture's reference-excess rho: mnist's CI holds 0, cifar10's lies above it
+    assert rows[0][-1].startswith("not shown (cifar10 supports); seeds for 80% power: mnist ")
+    assert [r[-1] != "" for r in rows] == [row.primary for row in report.CLAIMS]
     assert rows[-1][3] == "2/5"  # masking flagged in seeds 1 and 3
     assert report.VERDICT_RULE in table
 
@@ -199,20 +220,23 @@ def test_other_models_are_a_block_of_columns_with_their_own_verdict_and_commands
         "cifar10, resnet18 (1 seed)", "verdict, resnet18",
     ]  # fmt: skip
     assert "(n = " not in "".join(rows[0])  # each column's own seed count
-    mnist = models["groups"][1]["runs"]["mnist"]["correlate.excess_spearman_rho"]
-    assert rows[0][5:7] == [report.cell(mnist, 3, 3), report.verdict({"mnist": mnist}, +1)]
+    mnist = models["groups"][1]["runs"]["mnist"]["correlate.reference_excess_spearman_rho"]
+    assert rows[0][5:7] == [report.cell(mnist, 3, 3), report.verdict({"mnist": mnist}, True)]
     # one seed has no CI: its block's verdict says so instead of judging; the cell gives that
     # seed's own p-value (correlations, margins) or its bootstrap CI (gains)
     assert rows[0][8] == "not shown (cifar10: 1 seed)"
     cifar = models["groups"][2]["runs"]["cifar10"]
-    rho, p = (cifar[f"correlate.excess_spearman_{k}"]["mean"] for k in ("rho", "p"))
+    rho = cifar["correlate.reference_excess_spearman_rho"]["mean"]
+    p = cifar["correlate.reference_excess_spearman_p"]["median"]
     assert rows[0][7] == f"{rho:.3f} (p = {p:.2g})"
+    at = {row.key: i for i, row in enumerate(report.CLAIMS)}
     gain = [cifar[f"evaluate.fgsm_auc_plus_gain{k}"]["mean"] for k in ("", "_low", "_high")]
-    assert rows[4][7] == "{:.3f} (the seed's CI [{:.3f}, {:.3f}])".format(*gain)
-    assert (
-        rows[-1][7] == "0/1"
-        and rows[2][7] == f"{cifar['correlate.noise_spearman_rho']['mean']:.3f}"
+    assert rows[at["evaluate.fgsm_auc_plus_gain"]][7] == (
+        "{:.3f} (the seed's CI [{:.3f}, {:.3f}])".format(*gain)
     )
+    assert rows[-1][7] == "0/1"
+    noise = cifar["correlate.noise_spearman_rho"]["mean"]
+    assert rows[at["correlate.noise_spearman_rho"]][7] == f"{noise:.3f}"
     assert (
         "- mnist (resnet18): `metrics/sweeps/models.json`, group `runs.mnist.arch=resnet18`: 3 "
         "members (seeds 0, 1, 2), the baseline commit `fffffff` and its experiments. " in table
@@ -263,7 +287,8 @@ def test_missing_sweeps_are_said_and_present_ones_tabulated(project):
     text = report.section(report.committed_runs())
     assert "No seed sweep is committed yet (`metrics/sweeps/seeds.json`)" in text
     assert "No dose-response sweep is committed yet" in text
-    assert "| Spearman rho of phi and X (p) | -0.350 (p = 0.01) | 0.150 (p = 0.01) |" in text
+    assert "| Spearman rho of clean phi and X (p) | -0.350 (p = 0.01) | 0.150 (p = 0.01) |" in text
+    assert "| Spearman rho of clean phi and X^ref (p), primary | -0.350 (p = 0.02) |" in text
     assert "| gradient masking flagged | no | no |" in text
     (project / "metrics" / "sweeps").mkdir()
     (project / "metrics/sweeps/seeds.json").write_text(to_json(sweep_summary(SEEDS, [])))

@@ -94,6 +94,8 @@ def assert_same(fast: ScanMeasurements, naive: ScanMeasurements, flips: bool = T
     assert torch.equal(fast.dropped_correct, naive.dropped_correct)
     assert torch.equal(fast.dropped_lost, naive.dropped_lost)
     assert torch.equal(fast.dropped_gained, naive.dropped_gained)
+    assert torch.equal(fast.first_half_intact_correct, naive.first_half_intact_correct)
+    assert torch.equal(fast.first_half_dropped_correct, naive.first_half_dropped_correct)
     torch.testing.assert_close(fast.intact_loss, naive.intact_loss, rtol=0, atol=1e-5)
     torch.testing.assert_close(fast.dropped_loss, naive.dropped_loss, rtol=0, atol=1e-5)
     # not vacuous: dropping neurons changes the losses and (flips) some predictions
@@ -118,6 +120,25 @@ def test_fast_scan_equals_naive_scan_on_small_models(kind, group):
     assert_same(
         fast, naive_scan(model, layer, images, labels, signs, EPSILONS, batch_size=7, device=CPU)
     )
+
+
+@pytest.mark.parametrize("n", [12, 13])
+def test_the_first_half_counts_are_a_scan_of_the_first_half_alone(n):
+    """The split-half reliability's counts: the scan of S records, for its first n // 2 images
+    (a half that ends inside a batch), exactly what a scan of those images alone counts."""
+    model, channels, size = small("bn_between_conv")
+    images, labels, signs = data(model, channels, size, n=n)
+    layer = find_scan_layer(model, images[:2].float() / 255)
+    whole = scan(model, layer, images, labels, signs, EPSILONS, batch_size=5, device=CPU)
+    half = n // 2
+    alone = scan(
+        model, layer, images[:half], labels[:half], signs[:half], EPSILONS, batch_size=5,
+        device=CPU,
+    )  # fmt: skip
+    assert whole.half_samples == half
+    assert torch.equal(whole.first_half_intact_correct, alone.intact_correct)
+    assert torch.equal(whole.first_half_dropped_correct, alone.dropped_correct)
+    assert (whole.dropped_correct - whole.first_half_dropped_correct).max() <= n - half
 
 
 @pytest.mark.parametrize("arch", ["mnist_cnn", "cifar_cnn"])

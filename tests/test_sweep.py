@@ -5,6 +5,7 @@ import inspect
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -18,12 +19,16 @@ from fragile_neurons.headline import declared
 from fragile_neurons.sweep import (
     collect,
     flatten,
+    kind,
     mean_ci,
     render,
     render_table,
     reproduced,
+    resummarise,
     rounded,
+    seeds_for_power,
     summarise,
+    summarise_values,
     to_json,
 )
 
@@ -100,12 +105,22 @@ def test_a_seed_sweep_with_its_baseline_summarises_every_headline_per_run(member
         gains = [stage_metrics(s, 0.5, offset)["evaluate"]["headline"]["fgsm_auc_plus_gain"]
                  for s in range(5)]  # fmt: skip
         mean, low, high = mean_ci(gains)
+        sd = statistics.stdev(gains)
         assert values["evaluate.fgsm_auc_plus_gain"] == {
-            "n": 5, "mean": pytest.approx(mean), "low": pytest.approx(low),
-            "high": pytest.approx(high), "values": {str(s): g for s, g in enumerate(gains)},
+            "kind": "estimate", "n": 5, "mean": pytest.approx(mean), "low": pytest.approx(low),
+            "high": pytest.approx(high), "sd": pytest.approx(sd),
+            "seeds_for_power": max(2, math.ceil((2.8 * sd / abs(mean)) ** 2)),
+            "median": None, "count": None,
+            "values": {str(s): g for s, g in enumerate(gains)},
         }  # fmt: skip
-        masking = values["evaluate.masking"]  # a boolean: the share of seeds, no interval
-        assert masking["mean"] == pytest.approx(2 / 5) and masking["low"] is None
+        masking = values["evaluate.masking"]  # a boolean: seeds where it holds, no interval
+        assert masking["kind"] == "flag" and masking["count"] == 2 and masking["low"] is None
+        assert masking["mean"] == pytest.approx(2 / 5)
+        p = values["evaluate.fgsm_p_value"]  # a p-value: never a t-interval
+        ps = [1 / 21 + seed / 100 for seed in range(5)]
+        assert p["kind"] == "p" and p["low"] is None and p["mean"] is None
+        assert p["count"] == sum(v < 0.05 for v in ps) == 1
+        assert p["median"] == pytest.approx(statistics.median(ps))
     left = "\n".join(summary["left_out"])
     assert "seed0again (seed0ag): seed 0 already in all (baseline)" in left
     assert "nothing (nothing): no run reproduced" in left
@@ -199,7 +214,8 @@ def test_the_text_and_the_experiment_table_fit_80_columns(members):
     text = render(summary)
     assert max(map(len, text.splitlines())) <= 80
     assert "harden.compress=0.5: 5 member(s), seeds 0, 1, 2, 3, 4, the baseline's params" in text
-    assert "evaluate.transfer_auc_plus_gain_high" in text and "share true (2/5)" in text
+    assert "evaluate.transfer_auc_plus_gain_high" in text and "2/5 seeds true" in text
+    assert "median; p<0.05 in 1/5" in text  # evaluate.fgsm_p_value: no interval
     lines = render_table(summary).splitlines()
     assert max(map(len, lines)) <= 80
     rows = [line for line in lines if line.startswith("seed3 ")]
@@ -361,3 +377,56 @@ def test_the_sweep_command_writes_the_same_json_twice(experiments, tmp_path):
     assert bad.stderr == "error: --by harden.compres: no such param in params.yaml\n"
     shown = sh(experiments, *command[:2], "--from", str(out), "--table")
     assert max(map(len, shown.splitlines())) <= 80 and "seed 0 already in" in shown
+
+
+def test_correlations_are_averaged_on_fishers_z():
+    """method.md section 7: the mean z = atanh(rho) and its t-interval, transformed back."""
+    rhos = [0.1, 0.5, 0.7, 0.3]
+    got = summarise_values(list(enumerate(rhos)), "correlate.reference_excess_spearman_rho")
+    z = [math.atanh(r) for r in rhos]
+    mean, low, high = mean_ci(z)
+    assert got["kind"] == "correlation"
+    assert got["mean"] == pytest.approx(math.tanh(mean)) != pytest.approx(sum(rhos) / 4)
+    assert (got["low"], got["high"]) == (
+        pytest.approx(math.tanh(low)),
+        pytest.approx(math.tanh(high)),
+    )
+    assert got["sd"] == pytest.approx(statistics.stdev(z))
+    perfect = summarise_values([(0, 1.0), (1, 1.0)], "x.spearman_rho")
+    assert math.isfinite(perfect["mean"]) and perfect["mean"] == pytest.approx(1.0)
+
+
+def test_power_counts_and_the_kinds():
+    assert seeds_for_power(0.5, 1.0) == math.ceil((2.8 / 0.5) ** 2) == 32
+    assert seeds_for_power(1.0, 0.1) == 2 and seeds_for_power(0.0, 1.0) is None
+    assert seeds_for_power(0.3, math.nan) is None
+    assert kind("label.significant", [1, 4, 0]) == "count"
+    assert kind("evaluate.pgd_p_value", [0.1, 0.2]) == "p"
+    assert kind("correlate.share_spearman_p", [0.1]) == "p"
+    assert kind("label.resolved", [True, False]) == "flag"
+    assert kind("train.test_accuracy", [0.99, 0.98]) == "estimate"
+    counts = summarise_values([(0, 1), (1, 4), (2, 0)], "label.significant")
+    assert counts["median"] == 1 and counts["low"] is None and counts["mean"] is None
+    one = summarise_values([(0, 0.2)], "evaluate.pgd_auc_plus_gain")
+    assert one["low"] is None and one["sd"] is None and one["seeds_for_power"] is None
+
+
+def test_an_older_summary_reads_by_todays_rules():
+    """--from re-summarises a committed file's per-seed values: an old file's t-interval of a
+    p-value or of raw rho is replaced by the count and median, and the Fisher-z interval."""
+    old = {
+        "by": [], "rev": "abc", "pooled": {}, "confidence": 0.95, "left_out": [],
+        "groups": [{"label": "all", "params": {}, "baseline": True, "members": [], "pooled": {},
+                    "runs": {"mnist": {
+                        "evaluate.pgd_p_value": {"n": 3, "mean": 0.2, "low": -0.1, "high": 0.5,
+                                                 "values": {"0": 0.01, "1": 0.3, "2": 0.29}},
+                        "correlate.share_spearman_rho": {"n": 3, "mean": 0.4, "low": 0.1,
+                                                         "high": 0.7,
+                                                         "values": {"0": 0.2, "1": 0.4, "2": 0.6}},
+                    }}}],
+    }  # fmt: skip
+    new = resummarise(old)["groups"][0]["runs"]["mnist"]
+    assert new["evaluate.pgd_p_value"]["low"] is None and new["evaluate.pgd_p_value"]["count"] == 1
+    rho = new["correlate.share_spearman_rho"]
+    assert rho["kind"] == "correlation" and rho["low"] != 0.1
+    assert old["groups"][0]["runs"]["mnist"]["evaluate.pgd_p_value"]["low"] == -0.1  # a copy

@@ -20,6 +20,8 @@ from fragile_neurons.targeting import (
     filter_gain,
     noise_share,
     noise_signs,
+    surrogate_field,
+    surrogate_signs,
     targeting,
 )
 
@@ -158,10 +160,14 @@ def test_frame_has_one_row_per_neuron_and_epsilon():
         "relative_effect",
         "share",
         "noise_share",
+        "reference_share",
+        "surrogate_share",
         "magnitude",
         "excess_share",
         "null_excess",
         "filter_gain",
+        "reference_excess",
+        "surrogate_excess",
     ]
     assert len(frame) == 8
     assert frame["neuron"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
@@ -330,3 +336,27 @@ def test_filter_gain_is_the_filter_norm_times_the_batchnorm_scale():
     net, layer = pair_filters(nn.BatchNorm2d(3, track_running_stats=False))
     with pytest.raises(ValueError, match="running statistics"):
         filter_gain(net, layer)
+
+
+def test_the_surrogate_keeps_the_gradients_amplitude_spectrum_and_not_its_signs():
+    """Per image and channel, |FFT| of the surrogate equals |FFT| of the gradient to float
+    precision, the field is real, and its signs are not the gradient's; the draws are seeded
+    and do not depend on how the images are batched."""
+    generator = torch.Generator().manual_seed(0)
+    gradient = torch.randn(6, 3, 9, 8, generator=generator)  # odd and even sides
+    gradient[:, :, 2:5, 2:5] += 3.0  # spatial structure: a blob
+    noise = torch.randn(gradient.shape, generator=generator, dtype=torch.float64)
+    field = surrogate_field(gradient, noise)
+    assert field.dtype == torch.float64 and field.shape == gradient.shape
+    want = torch.fft.fft2(gradient.double()).abs()
+    got = torch.fft.fft2(field).abs()
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-9 * want.max())
+    signs = surrogate_signs([gradient], seed=5)
+    agree = (signs == gradient.sign().to(torch.int8)).double().mean().item()
+    assert signs.dtype == torch.int8 and set(signs.unique().tolist()) <= {-1, 1}
+    assert 0.3 < agree < 0.7  # about half, not all: the phases are another's
+    batched = surrogate_signs([gradient[:2], gradient[2:5], gradient[5:]], seed=5)
+    assert torch.equal(batched, signs)
+    assert not torch.equal(surrogate_signs([gradient], seed=6), signs)
+    with pytest.raises(ValueError, match="fields of one shape"):
+        surrogate_field(gradient, noise[:, :, :4])

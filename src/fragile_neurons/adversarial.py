@@ -101,6 +101,24 @@ def signs_and_logits(
     return torch.cat(signs), torch.cat(logits)
 
 
+def input_gradients(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    label_mode: str = "true",
+) -> Iterator[torch.Tensor]:
+    """The input gradients of `signs_and_logits` themselves (float, before the sign), batch by
+    batch of `batch_size` images in order, on the CPU."""
+    _check(images, labels, label_mode)
+    model.eval()
+    for s in batch_slices(len(images), batch_size):
+        x, y = as_input(images[s], device), labels[s].to(device)
+        yield _gradient_and_logits(model, x, y, label_mode)[0].cpu()
+
+
 def gradient_signs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options):
     """sign(grad_x CE) for every image, as int8 on the CPU: the signs of `signs_and_logits`,
     which takes the same keyword `options` (batch_size, device, label_mode)."""

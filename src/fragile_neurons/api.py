@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import harden, label, scan, targeting
-from .adversarial import gradient_signs
+from .adversarial import gradient_signs, input_gradients
 from .config import RULES, epsilon_label, parse_epsilon
 from .errors import ParamError
 from .gates import fold
@@ -138,8 +138,18 @@ class ShareReport:
         """D: E x N, each row summing to 1 over the neurons."""
         return self.targeting.share
 
+    @property
+    def reference_excess(self) -> torch.Tensor:
+        """X^ref per neuron: mean D / mean D^ref (NaN without a reference network)."""
+        return self.targeting.reference_excess
+
+    @property
+    def surrogate_excess(self) -> torch.Tensor:
+        """X^sur per neuron: mean D / mean D^sur."""
+        return self.targeting.surrogate_excess
+
     def frame(self) -> pd.DataFrame:
-        """One row per neuron: mean D, mean N, X, G and m."""
+        """One row per neuron: mean D, mean N, X, G, m, X^ref and X^sur."""
         return pd.DataFrame(
             {
                 "neuron": range(len(self.filter_gain)),
@@ -148,6 +158,8 @@ class ShareReport:
                 "excess_share": self.excess_share.numpy(),
                 "filter_gain": self.filter_gain.numpy(),
                 "magnitude": self.targeting.magnitude.numpy(),
+                "reference_excess": self.reference_excess.numpy(),
+                "surrogate_excess": self.surrogate_excess.numpy(),
             }
         )
 
@@ -225,18 +237,27 @@ def attack_share(
     label_mode: str = "true",
     batch_size: int = 250,
     device: str | torch.device | None = None,
+    reference: nn.Module | None = None,
 ) -> ShareReport:
     """How an FGSM attack at each positive epsilon of `epsilons` spreads over the neurons of the
     convolution `layer_name` (None: the first one run) on `images` with `labels`: T, R, the
     attack share D and m, with the controls of method.md section 2: the noise share N (D under
     random signs drawn with `seed`, the same perturbation size), the excess share
-    X = mean D / mean N (X > 1: the attack aims at the neuron more than noise does) and the
-    filter gain G. The model must normalise its inputs itself (images are in [0, 1])."""
+    X = mean D / mean N (X > 1: more than white noise gives), the filter gain G, the surrogate
+    excess X^sur (over signs with the spatial spectrum of the model's own gradient, phases drawn
+    with `seed` + 1) and, given a `reference` network (another network trained the same way, on
+    the same inputs and labels), the reference excess X^ref = mean D / mean D^ref, where D^ref is
+    D under the reference's FGSM: the primary test that the attack aims at the model's own
+    neurons (NaN without a reference). The models must normalise their inputs themselves
+    (images are in [0, 1])."""
     label_mode = _rule("label_mode", label_mode)
     seed = _rule("seed", seed)
+    if reference is not None and not isinstance(reference, nn.Module):
+        raise ValueError(f"reference must be an nn.Module or None, not {type(reference).__name__}")
     with _attacked(
-        model, layer_name, images, labels, epsilons, label_mode, batch_size, device, seed
-    ) as a:
+        model, layer_name, images, labels, epsilons, label_mode, batch_size, device, seed,
+        reference,
+    ) as a:  # fmt: skip
         t = a.targeting
     return ShareReport(a.layer, t, t.noise_share, t.excess_share, t.filter_gain, seed)
 
@@ -400,19 +421,37 @@ class _Attack(NamedTuple):
 
 @contextmanager
 def _attacked(
-    model, layer_name, images, labels, epsilons, label_mode, batch_size, device, seed=0
+    model,
+    layer_name,
+    images,
+    labels,
+    epsilons,
+    label_mode,
+    batch_size,
+    device,
+    seed=0,
+    reference=None,
 ) -> Iterator[_Attack]:
     """The inputs checked and the model attacked by FGSM, as the attack stage does, inside
-    `_measuring` (the model on its device, in eval mode, its mode restored afterwards)."""
+    `_measuring` (the model on its device, in eval mode, its mode restored afterwards); the
+    `reference` network's FGSM (None: none) and the surrogate give D^ref and D^sur."""
     eps, names = _epsilons(epsilons)
     batch_size = _rule("batch_size", batch_size)
     with _measuring(model, device) as where:
         layer, x, y = _inputs(model, layer_name, images, labels, where)
         options = {"batch_size": batch_size, "device": where}
         signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
+        reference_signs = None
+        if reference is not None:
+            with _measuring(reference, where):
+                reference_signs = gradient_signs(reference, x, y, label_mode=label_mode, **options)
+        surrogate_seed = seed + targeting.SURROGATE_SEED_OFFSET
+        gradients = input_gradients(model, x, y, label_mode=label_mode, **options)
+        surrogate = targeting.surrogate_signs(gradients, surrogate_seed)
         positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
         share = targeting.targeting(
             model, layer, x, signs, [e for e, _ in positive], [n for _, n in positive],
-            noise_seed=seed, **options,
+            reference_signs=reference_signs, surrogate=surrogate,
+            noise_seed=seed, surrogate_seed=surrogate_seed, **options,
         )  # fmt: skip
         yield _Attack(layer, x, y, eps, names, options, signs, share)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .adversarial import fgsm_examples, fgsm_sweep
+from .adversarial import fgsm_examples, fgsm_sweep, gradient_signs, input_gradients
 from .config import fgsm_settings
 from .errors import DataError
 from .inference import as_input
@@ -27,7 +27,7 @@ from .models import degenerate
 from .paths import model as model_path
 from .records import FGSMSweep, ScanLayer, Targeting
 from .scanset import scan_set
-from .targeting import targeting
+from .targeting import SURROGATE_SEED_OFFSET, surrogate_signs, targeting
 
 EXAMPLES = 8  # images shown in examples.png
 
@@ -84,11 +84,18 @@ class Attack:
     scan_samples: int  # images of the scan set S
 
 
-def run(model: nn.Module, selection: dict, test: dict, settings: Settings) -> Attack:
+def run(
+    model: nn.Module,
+    selection: dict,
+    test: dict,
+    settings: Settings,
+    reference: nn.Module | None = None,
+) -> Attack:
     """The attack stage on the prepared `selection` and `test` splits: the scanned layer (a
     ParamError naming the candidates when the model runs no such convolution), the FGSM sweeps of
     the whole test split and of the scan set S, and T, R, D and m on S with S's signs, with
-    the controls N, X and G."""
+    the controls N, X, G, D^ref (the FGSM of the `reference` network on S; None: the run has
+    none) and D^sur."""
     device, batch_size = settings.device, settings.batch_size
     model.to(device)
     scan_images, scan_labels = scan_set(selection, settings.samples)
@@ -118,9 +125,18 @@ def run(model: nn.Module, selection: dict, test: dict, settings: Settings) -> At
     named = zip(settings.epsilons, settings.epsilon_labels, strict=True)
     positive = [(eps, name) for eps, name in named if eps > 0]
     epsilons, names = [eps for eps, _ in positive], [name for _, name in positive]
+    options = {"batch_size": batch_size, "device": device, "label_mode": settings.label_mode}
+    reference_signs = None
+    if reference is not None:
+        reference_signs = gradient_signs(reference.to(device), scan_images, scan_labels, **options)
+    surrogate_seed = settings.seed + SURROGATE_SEED_OFFSET
+    gradients = input_gradients(model, scan_images, scan_labels, **options)
+    surrogate = surrogate_signs(gradients, surrogate_seed)
     target = targeting(
         model, layer, scan_images, signs, epsilons, names,
-        noise_seed=settings.seed, batch_size=batch_size, device=device,
+        reference_signs=reference_signs, surrogate=surrogate,
+        noise_seed=settings.seed, surrogate_seed=surrogate_seed,
+        batch_size=batch_size, device=device,
     )  # fmt: skip
     shown = [0.0, *epsilons]  # the clean images first, whether or not 0 is in the grid
     images, predictions = fgsm_examples(
@@ -158,4 +174,5 @@ def metrics(result: Attack) -> dict:
         "scan_samples": result.scan_samples,
         "scan_clean_accuracy": result.scan_sweep.clean_accuracy,
         "labels": sweep.label_mode,
+        "reference": result.targeting.reference,  # D^ref and X^ref measured (a reference network)
     }

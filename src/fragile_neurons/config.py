@@ -29,6 +29,8 @@ MODES = ("proportional", "uniform")  # harden.mode
 # tables and legends) and the attacks of the evaluate stage.
 LABELS = ("fragile", "robust", "neutral")
 ATTACKS = ("fgsm", "pgd", "transfer")
+# the hardening's arms besides `hardened` (method.md section 5), each attacked as it is
+ARMS = ("compress_only", "amplify_only", "recalibrated")
 SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
 # A run's name becomes a stage name, a path component and a command-line argument: a letter,
 # then letters, digits, '_' or '-', so it can never be read as an option, a path or shell syntax.
@@ -290,6 +292,7 @@ RUN_SCHEMA = {
     "dataset": Choice(DATASETS),
     "arch": _arch,
     "selection_size": Integer(1),  # the selection split, carved out of the training split
+    "reference": _bool,  # train the reference network f_ref (seed + 1000), claim 1 control
     "train_size": Integer(1, optional=True),
     "test_size": Integer(1, optional=True),
     "train": {

@@ -9,11 +9,15 @@ large.
 
 The controls (method.md sections 2 and 4): because the first layer is affine up to clipping, D
 is close to a property of each filter whatever the perturbation. So phi is also set against the
-excess share X (the attack's share over a random perturbation's of the same size: the headline
-test of "the attack targets fragile neurons"), the noise share N and the filter gain G, for each
-of the three scores (clean, adversarial, difference impact); an association of phi with N or G as
-strong as with D means D measures the filters, not the attack. Neurons whose X is undefined (the
-noise never moves them) are left out of X's statistics, and `neurons` says how many remain.
+reference excess X^ref (f's attack's share over the share of the attack of another network
+trained the same way, the reference f_ref: the primary test of "the attack targets fragile
+neurons"), the surrogate excess X^sur (over a perturbation with the gradient's spatial spectrum
+that aims nowhere), the excess share X (over white noise of the same size), the noise share N,
+the filter gain G and the reference share D^ref, for each of the three scores (clean,
+adversarial, difference impact); an association of phi with N, G or D^ref as strong as with D
+means D measures the filters or the task, not f's attack aiming at f's neurons. Neurons whose
+excess is undefined (its control never moves them) are left out of its statistics, and
+`neurons` says how many remain.
 
 Statistics are reported together with their p-values, whichever way they fall. Where a statistic
 is undefined (a constant phi or share), scipy's NaN is kept as NaN here and written as null in
@@ -29,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .io import finite_or_none
 from .ranking import largest, top_count
 from .records import Labels, Targeting
 
@@ -109,13 +114,23 @@ def compare(phi, share, fragile, top_fraction: float) -> dict[str, float | int]:
 
 def measures(targeting: Targeting) -> dict[str, np.ndarray]:
     """What phi is set against, per neuron (method.md section 4): the mean attack share D over
-    E+, the excess share X, the mean noise share N and the filter gain G."""
+    E+, the excess share X, the mean noise share N, the filter gain G, the reference excess
+    X^ref (the primary measure of claim 1; NaN without a reference network), the mean reference
+    share D^ref and the surrogate excess X^sur."""
     return {
         "D": targeting.mean_share(),
         "excess": targeting.excess_share.numpy(),
         "noise": targeting.mean_noise_share(),
         "filter_gain": targeting.filter_gain.numpy(),
+        "reference_excess": targeting.reference_excess.numpy(),
+        "reference_share": targeting.mean_reference_share(),
+        "surrogate_excess": targeting.surrogate_excess.numpy(),
     }
+
+
+# Claim 1's primary endpoint (method.md section 7), declared before it was measured: the
+# Spearman rho of the clean phi with the reference excess X^ref. Only it gets a verdict.
+PRIMARY_SCORE, PRIMARY_MEASURE = "clean", "reference_excess"
 
 
 def scores(labels: Labels) -> dict[str, np.ndarray]:
@@ -130,9 +145,11 @@ def scores(labels: Labels) -> dict[str, np.ndarray]:
 def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict, pd.DataFrame]:
     """The correlate stage: fragility phi against the attack share D for the mean over E+ and
     for each eps in E+ (the top level and `by_epsilon`, as the paper measures it), and every
-    score against D, X, N and G (`scores`); the headline is the primary score's (scan.score)
-    Spearman rho against X, beside its rho against D, N and G, and whether the labels were
-    resolved (label.py; the fragile set of the overlap comes from them).
+    score against D, X, N, G, X^ref, D^ref and X^sur (`scores`). The headline is the clean
+    phi's (method.md section 7 declares it, whatever scan.score labels by): the primary
+    endpoint, its Spearman rho against X^ref with the p-value, beside its rho against X^sur, X,
+    D, N, G and D^ref (secondary), whether the run has a reference network, and whether the
+    labels were resolved (label.py; the fragile set of the overlap comes from them).
 
     Returns the summary (NaN where undefined) and the per-neuron table correlate.csv.
     """
@@ -145,17 +162,24 @@ def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict
         score: {name: association_where_defined(values, x) for name, x in against.items()}
         for score, values in scores(labels).items()
     }
-    primary = by_score[labels.score]
+    clean = by_score[PRIMARY_SCORE]
     summary = {
         "headline": {
-            "excess_spearman_rho": primary["excess"]["spearman_rho"],
-            "excess_spearman_p": primary["excess"]["spearman_p"],
-            "share_spearman_rho": primary["D"]["spearman_rho"],
-            "share_spearman_p": primary["D"]["spearman_p"],
-            "noise_spearman_rho": primary["noise"]["spearman_rho"],
-            "filter_gain_spearman_rho": primary["filter_gain"]["spearman_rho"],
+            "reference": targeting.reference,  # false: no reference network, no primary endpoint
+            "reference_excess_spearman_rho": clean[PRIMARY_MEASURE]["spearman_rho"],
+            "reference_excess_spearman_p": clean[PRIMARY_MEASURE]["spearman_p"],
+            "surrogate_excess_spearman_rho": clean["surrogate_excess"]["spearman_rho"],
+            "surrogate_excess_spearman_p": clean["surrogate_excess"]["spearman_p"],
+            "excess_spearman_rho": clean["excess"]["spearman_rho"],
+            "excess_spearman_p": clean["excess"]["spearman_p"],
+            "share_spearman_rho": clean["D"]["spearman_rho"],
+            "share_spearman_p": clean["D"]["spearman_p"],
+            "noise_spearman_rho": clean["noise"]["spearman_rho"],
+            "filter_gain_spearman_rho": clean["filter_gain"]["spearman_rho"],
+            "reference_share_spearman_rho": clean["reference_share"]["spearman_rho"],
         },
-        "score": labels.score,
+        "score": PRIMARY_SCORE,  # the headline's phi
+        "labels_score": labels.score,  # scan.score: the phi that chose F and R (the overlap's)
         "labels_resolved": labels.resolved,  # false: a cut-off rests on the neuron index
         "neurons": n,
         "fragile": len(fragile),
@@ -182,6 +206,9 @@ def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict
             "null_excess": targeting.null_excess.numpy(),
             "noise_share": against["noise"],
             "filter_gain": against["filter_gain"],
+            "reference_excess": against["reference_excess"],
+            "reference_share": against["reference_share"],
+            "surrogate_excess": against["surrogate_excess"],
             **{f"{score}_impact": values for score, values in scores(labels).items()},
         }
     )
@@ -189,11 +216,6 @@ def run(labels: Labels, targeting: Targeting, top_fraction: float) -> tuple[dict
 
 
 def json_ready(obj):
-    """`obj` with every NaN or infinite float replaced by None (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    """`obj` with every NaN or infinite float replaced by None (JSON has no NaN):
+    io.finite_or_none, which io.write_json applies to everything it writes."""
+    return finite_or_none(obj)

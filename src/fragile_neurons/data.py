@@ -488,6 +488,9 @@ def _read(
     return images, labels, list(cls.classes)
 
 
+MIN_TRAIN_PER_CLASS = 10  # the selection split must leave the train split this many per class
+
+
 def balanced_order(
     labels: torch.Tensor,
     size: int | None,
@@ -569,6 +572,16 @@ def prepare(
     left = torch.ones(len(labels), dtype=torch.bool)
     left[selection] = False
     rest = torch.nonzero(left).flatten()  # the raw training images the selection left, in order
+    remaining = torch.bincount(labels[rest], minlength=len(classes))
+    if remaining.min() < MIN_TRAIN_PER_CLASS:
+        c = int(remaining.argmin())
+        raise ParamError(
+            f"{key}.selection_size",
+            selection_size,
+            f"a size that leaves at least {MIN_TRAIN_PER_CLASS} images of every class to train on "
+            f"(class {c} would keep {int(remaining[c])} of the raw training split's "
+            f"{int((labels == c).sum())})",
+        )
     train = rest[
         balanced_order(
             labels[rest],

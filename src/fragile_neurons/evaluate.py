@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import masking, paths
-from .config import ATTACKS
+from .config import ARMS, ATTACKS
 from .errors import DataError
 from .gates import fold, gated
 from .inference import as_input, logits_of
@@ -59,7 +59,6 @@ ARM_BASELINES = {
     "amplify_only": "original",
     "recalibrated": "original_recalibrated",
 }
-ARMS = ("compress_only", "amplify_only", "recalibrated")
 
 
 def load_original(run: str, test: dict, settings: Settings) -> tuple[FGSMSweep, OriginalAttacks]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .config import ATTACKS
+from .config import ARMS, ATTACKS
 from .io import write_json
 
 FIELDS = ("value", "low", "high", "p")
@@ -52,23 +52,32 @@ def _interval(name: str, file: str) -> tuple[Key, ...]:
 
 HEADLINES: dict[str, tuple[Key, ...]] = {
     "train": (Key("test_accuracy", float, "test_accuracy"),),
+    "reference": (Key("test_accuracy", float, "test_accuracy"),),  # f_ref's; None: no f_ref
     "label": (
         Key("resolved", bool, "resolved"),  # false: a cut-off rests on the neuron index
         Key("significant", int, "significant"),  # labelled neurons with McNemar p < ALPHA
+        Key("clean_reliability", float, "reliability"),  # split-half, Spearman-Brown, clean phi
     ),
-    "correlate": (  # Spearman rho of phi against each measure, and its p-value
+    "correlate": (  # Spearman rho of the clean phi against each measure, and its p-value
+        Key("reference", bool, "reference"),  # false: no reference network, no X^ref
+        Key("reference_excess_spearman_rho", float, "excess_ref"),  # claim 1's primary endpoint
+        Key("reference_excess_spearman_p", float, "excess_ref", "p"),
+        Key("surrogate_excess_spearman_rho", float, "excess_sur"),
+        Key("surrogate_excess_spearman_p", float, "excess_sur", "p"),
         Key("excess_spearman_rho", float, "excess"),
         Key("excess_spearman_p", float, "excess", "p"),
         Key("share_spearman_rho", float, "share"),
         Key("share_spearman_p", float, "share", "p"),
         Key("noise_spearman_rho", float, "noise"),
         Key("filter_gain_spearman_rho", float, "filter_gain"),
+        Key("reference_share_spearman_rho", float, "share_ref"),
     ),
     "evaluate": (
         *_interval("clean_accuracy_change", "clean"),
         *(k for a in ATTACKS for k in _interval(f"{a}_auc_plus_gain", a)),
         *(Key(f"{a}_margin_over_random", float, f"{a}_margin") for a in ATTACKS),
         *(Key(f"{a}_p_value", float, f"{a}_margin", "p") for a in ATTACKS),
+        *(k for arm in ARMS for k in _interval(f"{arm}_pgd_auc_plus_gain", arm)),  # other arms
         Key("masking", bool, "masking"),
         Key("masking_testable", bool, "masking_testable"),
     ),

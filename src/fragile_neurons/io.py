@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -74,8 +75,20 @@ def write_with(path: str | Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
 
 
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2) + "\n"
+    """`obj` as indented JSON, NaN and infinities as null (undefined stays undefined)."""
+    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n"
     write_with(path, lambda p: p.write_text(text))
 
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import binomtest
+from scipy.stats import binomtest, spearmanr
 
 from .ranking import index_decides, ranked, top_count
 from .records import Labels, ScanLayer, ScanMeasurements, Targeting
@@ -71,6 +71,37 @@ def loss_impacts(intact_loss, dropped_loss, epsilons) -> dict[str, np.ndarray]:
     if (eps > 0).any():
         adversarial = rise[:, eps > 0].mean(axis=1)
     return {"clean": clean, "adversarial": adversarial, "difference": adversarial - clean}
+
+
+def split_half(first, second) -> dict[str, float]:
+    """The split-half reliability of a score (method.md section 3): r, the Spearman rho across
+    neurons of the score on the scan set's first half against its second half, and the
+    reliability of the score on all of it by Spearman-Brown, 2r / (1 + r). NaN where r is
+    undefined (a score constant on a half, or fewer than 2 neurons)."""
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    r = math.nan
+    usable = len(first) >= 2 and np.isfinite(first).all() and np.isfinite(second).all()
+    if usable and np.ptp(first) > 0 and np.ptp(second) > 0:
+        r = float(spearmanr(first, second).statistic)
+    brown = 2 * r / (1 + r) if r > -1 else math.nan
+    return {"split_half_rho": r, "spearman_brown": brown}
+
+
+def reliability(m: ScanMeasurements) -> dict[str, dict[str, float]]:
+    """Per score (clean, adversarial, difference): `split_half` of its impacts on the first
+    `half_samples` images of the scan set and on the rest."""
+    if m.half_samples == 0:  # one image: no halves
+        return {score: split_half([], []) for score in ("clean", "adversarial", "difference")}
+    first = impact_scores(
+        m.first_half_intact_correct, m.first_half_dropped_correct, m.epsilons, m.half_samples
+    )
+    second = impact_scores(
+        m.intact_correct - m.first_half_intact_correct,
+        m.dropped_correct - m.first_half_dropped_correct,
+        m.epsilons,
+        m.samples - m.half_samples,
+    )
+    return {score: split_half(first[score], second[score]) for score in first}
 
 
 def mcnemar_p(lost, gained) -> np.ndarray:
@@ -176,8 +207,12 @@ def table(labels: Labels, targeting: Targeting) -> pd.DataFrame:
 def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) -> dict:
     """label.json: the fragile, robust and antifragile neurons, how they were labelled, whether
     the labels are resolved (and the warnings if not), how many labelled neurons have a McNemar
-    p-value below ALPHA, and the intact network's accuracy and loss per epsilon on the scan
-    set; its `headline` (headline.py): whether resolved, and how many significant."""
+    p-value below ALPHA, the split-half reliability of every score (`reliability`; the clean
+    phi's Spearman-Brown value, which bounds claim 1's primary endpoint, as
+    `clean_reliability`), and the intact network's accuracy and loss per epsilon on the scan
+    set; its `headline` (headline.py): whether resolved, how many significant, and the clean
+    phi's reliability."""
+    reliable = reliability(measurements)
     names = measurements.epsilon_labels
     significant = {
         name: sum(labels.mcnemar_p[k].item() < ALPHA for k in labels.members(name))
@@ -187,6 +222,7 @@ def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) ->
         "headline": {  # headline.py
             "resolved": labels.resolved,
             "significant": significant["fragile"] + significant["robust"],
+            "clean_reliability": reliable["clean"]["spearman_brown"],
         },
         "neurons": len(labels.phi),
         "fragile": labels.members("fragile"),
@@ -200,6 +236,9 @@ def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) ->
         "significant": significant["fragile"] + significant["robust"],
         "significant_fragile": significant["fragile"],
         "significant_robust": significant["robust"],
+        "clean_reliability": reliable["clean"]["spearman_brown"],
+        "reliability": reliable,
+        "half_samples": measurements.half_samples,
         "intact_accuracy": dict(zip(names, measurements.intact_accuracy.tolist(), strict=True)),
         "intact_loss": dict(zip(names, measurements.intact_loss.tolist(), strict=True)),
         "layer": layer.describe(),

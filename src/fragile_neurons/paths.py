@@ -33,6 +33,11 @@ def model(run: str) -> Path:
     return Path("models") / run / "model.pt"
 
 
+def reference(run: str) -> Path:
+    """The reference network f_ref (method.md, Notation), or the note that the run has none."""
+    return Path("models") / run / "reference.pt"
+
+
 def hardened(run: str) -> Path:
     return Path("models") / run / "hardened.pt"
 
@@ -112,5 +117,6 @@ def producer(path: str | Path) -> str | None:
     if len(parts) >= 3 and parts[0] == "data" and parts[1] in RECORD_FOLDERS:
         return f"{RECORD_FOLDERS[parts[1]]}@{parts[2]}"
     if len(parts) == 3 and parts[0] == "models":
-        return {"model.pt": f"train@{parts[1]}", "hardened.pt": f"harden@{parts[1]}"}.get(parts[2])
+        writers = {"model.pt": "train", "reference.pt": "reference", "hardened.pt": "harden"}
+        return f"{writers[parts[2]]}@{parts[1]}" if parts[2] in writers else None
     return None

@@ -239,9 +239,14 @@ class Targeting(Record):
     float64 tensors (rows: the positive epsilons, in grid order), m as N; and the controls: the
     noise share N (E x N, D under random signs drawn with `noise_seed`), the excess share
     X = mean D / mean N, the null of X (`null_excess`: X of a second random draw against the
-    first, what X looks like when nothing aims) and the filter gain G, each N. D and N are NaN in
-    a row where no neuron moves at all (the share of a zero attack is undefined); X is NaN where
-    the noise moves a neuron not at all."""
+    first, what X looks like when nothing aims) and the filter gain G, each N; the reference
+    share D^ref (E x N: D under the FGSM of the reference network f_ref; NaN throughout when
+    `reference` is false, the run having none) and X^ref = mean D / mean D^ref (N), the primary
+    measure of claim 1; the surrogate share D^sur (E x N: D under the signs of a
+    spectrum-matched surrogate of f's gradient, drawn with `surrogate_seed`) and
+    X^sur = mean D / mean D^sur (N). D and the control shares are NaN in a row where no neuron
+    moves at all (the share of a zero attack is undefined); an excess is NaN where its control
+    moves a neuron not at all."""
 
     epsilons: list[float]
     epsilon_labels: list[str]
@@ -254,14 +259,30 @@ class Targeting(Record):
     null_excess: torch.Tensor  # X of a random perturbation against another
     filter_gain: torch.Tensor  # G
     noise_seed: int
+    reference: bool  # whether the run has a reference network (runs.<name>.reference)
+    reference_share: torch.Tensor  # D^ref
+    reference_excess: torch.Tensor  # X^ref
+    surrogate_share: torch.Tensor  # D^sur
+    surrogate_excess: torch.Tensor  # X^sur
+    surrogate_seed: int
 
     def check(self) -> None:
         _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
         n = len(self.magnitude)
-        for name in ("magnitude", "excess_share", "null_excess", "filter_gain"):
+        per_neuron = ("magnitude", "excess_share", "null_excess", "filter_gain")
+        for name in (*per_neuron, "reference_excess", "surrogate_excess"):
             _tensor(name, getattr(self, name), torch.float64, n)
-        for name in ("effect", "relative_effect", "share", "noise_share"):
+        for name in (
+            "effect",
+            "relative_effect",
+            "share",
+            "noise_share",
+            "reference_share",
+            "surrogate_share",
+        ):
             _tensor(name, getattr(self, name), torch.float64, len(self.epsilons), n)
+        if not self.reference and not torch.isnan(self.reference_share).all():
+            raise ValueError("reference_share must be NaN throughout without a reference network")
         for name in ("magnitude", "filter_gain"):
             value = getattr(self, name)
             if not (torch.isfinite(value).all() and (value >= 0).all()):
@@ -278,9 +299,13 @@ class Targeting(Record):
         """Each neuron's noise share N averaged over the positive epsilons."""
         return self.noise_share.numpy().mean(axis=0)
 
+    def mean_reference_share(self) -> np.ndarray:
+        """Each neuron's reference share D^ref averaged over the positive epsilons."""
+        return self.reference_share.numpy().mean(axis=0)
+
     def frame(self) -> pd.DataFrame:
         """targeting.csv: one row per (neuron, epsilon), neurons outer; the per-neuron controls
-        X, its null and G repeated on each of the neuron's rows."""
+        X, its null, G, X^ref and X^sur repeated on each of the neuron's rows."""
         n_eps, n_neurons = self.effect.shape
 
         def per_neuron(values: torch.Tensor) -> np.ndarray:
@@ -295,10 +320,14 @@ class Targeting(Record):
                 "relative_effect": self.relative_effect.T.flatten().numpy(),
                 "share": self.share.T.flatten().numpy(),
                 "noise_share": self.noise_share.T.flatten().numpy(),
+                "reference_share": self.reference_share.T.flatten().numpy(),
+                "surrogate_share": self.surrogate_share.T.flatten().numpy(),
                 "magnitude": per_neuron(self.magnitude),
                 "excess_share": per_neuron(self.excess_share),
                 "null_excess": per_neuron(self.null_excess),
                 "filter_gain": per_neuron(self.filter_gain),
+                "reference_excess": per_neuron(self.reference_excess),
+                "surrogate_excess": per_neuron(self.surrogate_excess),
             }
         )
 
@@ -311,7 +340,9 @@ class ScanMeasurements(Record):
     k. `path` names how they were computed (scan.py): delta, prefix, hooks, naive or adaptive.
     On the clean images (epsilon 0), per neuron k: dropped_lost[k], the images the intact
     network classifies correctly and the network without k does not, and dropped_gained[k],
-    the reverse (the discordant pairs of McNemar's test)."""
+    the reverse (the discordant pairs of McNemar's test). The correct counts of the first
+    `half_samples` images of the scan set alone (`first_half_*`; the second half's are the
+    totals minus these) give phi's split-half reliability (method.md section 3)."""
 
     epsilons: list[float]
     epsilon_labels: list[str]
@@ -323,6 +354,9 @@ class ScanMeasurements(Record):
     dropped_loss: torch.Tensor
     dropped_lost: torch.Tensor  # int64 (N,)
     dropped_gained: torch.Tensor  # int64 (N,)
+    half_samples: int  # samples // 2: the first half of the scan set
+    first_half_intact_correct: torch.Tensor  # int64 (E,)
+    first_half_dropped_correct: torch.Tensor  # int64 (N, E)
 
     def check(self) -> None:
         _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
@@ -333,9 +367,24 @@ class ScanMeasurements(Record):
         _tensor("dropped_loss", self.dropped_loss, torch.float64, n, e)
         _tensor("dropped_lost", self.dropped_lost, torch.int64, n)
         _tensor("dropped_gained", self.dropped_gained, torch.int64, n)
+        _tensor("first_half_intact_correct", self.first_half_intact_correct, torch.int64, e)
+        _tensor("first_half_dropped_correct", self.first_half_dropped_correct, torch.int64, n, e)
         counts = torch.cat([self.intact_correct, self.dropped_correct.flatten()])
         if self.samples < 1 or counts.min() < 0 or counts.max() > self.samples:
             raise ValueError(f"counts must lie in [0, samples = {self.samples}]")
+        if self.half_samples != self.samples // 2:
+            raise ValueError(f"half_samples must be samples // 2 = {self.samples // 2}")
+        first = torch.cat(
+            [self.first_half_intact_correct, self.first_half_dropped_correct.flatten()]
+        )
+        if first.min() < 0 or first.max() > self.half_samples or (first > counts).any():
+            raise ValueError(
+                f"first-half counts must lie in [0, half_samples = {self.half_samples}] and "
+                "not exceed the totals"
+            )
+        second = counts - first
+        if second.max() > self.samples - self.half_samples:
+            raise ValueError("the second half's counts (totals minus first half) exceed its size")
         lost, gained = self.dropped_lost, self.dropped_gained
         if n and (lost.min() < 0 or gained.min() < 0):
             raise ValueError("dropped_lost and dropped_gained must be >= 0")

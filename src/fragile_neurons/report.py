@@ -28,7 +28,7 @@ from .config import ATTACKS, load_params
 from .errors import ParamError
 from .formats import fixed, p_value, with_interval
 from .io import write_with
-from .sweep import SummaryError, flatten, load_summary
+from .sweep import SummaryError, flatten, kind, load_summary, resummarise
 from .sweep import load_json as read_json
 
 BEGIN = "<!-- begin: fragile-neurons report (generated from metrics/; edit report.py, not this) -->"
@@ -42,59 +42,97 @@ ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "transfer": "transferred FGSM"}
 @dataclass(frozen=True)
 class Row:
     """A row of the claims table: the claim (empty: the row above's), the measure, its key in
-    the sweep summary, the claimed sign (+1, -1; 0: reported without a verdict), decimals, and
-    the key of the seed's own p-value (shown beside a one-seed value; a gain's own bootstrap CI,
-    `<key>_low` and `<key>_high`, is found by name)."""
+    the sweep summary, whether it is the claim's declared primary endpoint (the only row with a
+    verdict: method.md section 7), decimals, and the key of the seed's own p-value (shown beside
+    a one-seed value; a gain's own bootstrap CI, `<key>_low` and `<key>_high`, is found by
+    name). Every claim is that its measure lies above 0."""
 
     claim: str
     measure: str
     key: str
-    direction: int
+    primary: bool = False
     digits: int = 3
     p_key: str = ""
+
+
+def _secondary(measure: str, key: str, **options) -> Row:
+    return Row("", f"{measure} (secondary)", key, **options)
 
 
 CLAIMS = (
     Row(
         "the attack targets fragile neurons",
-        "Spearman rho of phi and the excess share X (the headline test)",
-        "correlate.excess_spearman_rho",
-        +1,
-        p_key="correlate.excess_spearman_p",
+        "Spearman rho of clean phi and X^ref, f's attack over another trained network's "
+        "(**primary**)",
+        "correlate.reference_excess_spearman_rho",
+        primary=True,
+        p_key="correlate.reference_excess_spearman_p",
     ),
+    Row("", "its p-value in single seeds", "correlate.reference_excess_spearman_p"),
     Row(
         "",
-        "Spearman rho of phi and D (the paper's measure)",
+        "reliability of clean phi (split-half, Spearman-Brown; a correlation with phi can "
+        "hardly exceed its square root)",
+        "label.clean_reliability",
+    ),
+    _secondary(
+        "Spearman rho of clean phi and X^sur (over a spectrum-matched surrogate)",
+        "correlate.surrogate_excess_spearman_rho",
+        p_key="correlate.surrogate_excess_spearman_p",
+    ),
+    _secondary(
+        "Spearman rho of clean phi and X (over white noise)",
+        "correlate.excess_spearman_rho",
+        p_key="correlate.excess_spearman_p",
+    ),
+    _secondary(
+        "Spearman rho of clean phi and D (the paper's measure)",
         "correlate.share_spearman_rho",
-        +1,
         p_key="correlate.share_spearman_p",
     ),
-    Row("", "Spearman rho of phi and N (control)", "correlate.noise_spearman_rho", 0),
-    Row("", "Spearman rho of phi and G (control)", "correlate.filter_gain_spearman_rho", 0),
-    Row("hardening improves robustness", "FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", +1),
-    Row("", "PGD AUC+ gain", "evaluate.pgd_auc_plus_gain", +1),
+    _secondary(
+        "Spearman rho of clean phi and D^ref (control)", "correlate.reference_share_spearman_rho"
+    ),
+    _secondary("Spearman rho of clean phi and N (control)", "correlate.noise_spearman_rho"),
+    _secondary("Spearman rho of clean phi and G (control)", "correlate.filter_gain_spearman_rho"),
+    Row(
+        "hardening improves robustness",
+        "PGD AUC+ gain of the hardened arm (**primary**)",
+        "evaluate.pgd_auc_plus_gain",
+        primary=True,
+    ),
+    _secondary("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain"),
     *(
-        Row(
-            "",
+        _secondary(
             f"{a} margin over random",
             f"evaluate.{a.lower()}_margin_over_random",
-            +1,
             p_key=f"evaluate.{a.lower()}_p_value",
         )
         for a in ("FGSM", "PGD")
     ),
-    Row("", "clean-accuracy change (its cost)", "evaluate.clean_accuracy_change", 0, 4),
-    Row("checks", "labels resolved (seeds)", "label.resolved", 0),
-    Row("", "gradient masking flagged (seeds)", "evaluate.masking", 0),
+    *(
+        _secondary(f"{a} permutation p of the margin", f"evaluate.{a.lower()}_p_value")
+        for a in ("FGSM", "PGD")
+    ),
+    Row("", "clean-accuracy change (its cost)", "evaluate.clean_accuracy_change", digits=4),
+    Row("checks", "test accuracy of f", "train.test_accuracy", digits=4),
+    Row("", "test accuracy of the reference network f_ref", "reference.test_accuracy", digits=4),
+    Row("", "labels resolved (seeds)", "label.resolved"),
+    Row("", "gradient masking flagged (seeds)", "evaluate.masking"),
 )
-MIN_SEEDS = 3  # a verdict needs a CI over at least this many seeds in every run
+MIN_SEEDS = 3  # a verdict needs an interval over at least this many seeds in every run
 VERDICT_RULE = (
-    "Verdict, per block of columns: **supported** when the 95% CI of every run lies wholly on the "
-    f"claimed side of 0 (above it), over at least {MIN_SEEDS} seeds, **contradicted** when the CI "
-    "of every run lies wholly on the other side, otherwise **not shown** (in brackets the runs "
-    f"whose CI excludes 0, and those with fewer than {MIN_SEEDS} seeds: one seed has no CI, and "
-    "two give one degree of freedom, whose CI is as narrow as the two seeds happen to agree); the "
-    "controls, the cost and the checks get none."
+    "Verdict, per claim and block of columns, from the claim's **primary** row alone (declared "
+    "before it was measured, so no correction for the secondary rows is needed): **supported** "
+    "when the 95% interval of every run lies wholly above 0, over at least "
+    f"{MIN_SEEDS} seeds, **contradicted** when every run's lies wholly below 0, otherwise "
+    "**not shown** (in brackets the runs whose interval excludes 0, and those with fewer than "
+    f"{MIN_SEEDS} seeds). Beside it: the seeds each run would need for 80% power at the "
+    "observed effect (a one-sample t-test at 5% detects a mean of about 2.8 / sqrt(n) standard "
+    "deviations of the per-seed values). Correlations are averaged on Fisher's z scale, the "
+    "Student-t interval of the mean z transformed back; gains and margins as they are. p-values "
+    "are never averaged: a cell gives the seeds with p < 0.05 and the median; flags, the seeds "
+    "where they hold."
 )
 DOSE_COLUMNS = (
     ("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", 3),
@@ -109,13 +147,19 @@ DOSE_COLUMNS = (
 
 
 def cell(stats: dict | None, digits: int = 3, n: int | None = None) -> str:
-    """A summary's `mean [low, high]`, the value alone for one seed, `k/n` for a boolean;
-    `(n = k)` appended where k differs from the column's `n`."""
+    """A summary by its kind (sweep.summarise_values): `mean [low, high]` (the value alone for
+    one seed), `k/n` for a flag, `p < 0.05 in k/n, median m` for p-values, `median m` for a
+    count; `(n = k)` appended where k differs from the column's `n`."""
     if not stats:
         return "n/a"
-    values = list(stats["values"].values())
-    if values and all(isinstance(v, bool) for v in values):
-        text = f"{sum(values)}/{stats['n']}"
+    how = stats.get("kind") or kind("", list(stats["values"].values()))
+    if how == "flag":
+        count = stats.get("count")
+        text = f"{sum(stats['values'].values()) if count is None else count}/{stats['n']}"
+    elif how == "p":
+        text = f"p < 0.05 in {stats['count']}/{stats['n']}, median {p_value(stats['median'])}"
+    elif how == "count":
+        text = f"median {stats['median']:g}"
     else:
         text = with_interval(stats["mean"], stats["low"], stats["high"], digits)
     return text if n is None or stats["n"] == n else f"{text} (n = {stats['n']})"
@@ -126,20 +170,20 @@ def claim_cell(values: dict[str, dict], row: Row, n: int) -> str:
     brackets, that seed's own uncertainty: its bootstrap 95% CI or its p-value."""
     stats = values.get(row.key)
     text = cell(stats, row.digits, n)
-    if not stats or stats["n"] != 1:  # a boolean row has neither bounds nor a p-value
+    if not stats or stats["n"] != 1 or stats.get("kind") not in ("estimate", "correlation"):
         return text
     low, high = values.get(f"{row.key}_low"), values.get(f"{row.key}_high")
     if low and high:
         bounds = ", ".join(fixed(b["mean"], row.digits) for b in (low, high))
         return f"{text} (the seed's CI [{bounds}])"
     if row.p_key in values:
-        return f"{text} (p = {p_value(values[row.p_key]['mean'])})"
+        return f"{text} (p = {p_value(values[row.p_key]['median'])})"
     return text
 
 
 def side(stats: dict | None) -> int:
-    """+1 when the CI lies above 0, -1 below, 0 when it holds 0, there is none, or it rests on
-    fewer than MIN_SEEDS seeds."""
+    """+1 when the interval lies above 0, -1 below, 0 when it holds 0, there is none, or it
+    rests on fewer than MIN_SEEDS seeds."""
     if not stats or stats.get("low") is None or stats.get("high") is None:
         return 0
     if stats["n"] < MIN_SEEDS:
@@ -147,25 +191,50 @@ def side(stats: dict | None) -> int:
     return 1 if stats["low"] > 0 else -1 if stats["high"] < 0 else 0
 
 
-def verdict(by_run: dict[str, dict | None], direction: int) -> str:
-    """VERDICT_RULE for one row: {run: its summary of the row's key}."""
-    if direction == 0:
+def _power(by_run: dict[str, dict | None]) -> str:
+    needed = [
+        f"{run} {stats['seeds_for_power']}"
+        for run, stats in by_run.items()
+        if stats and stats.get("seeds_for_power")
+    ]
+    return f"; seeds for 80% power: {', '.join(needed)}" if needed else ""
+
+
+def verdict(by_run: dict[str, dict | None], primary: bool, absent: str = "") -> str:
+    """VERDICT_RULE for one row: {run: its summary of the row's key}; `absent` says why a
+    primary row has no values (e.g. the runs have no reference network)."""
+    if not primary:
         return ""
     sides = {run: side(stats) for run, stats in by_run.items()}
     if not sides or all(stats is None for stats in by_run.values()):
-        return "n/a"
-    if all(s == direction for s in sides.values()):
-        return "supported"
-    if all(s == -direction for s in sides.values()):
-        return "contradicted"
+        return f"n/a: {absent}" if absent else "n/a"
+    if all(s == 1 for s in sides.values()):
+        return "supported" + _power(by_run)
+    if all(s == -1 for s in sides.values()):
+        return "contradicted" + _power(by_run)
     named = [
-        f"{run} {'supports' if s == direction else 'contradicts'}"
+        f"{run} {'supports' if s == 1 else 'contradicts'}"
         if s
-        else f"{run}: {by_run[run]['n']} seed{'s' * (by_run[run]['n'] != 1)}"
+        else _seeds(run, by_run[run]["n"] if by_run[run] else 0)
         for run, s in sides.items()
-        if s != 0 or (by_run[run] is not None and by_run[run]["n"] < MIN_SEEDS)
+        if s != 0 or by_run[run] is None or by_run[run]["n"] < MIN_SEEDS
     ]
-    return "not shown" + (f" ({', '.join(named)})" if named else "")
+    return "not shown" + (f" ({', '.join(named)})" if named else "") + _power(by_run)
+
+
+def _seeds(run: str, n: int) -> str:
+    return f"{run}: {n} seed{'s' * (n != 1)}"
+
+
+def why_absent(row: Row, by_run: dict[str, dict]) -> str:
+    """Why a primary row has no values in a column block: {run: {key: summary}}."""
+    if row.key.startswith("correlate.reference"):
+        flags = [values.get("correlate.reference") for values in by_run.values()]
+        if any(f and f.get("count") == 0 for f in flags):
+            return "no reference network (runs.<name>.reference is false)"
+        if all(f is None for f in flags):
+            return "this sweep predates the reference network (method v3): rerun its seeds"
+    return ""
 
 
 # --- (a) the claims table ----------------------------------------------------------------------
@@ -275,7 +344,8 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
         )
     lines += [
         "",
-        "Each cell: mean [95% CI] over seeds (Student's t). A one-seed cell: its value, and in "
+        "Each cell: mean [95% interval] over seeds (correlations on Fisher's z), or for "
+        "p-values the seeds with p < 0.05 and the median. A one-seed cell: its value, and in "
         "brackets that seed's own uncertainty, the bootstrap 95% CI over test images (gains, "
         "clean-accuracy change) or the p-value (correlations: of the rank correlation; margins: "
         "of the permutation test against the random draws); no verdict rests on one seed.",
@@ -288,7 +358,8 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
         for cols in columns:
             by_run = {run: values.get(row.key) for run, values, _ in cols}
             cells += [claim_cell(values, row, n) for _, values, n in cols]
-            cells.append(verdict(by_run, row.direction))
+            absent = why_absent(row, {run: values for run, values, _ in cols})
+            cells.append(verdict(by_run, row.primary, absent))
         lines.append(f"| {row.claim} | {row.measure} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", VERDICT_RULE])
 
@@ -364,20 +435,27 @@ def _masking(h: dict) -> str:
     return _value(h, "evaluate.masking")
 
 
+def _rho(measure: str):
+    key = f"correlate.{measure}_spearman"
+    return lambda h, _: _with_p(h, f"{key}_rho", f"{key}_p")
+
+
 BASELINE_ROWS = (
-    ("test accuracy", lambda h, _: _value(h, "train.test_accuracy", 4)),
+    ("test accuracy (f / f_ref)", lambda h, _: " / ".join(
+        _value(h, f"{stage}.test_accuracy", 4) for stage in ("train", "reference")
+    )),
+    ("Spearman rho of clean phi and X^ref (p), primary", _rho("reference_excess")),
+    ("reliability of clean phi (Spearman-Brown)", lambda h, _: _value(
+        h, "label.clean_reliability"
+    )),
+    ("Spearman rho of clean phi and X^sur (p)", _rho("surrogate_excess")),
+    ("Spearman rho of clean phi and X (p)", _rho("excess")),
+    ("Spearman rho of clean phi and D (p)", _rho("share")),
     (
-        "Spearman rho of phi and X (p)",
-        lambda h, _: _with_p(h, "correlate.excess_spearman_rho", "correlate.excess_spearman_p"),
-    ),
-    (
-        "Spearman rho of phi and D (p)",
-        lambda h, _: _with_p(h, "correlate.share_spearman_rho", "correlate.share_spearman_p"),
-    ),
-    (
-        "Spearman rho of phi and N / G (controls)",
+        "Spearman rho of clean phi and D^ref / N / G (controls)",
         lambda h, _: " / ".join(
-            _value(h, f"correlate.{m}_spearman_rho") for m in ("noise", "filter_gain")
+            _value(h, f"correlate.{m}_spearman_rho")
+            for m in ("reference_share", "noise", "filter_gain")
         ),
     ),
     ("labels resolved", lambda h, _: _value(h, "label.resolved")),
@@ -470,8 +548,8 @@ def section(runs: dict[str, dict]) -> str:
     """The results section between the markers (without them), from the committed files."""
     parts = ["### Claims, over seeds"]
     if SEEDS.is_file():
-        models = load_summary(MODELS) if MODELS.is_file() else None
-        parts.append(claims_table(claim_blocks(load_summary(SEEDS), models), runs))
+        models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
+        parts.append(claims_table(claim_blocks(resummarise(load_summary(SEEDS)), models), runs))
     else:
         parts.append(
             f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
@@ -480,7 +558,7 @@ def section(runs: dict[str, dict]) -> str:
     parts.append("### Dose-response")
     found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
     others = [p for p in found if p not in (SEEDS, MODELS)]
-    tables = [t for p in others for t in dose_tables(load_summary(p), p)]
+    tables = [t for p in others for t in dose_tables(resummarise(load_summary(p)), p)]
     if tables:
         parts += tables
     else:

@@ -93,6 +93,8 @@ class _Tally:
 
     def __init__(self, channels: int, epsilons: Sequence[float], samples: int):
         self.correct = torch.zeros(channels + 1, len(epsilons), dtype=torch.int64)
+        self.half = samples // 2  # the first half of the scan set: images [0, half)
+        self.first_correct = torch.zeros(channels + 1, len(epsilons), dtype=torch.int64)
         self.loss = torch.zeros(channels + 1, len(epsilons), dtype=torch.float64)
         self.clean = list(epsilons).index(0.0)  # _check: epsilon 0 is there once
         self.intact_hits = torch.zeros(samples, dtype=torch.bool)  # per image, clean
@@ -117,6 +119,8 @@ class _Tally:
         hits = logits.argmax(dim=2) == labels  # G x B
         loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
         self.correct[rows, e] += hits.sum(dim=1).cpu()
+        first = max(0, min(images.stop, self.half) - images.start)  # of this batch's images
+        self.first_correct[rows, e] += hits[:, :first].sum(dim=1).cpu()
         self.loss[rows, e] += loss.double().sum(dim=1).cpu()
         if e != self.clean:
             return
@@ -145,6 +149,9 @@ class _Tally:
             dropped_loss=mean[1:].clone(),
             dropped_lost=self.lost.clone(),
             dropped_gained=self.gained.clone(),
+            half_samples=self.half,
+            first_half_intact_correct=self.first_correct[0].clone(),
+            first_half_dropped_correct=self.first_correct[1:].clone(),
         )
 
 

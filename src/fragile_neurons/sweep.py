@@ -27,10 +27,22 @@ experiment name).
 
 Numbers. For each run: every number or boolean of its stages' headlines (headline.py: the DVC
 metrics, metrics/<run>/<stage>/*.json), named `<stage>.<key>` (`evaluate.fgsm_auc_plus_gain`,
-`train.test_accuracy`). Per group, run and key: n, the mean and the
-two-sided 95% confidence interval of Student's t (none for n < 2; none for a boolean, whose mean
-is the share of members where it holds), and each seed's value. The JSON (`--json`) has sorted
-keys and 6 significant digits, so a rerun with the same members rewrites the same bytes.
+`train.test_accuracy`). Per group, run and key, each seed's value
+and a summary by the key's `kind` (method.md section 7):
+- `correlation` (a key ending in `_rho`, `_r` or `_tau`): averaged on Fisher's z scale, the
+  Student-t 95% interval of the mean z transformed back;
+- `estimate` (any other number: a gain, a margin, an accuracy, a reliability): the mean and its
+  Student-t 95% interval;
+- `p` (a key ending in `_p` or `p_value`): never averaged: the count of seeds with p < ALPHA and
+  the median;
+- `count` (integers, e.g. `label.significant`): the median; `flag` (booleans): the count of seeds
+  where it holds (`mean` is that share).
+Correlations and estimates also get `sd` (of the per-seed values, on the z scale for
+correlations) and `seeds_for_power`: the seeds a one-sample t-test at 5% needs to detect the
+observed mean with 80% power, about (2.8 sd / |mean|)^2. No interval for n < 2. The JSON (`--json`)
+has sorted keys and 6 significant digits, so a rerun with the same members rewrites the same
+bytes; `--from FILE --json FILE` re-summarises a committed summary's per-seed values by these
+rules.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +62,10 @@ from .headline import read_files
 # Params whose values vary within a group: they change random draws and float rounding only.
 NUISANCE = ("seed", "threads", "device", "deterministic")
 CONFIDENCE = 0.95
+ALPHA = 0.05  # a p-value below it counts as significant in `p` summaries
+POWER_Z = 2.8  # z_{0.975} + z_{0.80}: a mean of 2.8 / sqrt(n) sd is detected with 80% power
 DIGITS = 6  # significant digits in the JSON
+KINDS = ("correlation", "estimate", "p", "count", "flag")
 
 
 class SummaryError(ValueError):
@@ -265,20 +281,82 @@ def _differing(members: list[dict]) -> list[str]:
     ]
 
 
-def summarise_values(pairs: list[tuple[Any, float | bool]]) -> dict:
-    """{n, mean, low, high, values: {seed: value}} of (seed, value) pairs; low and high are None
-    for fewer than two values and for booleans (their mean is the share that is true)."""
-    numbers = [float(v) for _, v in pairs]
-    mean, low, high = mean_ci(numbers)
-    boolean = all(isinstance(v, bool) for _, v in pairs)
-    bounds = (None, None) if boolean or math.isnan(low) else (low, high)
-    return {
-        "n": len(pairs),
-        "mean": mean,
-        "low": bounds[0],
-        "high": bounds[1],
-        "values": {str(seed): value for seed, value in pairs},
-    }
+def kind(key: str, values: list) -> str:
+    """How a key's per-seed values are summarised (module docstring; method.md section 7)."""
+    if values and all(isinstance(v, bool) for v in values):
+        return "flag"
+    name = key.rsplit(".", 1)[-1]
+    if name.endswith(("_p", "p_value")):
+        return "p"
+    if name.endswith(("_rho", "_r", "_tau")):
+        return "correlation"
+    if values and all(isinstance(v, int) for v in values):
+        return "count"
+    return "estimate"
+
+
+def seeds_for_power(mean: float, sd: float) -> int | None:
+    """The seeds a one-sample t-test at 5% needs to detect `mean` with 80% power when the
+    per-seed values spread by `sd`: (POWER_Z * sd / |mean|)^2, at least 2; None for a mean of 0
+    or an unknown spread."""
+    if not math.isfinite(sd) or not math.isfinite(mean) or mean == 0:
+        return None
+    return max(2, math.ceil((POWER_Z * sd / abs(mean)) ** 2))
+
+
+def _median(numbers: list[float]) -> float:
+    ordered = sorted(numbers)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+FISHER_CLIP = 1 - 1e-12  # a correlation of exactly +-1 has an infinite z: clipped just inside
+
+
+def summarise_values(pairs: list[tuple[Any, float | bool]], key: str = "") -> dict:
+    """The summary of one key's (seed, value) pairs by its `kind`: {kind, n, mean, low, high,
+    sd, seeds_for_power, median, count, values: {seed: value}}; what a kind has not is None."""
+    values = [v for _, v in pairs]
+    how = kind(key, values)
+    numbers = [float(v) for v in values]
+    n = len(numbers)
+    out = dict.fromkeys(("mean", "low", "high", "sd", "seeds_for_power", "median", "count"))
+    out |= {"kind": how, "n": n, "values": {str(seed): value for seed, value in pairs}}
+    if how == "flag":
+        out |= {"mean": sum(numbers) / n, "count": int(sum(numbers))}
+    elif how == "p":
+        out |= {"median": _median(numbers), "count": sum(p < ALPHA for p in numbers)}
+    elif how == "count":
+        out |= {"median": _median(numbers)}
+    else:
+        scale = numbers
+        if how == "correlation":
+            scale = [math.atanh(max(-FISHER_CLIP, min(FISHER_CLIP, v))) for v in numbers]
+        mean, low, high = mean_ci(scale)
+        sd = statistics.stdev(scale) if n > 1 else math.nan
+        if how == "correlation":
+            mean, low, high = (math.tanh(v) for v in (mean, low, high))
+        out |= {"mean": mean, "sd": None if math.isnan(sd) else sd}
+        if not math.isnan(low):
+            out |= {"low": low, "high": high}
+        out["seeds_for_power"] = seeds_for_power(sum(scale) / n, sd)
+    return out
+
+
+def resummarise(summary: dict) -> dict:
+    """`summary` (a --json file) with every key's summary rebuilt from its per-seed values by
+    `summarise_values`: a summary written by an older version reads by today's rules."""
+    groups = []
+    for group in summary.get("groups", []):
+        runs = {
+            run: {
+                key: summarise_values(list(stats["values"].items()), key)
+                for key, stats in values.items()
+            }
+            for run, values in group["runs"].items()
+        }
+        groups.append(group | {"runs": runs})
+    return summary | {"groups": groups}
 
 
 def _select(members: list[dict], reference: dict, by: list[str] | None) -> tuple:
@@ -351,7 +429,7 @@ def _summarise_group(group: dict, reference: dict) -> dict:
         keys = sorted({k for m in found for k in m["runs"][run]})
         runs[run] = {
             key: summarise_values(
-                [(m["seed"], m["runs"][run][key]) for m in found if key in m["runs"][run]]
+                [(m["seed"], m["runs"][run][key]) for m in found if key in m["runs"][run]], key
             )
             for key in keys
         }
@@ -424,29 +502,41 @@ def _members_line(group: dict) -> str:
 
 
 def render(summary: dict, width: int = 80) -> str:
-    """Per group and run, each key's n, mean and 95% CI, one line each, in 80 columns."""
+    """Per group and run, each key's n and summary by its kind, one line each, in 80 columns:
+    mean and 95% CI (correlations: on Fisher's z, transformed back), p-values as the seeds
+    below ALPHA and the median, counts as the median, flags as the seeds where they hold."""
     lines = []
     for group in summary["groups"]:
         lines.append(_members_line(group)[:width])
         for run, values in group["runs"].items():
-            lines.append(f"  run {run[:33]:<34}{'n':>3}  {'mean':>10}  95% CI")
+            lines.append(f"  run {run[:33]:<34}{'n':>3}  {'value':>10}  95% CI or count")
             for key, s in values.items():
-                if s["low"] is not None:
-                    ci = f"[{s['low']:.4g}, {s['high']:.4g}]"
-                elif all(isinstance(v, bool) for v in s["values"].values()):
-                    ci = f"share true ({sum(s['values'].values())}/{s['n']})"
-                else:
-                    ci = "n < 2"
-                name = key if len(key) <= 36 else key[:35] + "~"
-                lines.append(f"    {name:<36}{s['n']:>3}  {s['mean']:>10.4g}  {ci}"[:width])
+                lines.append(f"    {_clip(key, 36):<36}{s['n']:>3}  {_summary_cells(s)}"[:width])
     lines += [f"left out: {line}"[:width] for line in summary["left_out"]]
     return "\n".join(lines) if summary["groups"] else "no finished experiments with metrics found"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _summary_cells(s: dict) -> str:
+    """A key's summary as `value  detail` (render's two right-hand columns)."""
+    how = s.get("kind") or kind("", list(s["values"].values()))
+    if how == "flag":
+        return f"{'':>10}  {s['count']}/{s['n']} seeds true"
+    if how == "p":
+        return f"{s['median']:>10.4g}  median; p<{ALPHA} in {s['count']}/{s['n']}"
+    if how == "count":
+        return f"{s['median']:>10.4g}  median"
+    ci = f"[{s['low']:.4g}, {s['high']:.4g}]" if s["low"] is not None else "n < 2"
+    return f"{s['mean']:>10.4g}  {ci}"
 
 
 # The experiment table's columns: (heading, key, width); with the first three, 80 columns.
 TABLE = [
     ("acc", "train.test_accuracy", 7),
-    ("X rho", "correlate.excess_spearman_rho", 7),
+    ("Xref rho", "correlate.reference_excess_spearman_rho", 9),
     ("D rho", "correlate.share_spearman_rho", 7),
     ("FGSM+", "evaluate.fgsm_auc_plus_gain", 8),
     ("PGD+", "evaluate.pgd_auc_plus_gain", 8),
@@ -457,10 +547,11 @@ TABLE = [
 
 def render_table(summary: dict) -> str:
     """One row per member and run, in at most 80 columns: a terminal shows every column
-    (`dvc exp show` would drop most of them there). X rho: the excess share's Spearman rho,
-    D rho: the paper's; FGSM+ and PGD+: the AUC+ gains; PGD mrg: PGD's margin over random;
-    clean: the clean-accuracy change."""
-    head = f"{'experiment':<14}{'run':<8}{'seed':>5}" + "".join(f"{h:>{w}}" for h, _, w in TABLE)
+    (`dvc exp show` would drop most of them there). Xref rho: the clean phi's Spearman rho with
+    the reference excess X^ref (claim 1's primary endpoint), D rho: with the paper's D; FGSM+
+    and PGD+: the AUC+ gains (PGD+: claim 2's primary endpoint); PGD mrg: PGD's margin over
+    random; clean: the clean-accuracy change."""
+    head = f"{'experiment':<12}{'run':<8}{'seed':>5}" + "".join(f"{h:>{w}}" for h, _, w in TABLE)
     lines = []
     for group in summary["groups"]:
         lines += [group["label"][:80], head, "-" * len(head)]
@@ -475,7 +566,7 @@ def render_table(summary: dict) -> str:
                     else f"{'-':>{w}}"
                     for _, key, w in TABLE
                 )
-                lines.append(f"{member['name'][:13]:<14}{run[:7]:<8}{seed[:5]:>5}{cells}")
+                lines.append(f"{member['name'][:11]:<12}{run[:7]:<8}{seed[:5]:>5}{cells}")
     return "\n".join(lines)
 
 
@@ -506,7 +597,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.source:
         try:
-            summary = load_summary(args.source)
+            summary = resummarise(load_summary(args.source))
         except SummaryError as err:
             print(f"error: --from {err}", file=sys.stderr)
             sys.exit(2)

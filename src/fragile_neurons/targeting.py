@@ -22,6 +22,19 @@ T_k(eps) is close to eps times a property of filter k whatever the perturbation'
 - filter gain        G_k      = ||W_k||_2 (output channel k of L, flattened), times
                                 |gamma_k| / sqrt(running_var_k + bn_eps) where a BatchNorm follows L
 
+White-noise signs have no spatial structure, and T_k depends on the perturbation's structure, not
+on which image gets it; so two more controls, on the same images S (method.md section 2):
+
+- reference share    D^ref_k(eps) = D_k(eps) (f's neurons) under the FGSM signs of the reference
+                                network f_ref, a network trained as f with another seed
+- reference excess   X^ref_k  = mean_eps D_k(eps) / mean_eps D^ref_k(eps): the primary measure of
+                                claim 1 (how much more of f's own attack than of another trained
+                                network's lands on neuron k)
+- surrogate share    D^sur_k(eps) = D_k(eps) under the signs of a spectrum-matched surrogate of f's
+                                gradient (`surrogate_signs`: per image and channel, the 2-D Fourier
+                                amplitudes kept, the phases those of seeded white noise)
+- surrogate excess   X^sur_k  = mean_eps D_k(eps) / mean_eps D^sur_k(eps)
+
 The attack stage records them with T, R, D and m (records.Targeting); the correlate stage sets
 fragility against each. A second random draw, set against the first as X is, gives the null
 of X: where X falls when the "attack" is itself random (`Targeting.null_excess`).
@@ -30,6 +43,7 @@ of X: where X falls when the "attack" is itself random (`Targeting.null_excess`)
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -40,6 +54,9 @@ from .inference import as_input, batch_slices
 from .records import ScanLayer, Targeting
 
 RELATIVE_FLOOR = 1e-12  # keeps R finite for a neuron that never fires (method.md section 2)
+SURROGATE_SEED_OFFSET = (
+    1  # the surrogate's phases are drawn with seed + 1, the noise signs with seed
+)
 
 
 class _Reached(Exception):
@@ -123,7 +140,10 @@ def targeting(
     epsilons: list[float],
     epsilon_labels: list[str] | None = None,
     *,
+    reference_signs: torch.Tensor | None = None,
+    surrogate: torch.Tensor | None = None,
     noise_seed: int = 0,
+    surrogate_seed: int = 1,
     batch_size: int,
     device: torch.device,
 ) -> Targeting:
@@ -131,14 +151,22 @@ def targeting(
     `signs` (same shape), at every epsilon in `epsilons` (method.md uses E+, without 0), named
     `epsilon_labels` (default: as numbers, '0.1'); with the controls: the noise share N under
     `noise_signs(images.shape, noise_seed)`, a second random draw from the same generator (the
-    null: X of a random perturbation against another, `Targeting.null_excess`) and the filter
-    gain G."""
+    null: X of a random perturbation against another, `Targeting.null_excess`), the filter
+    gain G, the reference share D^ref under `reference_signs` (the FGSM signs of the reference
+    network on the same images; None: no reference network, D^ref and X^ref NaN) and the
+    surrogate share D^sur under the signs `surrogate` (`surrogate_signs`, drawn with
+    `surrogate_seed`, which the record keeps; None: D^sur and X^sur NaN)."""
     noise, null = noise_signs(images.shape, noise_seed, draws=2)
-    magnitude, (effect, noise_effect, null_effect) = _effects(
-        model, layer, images, [signs, noise, null], epsilons,
-        batch_size=batch_size, device=device,
-    )  # fmt: skip
+    controls = {"reference": reference_signs, "surrogate": surrogate}
+    given = [name for name, value in controls.items() if value is not None]
+    sets = [signs, noise, null, *(controls[name] for name in given)]
+    magnitude, (effect, noise_effect, null_effect, *measured) = _effects(
+        model, layer, images, sets, epsilons, batch_size=batch_size, device=device
+    )
     share, noise = _share(effect), _share(noise_effect)
+    shares = dict.fromkeys(controls, torch.full_like(share, math.nan))
+    shares |= {name: _share(value) for name, value in zip(given, measured, strict=True)}
+    reference_share, surrogate_share = shares["reference"], shares["surrogate"]
     return Targeting(
         epsilons=list(epsilons),
         epsilon_labels=list(epsilon_labels or map(epsilon_label, epsilons)),
@@ -151,7 +179,44 @@ def targeting(
         null_excess=excess_share(_share(null_effect), noise),
         filter_gain=filter_gain(model, layer),
         noise_seed=noise_seed,
+        reference=reference_signs is not None,
+        reference_share=reference_share,
+        reference_excess=excess_share(share, reference_share),
+        surrogate_share=surrogate_share,
+        surrogate_excess=excess_share(share, surrogate_share),
+        surrogate_seed=surrogate_seed,
     )
+
+
+def surrogate_field(gradient: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """A spectrum-matched surrogate of `gradient` (... x H x W, real), float64: per 2-D field,
+    the Fourier amplitudes of `gradient` with the phases of `noise` (a real field of the same
+    shape). The spectrum of a real field is Hermitian, and so is amplitude times such phases:
+    the inverse transform is real, and its amplitude spectrum is the gradient's."""
+    if gradient.shape != noise.shape or gradient.dim() < 2:
+        raise ValueError(
+            f"gradient {tuple(gradient.shape)} and noise {tuple(noise.shape)} must be fields "
+            "of one shape"
+        )
+    amplitude = torch.fft.rfft2(gradient.double()).abs()
+    phase = torch.fft.rfft2(noise.double()).angle()
+    return torch.fft.irfft2(torch.polar(amplitude, phase), s=tuple(gradient.shape[-2:]))
+
+
+def surrogate_signs(gradients: Iterable[torch.Tensor], seed: int) -> torch.Tensor:
+    """The signs (int8) of `surrogate_field` of each batch of input gradients (B x C x H x W,
+    in image order), with the phases of white noise drawn from a generator seeded with `seed`,
+    one image at a time (so the draws do not depend on the batches): the perturbation of the
+    surrogate share D^sur, with the spatial spectrum of f's gradient, aimed nowhere."""
+    generator = torch.Generator().manual_seed(seed)
+    signs = []
+    for gradient in gradients:
+        shape = tuple(gradient.shape[1:])
+        noise = torch.stack(
+            [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in gradient]
+        )
+        signs.append(surrogate_field(gradient.cpu(), noise).sign().to(torch.int8))
+    return torch.cat(signs)
 
 
 def noise_signs(

@@ -122,6 +122,16 @@ def train_model(
     return history
 
 
+# The reference network f_ref (method.md, Notation) is trained as f with seed + this offset, so
+# that no member of a seed sweep (seeds 0, 1, 2, ...) shares its seed.
+REFERENCE_SEED_OFFSET = 1000
+
+
+def reference_seed(seed: int) -> int:
+    """The seed of the reference network of a run seeded with `seed`."""
+    return seed + REFERENCE_SEED_OFFSET
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the train stage reads of params.yaml (dvc.yaml: batch_size, the run's arch and
