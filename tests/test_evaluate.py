@@ -217,6 +217,11 @@ HEADLINE = [
             "p_value",
         )
     ),
+    *(
+        f"{arm}_pgd_auc_plus_gain{end}"
+        for arm in ("compress_only", "amplify_only", "recalibrated")
+        for end in ("", "_low", "_high")
+    ),  # the other arms' primary measure: None where the arm was not measured
 ]
 
 
