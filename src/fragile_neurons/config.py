@@ -419,44 +419,61 @@ def validate(raw: Any) -> dict:
     return params
 
 
-# params.yaml is small (a few kB): larger text, deeper nesting or an alias is refused before any
-# value is built, since a few hundred bytes of aliases can expand to gigabytes (a "billion
-# laughs"). DVC parses the file itself too, before any stage runs (README: "What is trusted").
+# params.yaml is small (a few kB, a few hundred values): larger text, deeper nesting, or aliases
+# that expand it beyond MAX_YAML_VALUES are refused before any value is built, since a few hundred
+# bytes of nested aliases can expand to gigabytes (a "billion laughs"). DVC parses the file
+# itself too, and expands its aliases, before any stage runs (README: "What is trusted").
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 100_000
 
 
 def _structure(text: str, source: str) -> None:
-    """Refuse, from the parser's events alone (nothing is built): an alias (`*name`, which
-    would repeat what an anchor `&name` holds) and nesting deeper than MAX_YAML_DEPTH."""
+    """Refuse, from the parser's events alone (nothing is built, each alias costs one step):
+    nesting deeper than MAX_YAML_DEPTH, and more than MAX_YAML_VALUES values (scalars and
+    collections) once every alias (`*name`) is expanded to what its anchor (`&name`) holds."""
     from ruamel.yaml import YAML
-    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
+    from ruamel.yaml.events import (
+        AliasEvent,
+        CollectionEndEvent,
+        CollectionStartEvent,
+        ScalarEvent,
+    )
 
-    depth = 0
+    total, open_, sizes = 0, [], {}  # values so far; (anchor, total before) of open collections
     for event in YAML(typ="safe", pure=True).parse(text):
         if isinstance(event, AliasEvent):
-            line = event.start_mark.line + 1 if event.start_mark is not None else "?"
-            raise ParamError(
-                source,
-                f"<an alias *{event.anchor} at line {line}>",
-                "YAML without aliases (*name): write each value out, as an alias can repeat "
-                "a structure exponentially",
-            )
-        if isinstance(event, CollectionStartEvent):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
+            total += sizes.get(event.anchor, 1)
+        elif isinstance(event, ScalarEvent):
+            total += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, CollectionStartEvent):
+            open_.append((event.anchor, total))
+            total += 1
+            if len(open_) > MAX_YAML_DEPTH:
                 raise ParamError(
                     source, "<nested too deep>", f"YAML nested at most {MAX_YAML_DEPTH} levels"
                 )
         elif isinstance(event, CollectionEndEvent):
-            depth -= 1
+            anchor, before = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = total - before
+        if total > MAX_YAML_VALUES:
+            line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+            raise ParamError(
+                source,
+                f"<more than {MAX_YAML_VALUES} values by line {line}>",
+                f"YAML of at most {MAX_YAML_VALUES} values once its aliases (*name) are "
+                "expanded (DVC expands them too, before any stage runs)",
+            )
 
 
 def parse_yaml(text: str, source: str = "params.yaml") -> Any:
     """Parse YAML exactly as DVC does (ruamel.yaml's safe loader, YAML 1.2), so the stages and
     `dvc exp run -S` agree on every value: `1e-3` is a number, `yes` a string. Unparsable text,
-    text over MAX_YAML_BYTES, an alias or deep nesting is a ParamError naming `source` (and the
-    place), found before any value is built."""
+    text over MAX_YAML_BYTES, deep nesting or aliases that expand beyond MAX_YAML_VALUES is a
+    ParamError naming `source` (and the place), found before any value is built."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
