@@ -543,7 +543,7 @@ DATA_CASES = [
     case("model-state-missing-key", "evaluate",
          edit_record(MODEL, lambda blob: blob["state_dict"].pop("fc2.bias")), MODEL,
          "fc2.bias", "rerun `dvc repro --force train@mnist`"),
-    case("model-spec-not-a-dict", "label", edit_record(MODEL, lambda blob: blob.update(spec=[1])),
+    case("model-spec-not-a-dict", "harden", edit_record(MODEL, lambda blob: blob.update(spec=[1])),
          MODEL, "spec is not", "rerun `dvc repro --force train@mnist`"),
     case("hardened-holds-the-original", "evaluate",
          Mutation((HARDENED,), lambda p: shutil.copy(p / MODEL, p / HARDENED)), HARDENED,
@@ -598,7 +598,7 @@ DATA_CASES = [
          "rerun `dvc repro --force attack@mnist`"),
     case("targeting-truncated", "correlate", truncate(TARGETING), TARGETING,
          "truncated or corrupt", "rerun `dvc repro --force attack@mnist`"),
-    case("targeting-other-neurons", "label",
+    case("targeting-other-neurons", "harden",
          edit_record(TARGETING, lambda b: b.update(
              {k: b[k][..., :5] for k in ("effect", "relative_effect", "share", "magnitude",
                                          "noise_share", "excess_share", "null_excess",
