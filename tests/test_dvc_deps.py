@@ -12,8 +12,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "fragile_neurons"
-# Plumbing that moves values around without shaping them: parsing and checking params (whose
-# values DVC tracks itself), errors, file writing, paths, the stage frame, device and seeding.
+# The only modules that cannot change a value, and so are no stage's dependency:
+# - errors: the error types (a message changes, no number);
+# - paths: where files live (a changed path is a changed dvc.yaml out, which DVC sees itself);
+# - stage: the frame (parse the run name, call the body, print errors and the time; what shapes
+#   results, threads, seeds and device, is in runtime, and the params check is in config);
+# - __init__: the lazy API export and OpenMP's passive wait (how threads wait, not what they do).
+# config (it normalises params), runtime (threads, seeds, device) and io (how CSVs and PNGs are
+# written) shape what a stage writes, so every stage that runs them depends on them.
 PLUMBING = {"__init__", "errors", "paths", "stage"}
 
 
