@@ -176,7 +176,8 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
         params["runs"]["digits"]["train"]["epochs"] = 3
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         dirty = set(json.loads(dvc(project, "status", "--json")))
-        assert dirty == {"check", "train@digits"}  # check reads all of params.yaml
+        # check reads all of params.yaml; the reference network is trained as f is
+        assert dirty == {"check", "train@digits", "reference@digits"}
         params = yaml.safe_load(original)
         params["harden"]["compress"] = 0.25
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -346,7 +347,8 @@ def test_a_resnet18_configuration_runs_as_an_experiment_of_its_run_alone(project
         out = dvc(project, "exp", "run", "-n", "digits-rn18", "-S", "~runs.objects",
                   "-S", "runs.digits.arch=resnet18")  # fmt: skip
         ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-        stages = ("train", "attack", "scan", "label", "correlate", "harden", "evaluate")
+        stages = ("train", "reference", "attack", "scan", "label", "correlate", "harden",
+                  "baseline", "evaluate")  # fmt: skip
         assert ran == {"check", *(f"{stage}@digits" for stage in stages)}  # not prepare
         assert list(yaml.safe_load((project / "params.yaml").read_text())["runs"]) == ["digits"]
         train, attack = read(project, "digits", "train"), read(project, "digits", "attack")
@@ -423,7 +425,7 @@ def test_an_edited_builder_reruns_its_run(custom_project):
             BUILDER.replace("nn.Conv2d(channels, 8, 3)", "nn.Conv2d(channels, 8, 3)  # edited")
         )
         dirty = set(json.loads(dvc(custom_project, "status", "--json")))
-        stages = ("train", "attack", "scan", "label", "harden", "evaluate")
+        stages = ("train", "reference", "attack", "scan", "harden", "baseline", "evaluate")
         assert dirty == {f"{stage}@mine" for stage in stages}  # all that build the model
     finally:
         builder.write_text(BUILDER)
@@ -509,7 +511,7 @@ def test_sigterm_to_dvc_mid_stage_stops_the_stage(tmp_path, synthetic_root, shel
         [str(Path(sys.executable).parent / "dvc"), "repro", "train@digits"],
         cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    curves = repo / "plots" / "digits" / "train.csv"
+    curves = repo / "plots" / "digits" / "train" / "metrics.json"  # DVCLive's, after an epoch
     try:
         deadline = time.monotonic() + 120
         while not curves.exists():  # an epoch done: training is under way
