@@ -101,6 +101,14 @@ CLAIMS = (
         "evaluate.pgd_auc_plus_gain",
         primary=True,
     ),
+    *(
+        _secondary(f"PGD AUC+ gain of the {name} arm", f"evaluate.{arm}_pgd_auc_plus_gain")
+        for arm, name in (
+            ("compress_only", "compress-only"),
+            ("amplify_only", "amplify-only"),
+            ("recalibrated", "hardened+recalibrated (against the recalibrated original)"),
+        )
+    ),
     _secondary("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain"),
     *(
         _secondary(
@@ -480,6 +488,17 @@ BASELINE_ROWS = (
     (
         "clean-accuracy change [bootstrap 95% CI]",
         lambda h, _: _with_ci(h, "evaluate.clean_accuracy_change", 4),
+    ),
+    *(
+        (
+            f"PGD AUC+ gain of the {name} arm [bootstrap 95% CI]",
+            lambda h, _, arm=arm: _with_ci(h, f"evaluate.{arm}_pgd_auc_plus_gain"),
+        )
+        for arm, name in (
+            ("compress_only", "compress-only"),
+            ("amplify_only", "amplify-only"),
+            ("recalibrated", "hardened+recalibrated"),
+        )
     ),
     ("gradient masking flagged", lambda h, _: _masking(h)),
 )  # fmt: skip
