@@ -26,6 +26,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,9 +38,9 @@ from .config import ARMS, ATTACKS
 from .errors import DataError
 from .gates import fold, gated
 from .inference import as_input, logits_of
-from .io import rerun_advice
+from .io import load_split, rerun_advice
 from .measures import MEASURES, Curve, measures
-from .models import load_checkpoint
+from .models import load_checkpoint, load_trained
 from .paired import BOOTSTRAP, margin_over_random, paired_gain, resamples, std
 from .recalibration import with_statistics
 from .records import FGSMSweep, Gains, OriginalAttacks, ScanLayer
@@ -135,13 +136,15 @@ def load_hardened(
     gains: Gains,
     test: dict,
     settings: Settings,
+    dataset: str | None = None,
 ) -> tuple[nn.Module, float]:
-    """The hardened checkpoint (an `arch` network) and its relative logit difference from
+    """The hardened checkpoint (an `arch` network, its images and classes checked against
+    `dataset` when given) and its relative logit difference from
     `model` gated by the gains record's gains, on the PGD images (a few 1e-7 when it holds
     exactly those gains). One that does not hold them is a DataError: it is not the harden
     stage's output for these gains. Both networks are moved to `settings.device`, where every
     variant is attacked."""
-    hardened, _ = load_checkpoint(path, arch=arch)
+    hardened, _ = load_checkpoint(path, arch=arch, dataset=dataset)
     model.to(settings.device)
     hardened.to(settings.device)
     images = test["images"][: settings.pgd_samples]
@@ -188,6 +191,37 @@ def variants(gains: Gains) -> dict[str, torch.Tensor]:
             else {}
         ),
     }
+
+
+class Inputs(NamedTuple):
+    """What the evaluate stage reads, checked, in `run`'s order, and the hardened checkpoint's
+    difference from the gated original (`load_hardened`)."""
+
+    model: nn.Module
+    hardened: nn.Module
+    layer: ScanLayer
+    gains: Gains
+    original: OriginalAttacks
+    source: FGSMSweep
+    test: dict
+    settings: Settings
+    hardened_difference: float
+
+
+def load_inputs(name: str, run_params: dict, settings: Settings) -> Inputs:
+    """Run `name`'s test split, trained and hardened networks, scanned layer, gains record and
+    the baseline stage's attacks of the original (`run_params`: its `runs.<name>` settings),
+    each checked against the others and the run."""
+    test = load_split(paths.prepared(name, "test"), run_params["dataset"])
+    model, _ = load_trained(name, run_params)
+    layer = ScanLayer.load(paths.layer_record(name), model=model)
+    gains = Gains.load(paths.gains_record(name), neurons=layer.channels)
+    source, original = load_original(name, test, settings)
+    hardened, difference = load_hardened(
+        paths.hardened(name), run_params["arch"], model, layer, gains, test, settings,
+        dataset=run_params["dataset"],
+    )  # fmt: skip
+    return Inputs(model, hardened, layer, gains, original, source, test, settings, difference)
 
 
 def run(
