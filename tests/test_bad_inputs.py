@@ -948,7 +948,11 @@ HOSTILE_CASES = [
          "1000 x 1000 images", "not of mnist's 1 x 28 x 28"),
     case("hardened-spec-size-1000", "evaluate",
          edit_record(HARDENED, lambda blob: blob["spec"].update(size=1000)), HARDENED,
-         "not (128, 3936256) as its spec builds it", RERUN_HARDEN),
+         "is a model of 1 x 1000 x 1000 images", RERUN_HARDEN),  # against the run's dataset
+    case("hardened-weight-of-another-shape", "evaluate",
+         edit_record(HARDENED, lambda blob: blob["state_dict"].update(
+             {"fc1.weight": torch.zeros(128, 7)})), HARDENED,
+         "is (128, 7), not (128, 1600) as its spec builds it", RERUN_HARDEN),
     case("model-nan-weight", "attack",
          state(MODEL, lambda s: s["fc2.weight"].__setitem__((0, 0), float("nan"))), MODEL,
          "its weight fc2.weight is not finite", RERUN_TRAIN),
