@@ -82,7 +82,7 @@ class Recorder(dict):
 def test_every_key_report_and_sweep_read_is_declared():
     written = set(headline.declared())
     read = {row.key for row in report.CLAIMS} | {r.p_key for r in report.CLAIMS if r.p_key}
-    read |= {key for _, key, _ in report.DOSE_COLUMNS}
+    read |= {key for _, key, _ in report.DOSE_COLUMNS + report.SELECTION_COLUMNS}
     read |= {key for _, key, _ in sweep.TABLE}
     recorder = Recorder()
     for _, show in report.BASELINE_ROWS:

@@ -263,6 +263,32 @@ def test_the_dose_response_table_has_a_row_per_setting_for_each_run_with_several
     assert rows[1].split("|")[3].strip().count("[") == 1  # five seeds: an interval
 
 
+def test_the_selection_study_has_its_own_columns_and_counts_what_its_experiments_ran():
+    """An experiment of `label@mnist` at another selection size holds train and label numbers
+    only; the table shows reliability, significant labels and accuracy, and the compress
+    experiments (evaluate numbers only in their groups' columns) add no row."""
+    sizes = []
+    for size in (10000, 20000):
+        m = member(f"sel-{size}", 0, runs=("mnist",))
+        m["params"] = m["params"] | {"runs.mnist.selection_size": size}
+        values = m["runs"]["mnist"].items()
+        m["runs"]["mnist"] = {k: v for k, v in values if k.split(".")[0] in ("train", "label")}
+        m["runs"]["mnist"]["label.clean_reliability"] = size / 25000
+        sizes.append(m)
+    summary = sweep_summary([*SEEDS, *sizes], ["runs.mnist.selection_size"])
+    (table,) = report.dose_tables(summary, Path("metrics/sweeps/selection.json"))
+    lines = table.splitlines()
+    assert lines[2] == (
+        "| runs.mnist.selection_size | seeds | reliability of clean phi | labelled neurons with "
+        "McNemar p < 0.05 | test accuracy of f |"
+    )
+    rows = [[c.strip() for c in r.split("|")[1:-1]] for r in lines[4:]]
+    assert [r[:2] for r in rows] == [["5000 (baseline)", "5"], ["10000", "1"], ["20000", "1"]]
+    assert rows[1][2] == "0.40" and rows[2][2] == "0.80"
+    assert rows[0][3].startswith("median ")
+    assert report.table_columns(["harden.compress"]) == report.DOSE_COLUMNS
+
+
 def write_run(folder: Path, run: str) -> None:
     metrics = folder / "metrics" / run
     metrics.mkdir(parents=True)

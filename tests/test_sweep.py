@@ -19,11 +19,11 @@ from fragile_neurons.headline import declared
 from fragile_neurons.sweep import (
     collect,
     flatten,
+    fresh_stages,
     kind,
     mean_ci,
     render,
     render_table,
-    reproduced,
     resummarise,
     rounded,
     seeds_for_power,
@@ -87,7 +87,7 @@ def members():
         *(member(f"seed{s}", s, threads=1) for s in (1, 2, 3, 4)),
         member("seed0again", 0, threads=1),  # the baseline's seed again: counted once
         *(member(f"c{c}", 0, c, runs=("mnist",)) for c in (1.0, 0.75, 0.25)),
-        member("nothing", 5, runs=()),  # no run reproduced with its params
+        member("nothing", 5, runs=()),  # no stage ran with its params
     ]
 
 
@@ -123,7 +123,7 @@ def test_a_seed_sweep_with_its_baseline_summarises_every_headline_per_run(member
         assert p["median"] == pytest.approx(statistics.median(ps))
     left = "\n".join(summary["left_out"])
     assert "seed0again (seed0ag): seed 0 already in all (baseline)" in left
-    assert "nothing (nothing): no run reproduced" in left
+    assert "nothing (nothing): no stage ran with its own params" in left
     assert "c0.25 (c0.25-r): params differ in harden.compress" in left
 
 
@@ -224,28 +224,49 @@ def test_the_text_and_the_experiment_table_fit_80_columns(members):
     assert render({"groups": [], "left_out": []}) == "no finished experiments with metrics found"
 
 
-def test_a_run_counts_only_when_all_its_stages_ran_with_the_experiments_params():
+def test_a_stage_counts_only_where_it_ran_with_the_params_on_fresh_inputs():
     params = {
         "seed": 1,
         "runs": {"mnist": {"train": {"epochs": 3}}, "cifar10": {}},
         "correlate": {"top_fraction": 0.25},
     }
+
+    def stage(params, deps=(), outs=()):
+        return {
+            "params": {"params.yaml": params},
+            "deps": [{"path": p, "md5": m} for p, m in deps],
+            "outs": [{"path": p, "md5": m} for p, m in outs],
+        }
+
     lock = {
         "stages": {
-            "train@mnist": {
-                "params": {"params.yaml": {"seed": 1, "runs.mnist.train": {"epochs": 3}}}
-            },
-            "correlate@mnist": {"params": {"params.yaml": {"correlate.top_fraction": 0.25}}},
+            "train@mnist": stage(
+                {"seed": 1, "runs.mnist.train": {"epochs": 3}},
+                outs=[("models/mnist", "a1.dir")],
+            ),
+            "scan@mnist": stage(
+                {"seed": 1},
+                deps=[("models/mnist/model.pt", "m1")],  # a file inside train's output
+                outs=[("data/scan/mnist.pt", "s1")],
+            ),
+            "correlate@mnist": stage(
+                {"correlate.top_fraction": 0.25}, deps=[("data/scan/mnist.pt", "s1")]
+            ),
             # the baseline's, kept by an experiment that targeted mnist only
-            "train@cifar10": {"params": {"params.yaml": {"seed": 0}}},
-            "correlate@cifar10": {"params": {"params.yaml": {"correlate.top_fraction": 0.25}}},
+            "train@cifar10": stage({"seed": 0}, outs=[("models/cifar10", "b0.dir")]),
+            "correlate@cifar10": stage(
+                {"correlate.top_fraction": 0.25}, deps=[("models/cifar10", "b0.dir")]
+            ),
         }
     }
-    assert reproduced(lock, params, "mnist")
-    assert not reproduced(lock, params, "cifar10")
-    assert not reproduced(lock, params, "fashion")  # no stage at all
-    params["runs"]["mnist"]["train"]["epochs"] = 5
-    assert not reproduced(lock, params, "mnist")
+    assert fresh_stages(lock, params) == {"train@mnist", "scan@mnist", "correlate@mnist"}
+    # an experiment of scan@mnist alone: correlate keeps the baseline's input, so it is stale
+    lock["stages"]["correlate@mnist"]["deps"][0]["md5"] = "s0"
+    assert fresh_stages(lock, params) == {"train@mnist", "scan@mnist"}
+    params["runs"]["mnist"]["train"]["epochs"] = 5  # and everything downstream of train
+    assert fresh_stages(lock, params) == set()
+    params["seed"] = 0
+    assert fresh_stages(lock, params) == {"train@cifar10", "correlate@cifar10"}
 
 
 # --- real DVC experiments: stages that write the metrics of stage_metrics from params.yaml ----
@@ -356,7 +377,12 @@ def test_real_experiments_are_read_back_with_the_baseline_as_a_member(experiment
     assert cifar10["evaluate.pgd_auc_plus_gain"]["values"] == {
         str(s): pytest.approx(v) for s, v in enumerate(expected)
     }
-    assert quarter["label"] == "harden.compress=0.25" and list(quarter["runs"]) == ["mnist"]
+    assert quarter["label"] == "harden.compress=0.25"
+    # harden@mnist's experiment counts cifar10's stages up to label (they ran with its params),
+    # not the baseline's hardening of cifar10 that it carries
+    assert "evaluate.pgd_auc_plus_gain" in quarter["runs"]["mnist"]
+    assert "train.test_accuracy" in quarter["runs"]["cifar10"]
+    assert not any(k.startswith("evaluate.") for k in quarter["runs"]["cifar10"])
     assert any("seed 0 already in harden.compress=0.5 (baseline)" in x for x in summary["left_out"])
 
 

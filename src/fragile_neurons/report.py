@@ -11,9 +11,9 @@ the baseline's group of metrics/sweeps/seeds.json and one for each other group o
 metrics/sweeps/models.json (other models, e.g. ResNet-18: experiments that change a run's
 `arch`), each column a run's mean [95% CI] over seeds, each block with its verdict by
 VERDICT_RULE and the commands that regenerate it; (b) a dose-response table for each other
-summary in metrics/sweeps/ (compress.json: harden.compress) and each run with at least two
-settings; (c) the baseline's tables. A missing summary is a sentence saying so and how to make
-it.
+summary in metrics/sweeps/ (compress.json: harden.compress; selection.json: the selection-size
+study, with its own columns) and each run with at least two settings; (c) the baseline's tables.
+A missing summary is a sentence saying so and how to make it.
 """
 
 from __future__ import annotations
@@ -149,6 +149,19 @@ DOSE_COLUMNS = (
     ("FGSM margin over random", "evaluate.fgsm_margin_over_random", 3),
     ("PGD margin over random", "evaluate.pgd_margin_over_random", 3),
 )
+
+# The selection-size study (issue: phi's reliability against the images S holds): its own columns
+SELECTION_COLUMNS = (
+    ("reliability of clean phi", "label.clean_reliability", 2),
+    ("labelled neurons with McNemar p < 0.05", "label.significant", 0),
+    ("test accuracy of f", "train.test_accuracy", 4),
+)
+
+
+def table_columns(by: list[str]) -> tuple[tuple[str, str, int], ...]:
+    """A summary's columns: the selection study's where it groups by a `selection_size`, the
+    hardening's dose-response otherwise."""
+    return SELECTION_COLUMNS if any(k.endswith(".selection_size") for k in by) else DOSE_COLUMNS
 
 
 # --- cells and verdicts ------------------------------------------------------------------------
@@ -376,27 +389,33 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
 
 
 def dose_tables(summary: dict, source: Path) -> list[str]:
-    """One table per run with at least two settings: a row per setting of the summary's params."""
+    """One table per run with at least two settings that hold a number of the table's columns
+    (table_columns): a row per such setting of the summary's params."""
     by = summary["by"]
+    columns = table_columns(by)
     heading = ", ".join(by) if by else "group"
     tables = []
     runs = sorted({run for g in summary["groups"] for run in g["runs"]})
     for run in runs:
-        groups = [g for g in summary["groups"] if run in g["runs"]]
+        groups = [
+            g
+            for g in summary["groups"]
+            if any(key in g["runs"].get(run, {}) for _, key, _ in columns)
+        ]
         if len(groups) < 2:
             continue
         lines = [
             f"`{source}`, run {run} (mean [95% CI] over seeds; the value alone for one seed):",
             "",
-            f"| {heading} | seeds | " + " | ".join(h for h, _, _ in DOSE_COLUMNS) + " |",
-            "| --- | --- |" + " --- |" * len(DOSE_COLUMNS),
+            f"| {heading} | seeds | " + " | ".join(h for h, _, _ in columns) + " |",
+            "| --- | --- |" + " --- |" * len(columns),
         ]
         for g in groups:
             values = g["runs"][run]
             setting = ", ".join(str(g["params"][k]) for k in by) if by else g["label"]
-            n = max((s["n"] for s in values.values()), default=0)
+            n = max((values[key]["n"] for _, key, _ in columns if key in values), default=0)
             mark = " (baseline)" if g["baseline"] else ""
-            cells = [cell(values.get(key), digits, n) for _, key, digits in DOSE_COLUMNS]
+            cells = [cell(values.get(key), digits, n) for _, key, digits in columns]
             lines.append(f"| {setting}{mark} | {n} | " + " | ".join(cells) + " |")
         tables.append("\n".join(lines))
     return tables
@@ -574,7 +593,7 @@ def section(runs: dict[str, dict]) -> str:
             f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
             "(see [Several seeds](#several-seeds))."
         )
-    parts.append("### Dose-response")
+    parts.append("### Dose-response and other settings")
     found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
     others = [p for p in found if p not in (SEEDS, MODELS)]
     tables = [t for p in others for t in dose_tables(resummarise(load_summary(p)), p)]

@@ -7,10 +7,12 @@
 
 Members. The baseline commit (`--rev`, default HEAD; its params.yaml and its committed metrics)
 and every finished experiment DVC lists for it (`dvc.api.exp_show`), read from their commits with
-git. A run counts in a member only when every one of its stages in that commit's dvc.lock ran with
-the member's params: an experiment of `evaluate@mnist` also carries the baseline's cifar10 files,
-which are not counted again under another seed. So a 5-seed sweep is the baseline (seed 0) and
-four queued seeds.
+git. A stage's numbers count in a member only where that commit's dvc.lock says the stage ran with
+the member's params on inputs that its fresh upstream stages made (fresh_stages): an experiment of
+`evaluate@mnist` also carries the baseline's cifar10 files, which are not counted again under
+another seed, and one of `label@mnist` counts its mnist stages up to label, not the baseline's
+correlate and evaluate files it carries. So a 5-seed sweep is the baseline (seed 0) and four
+queued seeds.
 
 Groups. Each run of a member is placed by the params that can change its numbers: the global
 ones and its own `runs.<run>.*`; another run's params count as the baseline's, so an experiment
@@ -158,19 +160,43 @@ def _lookup(params: dict, dotted: str):
     return obj
 
 
-def reproduced(lock: dict, params: dict, run: str) -> bool:
-    """Whether every stage of `run` (`<stage>@<run>` in dvc.lock) ran with `params`: a stage
-    that an experiment did not rerun keeps the params of the run that made its outputs."""
-    stages = {
-        name: entry
-        for name, entry in (lock.get("stages") or {}).items()
-        if name.endswith(f"@{run}")
+def fresh_stages(lock: dict, params: dict) -> set[str]:
+    """The stages of `lock` (a commit's dvc.lock) that ran with `params` on what that commit's
+    other fresh stages made: each of its params equals `params`' value, and each dependency that
+    another stage writes is fresh (its md5 that stage's output's, where the dependency is that
+    output itself, not a file inside it). A stage that an experiment did not rerun keeps the
+    params and inputs of the run that made its outputs, so it is not fresh where they differ."""
+    stages = lock.get("stages") or {}
+    made = {
+        out["path"]: (name, out.get("md5"))
+        for name, entry in stages.items()
+        for out in entry.get("outs") or []
     }
-    return bool(stages) and all(
-        _lookup(params, key) == value
-        for entry in stages.values()
-        for key, value in (entry.get("params") or {}).get("params.yaml", {}).items()
-    )
+    known: dict[str, bool] = {}
+
+    def producer(path: str) -> tuple[str, str | None] | None:
+        if path in made:
+            return made[path]
+        inside = [p for p in made if path.startswith(p.rstrip("/") + "/")]
+        return (made[max(inside, key=len)][0], None) if inside else None
+
+    def fresh(name: str) -> bool:
+        if name not in known:
+            known[name] = False  # a cycle is never fresh
+            entry = stages[name]
+            ok = all(
+                _lookup(params, key) == value
+                for key, value in (entry.get("params") or {}).get("params.yaml", {}).items()
+            )
+            for dep in entry.get("deps") or [] if ok else []:
+                source = producer(dep["path"])
+                if source is not None:
+                    stage, md5 = source
+                    ok = ok and (md5 is None or md5 == dep.get("md5")) and fresh(stage)
+            known[name] = ok
+        return known[name]
+
+    return {name for name in stages if fresh(name)}
 
 
 # --- reading the experiments with git and DVC ------------------------------------------------
@@ -190,19 +216,26 @@ def _short(rev: str) -> str:
 
 
 def read_commit(rev: str, name: str, baseline: bool) -> dict:
-    """One member: its name, short rev, params (flattened) and, for each run it reproduced with
-    its params, the run's headline numbers."""
+    """One member: its name, short rev, params (flattened) and, for each run with a stage that
+    ran with its params (fresh_stages), the headline numbers of those stages."""
     params = parse_yaml(_git_show(rev, "params.yaml") or "{}") or {}  # as DVC reads it
     lock = parse_yaml(_git_show(rev, "dvc.lock") or "{}", "dvc.lock") or {}
+    fresh = fresh_stages(lock, params)
+    made = [  # the outputs of the fresh stages: their headline files count
+        out["path"].rstrip("/")
+        for name, entry in (lock.get("stages") or {}).items()
+        if name in fresh
+        for out in entry.get("outs") or []
+    ]
     runs = {}
     for run in params.get("runs") or {}:
-        if not reproduced(lock, params, run):
-            continue
         folder = f"metrics/{run}/"
         listing = _git("ls-tree", "-r", "--name-only", rev, folder) or ""
         files = {}
         for path in listing.split():
-            if path.endswith(".json") and path.count("/") == 3:  # metrics/<run>/<stage>/<file>
+            counted = any(path == out or path.startswith(f"{out}/") for out in made)
+            if counted and path.endswith(".json") and path.count("/") == 3:
+                # metrics/<run>/<stage>/<file>, written by a stage that ran with these params
                 text = _git_show(rev, path)
                 files[path[len(folder) :]] = json.loads(text) if text else {}
         values = read_files(files)
@@ -253,9 +286,10 @@ def _label(params: dict, reference: dict) -> str:
 
 
 def per_run(members: list[dict], reference: dict) -> list[dict]:
-    """One entry per member and run it reproduced, holding that run alone, its params those that
-    can change the run's numbers: the member's global params and its `runs.<run>.*`, with every
-    other run's taken from the reference (the baseline's). Members without a run stay whole."""
+    """One entry per member and run with a fresh stage, holding that run alone, its params
+    those that can change the run's numbers: the member's global params and its
+    `runs.<run>.*`, with every other run's taken from the reference (the baseline's). Members
+    without a run stay whole."""
     entries = []
     for m in members:
         if not m["runs"]:
@@ -366,7 +400,7 @@ def _select(members: list[dict], reference: dict, by: list[str] | None) -> tuple
         if m["runs"]:
             kept.append(m)
         else:
-            left.append(f"{m['name']} ({m['rev']}): no run reproduced with its own params")
+            left.append(f"{m['name']} ({m['rev']}): no stage ran with its own params")
     if by is None:
         return kept, _differing(kept), left
     ignored = set(by) | set(NUISANCE)
@@ -386,11 +420,19 @@ def _select(members: list[dict], reference: dict, by: list[str] | None) -> tuple
 
 def _group(entries: list[dict], by: list[str], reference: dict) -> tuple[list[dict], list[str]]:
     """[{params, members}] sorted by the params' values, each seed of a run once per group (the
-    baseline's first, then by experiment name), the entries of one member (per_run) joined
-    again; and a line for each duplicate left out."""
+    baseline's first, then the one with the most numbers, then by experiment name), the entries
+    of one member (per_run) joined again; and a line for each duplicate left out."""
     groups: dict[str, dict] = {}
     left = []
-    order = sorted(entries, key=lambda m: (not m["baseline"], _sort_key(m["seed"]), m["name"]))
+    order = sorted(
+        entries,
+        key=lambda m: (
+            not m["baseline"],
+            _sort_key(m["seed"]),
+            -sum(map(len, m["runs"].values())),  # of one seed, the member with the most numbers
+            m["name"],
+        ),
+    )
     for m in order:
         params = {k: m["params"].get(k) for k in by}
         group = groups.setdefault(json.dumps(params, sort_keys=True), {"params": params})
