@@ -263,6 +263,23 @@ def test_the_dose_response_table_has_a_row_per_setting_for_each_run_with_several
     assert rows[1].split("|")[3].strip().count("[") == 1  # five seeds: an interval
 
 
+def test_seeds_run_as_one_experiment_per_run_are_counted_and_regenerated_per_run():
+    """Seed experiments that each hold one run (`-S '~runs.cifar10'`): the block counts each
+    run's own seeds, and its commands queue each run's seeds apart."""
+    members = [member("baseline", 0)]
+    members += [member(f"seed-mnist-{s}", s, runs=("mnist",)) for s in (1, 2, 3)]
+    members += [member(f"seed-cifar10-{s}", s, runs=("cifar10",)) for s in (1, 2)]
+    summary = sweep_summary(members, [])
+    table = report.claims_table(report.claim_blocks(summary), PARAMS["runs"])
+    assert "6 members (seeds cifar10 0, 1, 2; mnist 0, 1, 2, 3)" in table
+    assert (
+        "`dvc exp run --queue -S '~runs.mnist' -S 'seed=range(1,3)' -S threads=1 -C data/raw`; "
+        "`dvc exp run --queue -S '~runs.cifar10' -S 'seed=range(1,4)' -S threads=1 -C data/raw`"
+    ) in table
+    head = table_rows(table)[0]
+    assert head[2:4] == ["mnist, mnist_cnn (4 seeds)", "cifar10, cifar_cnn (3 seeds)"]
+
+
 def test_the_selection_study_has_its_own_columns_and_counts_what_its_experiments_ran():
     """An experiment of `label@mnist` at another selection size holds train and label numbers
     only; the table shows reliability, significant labels and accuracy, and the compress

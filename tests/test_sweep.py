@@ -222,6 +222,14 @@ def test_the_text_and_the_experiment_table_fit_80_columns(members):
     assert len(rows) == 2 and rows[0].split()[:3] == ["seed3", "cifar10", "3"]
     assert rows[1].split()[3:] == ["0.987", "0.15", "0.45", "0.03", "0.03", "0", "-0.002"]
     assert render({"groups": [], "left_out": []}) == "no finished experiments with metrics found"
+    # seeds run as one experiment per run: each member's row is of the run it holds
+    apart = [member("baseline", 0, baseline=True), member("m1", 1, runs=("mnist",))]
+    apart.append(member("c1", 1, runs=("cifar10",)))
+    summary = json.loads(to_json(summarise(apart, flatten(PARAMS), by=[])))
+    rows = [line.split()[:3] for line in render_table(summary).splitlines()[3:]]
+    assert rows == [["baseline", "cifar10", "0"], ["baseline", "mnist", "0"],
+                    ["c1", "cifar10", "1"], ["m1", "mnist", "1"]]  # fmt: skip
+    assert "3 member(s), seeds 0, 1, the baseline's params" in render(summary)
 
 
 def test_a_stage_counts_only_where_it_ran_with_the_params_on_fresh_inputs():
@@ -398,7 +406,7 @@ def test_the_sweep_command_writes_the_same_json_twice(experiments, tmp_path):
     head = sh(experiments, "git", "rev-parse", "HEAD").strip()
     assert summary["rev"] == head and summary["by"] == ["harden.compress"]
     seeds = sh(experiments, *command[:2], "--seeds", "--json", str(tmp_path / "seeds.json"))
-    assert "all: 4 member(s), seeds 0, 1, 2, 3, the baseline's params" in seeds
+    assert "all: 4 member(s), seeds cifar10 0, 1, 2; mnist 0, 1, 2, 3, the baseline's" in seeds
     bad = subprocess.run([*command[:2], "--by", "harden.compres"], cwd=experiments, text=True,
                          capture_output=True)  # fmt: skip
     assert bad.returncode == 2

@@ -28,7 +28,15 @@ from .config import ATTACKS, load_params
 from .errors import ParamError
 from .formats import fixed, p_value, with_interval
 from .io import write_with
-from .sweep import SummaryError, flatten, kind, load_summary, resummarise
+from .sweep import (
+    SummaryError,
+    flatten,
+    kind,
+    load_summary,
+    resummarise,
+    run_seeds,
+    seeds_text,
+)
 from .sweep import load_json as read_json
 
 BEGIN = "<!-- begin: fragile-neurons report (generated from metrics/; edit report.py, not this) -->"
@@ -279,7 +287,7 @@ class Block:
         return self.group["params"].get(f"runs.{run}.arch") or runs.get(run, {}).get("arch", "?")
 
     def seeds(self) -> list:
-        return [m["seed"] for m in self.group["members"]]
+        return sorted({s for seeds in run_seeds(self.group).values() for s in seeds})
 
 
 def claim_blocks(seeds: dict, models: dict | None = None) -> list[Block]:
@@ -307,9 +315,19 @@ def commands(block: Block, runs: dict[str, dict]) -> str:
     rev = f"--rev {summary['rev'][:7]}"
     summarise = " ".join(["fragile-neurons sweep", rev, *grouping, f"--json {block.source}"])
     if block.source == SEEDS:
-        others = [s for s in block.seeds() if s != 0]
-        queue = f"dvc exp run --queue -S {_seed_values(others)} -S threads=1 -C data/raw"
-        return f"`dvc repro` (seed 0); `{queue}`; `{summarise}`"
+        by_run = {run: [s for s in seeds if s != 0] for run, seeds in run_seeds(group).items()}
+        if len({tuple(seeds) for seeds in by_run.values()}) == 1:  # both runs in each experiment
+            by_run = {"": next(iter(by_run.values()))}
+        queues = [
+            " ".join(
+                ["dvc exp run --queue"]
+                + [f"-S '~runs.{other}'" for other in by_run if run and other != run]
+                + [f"-S {_seed_values(seeds)} -S threads=1 -C data/raw"]
+            )
+            for run, seeds in by_run.items()
+            if seeds
+        ]
+        return "; ".join(["`dvc repro` (seed 0)", *(f"`{q}`" for q in queues), f"`{summarise}`"])
     reference = flatten({"runs": runs})
     mine = [run for run in runs if run in group["runs"]]
     overrides = [f"'~runs.{run}'" for run in runs if run not in mine] + [
@@ -324,7 +342,7 @@ def commands(block: Block, runs: dict[str, dict]) -> str:
 
 def _provenance(block: Block) -> str:
     summary, group = block.summary, block.group
-    seeds = ", ".join(str(s) for s in block.seeds())
+    seeds = seeds_text(group)
     pooled = "".join(
         f"; {key} pooled ({', '.join('null' if v is None else str(v) for v in values)})"
         for key, values in group.get("pooled", summary["pooled"]).items()  # older files: none

@@ -479,7 +479,10 @@ def _summarise_group(group: dict, reference: dict) -> dict:
         "label": _label(group["params"], reference),
         "params": group["params"],
         "baseline": all(v == reference.get(k) for k, v in group["params"].items()),
-        "members": [{"name": m["name"], "rev": m["rev"], "seed": m["seed"]} for m in members],
+        "members": [
+            {"name": m["name"], "rev": m["rev"], "seed": m["seed"], "runs": sorted(m["runs"])}
+            for m in members
+        ],
         "pooled": _pooled(members),
         "runs": runs,
     }
@@ -537,10 +540,29 @@ def _fit(value: Any, width: int) -> str:
     return text
 
 
+def run_seeds(group: dict) -> dict[str, list]:
+    """{run: its seeds in the group}: a member counts for the runs it holds (older summaries,
+    without the members' `runs`: for every run)."""
+    return {
+        run: sorted(
+            {m["seed"] for m in group["members"] if run in m.get("runs", group["runs"])},
+            key=_sort_key,
+        )
+        for run in group["runs"]
+    }
+
+
+def seeds_text(group: dict) -> str:
+    """`0, 1, 2` where every run has these seeds, else `mnist 0, 1, 2; cifar10 0, 1`."""
+    by_run = {run: ", ".join(map(str, seeds)) for run, seeds in run_seeds(group).items()}
+    if len(set(by_run.values())) <= 1:
+        return next(iter(by_run.values()), "")
+    return "; ".join(f"{run} {seeds}" for run, seeds in by_run.items())
+
+
 def _members_line(group: dict) -> str:
-    seeds = ", ".join(str(m["seed"]) for m in group["members"])
     note = ", the baseline's params" if group["baseline"] else ""
-    return f"{group['label']}: {len(group['members'])} member(s), seeds {seeds}{note}"
+    return f"{group['label']}: {len(group['members'])} member(s), seeds {seeds_text(group)}{note}"
 
 
 def render(summary: dict, width: int = 80) -> str:
@@ -600,7 +622,9 @@ def render_table(summary: dict) -> str:
         for member in group["members"]:
             seed = str(member["seed"])
             for run, values in group["runs"].items():
-                if not any(seed in s["values"] for s in values.values()):
+                if run not in member.get("runs", [run]) or not any(
+                    seed in s["values"] for s in values.values()
+                ):
                     continue
                 cells = "".join(
                     f" {_fit(values[key]['values'][seed], w - 1):>{w - 1}}"
