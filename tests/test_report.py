@@ -292,7 +292,8 @@ def test_the_selection_study_has_its_own_columns_and_counts_what_its_experiments
         m["runs"]["mnist"] = {k: v for k, v in values if k.split(".")[0] in ("train", "label")}
         m["runs"]["mnist"]["label.clean_reliability"] = size / 25000
         sizes.append(m)
-    summary = sweep_summary([*SEEDS, *sizes], ["runs.mnist.selection_size"])
+    by = ["runs.cifar10.selection_size", "runs.mnist.selection_size"]
+    summary = sweep_summary([*SEEDS, *sizes], by)  # a row shows the params of its own run
     (table,) = report.dose_tables(summary, Path("metrics/sweeps/selection.json"))
     lines = table.splitlines()
     assert lines[2] == (

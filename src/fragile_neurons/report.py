@@ -409,12 +409,13 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
 def dose_tables(summary: dict, source: Path) -> list[str]:
     """One table per run with at least two settings that hold a number of the table's columns
     (table_columns): a row per such setting of the summary's params."""
-    by = summary["by"]
-    columns = table_columns(by)
-    heading = ", ".join(by) if by else "group"
+    columns = table_columns(summary["by"])
     tables = []
     runs = sorted({run for g in summary["groups"] for run in g["runs"]})
     for run in runs:
+        # the params that can move this run: global ones and its own (sweep.per_run)
+        by = [k for k in summary["by"] if not k.startswith("runs.") or k.startswith(f"runs.{run}.")]
+        heading = ", ".join(by) if by else "group"
         groups = [
             g
             for g in summary["groups"]
