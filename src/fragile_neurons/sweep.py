@@ -180,20 +180,21 @@ def fresh_stages(lock: dict, params: dict) -> set[str]:
         inside = [p for p in made if path.startswith(p.rstrip("/") + "/")]
         return (made[max(inside, key=len)][0], None) if inside else None
 
+    def made_fresh(dep: dict) -> bool:  # a file of no stage (raw data, code) counts as fresh
+        source = producer(dep["path"])
+        if source is None:
+            return True
+        stage, md5 = source
+        return (md5 is None or md5 == dep.get("md5")) and fresh(stage)
+
     def fresh(name: str) -> bool:
         if name not in known:
             known[name] = False  # a cycle is never fresh
             entry = stages[name]
-            ok = all(
+            known[name] = all(
                 _lookup(params, key) == value
                 for key, value in (entry.get("params") or {}).get("params.yaml", {}).items()
-            )
-            for dep in entry.get("deps") or [] if ok else []:
-                source = producer(dep["path"])
-                if source is not None:
-                    stage, md5 = source
-                    ok = ok and (md5 is None or md5 == dep.get("md5")) and fresh(stage)
-            known[name] = ok
+            ) and all(made_fresh(dep) for dep in entry.get("deps") or [])
         return known[name]
 
     return {name for name in stages if fresh(name)}
