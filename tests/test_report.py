@@ -253,14 +253,21 @@ def test_the_dose_response_table_has_a_row_per_setting_for_each_run_with_several
     summary = sweep_summary(DOSES, ["harden.compress"])
     (table,) = report.dose_tables(summary, Path("metrics/sweeps/compress.json"))  # not cifar10
     lines = table.splitlines()
-    assert lines[0].startswith("`metrics/sweeps/compress.json`, run mnist")
+    assert lines[0].startswith("`metrics/sweeps/compress.json`, run mnist, on the seeds every row")
+    assert "has (0; mean" in lines[0]  # the settings compared on their common seed
     assert lines[2].startswith("| harden.compress | seeds | FGSM AUC+ gain | PGD AUC+ gain |")
     rows = lines[4:]
     assert [r.split("|")[1].strip() for r in rows] == ["0.25", "0.5 (baseline)", "0.75", "1.0"]
-    assert [r.split("|")[2].strip() for r in rows] == ["1", "5", "1", "1"]
+    assert [r.split("|")[2].strip() for r in rows] == ["1", "1", "1", "1"]
     quarter = stage_metrics(0, 0.25, OFFSETS["mnist"])["evaluate"]["headline"]
     assert rows[0].split("|")[3].strip() == f"{quarter['fgsm_auc_plus_gain']:.3f}"
-    assert rows[1].split("|")[3].strip().count("[") == 1  # five seeds: an interval
+    half = stage_metrics(0, 0.5, OFFSETS["mnist"])["evaluate"]["headline"]
+    assert rows[1].split("|")[3].strip() == f"{half['fgsm_auc_plus_gain']:.3f}"  # seed 0 alone
+    # two seeds in every setting: each row an interval over seeds 0 and 1
+    more = [*DOSES, *(member(f"c{c}-1", 1, c, runs=("mnist",)) for c in (1.0, 0.75, 0.25))]
+    (table,) = report.dose_tables(sweep_summary(more, ["harden.compress"]), Path("c.json"))
+    assert "has (0, 1; mean" in table.splitlines()[0]
+    assert [r.split("|")[2].strip() for r in table.splitlines()[4:]] == ["2"] * 4
 
 
 def test_seeds_run_as_one_experiment_per_run_are_counted_and_regenerated_per_run():
@@ -301,7 +308,7 @@ def test_the_selection_study_has_its_own_columns_and_counts_what_its_experiments
         "McNemar p < 0.05 | test accuracy of f |"
     )
     rows = [[c.strip() for c in r.split("|")[1:-1]] for r in lines[4:]]
-    assert [r[:2] for r in rows] == [["5000 (baseline)", "5"], ["10000", "1"], ["20000", "1"]]
+    assert [r[:2] for r in rows] == [["5000 (baseline)", "1"], ["10000", "1"], ["20000", "1"]]
     assert rows[1][2] == "0.40" and rows[2][2] == "0.80"
     assert rows[0][3].startswith("median ")
     assert report.table_columns(["harden.compress"]) == report.DOSE_COLUMNS

@@ -36,6 +36,7 @@ from .sweep import (
     resummarise,
     run_seeds,
     seeds_text,
+    summarise_values,
 )
 from .sweep import load_json as read_json
 
@@ -156,6 +157,9 @@ DOSE_COLUMNS = (
     ("clean-accuracy change", "evaluate.clean_accuracy_change", 4),
     ("FGSM margin over random", "evaluate.fgsm_margin_over_random", 3),
     ("PGD margin over random", "evaluate.pgd_margin_over_random", 3),
+    ("compress-only PGD AUC+ gain", "evaluate.compress_only_pgd_auc_plus_gain", 3),
+    ("amplify-only PGD AUC+ gain", "evaluate.amplify_only_pgd_auc_plus_gain", 3),
+    ("hardened+recalibrated PGD AUC+ gain", "evaluate.recalibrated_pgd_auc_plus_gain", 3),
 )
 
 # The selection-size study (issue: phi's reliability against the images S holds): its own columns
@@ -406,6 +410,11 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
 # --- (b) dose-response tables ------------------------------------------------------------------
 
 
+def _seeds_of(values: dict[str, dict], columns) -> set[str]:
+    """The seeds of a group's run that hold a number of the table's columns."""
+    return {seed for _, key, _ in columns for seed in values.get(key, {}).get("values", {})}
+
+
 def dose_tables(summary: dict, source: Path) -> list[str]:
     """One table per run with at least two settings that hold a number of the table's columns
     (table_columns): a row per such setting of the summary's params."""
@@ -423,14 +432,25 @@ def dose_tables(summary: dict, source: Path) -> list[str]:
         ]
         if len(groups) < 2:
             continue
+        # settings compared on the same seeds: those every row has (a row of more seeds, e.g.
+        # the baseline's, would otherwise differ by its seeds as much as by its setting)
+        seeds = set.intersection(*(_seeds_of(g["runs"][run], columns) for g in groups))
+        shown = ", ".join(sorted(seeds, key=lambda seed: (len(seed), seed)))  # 2 before 10
         lines = [
-            f"`{source}`, run {run} (mean [95% CI] over seeds; the value alone for one seed):",
+            f"`{source}`, run {run}, on the seeds every row has ({shown}; mean [95% CI] over "
+            "them, the value alone for one seed):",
             "",
             f"| {heading} | seeds | " + " | ".join(h for h, _, _ in columns) + " |",
             "| --- | --- |" + " --- |" * len(columns),
         ]
         for g in groups:
-            values = g["runs"][run]
+            values = {
+                key: summarise_values(
+                    [(seed, v) for seed, v in stats["values"].items() if seed in seeds], key
+                )
+                for key, stats in g["runs"][run].items()
+                if seeds & set(stats["values"])
+            }
             setting = ", ".join(str(g["params"][k]) for k in by) if by else g["label"]
             n = max((values[key]["n"] for _, key, _ in columns if key in values), default=0)
             mark = " (baseline)" if g["baseline"] else ""
