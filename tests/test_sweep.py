@@ -432,6 +432,26 @@ def test_correlations_are_averaged_on_fishers_z():
     assert math.isfinite(perfect["mean"]) and perfect["mean"] == pytest.approx(1.0)
 
 
+def test_reliabilities_are_averaged_as_their_split_half_correlations():
+    """A Spearman-Brown R = 2r / (1 + r) is at most 1: its summary goes back to the split-half r,
+    averages it on Fisher's z and returns through Spearman-Brown, so no bound exceeds 1 (the
+    plain t-interval of these values reached past 1)."""
+    values = [0.76, -0.6, 0.9, 0.3]
+    got = summarise_values(list(enumerate(values)), "label.clean_reliability")
+    z = [math.atanh(v / (2 - v)) for v in values]
+    mean, low, high = mean_ci(z)
+    brown = [2 * math.tanh(v) / (1 + math.tanh(v)) for v in (mean, low, high)]
+    assert got["kind"] == "reliability"
+    assert [got["mean"], got["low"], got["high"]] == pytest.approx(brown)
+    assert got["high"] < 1 < mean_ci(values)[2]
+    assert got["sd"] == pytest.approx(statistics.stdev(z))
+    one = summarise_values([(0, 0.762340845167557)], "label.clean_reliability")
+    assert one["mean"] == pytest.approx(0.762340845167557) and one["low"] is None
+    assert summarise_values([(0, 1.0), (1, 1.0)], "label.clean_reliability")["mean"] == (
+        pytest.approx(1.0)
+    )
+
+
 def test_power_counts_and_the_kinds():
     assert seeds_for_power(0.5, 1.0) == math.ceil((2.8 / 0.5) ** 2) == 32
     assert seeds_for_power(1.0, 0.1) == 2 and seeds_for_power(0.0, 1.0) is None
@@ -441,6 +461,7 @@ def test_power_counts_and_the_kinds():
     assert kind("correlate.share_spearman_p", [0.1]) == "p"
     assert kind("label.resolved", [True, False]) == "flag"
     assert kind("train.test_accuracy", [0.99, 0.98]) == "estimate"
+    assert kind("label.clean_reliability", [0.7, 0.9]) == "reliability"
     counts = summarise_values([(0, 1), (1, 4), (2, 0)], "label.significant")
     assert counts["median"] == 1 and counts["low"] is None and counts["mean"] is None
     one = summarise_values([(0, 0.2)], "evaluate.pgd_auc_plus_gain")

@@ -33,18 +33,21 @@ metrics, metrics/<run>/<stage>/*.json), named `<stage>.<key>` (`evaluate.fgsm_au
 and a summary by the key's `kind` (method.md section 7):
 - `correlation` (a key ending in `_rho`, `_r` or `_tau`): averaged on Fisher's z scale, the
   Student-t 95% interval of the mean z transformed back;
-- `estimate` (any other number: a gain, a margin, an accuracy, a reliability): the mean and its
-  Student-t 95% interval;
+- `reliability` (a key ending in `_reliability`: a Spearman-Brown 2r / (1 + r) of a split-half
+  correlation r, at most 1): the split-half r recovered (R / (2 - R)) and averaged on Fisher's
+  z, mean and interval taken back through Spearman-Brown, so that neither exceeds 1;
+- `estimate` (any other number: a gain, a margin, an accuracy): the mean and its Student-t 95%
+  interval;
 - `p` (a key ending in `_p` or `p_value`): never averaged: the count of seeds with p < ALPHA and
   the median;
 - `count` (integers, e.g. `label.significant`): the median; `flag` (booleans): the count of seeds
   where it holds (`mean` is that share).
-Correlations and estimates also get `sd` (of the per-seed values, on the z scale for
-correlations) and `seeds_for_power`: the seeds a one-sample t-test at 5% needs to detect the
-observed mean with 80% power, about (2.8 sd / |mean|)^2. No interval for n < 2. The JSON (`--json`)
-has sorted keys and 6 significant digits, so a rerun with the same members rewrites the same
-bytes; `--from FILE --json FILE` re-summarises a committed summary's per-seed values by these
-rules.
+Correlations, reliabilities and estimates also get `sd` (of the per-seed values, on the z scale
+for correlations and reliabilities) and `seeds_for_power`: the seeds a one-sample t-test at 5%
+needs to detect the observed mean with 80% power, about (2.8 sd / |mean|)^2. No interval for
+n < 2. The JSON (`--json`) has sorted keys and 6 significant digits, so a rerun with the same
+members rewrites the same bytes; `--from FILE --json FILE` re-summarises a committed summary's
+per-seed values by these rules.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ CONFIDENCE = 0.95
 ALPHA = 0.05  # a p-value below it counts as significant in `p` summaries
 POWER_Z = 2.8  # z_{0.975} + z_{0.80}: a mean of 2.8 / sqrt(n) sd is detected with 80% power
 DIGITS = 6  # significant digits in the JSON
-KINDS = ("correlation", "estimate", "p", "count", "flag")
+KINDS = ("correlation", "reliability", "estimate", "p", "count", "flag")
 
 
 class SummaryError(ValueError):
@@ -325,6 +328,8 @@ def kind(key: str, values: list) -> str:
         return "p"
     if name.endswith(("_rho", "_r", "_tau")):
         return "correlation"
+    if name.endswith("_reliability"):
+        return "reliability"
     if values and all(isinstance(v, int) for v in values):
         return "count"
     return "estimate"
@@ -365,12 +370,16 @@ def summarise_values(pairs: list[tuple[Any, float | bool]], key: str = "") -> di
         out |= {"median": _median(numbers)}
     else:
         scale = numbers
-        if how == "correlation":
-            scale = [math.atanh(max(-FISHER_CLIP, min(FISHER_CLIP, v))) for v in numbers]
+        if how == "reliability":  # the split-half correlations behind the Spearman-Brown values
+            scale = [v / (2 - v) for v in numbers]
+        if how in ("correlation", "reliability"):
+            scale = [math.atanh(max(-FISHER_CLIP, min(FISHER_CLIP, v))) for v in scale]
         mean, low, high = mean_ci(scale)
         sd = statistics.stdev(scale) if n > 1 else math.nan
-        if how == "correlation":
+        if how in ("correlation", "reliability"):
             mean, low, high = (math.tanh(v) for v in (mean, low, high))
+        if how == "reliability":
+            mean, low, high = (2 * v / (1 + v) for v in (mean, low, high))
         out |= {"mean": mean, "sd": None if math.isnan(sd) else sd}
         if not math.isnan(low):
             out |= {"low": low, "high": high}
