@@ -34,9 +34,9 @@ from .sweep import (
     kind,
     load_summary,
     resummarise,
+    resummarise_run,
     run_seeds,
     seeds_text,
-    summarise_values,
 )
 from .sweep import load_json as read_json
 
@@ -444,13 +444,7 @@ def dose_tables(summary: dict, source: Path) -> list[str]:
             "| --- | --- |" + " --- |" * len(columns),
         ]
         for g in groups:
-            values = {
-                key: summarise_values(
-                    [(seed, v) for seed, v in stats["values"].items() if seed in seeds], key
-                )
-                for key, stats in g["runs"][run].items()
-                if seeds & set(stats["values"])
-            }
+            values = resummarise_run(g["runs"][run], seeds)
             setting = ", ".join(str(g["params"][k]) for k in by) if by else g["label"]
             n = max((values[key]["n"] for _, key, _ in columns if key in values), default=0)
             mark = " (baseline)" if g["baseline"] else ""

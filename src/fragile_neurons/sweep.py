@@ -387,19 +387,23 @@ def summarise_values(pairs: list[tuple[Any, float | bool]], key: str = "") -> di
     return out
 
 
+def resummarise_run(values: dict[str, dict], seeds: set[str] | None = None) -> dict[str, dict]:
+    """A run's {key: summary} rebuilt from its per-seed values by `summarise_values`, on `seeds`
+    only when given (a key without any of them is left out)."""
+    kept = {
+        key: [(seed, v) for seed, v in stats["values"].items() if seeds is None or seed in seeds]
+        for key, stats in values.items()
+    }
+    return {key: summarise_values(pairs, key) for key, pairs in kept.items() if pairs}
+
+
 def resummarise(summary: dict) -> dict:
     """`summary` (a --json file) with every key's summary rebuilt from its per-seed values by
     `summarise_values`: a summary written by an older version reads by today's rules."""
-    groups = []
-    for group in summary.get("groups", []):
-        runs = {
-            run: {
-                key: summarise_values(list(stats["values"].items()), key)
-                for key, stats in values.items()
-            }
-            for run, values in group["runs"].items()
-        }
-        groups.append(group | {"runs": runs})
+    groups = [
+        group | {"runs": {run: resummarise_run(values) for run, values in group["runs"].items()}}
+        for group in summary.get("groups", [])
+    ]
     return summary | {"groups": groups}
 
 
