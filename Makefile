@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml
 	# with DVC's; it needs nothing else that is not already installed, hence --no-deps
 	$(BIN)/pip install --quiet --no-deps "torchattacks>=3.5"
 	# `dvc plots show --html-template .venv/offline-plots.html`: Vega's libraries inlined
-	$(BIN)/python -m fragile_neurons.offline $(VENV)/offline-plots.html
+	$(BIN)/python -m fragile_neurons.reporting.offline $(VENV)/offline-plots.html
 	touch $(STAMP)
 
 repro: $(STAMP)
-	$(BIN)/python -m fragile_neurons.fetch
+	$(BIN)/python -m fragile_neurons.interface.fetch
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 
 test: $(STAMP)

@@ -23,21 +23,25 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from fragile_neurons import io, paths
-from fragile_neurons.adversarial import gradient_signs
-from fragile_neurons.config import epsilon_labels, epsilon_values, get_run, load_params
-from fragile_neurons.inference import as_input
-from fragile_neurons.layers import resolve_layer
-from fragile_neurons.models import load_checkpoint
-from fragile_neurons.records import FGSMSweep
-from fragile_neurons.runtime import keep_freed_memory, seed_everything, select_device
-from fragile_neurons.scan import naive_scan, scan, with_clean
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from oracles import naive_scan  # noqa: E402  (the tests' oracle: the whole network per neuron)
+
+from fragile_neurons.attacks.adversarial import gradient_signs
+from fragile_neurons.attacks.dropout import scan, with_clean
+from fragile_neurons.network.inference import as_input
+from fragile_neurons.network.layers import resolve_layer
+from fragile_neurons.network.models import load_checkpoint
+from fragile_neurons.running.config import epsilon_labels, epsilon_values, get_run, load_params
+from fragile_neurons.running.runtime import keep_freed_memory, seed_everything, select_device
+from fragile_neurons.storage import io, paths
+from fragile_neurons.storage.records import FGSMSweep
 
 
 def commit_of(rev: str) -> str:

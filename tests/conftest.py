@@ -9,6 +9,7 @@ it when ../shared/datasets exists); tests that need them skip cleanly otherwise.
 from __future__ import annotations
 
 import os
+import pathlib
 import pickle
 import runpy
 import struct
@@ -19,12 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from fragile_neurons import data
-from fragile_neurons.models import build_model
-from fragile_neurons.records import Gains, Labels, Targeting
-from fragile_neurons.runtime import keep_freed_memory, seed_everything
-from fragile_neurons.targeting import excess_share
-from fragile_neurons.train import train_model
+from fragile_neurons.attacks.targeting import excess_share
+from fragile_neurons.datasets import files
+from fragile_neurons.network.models import build_model
+from fragile_neurons.network.training import train_model
+from fragile_neurons.pipeline import prepare
+from fragile_neurons.running.runtime import keep_freed_memory, seed_everything
+from fragile_neurons.storage.records import Gains, Labels, Targeting
 
 keep_freed_memory()  # as every stage does: faster CPU passes, identical results
 
@@ -54,6 +56,33 @@ def run_script(stage: str, *args: str) -> None:
         runpy.run_path(str(script), run_name="__main__")
     finally:
         sys.argv = argv
+
+
+def prepare_splits(
+    dataset: str,
+    root,
+    download: bool,
+    pins: dict | None,
+    selection_size: int,
+    train_size: int | None,
+    test_size: int | None,
+    seed: int,
+    run: str = "run",
+) -> tuple[dict, dict, dict, dict]:
+    """The prepare stage's load and run on a raw root (no files written): (train, selection,
+    test, data.json's report). `pins`: data.accept_checksum_mismatch, by dataset."""
+    settings = prepare.Settings(
+        dataset=dataset,
+        root=pathlib.Path(root),
+        download=download,
+        pins=(pins or {}).get(dataset) or {},
+        selection_size=selection_size,
+        train_size=train_size,
+        test_size=test_size,
+        seed=seed,
+        run=run,
+    )
+    return tuple(prepare.run(prepare.load(None, settings), settings))
 
 
 def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
@@ -245,13 +274,15 @@ def synthetic_root(tmp_path_factory) -> Path:
 def synthetic_pins(synthetic_root) -> dict[str, dict[str, str]]:
     """data.accept_checksum_mismatch for the synthetic root: every file's md5, pinned (the
     synthetic files differ from the originals, as a re-packed copy would)."""
-    return {dataset: data.file_md5s(dataset, synthetic_root) for dataset in data.TORCHVISION_CLASS}
+    return {
+        dataset: files.file_md5s(dataset, synthetic_root) for dataset in files.TORCHVISION_CLASS
+    }
 
 
 @pytest.fixture(scope="session")
 def mnist_prepared(synthetic_root, synthetic_pins) -> tuple[dict, dict, dict]:
     """The synthetic MNIST as the prepare stage splits it: (train, selection, test)."""
-    train, selection, test, _ = data.prepare(
+    train, selection, test, _ = prepare_splits(
         "mnist", synthetic_root, False, synthetic_pins, SELECTION, None, None, 0
     )
     return train, selection, test
@@ -384,7 +415,7 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
 def metrics_files(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict[str, dict]:
     """The files under metrics/<run>/ that the stages write from `stage_metrics`, {path: JSON}:
     the headline files (`evaluate/fgsm.json`) and the details (`evaluate.json`)."""
-    from fragile_neurons import headline
+    from fragile_neurons.storage import headline
 
     files = {}
     for stage, summary in stage_metrics(seed, compress, offset).items():
@@ -399,6 +430,6 @@ def metrics_files(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
 
 def run_values(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict:
     """`<stage>.<key>` -> value of `metrics_files`, as the sweep and the report read them."""
-    from fragile_neurons.headline import read_files
+    from fragile_neurons.storage.headline import read_files
 
     return read_files(metrics_files(seed, compress, offset))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fragile_neurons.adversarial import (
+from fragile_neurons.attacks.adversarial import (
     fgsm,
     fgsm_examples,
     fgsm_images,
@@ -20,7 +20,7 @@ from fragile_neurons.adversarial import (
     input_gradient,
     pgd,
 )
-from fragile_neurons.inference import accuracy_and_loss, as_input, logits_of
+from fragile_neurons.network.inference import accuracy_and_loss, as_input, logits_of
 
 if os.environ.get("CI"):  # CI installs torchattacks (Makefile): a missing oracle fails there
     import torchattacks

@@ -16,12 +16,12 @@ from torch import nn
 
 import fragile_neurons
 from fragile_neurons import Normalize, attack_share, harden_model, scan_layer
-from fragile_neurons import attack as attack_stage
-from fragile_neurons import label as label_stage
-from fragile_neurons import scan as scan_stage
-from fragile_neurons.gates import fold, gated
-from fragile_neurons.harden import hardening
-from fragile_neurons.targeting import filter_gain, noise_share
+from fragile_neurons.attacks.targeting import filter_gain, noise_share
+from fragile_neurons.network.gates import fold, gated
+from fragile_neurons.pipeline import attack as attack_stage
+from fragile_neurons.pipeline import label as label_stage
+from fragile_neurons.pipeline import scan as scan_stage
+from fragile_neurons.pipeline.harden import hardening
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -47,7 +47,7 @@ def test_the_readme_example_prints_what_the_readme_says(one_thread, capsys):
 
 def test_the_api_does_not_slow_down_the_check_stage():
     """`fragile_neurons` exports the API lazily: the params check still imports no torch."""
-    code = "import sys, fragile_neurons.check; assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, fragile_neurons.pipeline.check; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert set(fragile_neurons.__all__) <= set(dir(fragile_neurons))
     with pytest.raises(AttributeError):
@@ -81,7 +81,8 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
         device=CPU,
     )
     selection = {"images": images, "labels": labels, "classes": [str(k) for k in range(10)]}
-    attacked = attack_stage.run(trained_mnist, selection, selection, settings)
+    inputs = attack_stage.Inputs(trained_mnist, selection, selection, None)
+    attacked = attack_stage.run(inputs, settings)
     assert report.layer == attacked.layer and report.layer.conv_name == "conv1"
     assert report.targeting.to_dict().keys() == attacked.targeting.to_dict().keys()
     for name, value in attacked.targeting.to_dict().items():
@@ -101,12 +102,13 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
         device=CPU,
     )
     signs = attacked.scan_sweep.signs
-    measured = scan_stage.run(trained_mnist, attacked.layer, selection, signs, scan_settings)
+    inputs = scan_stage.Inputs(trained_mnist, attacked.layer, images, labels, signs)
+    measured = scan_stage.run(inputs, scan_settings).measurements
     assert torch.equal(report.measurements.dropped_correct, measured.dropped_correct)
     assert torch.equal(report.measurements.intact_correct, measured.intact_correct)
     assert torch.equal(report.measurements.dropped_lost, measured.dropped_lost)
     assert torch.equal(report.measurements.dropped_gained, measured.dropped_gained)
-    labelled = label_stage.run(measured, "clean", 0.25)
+    labelled = label_stage.labelled(measured, "clean", 0.25)
     assert report.labels.label == labelled.label
     assert report.labels.warnings == labelled.warnings
     assert torch.equal(report.labels.mcnemar_p, labelled.mcnemar_p)

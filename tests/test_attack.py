@@ -14,13 +14,15 @@ import torch
 import yaml
 from conftest import ROOT, run_script
 
-from fragile_neurons import attack, io, paths
-from fragile_neurons.adversarial import gradient_signs
-from fragile_neurons.errors import ParamError
-from fragile_neurons.inference import accuracy_and_loss, logits_of
-from fragile_neurons.models import save_checkpoint
-from fragile_neurons.records import FGSMSweep, ScanLayer, ScanMeasurements, Targeting
-from fragile_neurons.targeting import targeting
+from fragile_neurons.attacks.adversarial import gradient_signs
+from fragile_neurons.attacks.targeting import targeting
+from fragile_neurons.datasets.splits import scan_set
+from fragile_neurons.network.inference import accuracy_and_loss, logits_of
+from fragile_neurons.network.models import save_checkpoint
+from fragile_neurons.pipeline import attack
+from fragile_neurons.running.errors import ParamError
+from fragile_neurons.storage import io, paths
+from fragile_neurons.storage.records import FGSMSweep, ScanLayer, ScanMeasurements, Targeting
 
 CPU = torch.device("cpu")
 SAMPLES, BATCH = 40, 64
@@ -64,17 +66,18 @@ def test_the_reference_excess_is_one_when_the_reference_is_the_network_itself(
         layer=None, samples=SAMPLES, seed=3, batch_size=BATCH, device=CPU,
     )  # fmt: skip
     test = {k: mnist_selection[k][:8] for k in ("images", "labels")}
-    itself = attack.run(
-        trained_mnist, mnist_selection, test, settings, copy.deepcopy(trained_mnist)
-    )
+    inputs = attack.Inputs(trained_mnist, mnist_selection, test, copy.deepcopy(trained_mnist))
+    itself = attack.run(inputs, settings)
     same = itself.targeting
     assert same.reference and torch.equal(same.reference_share, same.share)
     assert torch.allclose(same.reference_excess, torch.ones(32, dtype=torch.float64))
-    other = attack.run(trained_mnist, mnist_selection, test, settings, scrambled(trained_mnist))
+    inputs = attack.Inputs(trained_mnist, mnist_selection, test, scrambled(trained_mnist))
+    other = attack.run(inputs, settings)
     moved = (other.targeting.reference_excess - 1).abs()
     assert torch.isfinite(moved).all() and moved.max() > 0.01
     assert torch.equal(other.targeting.share, same.share)  # f's own attack does not change
-    none = attack.run(trained_mnist, mnist_selection, test, settings).targeting
+    none = attack.run(attack.Inputs(trained_mnist, mnist_selection, test, None), settings)
+    none = none.targeting
     assert not none.reference and torch.isnan(none.reference_excess).all()
     # the surrogate: seeded, aimed nowhere, so X^sur is defined and differs from 1
     assert torch.equal(none.surrogate_share, same.surrogate_share) and none.surrogate_seed == 4
@@ -192,12 +195,12 @@ def test_a_scan_set_larger_than_the_selection_split_is_one_line(workdir, capsys)
 
 def test_the_scan_set_is_the_head_of_the_selection_split(mnist_selection):
     n = len(mnist_selection["labels"])
-    images, labels = attack.scan_set(mnist_selection, None)  # null: all of it
+    images, labels = scan_set(mnist_selection, None)  # null: all of it
     assert torch.equal(images, mnist_selection["images"]) and len(labels) == n
-    images, labels = attack.scan_set(mnist_selection, 7)
+    images, labels = scan_set(mnist_selection, 7)
     assert torch.equal(labels, mnist_selection["labels"][:7]) and len(images) == 7
     with pytest.raises(ParamError, match=f"scan.samples = {n + 1} .* at most the selection"):
-        attack.scan_set(mnist_selection, n + 1)
+        scan_set(mnist_selection, n + 1)
 
 
 def test_the_scan_stage_reads_the_scan_set_not_the_test_split(workdir):

@@ -40,9 +40,10 @@ import torch
 import yaml
 from conftest import run_script
 
-from fragile_neurons import check, data
-from fragile_neurons.models import build_model, save_checkpoint
-from fragile_neurons.train import CURVES
+from fragile_neurons.datasets import cifar, files
+from fragile_neurons.network.models import build_model, save_checkpoint
+from fragile_neurons.pipeline import check
+from fragile_neurons.pipeline.train import CURVES
 
 RUN = "mnist"
 STAGES = (
@@ -67,11 +68,12 @@ PARAMS = {
             "attack": {"epsilons": [0, 0.1, 0.2], "labels": True},
         },
     },
-    "scan": {"layer": None, "samples": 40, "adversarial": "transfer", "score": "clean",
-             "label_fraction": 0.25},
+    "scan": {"layer": None, "samples": 40, "adversarial": "transfer"},
+    "label": {"score": "clean", "fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
-    "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "match_tolerance": 0.1, "images": None, "samples": 20,
+    "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0, "random_controls": 2,
+               "match_tolerance": 0.1},
+    "evaluate": {"images": None, "samples": 20,
                  "random_samples": None,
                  "pgd": {"steps": 2},
                  "autoattack": {"images": 8, "steps": 2}},
@@ -214,7 +216,7 @@ def pristine(tmp_path_factory, synthetic_root, one_thread_here) -> tuple[Path, d
     shutil.copytree(synthetic_root / "cifar-10-batches-py", project / CIFAR_RAW)
     params = copy.deepcopy(PARAMS)
     params["data"]["accept_checksum_mismatch"] = {
-        "mnist": data.file_md5s("mnist", project / "data/raw")
+        "mnist": files.file_md5s("mnist", project / "data/raw")
     }
     write_params(project, params)
     with chdir(project), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
@@ -361,7 +363,7 @@ def cifar_run(tamper: Mutation | None) -> Mutation:
 
     def pin(params, project):
         params["runs"]["cifar"] = copy.deepcopy(CIFAR_RUN)
-        md5 = data.file_md5s("cifar10", project / "data/raw")
+        md5 = files.file_md5s("cifar10", project / "data/raw")
         params["data"]["accept_checksum_mismatch"]["cifar10"] = md5
 
     return both(*([tamper] if tamper else []), params_edit(pin))
@@ -371,7 +373,7 @@ def pin_mnist() -> Mutation:
     """Pin the md5s of MNIST's raw files as they are now."""
 
     def pin(params, project):
-        md5 = data.file_md5s("mnist", project / "data/raw")
+        md5 = files.file_md5s("mnist", project / "data/raw")
         params["data"]["accept_checksum_mismatch"]["mnist"] = md5
 
     return params_edit(pin)
@@ -494,9 +496,9 @@ PARAMS_CASES = [
     case("scan.layr", "check", set_param("scan.layr", "conv1"), "scan.layr", "'conv1'",
          "known keys here: ['adversarial', 'label_fraction', 'layer', 'samples', 'score']"),
     case("top-level-sed", "check", set_param("sed", 0), "sed", "0", "known keys here"),
-    case("label_fraction-0.75", "check", set_param("scan.label_fraction", 0.75),
-         "scan.label_fraction", "0.75", "(0.0, 0.5]"),
-    case("score-fragility", "check", set_param("scan.score", "fragility"), "scan.score",
+    case("label_fraction-0.75", "check", set_param("label.fraction", 0.75),
+         "label.fraction", "0.75", "(0.0, 0.5]"),
+    case("score-fragility", "check", set_param("label.score", "fragility"), "label.score",
          "'fragility'", "'clean' or 'adversarial' or 'difference'"),
     case("adversarial-pgd", "check", set_param("scan.adversarial", "pgd"), "scan.adversarial",
          "'pgd'", "'transfer' or 'adaptive'"),
@@ -508,10 +510,10 @@ PARAMS_CASES = [
          "'proportional' or 'uniform'"),
     case("max_gain-0.5", "check", set_param("harden.max_gain", 0.5), "harden.max_gain", "0.5",
          "[1.0, inf)"),
-    case("random_controls-0", "check", set_param("evaluate.random_controls", 0),
-         "evaluate.random_controls", "0", ">= 1"),
-    case("match_tolerance-0", "check", set_param("evaluate.match_tolerance", 0),
-         "evaluate.match_tolerance", "0", "(0.0, 1.0]"),
+    case("random_controls-0", "check", set_param("harden.random_controls", 0),
+         "harden.random_controls", "0", ">= 1"),
+    case("match_tolerance-0", "check", set_param("harden.match_tolerance", 0),
+         "harden.match_tolerance", "0", "(0.0, 1.0]"),
     case("random_samples-over-samples", "check", set_param("evaluate.random_samples", 21),
          "evaluate.random_samples", "21", "[1, evaluate.samples = 20]"),
     case("pgd.stepz", "check", set_param("evaluate.pgd", {"stepz": 2, "steps": 2}),
@@ -870,8 +872,8 @@ HOSTILE_CASES = [
          "runs", "{'mnist': ", "at most 100 runs"),
     case("run-name-non-ascii", "check", rename_run("mnïst"), "runs", "'mnïst'", "ASCII only"),
     # cost knobs
-    case("random_controls-1000000", "check", set_param("evaluate.random_controls", 1_000_000),
-         "evaluate.random_controls", "1000000", "at most 1000 (the permutation p-value's floor"),
+    case("random_controls-1000000", "check", set_param("harden.random_controls", 1_000_000),
+         "harden.random_controls", "1000000", "at most 1000 (the permutation p-value's floor"),
     case("pgd-steps-1000000", "check", set_param("evaluate.pgd.steps", 1_000_000),
          "evaluate.pgd.steps", "1000000", "at most 1000"),
     case("autoattack-steps-1000000", "check", set_param("evaluate.autoattack.steps", 1_000_000),
@@ -893,9 +895,9 @@ HOSTILE_CASES = [
     case("sweep-of-10**12-seeds", "check", NOTHING, "-S", "'seed=range(0,1000000000000)'",
          "--max-experiments N", args=("-S", "seed=range(0,1000000000000)")),
     case("sweep-product-over-the-limit", "check", NOTHING, "-S",
-         "'seed=range(0,30) scan.score=clean,adversarial,difference,clean'",
+         "'seed=range(0,30) label.score=clean,adversarial,difference,clean'",
          "at most 100 experiments",
-         args=("-S", "seed=range(0,30)", "-S", "scan.score=clean,adversarial,difference,clean")),
+         args=("-S", "seed=range(0,30)", "-S", "label.score=clean,adversarial,difference,clean")),
     case("max-experiments-0", "check", NOTHING, "--max-experiments", "0", "an integer >= 1",
          args=("--max-experiments", "0", "-S", "seed=1")),
     # epsilon names and messages
@@ -929,7 +931,7 @@ HOSTILE_CASES = [
          cifar_run(file_bytes(BATCH, lambda _: array_of_shape((100_000, 100_000)))), BATCH,
          "an array of shape (100000, 100000)", "Refusing to load it", run="cifar"),
     case("cifar-reconstruct-of-a-shape", "prepare",
-         cifar_run(cifar_pickle(BATCH, Evil(data._reconstruct, __import__("numpy").ndarray,
+         cifar_run(cifar_pickle(BATCH, Evil(cifar._reconstruct, __import__("numpy").ndarray,
                                             (400_000_000,), b"f"))),
          BATCH, "array reconstruction with arguments numpy never writes", "Refusing", run="cifar"),
     case("cifar-object-array", "prepare",
@@ -1225,8 +1227,8 @@ def test_a_refused_layer_is_not_listed_among_the_allowed():
     """scan.layer naming a convolution that never runs: the allowed names are those that do."""
     from torch import nn
 
-    from fragile_neurons.errors import ParamError
-    from fragile_neurons.layers import resolve_layer
+    from fragile_neurons.network.layers import resolve_layer
+    from fragile_neurons.running.errors import ParamError
 
     class Model(nn.Module):
         def __init__(self):
@@ -1250,7 +1252,7 @@ def test_a_few_aliases_are_fine(project):
     write_params(project, params)
     text = (project / "params.yaml").read_text()
     assert "&id001" in text and "*id001" in text
-    from fragile_neurons.config import load_params
+    from fragile_neurons.running.config import load_params
 
     loaded = load_params(project / "params.yaml")
     assert loaded["runs"]["again"] == loaded["runs"][RUN]
@@ -1324,7 +1326,7 @@ COMMAND_CASES = [
 
 @pytest.mark.parametrize("bad", COMMAND_CASES, ids=[c.id for c in COMMAND_CASES])
 def test_a_bad_command_line_is_one_line_and_exit_status_2(bad, tmp_path, capsys):
-    from fragile_neurons import cli
+    from fragile_neurons.interface import cli
 
     folder = tmp_path / "project"
     folder.mkdir()

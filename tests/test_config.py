@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fragile_neurons.config import (
+from fragile_neurons.running.config import (
     ParamError,
     epsilon_labels,
     epsilon_values,
@@ -66,16 +66,16 @@ def set_key(raw, dotted, value):
         ("scan.samples", 0, "an integer >= 1 or null"),
         ("scan.samples", "all", "an integer >= 1 or null"),
         ("runs.mnist.train.augment", True, "false for digit-like data"),
-        ("scan.label_fraction", 0.6, "(0.0, 0.5]"),
-        ("scan.score", "magic", "'clean'"),
+        ("label.fraction", 0.6, "(0.0, 0.5]"),
+        ("label.score", "magic", "'clean'"),
         ("scan.adversarial", "both", "'transfer'"),
         ("correlate.top_fraction", 0, "(0.0, 1.0]"),
         ("harden.compress", 1.5, "[0.0, 1.0]"),
         ("harden.mode", "greedy", "'proportional'"),
         ("harden.max_gain", 0.5, "[1.0"),
-        ("evaluate.random_controls", 0, ">= 1"),
-        ("evaluate.match_tolerance", 0, "(0.0, 1.0]"),
-        ("evaluate.match_tolerance", 1.5, "(0.0, 1.0]"),
+        ("harden.random_controls", 0, ">= 1"),
+        ("harden.match_tolerance", 0, "(0.0, 1.0]"),
+        ("harden.match_tolerance", 1.5, "(0.0, 1.0]"),
         ("evaluate.images", 0, "an integer >= 1 or null"),
         ("evaluate.images", 2.5, "an integer >= 1 or null"),
         ("evaluate.random_samples", 0, "an integer >= 1 or null"),
@@ -211,3 +211,33 @@ def test_a_malformed_builder_path_is_one_line(raw, arch):
     assert message.startswith(f"params: runs.mnist.arch = {arch!r} is not allowed; expected ")
     assert "'mnist_cnn'" in message and "'package.module:function'" in message
     assert "\n" not in message
+
+
+def test_the_api_defaults_are_the_shipped_params():
+    """config.DEFAULTS (the API's defaults) equal the values params.yaml ships with."""
+    from test_params_fuzz import SCHEMA_KEYS
+
+    from fragile_neurons.running.config import DEFAULTS
+
+    params = load_params(ROOT / "params.yaml")
+    for name, value in DEFAULTS.items():
+        node = params
+        for part in SCHEMA_KEYS[name].split("."):
+            node = node[part]
+        assert node == value, (name, SCHEMA_KEYS[name])
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [("scan.score", "label.score"), ("scan.label_fraction", "label.fraction"),
+     ("evaluate.random_controls", "harden.random_controls"),
+     ("evaluate.match_tolerance", "harden.match_tolerance")],
+)  # fmt: skip
+def test_a_moved_key_at_its_old_place_names_the_new_one(old, new):
+    params = load_params(ROOT / "params.yaml")
+    section, key = old.split(".")
+    params[section][key] = 1
+    with pytest.raises(
+        ParamError, match=f"{old} = 1 is not allowed; expected no key here: it moved to {new}"
+    ):
+        validate(params)

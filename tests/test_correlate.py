@@ -11,9 +11,10 @@ import torch
 from conftest import labels_record, targeting_record
 from scipy import stats
 
-from fragile_neurons import headline
-from fragile_neurons.correlate import association, json_ready, most_targeted, overlap, run
-from fragile_neurons.ranking import top_count
+from fragile_neurons.pipeline.correlate import association, json_ready, most_targeted, overlap
+from fragile_neurons.pipeline.correlate import correlations as run
+from fragile_neurons.stats.ranking import top_count
+from fragile_neurons.storage import headline
 
 # a hand-made table of 8 neurons: fragility and mean attack share
 PHI = np.array([0.30, 0.02, -0.01, 0.12, 0.00, 0.25, 0.05, 0.08])

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CIFAR_CLASSES, RAW_TRAIN, ROOT, SELECTION, synthetic_images
+from conftest import CIFAR_CLASSES, RAW_TRAIN, ROOT, SELECTION, prepare_splits, synthetic_images
 
-from fragile_neurons import data
-from fragile_neurons.config import validate
-from fragile_neurons.errors import DataError, ParamError
+from fragile_neurons.datasets import files, splits
+from fragile_neurons.running.config import validate
+from fragile_neurons.running.errors import DataError, ParamError
 
 CIFAR = "cifar-10-batches-py"
 
@@ -40,11 +40,13 @@ def copy_cifar(synthetic_root, tmp_path):
 
 def pinned(dataset, root):
     """accept_checksum_mismatch pinning every file of `dataset` under `root` as it is now."""
-    return {dataset: data.file_md5s(dataset, root)}
+    return {dataset: files.file_md5s(dataset, root)}
 
 
 def prepare_pinned(dataset, root, **kw):
-    return data.prepare(dataset, root, False, pinned(dataset, root), SELECTION, None, None, 0, **kw)
+    return prepare_splits(
+        dataset, root, False, pinned(dataset, root), SELECTION, None, None, 0, **kw
+    )
 
 
 def one_line_error(err) -> str:
@@ -58,7 +60,7 @@ def one_line_error(err) -> str:
     [("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))],
 )
 def test_prepare_reads_the_real_formats(synthetic_root, synthetic_pins, dataset, shape):
-    train, selection, test, report = data.prepare(
+    train, selection, test, report = prepare_splits(
         dataset, synthetic_root, False, synthetic_pins, SELECTION, None, None, 0
     )
     for split in (train, selection, test):
@@ -80,13 +82,13 @@ def test_prepare_reads_the_real_formats(synthetic_root, synthetic_pins, dataset,
     assert torch.allclose(train["mean"].double(), expected, atol=1e-6)
     # synthetic files differ from the originals: accepted by their pins, reported as unverified
     assert report["checksums_verified"] is False
-    assert report["checksum_mismatches"] == list(data.raw_files(dataset, synthetic_root))
+    assert report["checksum_mismatches"] == list(files.raw_files(dataset, synthetic_root))
     assert report["files"] == synthetic_pins[dataset]
-    assert list(report["files"]) == list(data.original_md5s(dataset))  # fixed order
+    assert list(report["files"]) == list(files.original_md5s(dataset))  # fixed order
 
 
 def test_cifar_images_keep_their_pixels_labels_and_class_names(synthetic_root, synthetic_pins):
-    train, _, test, _ = data.prepare(
+    train, _, test, _ = prepare_splits(
         "cifar10", synthetic_root, False, synthetic_pins, SELECTION, None, 10, 0
     )
     images, labels = synthetic_images(200, 3, 32, 21)  # what conftest wrote as test_batch
@@ -105,7 +107,7 @@ def test_cifar_pickles_of_any_protocol_load(synthetic_root, synthetic_pins, tmp_
         blob = pickle.loads(path.read_bytes(), encoding="latin1")  # our own synthetic files
         (folder / path.name).write_bytes(pickle.dumps(blob, protocol=protocol))
     train, _, _, _ = prepare_pinned("cifar10", tmp_path)
-    expected, _, _, _ = data.prepare(
+    expected, _, _, _ = prepare_splits(
         "cifar10", synthetic_root, False, synthetic_pins, SELECTION, None, None, 0
     )
     assert torch.equal(train["images"], expected["images"])
@@ -114,9 +116,9 @@ def test_cifar_pickles_of_any_protocol_load(synthetic_root, synthetic_pins, tmp_
 
 def test_balanced_subsets_are_seeded(synthetic_root, synthetic_pins):
     pins = synthetic_pins
-    a, sa, ta, report = data.prepare("mnist", synthetic_root, False, pins, 25, 53, 20, seed=1)
-    b, sb, tb, _ = data.prepare("mnist", synthetic_root, False, pins, 25, 53, 20, seed=1)
-    c, sc, _, _ = data.prepare("mnist", synthetic_root, False, pins, 25, 53, 20, seed=2)
+    a, sa, ta, report = prepare_splits("mnist", synthetic_root, False, pins, 25, 53, 20, seed=1)
+    b, sb, tb, _ = prepare_splits("mnist", synthetic_root, False, pins, 25, 53, 20, seed=1)
+    c, sc, _, _ = prepare_splits("mnist", synthetic_root, False, pins, 25, 53, 20, seed=2)
     assert report["train_class_counts"] == [6, 6, 6, 5, 5, 5, 5, 5, 5, 5]
     assert report["selection_class_counts"] == [3] * 5 + [2] * 5
     assert report["test_class_counts"] == [2] * 10
@@ -147,7 +149,7 @@ def test_selection_train_and_test_are_disjoint(synthetic_root, synthetic_pins, d
     """The selection split is carved out of the raw training split and never meets the train
     split (by index and, on synthetic data whose every image is unique, by content); the test
     split comes from the raw test split. Each split's index says where its images came from."""
-    train, selection, test, report = data.prepare(
+    train, selection, test, report = prepare_splits(
         dataset, synthetic_root, False, synthetic_pins, SELECTION, train_size, None, 0
     )
     raw_train, raw_train_labels = raw_split(dataset, True, RAW_TRAIN)
@@ -173,18 +175,18 @@ def test_selection_train_and_test_are_disjoint(synthetic_root, synthetic_pins, d
     assert seen[0].isdisjoint(seen[1]) and seen[0].isdisjoint(seen[2])
     assert seen[1].isdisjoint(seen[2])
     # the channel statistics are the train split's alone
-    mean, std = data.channel_stats(train["images"])
+    mean, std = splits.channel_stats(train["images"])
     assert torch.equal(selection["mean"], mean) and torch.equal(test["std"], std)
 
 
 def test_a_selection_or_train_size_too_large_is_a_param_error(synthetic_root, synthetic_pins):
     with pytest.raises(ParamError, match="runs.demo.selection_size = 501 .*raw training split"):
-        data.prepare(
+        prepare_splits(
             "mnist", synthetic_root, False, synthetic_pins, RAW_TRAIN + 1, None, None, 0, run="demo"
         )
     left = RAW_TRAIN - SELECTION
     with pytest.raises(ParamError) as err:
-        data.prepare(
+        prepare_splits(
             "mnist", synthetic_root, False, synthetic_pins, SELECTION, left + 1, None, 0, run="demo"
         )
     assert err.value.key == "runs.demo.train_size"
@@ -196,15 +198,15 @@ def test_a_selection_or_train_size_too_large_is_a_param_error(synthetic_root, sy
 
 def test_subset_larger_than_split_is_a_param_error(synthetic_root, synthetic_pins):
     with pytest.raises(ParamError, match="runs.demo.test_size"):
-        data.prepare("mnist", synthetic_root, False, synthetic_pins, 10, None, 999, 0, run="demo")
+        prepare_splits("mnist", synthetic_root, False, synthetic_pins, 10, None, 999, 0, run="demo")
 
 
 def test_unpinned_mismatch_is_refused_and_says_how_to_pin(synthetic_root):
     with pytest.raises(DataError) as err:
-        data.prepare("cifar10", synthetic_root, False, {}, SELECTION, None, None, 0)
+        prepare_splits("cifar10", synthetic_root, False, {}, SELECTION, None, None, 0)
     message = one_line_error(err)
     path = synthetic_root / CIFAR / "data_batch_1"
-    assert f"{path} has md5 {data.file_md5s('cifar10', synthetic_root)['data_batch_1']}" in message
+    assert f"{path} has md5 {files.file_md5s('cifar10', synthetic_root)['data_batch_1']}" in message
     assert "not the original's c99cafc152244af753f735de768cd75f" in message
     assert "pin each file's md5 under data.accept_checksum_mismatch.cifar10.<file>" in message
 
@@ -215,9 +217,9 @@ def test_pinned_file_that_changes_is_refused(synthetic_root, tmp_path):
     with open(folder / "data_batch_2", "ab") as f:
         f.write(b"\0")
     with pytest.raises(DataError) as err:
-        data.prepare("cifar10", root, False, pins, SELECTION, None, None, 0)
+        prepare_splits("cifar10", root, False, pins, SELECTION, None, None, 0)
     message = one_line_error(err)
-    now = data.file_md5s("cifar10", root)["data_batch_2"]
+    now = files.file_md5s("cifar10", root)["data_batch_2"]
     assert f"{folder / 'data_batch_2'} has md5 {now}" in message
     assert f"or the pinned {pins['cifar10']['data_batch_2']}" in message
     assert "data_batch_1" not in message  # the files still equal to their pins are not named
@@ -246,12 +248,12 @@ def test_the_old_list_form_is_a_param_error():
 def test_originals_are_verified_without_pins(synthetic_root, tmp_path, monkeypatch):
     root = tmp_path / "root"
     shutil.copytree(synthetic_root / "MNIST", root / "MNIST")
-    monkeypatch.setitem(data.RAW_MD5, "mnist", data.file_md5s("mnist", root))  # as if original
-    assert all(check.original for check in data.checksums("mnist", root).values())
-    *_, report = data.prepare("mnist", root, False, {}, SELECTION, None, None, 0)
+    monkeypatch.setitem(files.RAW_MD5, "mnist", files.file_md5s("mnist", root))  # as if original
+    assert all(check.original for check in files.checksums("mnist", root).values())
+    *_, report = prepare_splits("mnist", root, False, {}, SELECTION, None, None, 0)
     assert report["checksums_verified"] is True and report["checksum_mismatches"] == []
     (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"changed")
-    checks = data.checksums("mnist", root)
+    checks = files.checksums("mnist", root)
     assert [name for name, check in checks.items() if not check.original] == [
         "t10k-labels-idx1-ubyte"
     ]
@@ -368,8 +370,8 @@ def test_legacy_processed_mnist_files_are_never_loaded(synthetic_root, synthetic
     (tmp_path / "MNIST" / "processed").mkdir()
     for name in ("training.pt", "test.pt"):
         (tmp_path / "MNIST" / "processed" / name).write_bytes(b"not a torch file")
-    train, *_ = data.prepare("mnist", tmp_path, False, synthetic_pins, SELECTION, None, None, 0)
-    expected, *_ = data.prepare(
+    train, *_ = prepare_splits("mnist", tmp_path, False, synthetic_pins, SELECTION, None, None, 0)
+    expected, *_ = prepare_splits(
         "mnist", synthetic_root, False, synthetic_pins, SELECTION, None, None, 0
     )
     assert torch.equal(train["images"], expected["images"])
@@ -377,7 +379,7 @@ def test_legacy_processed_mnist_files_are_never_loaded(synthetic_root, synthetic
 
 def test_missing_files_offline_say_what_to_put_where(tmp_path):
     with pytest.raises(DataError) as err:
-        data.prepare("mnist", tmp_path, False, {}, SELECTION, None, None, 0)
+        prepare_splits("mnist", tmp_path, False, {}, SELECTION, None, None, 0)
     assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in one_line_error(err)
 
 
@@ -395,7 +397,7 @@ def offline(monkeypatch):
 def test_a_failed_download_leaves_no_new_folders(tmp_path, offline, dataset):
     root = tmp_path / "new" / "root"
     with pytest.raises(DataError) as err:
-        data.ensure_files(dataset, root, download=True)
+        files.ensure_files(dataset, root, download=True)
     assert "download into" in one_line_error(err) and "no network in tests" in str(err.value)
     assert list(tmp_path.iterdir()) == []  # tmp_path/new and everything under it are gone
 
@@ -404,9 +406,9 @@ def test_a_failed_download_leaves_existing_folders_alone(tmp_path, offline):
     (tmp_path / "MNIST" / "raw").mkdir(parents=True)
     (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"kept")
     with pytest.raises(DataError):
-        data.prepare("fashion_mnist", tmp_path, True, {}, SELECTION, None, None, 0)
+        prepare_splits("fashion_mnist", tmp_path, True, {}, SELECTION, None, None, 0)
     with pytest.raises(DataError):
-        data.prepare("mnist", tmp_path, True, {}, SELECTION, None, None, 0)
+        prepare_splits("mnist", tmp_path, True, {}, SELECTION, None, None, 0)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "MNIST",
         "MNIST/raw",
@@ -416,9 +418,9 @@ def test_a_failed_download_leaves_existing_folders_alone(tmp_path, offline):
 
 @pytest.mark.realdata
 def test_real_mnist_is_verified_and_cifar_reconstruction_is_not(real_root):
-    assert all(check.original for check in data.checksums("mnist", real_root).values())
+    assert all(check.original for check in files.checksums("mnist", real_root).values())
     if (real_root / CIFAR).is_dir():
-        checks = data.checksums("cifar10", real_root)
+        checks = files.checksums("cifar10", real_root)
         assert not checks["data_batch_1"].original and checks["batches.meta"].original
         assert {name: c.md5 for name, c in checks.items() if not c.original} == REBUILT_CIFAR_MD5
 
@@ -427,6 +429,6 @@ def test_real_mnist_is_verified_and_cifar_reconstruction_is_not(real_root):
 def test_the_params_check_knows_the_files_prepare_reads(dataset):
     """config.RAW_FILES (the torch-free check stage's list, for md5 pins) names exactly the raw
     files data.py reads: the two lists must not drift apart."""
-    from fragile_neurons.config import RAW_FILES
+    from fragile_neurons.running.config import RAW_FILES
 
-    assert sorted(RAW_FILES[dataset]) == sorted(data.original_md5s(dataset))
+    assert sorted(RAW_FILES[dataset]) == sorted(files.original_md5s(dataset))

@@ -10,12 +10,21 @@ import pytest
 import torch
 from conftest import gains_record
 
-from fragile_neurons import harden
-from fragile_neurons.adversarial import fgsm_sweep
-from fragile_neurons.config import ATTACKS
-from fragile_neurons.correlate import json_ready
-from fragile_neurons.errors import DataError
-from fragile_neurons.evaluate import (
+from fragile_neurons.attacks.adversarial import fgsm_sweep
+from fragile_neurons.attacks.robustness import (
+    Settings,
+    attack_original,
+    attack_variants,
+    load_source,
+)
+from fragile_neurons.figures.evaluate import robustness_figure
+from fragile_neurons.network.gates import fold
+from fragile_neurons.network.inference import as_input
+from fragile_neurons.network.layers import find_scan_layer
+from fragile_neurons.network.models import save_checkpoint
+from fragile_neurons.pipeline import harden
+from fragile_neurons.pipeline.correlate import json_ready
+from fragile_neurons.pipeline.evaluate import (
     curves,
     folded_difference,
     load_hardened,
@@ -23,21 +32,17 @@ from fragile_neurons.evaluate import (
     variants,
     wide_curves,
 )
-from fragile_neurons.figures.evaluate import robustness_figure
-from fragile_neurons.gates import fold
-from fragile_neurons.inference import as_input
-from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.measures import Curve, auc, measure_weights, measures, trapezoid_weights
-from fragile_neurons.models import save_checkpoint
-from fragile_neurons.paired import (
+from fragile_neurons.running.config import ATTACKS
+from fragile_neurons.running.errors import DataError
+from fragile_neurons.stats.measures import Curve, auc, measure_weights, measures, trapezoid_weights
+from fragile_neurons.stats.paired import (
     BOOTSTRAP,
     margin_over_random,
     paired_gain,
     permutation_p,
     resamples,
 )
-from fragile_neurons.records import Gains
-from fragile_neurons.robustness import Settings, attack_original, attack_variants, load_source
+from fragile_neurons.storage.records import Gains
 
 CPU = torch.device("cpu")
 EPS = [0.0, 0.1, 0.2]
@@ -53,7 +58,6 @@ def _settings(**kw) -> Settings:
         "label_mode": "true",
         "pgd_steps": 2,
         "pgd_samples": 32,
-        "random_controls": 2,
         "seed": 0,
         "autoattack_images": 0,
         "autoattack_steps": 2,

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from fragile_neurons.gates import drop_gains, fold, gated
-from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.models import build_model, load_checkpoint, save_checkpoint
+from fragile_neurons.network.gates import drop_gains, fold, gated
+from fragile_neurons.network.layers import find_scan_layer
+from fragile_neurons.network.models import build_model, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

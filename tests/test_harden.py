@@ -9,12 +9,20 @@ import pytest
 import torch
 from conftest import labels_record, targeting_record
 
-from fragile_neurons.gates import fold, gated
-from fragile_neurons.harden import arms, gains, hardening, random_gains, run, summarise, table
-from fragile_neurons.inference import as_input, logits_of
-from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.models import load_checkpoint, save_checkpoint
-from fragile_neurons.records import Gains, ScanLayer
+from fragile_neurons.network.gates import fold, gated
+from fragile_neurons.network.inference import as_input, logits_of
+from fragile_neurons.network.layers import find_scan_layer
+from fragile_neurons.network.models import load_checkpoint, save_checkpoint
+from fragile_neurons.pipeline.harden import (
+    arms,
+    gains,
+    hardening,
+    random_gains,
+    summarise,
+    table,
+)
+from fragile_neurons.pipeline.harden import harden_gains as run
+from fragile_neurons.storage.records import Gains, ScanLayer
 
 # Six neurons, worked by hand. Fragile = the two largest phi (0: 0.3, 5: 0.2); robust = the
 # two smallest (3: -0.1, 2: 0.0); neutral 1 and 4. sum m = 12.
@@ -94,11 +102,11 @@ def test_edge_cases():
 
 def test_rejects_bad_inputs():
     with pytest.raises(ValueError, match="labels"):
-        hardening(M, PHI, ["fragile"] * 5 + ["weird"], compress=0.5)
+        hardening(M, PHI, ["fragile"] * 5 + ["weird"], compress=0.5, mode="uniform", max_gain=4.0)
     with pytest.raises(ValueError, match="magnitudes"):
-        hardening(-M, PHI, LABELS, compress=0.5)
+        hardening(-M, PHI, LABELS, compress=0.5, mode="uniform", max_gain=4.0)
     with pytest.raises(ValueError, match="both"):
-        gains(M, PHI, [0, 1], [1, 2], compress=0.5)
+        gains(M, PHI, [0, 1], [1, 2], compress=0.5, mode="uniform", max_gain=4.0)
 
 
 def test_folded_hardened_model_gives_the_gated_logits(trained_mnist, mnist_splits, tmp_path):
@@ -111,7 +119,12 @@ def test_folded_hardened_model_gives_the_gated_logits(trained_mnist, mnist_split
     labels = np.array(["neutral"] * n, dtype=object)
     labels[: n // 4], labels[-(n // 4) :] = "fragile", "robust"
     result = hardening(
-        rng.uniform(0.1, 1.0, n), rng.normal(size=n), labels, compress=0.3, max_gain=4.0
+        rng.uniform(0.1, 1.0, n),
+        rng.normal(size=n),
+        labels,
+        compress=0.3,
+        mode="proportional",
+        max_gain=4.0,
     )
     g = torch.as_tensor(result.gains, dtype=torch.float32)
     with gated(model, layer, g):

@@ -9,8 +9,9 @@ import json
 import pytest
 from conftest import stage_metrics
 
-from fragile_neurons import headline, report, sweep
-from fragile_neurons.config import ATTACKS
+from fragile_neurons.reporting import report, sweep
+from fragile_neurons.running.config import ATTACKS
+from fragile_neurons.storage import headline
 
 
 def test_every_stage_summary_writes_exactly_its_declared_keys(tmp_path, monkeypatch):

@@ -9,22 +9,22 @@ import torch
 from conftest import ROOT, first_half, run_script, targeting_record
 from scipy import stats
 
-from fragile_neurons import io, paths
-from fragile_neurons.errors import DataError
-from fragile_neurons.label import (
+from fragile_neurons.network.models import build_model, save_checkpoint
+from fragile_neurons.pipeline.correlate import label_table as table
+from fragile_neurons.pipeline.label import (
     assign,
     impact_scores,
     loss_impacts,
     mcnemar_p,
     metrics,
     reliability,
-    run,
     split_half,
-    table,
 )
-from fragile_neurons.models import build_model, save_checkpoint
-from fragile_neurons.ranking import top_count
-from fragile_neurons.records import Labels, ScanLayer, ScanMeasurements
+from fragile_neurons.pipeline.label import labelled as run
+from fragile_neurons.running.errors import DataError
+from fragile_neurons.stats.ranking import top_count
+from fragile_neurons.storage import io, paths
+from fragile_neurons.storage.records import Labels, ScanLayer, ScanMeasurements
 
 # 10 scan images; epsilons 0, 0.1, 0.3; the intact network gets 10, 8 and 5 right.
 EPSILONS = [0.0, 0.1, 0.3]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fragile_neurons.layers import convolutions, find_scan_layer
-from fragile_neurons.models import build_model
-from fragile_neurons.records import ScanLayer
+from fragile_neurons.network.layers import convolutions, find_scan_layer
+from fragile_neurons.network.models import build_model
+from fragile_neurons.storage.records import ScanLayer
 
 
 def model(arch: str, channels: int = 1, size: int = 28) -> nn.Sequential:

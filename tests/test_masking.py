@@ -14,25 +14,27 @@ import torch
 from conftest import gains_record
 from torch import nn
 
-from fragile_neurons import baseline, evaluate, headline, robustness
-from fragile_neurons.adversarial import fgsm_sweep
-from fragile_neurons.config import load_params
-from fragile_neurons.correlate import json_ready
-from fragile_neurons.errors import ParamError
-from fragile_neurons.gates import fold
-from fragile_neurons.inference import as_input, batch_slices
-from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.masking import (
+from fragile_neurons.attacks import robustness
+from fragile_neurons.attacks.adversarial import fgsm_sweep
+from fragile_neurons.attacks.masking import (
     FLAGS,
     HEADLINE,
     Outcome,
     apgd_correct,
     check,
     compare,
-    mcnemar_greater,
     middle_epsilon,
     require_torchattacks,
 )
+from fragile_neurons.network.gates import fold
+from fragile_neurons.network.inference import as_input, batch_slices
+from fragile_neurons.network.layers import find_scan_layer
+from fragile_neurons.pipeline import baseline, evaluate
+from fragile_neurons.pipeline.correlate import json_ready
+from fragile_neurons.running.config import load_params
+from fragile_neurons.running.errors import ParamError
+from fragile_neurons.stats.significance import mcnemar
+from fragile_neurons.storage import headline
 
 if os.environ.get("CI"):  # CI installs torchattacks (Makefile): a missing oracle fails there
     import torchattacks
@@ -55,7 +57,6 @@ def _settings(**kw) -> robustness.Settings:
         "label_mode": "true",
         "pgd_steps": 3,
         "pgd_samples": 16,
-        "random_controls": 1,
         "seed": 0,
         "autoattack_images": N,
         "autoattack_steps": 4,
@@ -142,11 +143,15 @@ def test_worst_case_is_at_most_each_attack(trained_mnist, batch):
 
 
 def test_mcnemar_is_the_exact_one_sided_binomial_tail():
-    assert mcnemar_greater(0, 0) == 1.0
-    assert mcnemar_greater(5, 0) == pytest.approx(0.5**5)  # 1/32 < 0.05
-    assert mcnemar_greater(4, 0) == pytest.approx(0.5**4)  # 1/16 > 0.05
-    assert mcnemar_greater(3, 1) == pytest.approx(5 / 16)  # P(X >= 3), X ~ Bin(4, 1/2)
-    assert mcnemar_greater(0, 3) == 1.0
+    assert mcnemar_one_sided(0, 0) == 1.0
+    assert mcnemar_one_sided(5, 0) == pytest.approx(0.5**5)  # 1/32 < 0.05
+    assert mcnemar_one_sided(4, 0) == pytest.approx(0.5**4)  # 1/16 > 0.05
+    assert mcnemar_one_sided(3, 1) == pytest.approx(5 / 16)  # P(X >= 3), X ~ Bin(4, 1/2)
+    assert mcnemar_one_sided(0, 3) == 1.0
+
+
+def mcnemar_one_sided(b: int, c: int) -> float:
+    return mcnemar(b, c, "greater")
 
 
 def _gap(images: list[int], pgd_only: bool = True, n: int = 20) -> Outcome:
@@ -169,7 +174,7 @@ def test_the_flag_needs_a_significant_excess_of_paired_gap_images():
     assert four_more["flagged"] is False and four_more["testable"] is True
     # a larger gap in count that is not paired: the same images swapped are not an excess
     swapped = compare(_gap([0, 1, 2, 3, 4]), _gap([5, 6, 7, 8, 9, 10, 11]))  # b = 7, c = 5
-    assert swapped["p_value"] == pytest.approx(mcnemar_greater(7, 5)) and not swapped["flagged"]
+    assert swapped["p_value"] == pytest.approx(mcnemar_one_sided(7, 5)) and not swapped["flagged"]
     # nothing correct under PGD on either network: not testable, never "not flagged"
     none = _gap([], pgd_only=False)
     vacuous = compare(none, none)
@@ -248,12 +253,12 @@ def _params(images: int) -> dict:
 def test_missing_torchattacks_is_one_line_before_any_work(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     with pytest.raises(ParamError) as err:
-        robustness.Settings.from_params(_params(8), "mnist", CPU)
+        robustness.Settings.from_params(_params(8), "mnist")
     message = str(err.value)
     assert message.startswith("params: evaluate.autoattack.images = 8 is not allowed; expected 0")
     assert "`make setup`" in message and "pip install --no-deps 'torchattacks" in message
     assert "\n" not in message
-    settings = robustness.Settings.from_params(_params(0), "mnist", CPU)  # off: not needed
+    settings = robustness.Settings.from_params(_params(0), "mnist")  # off: not needed
     assert settings.autoattack_images == 0
 
 
@@ -264,12 +269,12 @@ def _evaluate(model, mnist_splits, settings):
     layer = find_scan_layer(model, as_input(test["images"][:1], CPU))
     gains = torch.ones(layer.channels, dtype=torch.float64)
     gains[:8], gains[-8:] = 2.0, 0.5
-    record = gains_record(gains, draws=settings.random_controls)
+    record = gains_record(gains, draws=1)
     source = fgsm_sweep(model, test["images"], test["labels"], EPS, batch_size=16, device=CPU)
     hardened = fold(model, layer, gains)
-    original = baseline.run(model, source, test, settings)
-    args = (model, hardened, layer, record, original, source, test, settings)
-    return evaluate.run(*args)[0]
+    original = baseline.run(baseline.Inputs(model, source, test), settings)
+    inputs = evaluate.Inputs(model, hardened, layer, record, original, source, test, 0.0)
+    return evaluate.run(inputs, settings).summary
 
 
 def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkeypatch):

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fragile_neurons import io
-from fragile_neurons.errors import DataError, ParamError
-from fragile_neurons.models import (
+from fragile_neurons.network.models import (
     ARCHITECTURES,
     Normalize,
     build_model,
     load_checkpoint,
     save_checkpoint,
 )
+from fragile_neurons.running.errors import DataError, ParamError
+from fragile_neurons.storage import io
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

@@ -4,8 +4,8 @@ Starting from the committed params.yaml, each example changes one thing: a key's
 huge and negative, nan and inf, YAML-ish strings such as '1e-3', 'yes', 'null', '8/255', lists,
 mappings, booleans, null), a deleted key, an unknown key, a renamed run, or the text itself (a
 character inserted or deleted, a tab, a duplicated or deleted line), written in one of several
-YAML forms. `python -m fragile_neurons.check` must then either pass (and `load_params` returns
-a dict) or exit with status 2 and exactly one stderr line ``error: params: ...``; never a
+YAML forms. `python -m fragile_neurons.pipeline.check` must then either pass (and `load_params`
+returns a dict) or exit with status 2 and exactly one stderr line ``error: params: ...``; never a
 traceback.
 """
 
@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from fragile_neurons import check
-from fragile_neurons.api import _rule as _api_rule
-from fragile_neurons.config import RULES, SCHEMA, load_params, validate
-from fragile_neurons.errors import ParamError, refusal
+from fragile_neurons.interface.api import _rule as _api_rule
+from fragile_neurons.pipeline import check
+from fragile_neurons.running.config import RULES, SCHEMA, load_params, validate
+from fragile_neurons.running.errors import ParamError, refusal
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "params.yaml").read_text()
@@ -272,8 +272,8 @@ SCHEMA_KEYS = {  # the API's argument -> the params key the schema checks with t
     "epsilons": "runs.mnist.attack.epsilons",
     "label_mode": "runs.mnist.attack.labels",
     "adversarial": "scan.adversarial",
-    "score": "scan.score",
-    "label_fraction": "scan.label_fraction",
+    "score": "label.score",
+    "label_fraction": "label.fraction",
     "compress": "harden.compress",
     "mode": "harden.mode",
     "max_gain": "harden.max_gain",

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from test_dvc_deps import STAGES, _closure
 
-from fragile_neurons import headline
-from fragile_neurons.data import file_md5s
+from fragile_neurons.datasets.files import file_md5s
+from fragile_neurons.storage import headline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,11 +46,12 @@ TINY = {
             "attack": {"epsilons": [0, "2/255", "8/255"], "labels": "predicted"},
         },
     },
-    "scan": {"layer": None, "samples": 40, "adversarial": "transfer", "score": "clean",
-             "label_fraction": 0.25},
+    "scan": {"layer": None, "samples": 40, "adversarial": "transfer"},
+    "label": {"score": "clean", "fraction": 0.25},
     "correlate": {"top_fraction": 0.25},
-    "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0},
-    "evaluate": {"random_controls": 2, "match_tolerance": 0.1, "images": 60, "samples": 30,
+    "harden": {"compress": 0.5, "mode": "proportional", "max_gain": 4.0, "random_controls": 2,
+               "match_tolerance": 0.1},
+    "evaluate": {"images": 60, "samples": 30,
                  "random_samples": 20,
                  "pgd": {"steps": 2},
                  "autoattack": {"images": 8, "steps": 3}},
@@ -240,7 +241,7 @@ def test_editing_a_module_dirties_exactly_the_stages_that_run_it(project):
 
 def test_report_tabulates_every_run(project):
     result = subprocess.run(
-        [sys.executable, "-m", "fragile_neurons.report"],
+        [sys.executable, "-m", "fragile_neurons.reporting.report"],
         cwd=project,
         capture_output=True,
         text=True,
@@ -336,8 +337,9 @@ def test_a_resnet18_configuration_runs_as_an_experiment_of_its_run_alone(project
     """The README's ResNet-18 configuration (`dvc exp run -S '~runs.<other>' -S
     runs.<run>.arch=resnet18`) reproduces that run alone through every stage, ResNet-18's
     neuron being its stem's BatchNorm channel; the sweep reads it back as a group of that run."""
-    from fragile_neurons.models import build_model
-    from fragile_neurons.sweep import collect, flatten, summarise
+    from fragile_neurons.network.models import build_model
+    from fragile_neurons.reporting.experiments import collect, flatten
+    from fragile_neurons.reporting.sweep import summarise
 
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "add", "-A"], cwd=project, check=True)

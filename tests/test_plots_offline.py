@@ -34,7 +34,7 @@ def headless(browser: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
     """`dvc plots show --html-template <offline template>` of a copy of the committed plots."""
-    from fragile_neurons import offline
+    from fragile_neurons.reporting import offline
 
     repo = tmp_path_factory.mktemp("plots")
     for name in ("dvc.yaml", "params.yaml", "plots"):

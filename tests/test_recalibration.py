@@ -7,18 +7,18 @@ from __future__ import annotations
 import torch
 from conftest import gains_record
 
-from fragile_neurons.gates import fold
-from fragile_neurons.harden import recalibrated
-from fragile_neurons.inference import as_input
-from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.models import build_model
-from fragile_neurons.recalibration import (
+from fragile_neurons.network.gates import fold
+from fragile_neurons.network.inference import as_input
+from fragile_neurons.network.layers import find_scan_layer
+from fragile_neurons.network.models import build_model
+from fragile_neurons.network.recalibration import (
     STATISTICS,
     later_batchnorms,
     recalibrate,
     statistics,
     with_statistics,
 )
+from fragile_neurons.pipeline.harden import recalibrated
 
 CPU = torch.device("cpu")
 
@@ -65,13 +65,16 @@ def test_a_network_without_a_later_batchnorm_has_no_recalibrated_arm():
     layer = find_scan_layer(model, as_input(images[:1], CPU))
     assert later_batchnorms(model, layer, as_input(images[:1], CPU)) == []
     record = gains_record(torch.ones(layer.channels))
-    assert recalibrated(record, model, layer, images, 8, CPU) is record
+    hardened = fold(model, layer, record.gain)
+    assert recalibrated(record, model, hardened, layer, images, 8, CPU) is record
 
 
 def test_the_record_rebuilds_the_recalibrated_networks():
     model, layer, images = _cifar_cnn()
     gain = torch.linspace(0.5, 2.0, layer.channels, dtype=torch.float64)
-    record = recalibrated(gains_record(gain), model, layer, images, 16, CPU)
+    record = recalibrated(
+        gains_record(gain), model, fold(model, layer, gain), layer, images, 16, CPU
+    )
     names = record.recalibrated_modules
     assert names == ["bn2", "bn3"] and len(record.recalibrated_hardened) == 2 * (64 + 128)
     hardened = fold(model, layer, gain)

@@ -11,9 +11,9 @@ import torch
 from conftest import first_half, labels_record, targeting_record
 from torch import nn
 
-from fragile_neurons import paths
-from fragile_neurons.errors import DataError
-from fragile_neurons.records import (
+from fragile_neurons.running.errors import DataError
+from fragile_neurons.storage import paths
+from fragile_neurons.storage.records import (
     FGSMSweep,
     Gains,
     Labels,

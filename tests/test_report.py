@@ -10,8 +10,9 @@ import pytest
 import yaml
 from conftest import ROOT, metrics_files, run_values, stage_metrics
 
-from fragile_neurons import report
-from fragile_neurons.sweep import flatten, summarise, to_json
+from fragile_neurons.reporting import report
+from fragile_neurons.reporting.experiments import flatten
+from fragile_neurons.reporting.sweep import summarise, to_json
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 OFFSETS = {"mnist": -0.2, "cifar10": 0.3}
@@ -362,7 +363,7 @@ def test_missing_sweeps_are_said_and_present_ones_tabulated(project):
 def test_the_command_rewrites_only_between_the_markers_and_checks(project):
     readme = project / "README.md"
     readme.write_text(f"# title\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
-    command = [sys.executable, "-m", "fragile_neurons.report", "--readme", "README.md"]
+    command = [sys.executable, "-m", "fragile_neurons.reporting.report", "--readme", "README.md"]
     check = subprocess.run([*command, "--check"], cwd=project, capture_output=True, text=True)
     assert check.returncode == 1 and "results section differs" in check.stderr
     subprocess.run(command, cwd=project, check=True)

@@ -2,15 +2,16 @@
 torch reports an operation without a deterministic CUDA kernel as a warning or an error whose
 text this module reads)."""
 
+import types
 import warnings
 
 import pytest
 import torch
 import yaml
 
-from fragile_neurons.errors import ParamError
-from fragile_neurons.runtime import select_device, watch_nondeterminism
-from fragile_neurons.stage import Context, run_stage
+from fragile_neurons.running.errors import ParamError
+from fragile_neurons.running.runtime import select_device, watch_nondeterminism
+from fragile_neurons.running.stage import Context, run_stage
 
 TORCH_SAYS = (
     "adaptive_avg_pool2d_backward_cuda does not have a deterministic implementation, but you set "
@@ -52,6 +53,16 @@ def params_file(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
+def stage_of(body) -> types.ModuleType:
+    """A stage module of the frame's contract whose `write` calls `body(ctx)`."""
+    module = types.ModuleType("fragile_neurons.pipeline.probe")
+    module.Settings = types.SimpleNamespace(from_params=lambda params, name: None)
+    module.load = lambda ctx, settings: None
+    module.run = lambda inputs, settings, progress: None
+    module.write = lambda ctx, outputs: body(ctx)
+    return module
+
+
 def test_the_frame_records_threads_and_nondeterministic_ops(params_file):
     seen = {}
 
@@ -59,7 +70,7 @@ def test_the_frame_records_threads_and_nondeterministic_ops(params_file):
         warnings.warn(TORCH_SAYS, UserWarning, stacklevel=1)
         seen.update(ctx.runtime())
 
-    run_stage(body, ["mnist"])
+    run_stage(stage_of(body), ["mnist"])
     assert seen == {
         "device": "cpu",
         "threads": 1,
@@ -72,7 +83,7 @@ def test_strict_determinism_stops_with_one_line(params_file, capsys):
         raise RuntimeError(TORCH_SAYS.replace("warn_only=True", "warn_only=False"))
 
     with pytest.raises(SystemExit) as stop:
-        run_stage(body, ["mnist"])
+        run_stage(stage_of(body), ["mnist"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

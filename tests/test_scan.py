@@ -4,15 +4,16 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from oracles import naive_scan
 from torch import nn
 
-from fragile_neurons.adversarial import fgsm_sweep
-from fragile_neurons.gates import drop_gains, gated
-from fragile_neurons.inference import accuracy_and_loss
-from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.models import Normalize, build_model
-from fragile_neurons.records import ScanMeasurements
-from fragile_neurons.scan import adaptive_scan, naive_scan, scan, with_clean
+from fragile_neurons.attacks.adversarial import fgsm_sweep
+from fragile_neurons.attacks.dropout import adaptive_scan, scan, with_clean
+from fragile_neurons.network.gates import drop_gains, gated
+from fragile_neurons.network.inference import accuracy_and_loss
+from fragile_neurons.network.layers import find_scan_layer
+from fragile_neurons.network.models import Normalize, build_model
+from fragile_neurons.storage.records import ScanMeasurements
 
 EPSILONS = [0.0, 0.05, 0.2]
 
@@ -170,7 +171,7 @@ def test_fast_scan_equals_naive_scan_on_resnet18(name, path):
 def test_stacked_copies_keep_the_channels_last_layout():
     """The prefix and hooks paths run the rest of the network on stacked copies: in the
     layout the model's activations have (channels-last), or its convolutions run slower."""
-    from fragile_neurons.scan import _stack
+    from fragile_neurons.attacks.dropout import _stack
 
     a = torch.rand(3, 8, 5, 5).contiguous(memory_format=torch.channels_last)
     stacked = _stack(a, 4)

@@ -15,22 +15,17 @@ import pytest
 from conftest import metrics_files, run_values, stage_metrics
 from scipy import stats
 
-from fragile_neurons.headline import declared
-from fragile_neurons.sweep import (
-    collect,
-    flatten,
-    fresh_stages,
+from fragile_neurons.reporting.experiments import collect, flatten, fresh_stages
+from fragile_neurons.reporting.seedstats import (
     kind,
     mean_ci,
-    render,
-    render_table,
     resummarise,
-    rounded,
     seeds_for_power,
-    summarise,
     summarise_values,
-    to_json,
 )
+from fragile_neurons.reporting.sweep import rounded, summarise, to_json
+from fragile_neurons.reporting.terminal import render, render_table
+from fragile_neurons.storage.headline import declared
 
 BIN = Path(sys.executable).parent
 PARAMS = {

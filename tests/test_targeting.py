@@ -8,12 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from fragile_neurons.adversarial import fgsm_images
-from fragile_neurons.gates import gated
-from fragile_neurons.layers import find_scan_layer
-from fragile_neurons.models import build_model
-from fragile_neurons.records import ScanLayer
-from fragile_neurons.targeting import (
+from fragile_neurons.attacks.adversarial import fgsm_images
+from fragile_neurons.attacks.targeting import (
     RELATIVE_FLOOR,
     excess_share,
     feature_maps,
@@ -24,6 +20,10 @@ from fragile_neurons.targeting import (
     surrogate_signs,
     targeting,
 )
+from fragile_neurons.network.gates import gated
+from fragile_neurons.network.layers import find_scan_layer
+from fragile_neurons.network.models import build_model
+from fragile_neurons.storage.records import ScanLayer
 
 CPU = torch.device("cpu")
 

@@ -5,11 +5,12 @@ import json
 
 import pytest
 import torch
+from conftest import prepare_splits
 
-from fragile_neurons.inference import accuracy_and_loss, logits_of
-from fragile_neurons.models import build_model, save_checkpoint
-from fragile_neurons.runtime import seed_everything, select_device
-from fragile_neurons.train import augment, train_model
+from fragile_neurons.network.inference import accuracy_and_loss, logits_of
+from fragile_neurons.network.models import build_model, save_checkpoint
+from fragile_neurons.network.training import Fit, augment, train_model
+from fragile_neurons.running.runtime import seed_everything, select_device
 
 
 def train_once(splits, arch, tmp_path, name, seed=0, augment_images=False):
@@ -49,9 +50,8 @@ def test_same_seed_same_checkpoint_bytes(mnist_splits, tmp_path):
 
 
 def test_augmented_training_is_repeatable_too(synthetic_root, synthetic_pins, tmp_path):
-    from fragile_neurons import data
 
-    train, _, test, _ = data.prepare(
+    train, _, test, _ = prepare_splits(
         "cifar10", synthetic_root, False, synthetic_pins, 50, 100, 50, 0
     )
     a, _ = train_once((train, test), "cifar_cnn", tmp_path, "a", augment_images=True)
@@ -89,24 +89,22 @@ def test_auto_device_is_cpu_without_cuda():
 
 def test_every_epoch_reports_its_curves(mnist_splits):
     """The train stage rewrites its curves after every epoch (dvc exp show follows a run)."""
-    from fragile_neurons import train
+    from fragile_neurons.pipeline import train
 
     seen = []
-    settings = train.Settings(
+    fit = Fit(
         arch="mnist_cnn", epochs=2, batch_size=64, lr=0.003, weight_decay=0.0, augment=False,
         device=torch.device("cpu"), eval_batch_size=200, lr_key="runs.t.train.lr",
         arch_key="runs.t.arch",
     )  # fmt: skip
-    model, _, history = train.run(
-        *mnist_splits, settings, torch.Generator().manual_seed(0),
-        on_epoch=lambda m, h: seen.append((m, [dict(row) for row in h])),
-    )  # fmt: skip
-    assert [len(h) for _, h in seen] == [1, 2]
-    assert seen[-1][1] == history and seen[-1][0] is model
+    progress = lambda step, row: seen.append((step, dict(row)))  # noqa: E731
+    model, _, history = train.run(train.Inputs(*mnist_splits), train.Settings(fit, 0), progress)
+    assert [step for step, _ in seen] == ["epoch 1", "epoch 2"]
+    assert [row for _, row in seen] == history
 
 
 def test_the_live_curves_are_dvclive_s_layout_and_the_same_bytes_on_rerun(tmp_path):
-    from fragile_neurons.train import CURVES, live_curves
+    from fragile_neurons.pipeline.train import CURVES, live_curves
 
     def log(folder):
         history = []
@@ -121,7 +119,7 @@ def test_the_live_curves_are_dvclive_s_layout_and_the_same_bytes_on_rerun(tmp_pa
                         "test_accuracy": 0.29 * epoch,
                     }
                 )
-                on_epoch(None, history)
+                on_epoch(f"epoch {epoch}", history[-1])
         return {p.relative_to(folder).as_posix(): p.read_bytes()
                 for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
@@ -138,24 +136,24 @@ def test_the_live_curves_are_dvclive_s_layout_and_the_same_bytes_on_rerun(tmp_pa
 def test_the_live_curves_are_written_in_a_git_repository_without_a_commit(tmp_path, monkeypatch):
     import subprocess
 
-    from fragile_neurons.train import live_curves
+    from fragile_neurons.pipeline.train import live_curves
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     monkeypatch.chdir(tmp_path)
     row = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.1,
            "test_accuracy": 0.4}  # fmt: skip
     with live_curves("curves") as on_epoch:
-        on_epoch(None, [row])
+        on_epoch("epoch 1", row)
     assert json.loads((tmp_path / "curves/metrics.json").read_text())["test"]["accuracy"] == 0.4
 
 
 def test_a_training_that_stops_before_an_epoch_ends_keeps_the_last_curves(tmp_path):
-    from fragile_neurons.train import live_curves
+    from fragile_neurons.pipeline.train import live_curves
 
     row = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.1,
            "test_accuracy": 0.4}  # fmt: skip
     with live_curves(tmp_path / "curves") as on_epoch:
-        on_epoch(None, [row])
+        on_epoch("epoch 1", row)
     before = {p: p.read_bytes() for p in sorted((tmp_path / "curves").rglob("*")) if p.is_file()}
     with pytest.raises(RuntimeError), live_curves(tmp_path / "curves"):
         raise RuntimeError("diverged in epoch 1")

@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 # setting changes only how threads wait, never a result; a policy the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# The Python API, imported on first use: `import fragile_neurons.config` (the check stage) stays
-# free of torch, and no stage runs api.py (so it is no dependency of any stage in dvc.yaml).
+# The Python API, imported on first use: `import fragile_neurons.running.config` (the check
+# stage) stays free of torch, and no stage runs the API (no dependency of any stage in dvc.yaml).
 API = (
     "LabelWarning",
     "Normalize",
@@ -36,7 +36,7 @@ __all__ = list(API)
 
 def __getattr__(name: str):
     if name in API:
-        return getattr(importlib.import_module(f"{__name__}.api"), name)
+        return getattr(importlib.import_module(f"{__name__}.interface.api"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -3,15 +3,25 @@ the model's predictions."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-if TYPE_CHECKING:
-    from ..attack import Examples
+
+@dataclass(frozen=True)
+class Examples:
+    """A few scan images, clean and at each positive epsilon, with the model's predictions."""
+
+    images: torch.Tensor  # E x n x C x H x W in [0, 1]; row 0 the clean images
+    predictions: torch.Tensor  # E x n
+    labels: torch.Tensor  # n true labels
+    classes: list[str]
+    epsilons: list[float]
+    epsilon_labels: list[str]
 
 
 def short_name(name: str) -> str:

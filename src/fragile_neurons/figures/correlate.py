@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..formats import fixed, p_value, signed  # noqa: E402
+from .formats import fixed, p_value, signed  # noqa: E402
 
 LABEL_COLOURS = {"fragile": "tab:red", "neutral": "tab:gray", "robust": "tab:blue"}
 

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..formats import fixed, p_value, signed  # noqa: E402
+from .formats import fixed, p_value, signed  # noqa: E402
 
 VARIANT_STYLES = {  # variant: (colour, line style, legend name)
     "original": ("black", "-", "original"),

@@ -13,12 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from ..config import LABELS  # noqa: E402
+from ..running.config import LABELS  # noqa: E402
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..records import Labels, ScanMeasurements
+    from ..storage.records import Labels, ScanMeasurements
 
 COLOURS = {
     "fragile": "#d62728",

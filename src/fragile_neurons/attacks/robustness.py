@@ -1,0 +1,269 @@
+"""Every network attacked white-box on the test split, image by image (method.md section 6): the
+settings that say how, and the attacks, shared by the baseline stage (the original network) and
+the evaluate stage (the variants).
+
+- FGSM at every epsilon in E on the first `evaluate.images` test images (None: all; eps = 0 is
+  the clean image); the original's is the attack stage's sweep (its gradient signs and clean
+  logits, the first `images` rows; only the forward passes are made again);
+- PGD-Linf at every epsilon in E+ on the first `evaluate.samples` test images, `steps` steps of
+  eps / 4 from a random start drawn from a generator seeded with `seed` afresh for every network
+  and epsilon, so all networks start from the same points. The random draws are attacked by PGD
+  on the first `evaluate.random_samples` of those images (None: all of them), from the same
+  starts;
+- FGSM transferred from the original model: the original's signs applied to the network, on the
+  FGSM images (the original's own is its white-box FGSM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..network.inference import as_input, batch_slices, logits_of
+from ..running.config import fgsm_settings
+from ..running.runtime import select_device
+from ..stats.measures import Curve
+from ..storage.records import FGSMSweep, OriginalAttacks
+from . import masking
+from .adversarial import fgsm_images, pgd_correct, signs_and_logits
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What attacking a network on the test split reads of params.yaml (dvc.yaml: seed,
+    batch_size, the run's attack, evaluate), and where it runs: the baseline stage attacks the
+    original network with these settings, the evaluate stage every variant."""
+
+    epsilons: list[float]  # E, increasing, in pixel units
+    epsilon_labels: list[str]  # their names in metrics and plots
+    batch_size: int
+    device: torch.device
+    label_mode: str  # "true" | "predicted"
+    pgd_steps: int
+    pgd_samples: int  # the first `pgd_samples` test images are attacked with PGD
+    seed: int  # seeds PGD's random start, the bootstrap's resamples, and APGD
+    autoattack_images: int  # the first images checked for masking by APGD; 0: no check
+    autoattack_steps: int  # APGD iterations per loss
+    images: int | None = None  # FGSM and transfer on the first `images` test images; None: all
+    random_samples: int | None = None  # the random draws' PGD images, the first of PGD's; None: all
+
+    @classmethod
+    def from_params(cls, params: dict, name: str) -> Settings:
+        """The settings; with the masking check on and torchattacks missing, a ParamError
+        before any work."""
+        cfg = params["evaluate"]
+        masking.require_torchattacks(cfg["autoattack"]["images"])
+        return cls(
+            **fgsm_settings(params, name),
+            device=select_device(params["device"]),
+            pgd_steps=cfg["pgd"]["steps"],
+            pgd_samples=cfg["samples"],
+            seed=params["seed"],
+            autoattack_images=cfg["autoattack"]["images"],
+            autoattack_steps=cfg["autoattack"]["steps"],
+            images=cfg["images"],
+            random_samples=cfg["random_samples"],
+        )
+
+    def made_with(self) -> dict:
+        """What an attack's per-image results depend on besides the images and the network: the
+        entries of records.OriginalAttacks (its MADE_WITH) that the evaluate stage checks against
+        its own."""
+        return {key: getattr(self, key) for key in OriginalAttacks.MADE_WITH}
+
+    def image_counts(self, n: int) -> dict[str, int]:
+        """How many of `n` test images each attack uses: `fgsm` and `transfer` the first
+        `images`, `pgd` the first `pgd_samples`, `pgd_random` (the random draws under PGD) the
+        first `random_samples` of those; each at most what there is."""
+        fgsm = n if self.images is None else min(self.images, n)
+        pgd_images = min(self.pgd_samples, n)
+        random = pgd_images if self.random_samples is None else min(self.random_samples, pgd_images)
+        return {"fgsm": fgsm, "transfer": fgsm, "pgd": pgd_images, "pgd_random": random}
+
+
+def load_source(path: str | Path, test: dict, settings: Settings) -> FGSMSweep:
+    """The attack stage's FGSM sweep of the original (records.FGSMSweep): it must be of the
+    `test` split's images, at these epsilons, with these labels and batch size; else DataError."""
+    return FGSMSweep.load(
+        path,
+        images=test["images"],
+        epsilons=settings.epsilons,
+        label_mode=settings.label_mode,
+        batch_size=settings.batch_size,
+    )
+
+
+@torch.no_grad()
+def fgsm_curve(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    signs: torch.Tensor,
+    clean_logits: torch.Tensor,
+    settings: Settings,
+) -> Curve:
+    """FGSM with the gradient signs `signs` (the model's own: white-box; another model's:
+    transferred) at every epsilon of E, image by image; `clean_logits`, the model's logits on
+    `images`, give the clean results (and those at epsilon 0, whose images are the clean ones).
+    Batches and passes as `adversarial.fgsm_sweep` makes them, so the accuracies are its own."""
+    if signs.shape != images.shape or len(clean_logits) != len(images):
+        raise ValueError(f"signs {tuple(signs.shape)} and logits {len(clean_logits)} for "
+                         f"images {tuple(images.shape)}")  # fmt: skip
+    model.eval()
+    clean = clean_logits.argmax(dim=1) == labels
+    rows = [[] for _ in settings.epsilons]
+    for s in batch_slices(len(images), settings.batch_size):
+        x = as_input(images[s], settings.device)
+        for i, eps in enumerate(settings.epsilons):
+            if eps == 0:
+                rows[i].append(clean[s])
+                continue
+            logits = model(fgsm_images(x, signs[s], eps)).cpu()
+            rows[i].append(logits.argmax(dim=1) == labels[s])
+    return Curve(clean, torch.stack([torch.cat(row) for row in rows]))
+
+
+def pgd_curve(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    clean: torch.Tensor,
+    settings: Settings,
+) -> Curve:
+    """White-box PGD at every epsilon of E+, image by image, from the random start of a generator
+    seeded with `settings.seed` for every epsilon (the same points for every model; the starts of
+    the first k images do not depend on how many follow). `clean`: the model's results on the
+    clean images (those at epsilon 0)."""
+    rows = []
+    for eps in settings.epsilons:
+        if eps == 0:
+            rows.append(clean)
+            continue
+        rows.append(
+            pgd_correct(
+                model,
+                images,
+                labels,
+                eps,
+                steps=settings.pgd_steps,
+                seed=settings.seed,
+                batch_size=settings.batch_size,
+                device=settings.device,
+                label_mode=settings.label_mode,
+            )
+        )
+    return Curve(clean, torch.stack(rows))
+
+
+def attack_original(
+    model: nn.Module,
+    source: FGSMSweep,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+) -> dict[str, Curve]:
+    """The original network under FGSM and PGD, image by image, on the images of
+    `settings.image_counts`: {"fgsm": Curve, "pgd": Curve}. `source`: its white-box FGSM sweep on
+    these images (the attack stage's), whose signs and clean logits give its FGSM (forward passes
+    only); its transferred FGSM is that same curve (the source attacked with its own signs)."""
+    counts = settings.image_counts(len(images))
+    n, m = counts["fgsm"], counts["pgd"]
+    options = {"batch_size": settings.batch_size, "device": settings.device}
+    logits = source.clean_logits  # of every test image
+    white_box = fgsm_curve(model, images[:n], labels[:n], source.signs[:n], logits[:n], settings)
+    if m > len(logits):  # PGD on images beyond FGSM's: their clean logits
+        logits = logits_of(model, images[:m], **options)
+    clean = logits[:m].argmax(dim=1) == labels[:m]
+    return {"fgsm": white_box, "pgd": pgd_curve(model, images[:m], labels[:m], clean, settings)}
+
+
+def attack_variant(
+    model: nn.Module,
+    source: FGSMSweep,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    pgd_images: int,
+) -> dict[str, Curve]:
+    """A variant attacked white-box by FGSM and PGD (on its first `pgd_images` images), and by
+    FGSM transferred from the original (the signs of `source`, the original's sweep):
+    {attack: Curve}."""
+    n = settings.image_counts(len(images))["fgsm"]
+    options = {"batch_size": settings.batch_size, "device": settings.device}
+    fgsm_images_, fgsm_labels = images[:n], labels[:n]
+    signs, logits = signs_and_logits(
+        model, fgsm_images_, fgsm_labels, label_mode=settings.label_mode, **options
+    )
+    white_box = fgsm_curve(model, fgsm_images_, fgsm_labels, signs, logits, settings)
+    transferred = fgsm_curve(model, fgsm_images_, fgsm_labels, source.signs[:n], logits, settings)
+    m = pgd_images
+    if m > len(logits):  # PGD on images beyond FGSM's: their clean logits
+        logits = logits_of(model, images[:m], **options)
+    clean = logits[:m].argmax(dim=1) == labels[:m]
+    return {
+        "fgsm": white_box,
+        "pgd": pgd_curve(model, images[:m], labels[:m], clean, settings),
+        "transfer": transferred,
+    }
+
+
+def attack_variants(
+    models: dict[str, nn.Module],
+    source: FGSMSweep,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Curve]]:
+    """Every variant of `models` (not the original: `attack_original`) attacked by
+    `attack_variant`, on the images of `settings.image_counts`: the random draws, `random_<i>`,
+    under PGD on the `pgd_random` images, the others on the `pgd` images."""
+    counts = settings.image_counts(len(images))
+    results = {}
+    for name, model in models.items():
+        m = counts["pgd_random"] if name.startswith("random_") else counts["pgd"]
+        results[name] = attack_variant(model, source, images, labels, settings, m)
+        if progress is not None:
+            progress(name)
+    return results
+
+
+def masking_images(settings: Settings, n: int) -> int:
+    """How many of `n` test images the masking check attacks (0: the check is off)."""
+    return min(settings.autoattack_images, n)
+
+
+def masking_outcome(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, eps: float
+) -> masking.Outcome:
+    """`model` under the masking check (`masking.outcome`) on the first `masking_images` test
+    images at epsilon `eps`."""
+    n = masking_images(settings, len(images))
+    return masking.outcome(
+        model,
+        images[:n],
+        labels[:n],
+        eps,
+        pgd_steps=settings.pgd_steps,
+        autoattack_steps=settings.autoattack_steps,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        label_mode=settings.label_mode,
+    )
+
+
+def masking_pgd_accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings
+) -> list[float]:
+    """`model`'s PGD accuracy (as evaluate runs PGD) at every epsilon of E on the first
+    `masking_images` test images, the clean accuracy at epsilon 0: what chooses the check's
+    middle epsilon."""
+    n = masking_images(settings, len(images))
+    x, y = images[:n], labels[:n]
+    clean = logits_of(model, x, settings.batch_size, settings.device).argmax(1) == y
+    return pgd_curve(model, x, y, clean, settings).accuracy()

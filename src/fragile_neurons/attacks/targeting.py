@@ -1,0 +1,284 @@
+"""Adversarial targeting: how an FGSM attack spreads over the neurons of the scanned layer
+(method.md section 2).
+
+For each epsilon and each neuron k of L, over the scan set S, with a_k(x) neuron k's feature map
+(read by a forward hook on the neuron module of `layers.ScanLayer`: L, or the BatchNorm after it):
+
+- magnitude          m_k      = mean_x mean_pixels |a_k(x)|
+- attack effect      T_k(eps) = mean_x mean_pixels |a_k(x'_eps) - a_k(x)|
+- relative effect    R_k(eps) = T_k(eps) / (m_k + 1e-12)
+- attack share       D_k(eps) = T_k(eps) / sum_j T_j(eps)
+
+x'_eps = clip(x + eps * sign) is rebuilt from the stored gradient signs of S. The forward pass
+stops once the neuron module has run. Sums over images and pixels accumulate in float64, so the
+results do not depend on the batch size beyond the last digits of float64.
+
+The controls (method.md section 2), because the first layer is affine up to the clipping, so that
+T_k(eps) is close to eps times a property of filter k whatever the perturbation's direction:
+
+- noise share        N_k(eps) = D_k(eps) with the FGSM signs replaced by seeded random signs
+                                (`noise_signs`: one draw for the whole set, the same for every eps)
+- excess share       X_k      = mean_eps D_k(eps) / mean_eps N_k(eps)
+- filter gain        G_k      = ||W_k||_2 (output channel k of L, flattened), times
+                                |gamma_k| / sqrt(running_var_k + bn_eps) where a BatchNorm follows L
+
+White-noise signs have no spatial structure, and T_k depends on the perturbation's structure, not
+on which image gets it; so two more controls, on the same images S (method.md section 2):
+
+- reference share    D^ref_k(eps) = D_k(eps) (f's neurons) under the FGSM signs of the reference
+                                network f_ref, a network trained as f with another seed
+- reference excess   X^ref_k  = mean_eps D_k(eps) / mean_eps D^ref_k(eps): the primary measure of
+                                claim 1 (how much more of f's own attack than of another trained
+                                network's lands on neuron k)
+- surrogate share    D^sur_k(eps) = D_k(eps) under the signs of a spectrum-matched surrogate of f's
+                                gradient (`surrogate_signs`: per image and channel, the 2-D Fourier
+                                amplitudes kept, the phases those of seeded white noise)
+- surrogate excess   X^sur_k  = mean_eps D_k(eps) / mean_eps D^sur_k(eps)
+
+The attack stage records them with T, R, D and m (records.Targeting); the correlate stage sets
+fragility against each. A second random draw, set against the first as X is, gives the null
+of X: where X falls when the "attack" is itself random (`Targeting.null_excess`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ..network.inference import as_input, batch_slices
+from ..running.config import epsilon_label
+from ..storage.records import ScanLayer, Targeting
+from .adversarial import fgsm_images
+
+RELATIVE_FLOOR = 1e-12  # keeps R finite for a neuron that never fires (method.md section 2)
+SURROGATE_SEED_OFFSET = (
+    1  # the surrogate's phases are drawn with seed + 1, the noise signs with seed
+)
+
+
+class _Reached(Exception):
+    """Raised by the capturing hook to end a forward pass early."""
+
+
+@torch.no_grad()
+def feature_maps(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The output of `module` (B x N x H' x W') when `model` runs on `x`; the rest of the forward
+    pass is skipped. Hooks registered on `module` before this call (a gate) act on it first."""
+    captured = []
+
+    def capture(_module, _inputs, output):
+        captured.append(output)
+        raise _Reached
+
+    handle = module.register_forward_hook(capture)
+    try:
+        model(x)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise ValueError("the neuron module did not run in the forward pass")
+    return captured[0]
+
+
+def _effects(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    sign_sets: list[torch.Tensor],
+    epsilons: list[float],
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """m (N,) and, for each set of signs (each of the images' shape), T (E x N) at every
+    epsilon: one clean pass per batch serves every set."""
+    for signs in sign_sets:
+        if images.shape != signs.shape:
+            raise ValueError(
+                f"signs {tuple(signs.shape)} do not match images {tuple(images.shape)}"
+            )
+    if len(images) == 0:
+        raise ValueError("the scan set is empty")
+    model.eval()
+    module = layer.neuron_module(model)
+    magnitude = torch.zeros(layer.channels, dtype=torch.float64)
+    effects = [torch.zeros(len(epsilons), layer.channels, dtype=torch.float64) for _ in sign_sets]
+    pixels = 0
+    for s in batch_slices(len(images), batch_size):
+        x = as_input(images[s], device)
+        clean = feature_maps(model, module, x)
+        if clean.dim() != 4 or clean.shape[1] != layer.channels:
+            shape = f"B x {layer.channels} x H x W"
+            raise ValueError(f"{layer.neuron_name!r} gives {tuple(clean.shape)}, not {shape}")
+        pixels = clean.shape[2] * clean.shape[3]
+        magnitude += clean.abs().sum(dim=(0, 2, 3), dtype=torch.float64).cpu()
+        for signs, effect in zip(sign_sets, effects, strict=True):
+            for i, eps in enumerate(epsilons):
+                adversarial = feature_maps(model, module, fgsm_images(x, signs[s], eps))
+                moved = (adversarial - clean).abs_()
+                effect[i] += moved.sum(dim=(0, 2, 3), dtype=torch.float64).cpu()
+    count = len(images) * pixels
+    return magnitude / count, [effect / count for effect in effects]
+
+
+def _share(effect: torch.Tensor) -> torch.Tensor:
+    """D from T: each row divided by its sum over the neurons; NaN where nothing moves."""
+    total = effect.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, effect / total, torch.full_like(effect, math.nan))
+
+
+def targeting(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    signs: torch.Tensor,
+    epsilons: list[float],
+    epsilon_labels: list[str] | None = None,
+    *,
+    reference_signs: torch.Tensor | None = None,
+    surrogate: torch.Tensor | None = None,
+    noise_seed: int = 0,
+    surrogate_seed: int = 1,
+    batch_size: int,
+    device: torch.device,
+) -> Targeting:
+    """T, R, D and m on the scan set `images` (uint8 or float in [0, 1]) with its FGSM gradient
+    `signs` (same shape), at every epsilon in `epsilons` (method.md uses E+, without 0), named
+    `epsilon_labels` (default: as numbers, '0.1'); with the controls: the noise share N under
+    `noise_signs(images.shape, noise_seed)`, a second random draw from the same generator (the
+    null: X of a random perturbation against another, `Targeting.null_excess`), the filter
+    gain G, the reference share D^ref under `reference_signs` (the FGSM signs of the reference
+    network on the same images; None: no reference network, D^ref and X^ref NaN) and the
+    surrogate share D^sur under the signs `surrogate` (`surrogate_signs`, drawn with
+    `surrogate_seed`, which the record keeps; None: D^sur and X^sur NaN)."""
+    noise, null = noise_signs(images.shape, noise_seed, draws=2)
+    controls = {"reference": reference_signs, "surrogate": surrogate}
+    given = [name for name, value in controls.items() if value is not None]
+    sets = [signs, noise, null, *(controls[name] for name in given)]
+    magnitude, (effect, noise_effect, null_effect, *measured) = _effects(
+        model, layer, images, sets, epsilons, batch_size=batch_size, device=device
+    )
+    share, noise = _share(effect), _share(noise_effect)
+    shares = dict.fromkeys(controls, torch.full_like(share, math.nan))
+    shares |= {name: _share(value) for name, value in zip(given, measured, strict=True)}
+    reference_share, surrogate_share = shares["reference"], shares["surrogate"]
+    return Targeting(
+        epsilons=list(epsilons),
+        epsilon_labels=list(epsilon_labels or map(epsilon_label, epsilons)),
+        effect=effect,
+        relative_effect=effect / (magnitude + RELATIVE_FLOOR),
+        share=share,
+        magnitude=magnitude,
+        noise_share=noise,
+        excess_share=excess_share(share, noise),
+        null_excess=excess_share(_share(null_effect), noise),
+        filter_gain=filter_gain(model, layer),
+        noise_seed=noise_seed,
+        reference=reference_signs is not None,
+        reference_share=reference_share,
+        reference_excess=excess_share(share, reference_share),
+        surrogate_share=surrogate_share,
+        surrogate_excess=excess_share(share, surrogate_share),
+        surrogate_seed=surrogate_seed,
+    )
+
+
+def surrogate_field(gradient: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """A spectrum-matched surrogate of `gradient` (... x H x W, real), float64: per 2-D field,
+    the Fourier amplitudes of `gradient` with the phases of `noise` (a real field of the same
+    shape). The spectrum of a real field is Hermitian, and so is amplitude times such phases:
+    the inverse transform is real, and its amplitude spectrum is the gradient's."""
+    if gradient.shape != noise.shape or gradient.dim() < 2:
+        raise ValueError(
+            f"gradient {tuple(gradient.shape)} and noise {tuple(noise.shape)} must be fields "
+            "of one shape"
+        )
+    amplitude = torch.fft.rfft2(gradient.double()).abs()
+    phase = torch.fft.rfft2(noise.double()).angle()
+    return torch.fft.irfft2(torch.polar(amplitude, phase), s=tuple(gradient.shape[-2:]))
+
+
+def surrogate_signs(gradients: Iterable[torch.Tensor], seed: int) -> torch.Tensor:
+    """The signs (int8) of `surrogate_field` of each batch of input gradients (B x C x H x W,
+    in image order), with the phases of white noise drawn from a generator seeded with `seed`,
+    one image at a time (so the draws do not depend on the batches): the perturbation of the
+    surrogate share D^sur, with the spatial spectrum of f's gradient, aimed nowhere."""
+    generator = torch.Generator().manual_seed(seed)
+    signs = []
+    for gradient in gradients:
+        shape = tuple(gradient.shape[1:])
+        noise = torch.stack(
+            [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in gradient]
+        )
+        signs.append(surrogate_field(gradient.cpu(), noise).sign().to(torch.int8))
+    return torch.cat(signs)
+
+
+def noise_signs(
+    shape: tuple[int, ...] | torch.Size, seed: int, draws: int = 1
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Uniformly random signs, -1 or +1 (int8), one per pixel of a whole image set of `shape`,
+    drawn from a generator seeded with `seed`: the random perturbation of the noise share.
+    `draws` > 1: that many successive draws from the same generator, the first being the one
+    `draws=1` gives."""
+    generator = torch.Generator().manual_seed(seed)
+    signs = tuple(
+        torch.randint(0, 2, tuple(shape), generator=generator, dtype=torch.int8) * 2 - 1
+        for _ in range(draws)
+    )
+    return signs[0] if draws == 1 else signs
+
+
+def noise_share(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    epsilons: list[float],
+    *,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """N (E x N), float64: the attack share D of `targeting` with the FGSM signs replaced by
+    `noise_signs(images.shape, seed)`, at every epsilon in `epsilons`."""
+    signs = noise_signs(images.shape, seed)
+    _, (effect,) = _effects(
+        model, layer, images, [signs], epsilons, batch_size=batch_size, device=device
+    )
+    return _share(effect)
+
+
+def excess_share(share: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """X (N,), float64: mean_eps D_k(eps) / mean_eps N_k(eps) from D and N (both E x N). NaN
+    where the noise moves the neuron not at all (mean N_k = 0) or a share is undefined (NaN)."""
+    if share.shape != noise.shape or share.dim() != 2:
+        raise ValueError(
+            f"share and noise must both be E x N, got {tuple(share.shape)}, {tuple(noise.shape)}"
+        )
+    attack, random = share.double().mean(dim=0), noise.double().mean(dim=0)
+    return torch.where(random > 0, attack / random, torch.full_like(attack, math.nan))
+
+
+@torch.no_grad()
+def filter_gain(model: nn.Module, layer: ScanLayer) -> torch.Tensor:
+    """G (N,), float64: the L2 norm of each output channel's weights of L, times
+    |gamma_k| / sqrt(running_var_k + eps) where the neuron module is a BatchNorm after L
+    (gamma_k = 1 for a BatchNorm without affine weights)."""
+    weight = layer.conv(model).weight.detach().double()
+    gain = weight.flatten(1).norm(dim=1).cpu()
+    if layer.neuron_name == layer.conv_name:
+        return gain
+    bn = layer.neuron_module(model)
+    if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
+        raise ValueError(
+            f"{layer.neuron_name!r} is not a BatchNorm2d with running statistics: the filter "
+            "gain of a neuron normalised by batch statistics is undefined"
+        )
+    gamma = torch.ones_like(gain) if bn.weight is None else bn.weight.detach().double().cpu()
+    variance = bn.running_var.detach().double().cpu()
+    return gain * gamma.abs() / torch.sqrt(variance + bn.eps)

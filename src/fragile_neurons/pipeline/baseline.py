@@ -1,0 +1,88 @@
+"""The baseline stage: the original network attacked on the test split (method.md section 6),
+once, so that an experiment that changes only the hardening attacks only the variants.
+
+The attacks are the evaluate stage's (`robustness`: FGSM from the attack stage's sweep, PGD from
+the common seeded starts) and the original's side of the masking check (`masking`: its PGD
+accuracy on the check's images at every epsilon, which chooses the middle epsilon, and PGD,
+APGD-CE and APGD-DLR there and at the largest). The evaluate stage reads them from the record
+(records.OriginalAttacks) and checks that they were made with its settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..attacks.masking import middle_epsilon
+from ..attacks.robustness import (
+    Settings,
+    attack_original,
+    load_source,
+    masking_images,
+    masking_outcome,
+    masking_pgd_accuracy,
+)
+from ..network.models import load_trained
+from ..storage import io, paths
+from ..storage.records import FGSMSweep, OriginalAttacks
+
+# Settings: how a network is attacked on the test split (`robustness.Settings`: the run's attack,
+# evaluate's images, samples, pgd and autoattack, seed, batch_size), evaluate's too.
+__all__ = ["Settings", "load", "run", "write"]
+
+
+class Inputs(NamedTuple):
+    model: nn.Module  # f, the original
+    source: FGSMSweep  # the attack stage's FGSM sweep of the test split
+    test: dict  # the prepared test split
+
+
+def load(ctx, settings: Settings) -> Inputs:
+    test = io.load_split(paths.prepared(ctx.name, "test"))
+    model, _ = load_trained(ctx.name, ctx.run)
+    source = load_source(paths.sweep_record(ctx.name), test, settings)
+    return Inputs(model, source, test)
+
+
+def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) -> OriginalAttacks:
+    """The original network attacked on the prepared test split; `source`, its FGSM sweep of
+    that split (the attack stage's). The masking check's epsilons: the one where its PGD
+    accuracy on the check's images is nearest 0.5, and the largest."""
+    model, source, test = inputs
+    images, labels = test["images"], test["labels"]
+    model.to(settings.device)
+    curves = attack_original(model, source, images, labels, settings)
+    accuracy, checked, outcomes = [], [], []
+    if masking_images(settings, len(images)) > 0:
+        accuracy = masking_pgd_accuracy(model, images, labels, settings)
+        middle = settings.epsilons[middle_epsilon(settings.epsilons, accuracy)]
+        checked = sorted({middle, settings.epsilons[-1]})
+        outcomes = [masking_outcome(model, images, labels, settings, eps) for eps in checked]
+    n = len(outcomes[0].clean) if outcomes else 0
+
+    def rows(name: str) -> torch.Tensor:
+        if not outcomes:
+            return torch.zeros(0, 0, dtype=torch.bool)
+        return torch.stack([getattr(o, name) for o in outcomes])
+
+    return OriginalAttacks(
+        **settings.made_with(),
+        fgsm_clean=curves["fgsm"].clean,
+        fgsm_attacked=curves["fgsm"].attacked,
+        pgd_clean=curves["pgd"].clean,
+        pgd_attacked=curves["pgd"].attacked,
+        masking_pgd_accuracy=accuracy,
+        masking_epsilons=checked,
+        masking_clean=outcomes[0].clean if outcomes else torch.zeros(n, dtype=torch.bool),
+        masking_pgd=rows("pgd"),
+        masking_apgd_ce=rows("apgd_ce"),
+        masking_apgd_dlr=rows("apgd_dlr"),
+    )
+
+
+def write(ctx, outputs: OriginalAttacks) -> None:
+    """data/baseline/<run>/original.pt."""
+    outputs.save(paths.original_attacks_record(ctx.name))

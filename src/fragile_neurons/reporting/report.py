@@ -1,0 +1,705 @@
+"""The README's results section, from committed files only: metrics/<run>/ (the baseline, seed 0:
+its headlines, read through headline.py, and evaluate.json, attack.json and data.json) and
+metrics/sweeps/*.json (summaries written by `fragile-neurons sweep --json`).
+
+    fragile-neurons report                      # print the section (Markdown)
+    fragile-neurons report --readme README.md   # rewrite it between the README's markers
+    fragile-neurons report --readme README.md --check   # exit 1 if the README's differs
+
+The section holds (a) the claims table: one row per claim and measure; a block of columns for
+the baseline's group of metrics/sweeps/seeds.json and one for each other group of
+metrics/sweeps/models.json (other models, e.g. ResNet-18: experiments that change a run's
+`arch`), each column a run's mean [95% CI] over seeds, each block with its verdict by
+VERDICT_RULE and the commands that regenerate it; (b) a dose-response table for each other
+summary in metrics/sweeps/ (compress.json: harden.compress; selection.json: the selection-size
+study, with its own columns) and each run with at least two settings; (c) the baseline's tables.
+A missing summary is a sentence saying so and how to make it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..figures.formats import fixed, p_value, with_interval
+from ..running.config import ATTACKS, load_params
+from ..running.errors import ParamError
+from ..stats.significance import ALPHA
+from ..storage import headline, paths
+from ..storage.io import write_with
+from .experiments import flatten
+from .seedstats import kind, resummarise, resummarise_run
+from .sweep import SummaryError, load_summary
+from .sweep import load_json as read_json
+from .terminal import run_seeds, seeds_text
+
+BEGIN = "<!-- begin: fragile-neurons report (generated from metrics/; edit report.py, not this) -->"
+END = "<!-- end: fragile-neurons report -->"
+SWEEPS = Path("metrics/sweeps")
+SEEDS = SWEEPS / "seeds.json"
+MODELS = SWEEPS / "models.json"  # experiments of other models: its non-baseline groups are columns
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "transfer": "transferred FGSM"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of the claims table: the claim (empty: the row above's), the measure, its key in
+    the sweep summary, whether it is the claim's declared primary endpoint (the only row with a
+    verdict: method.md section 7), decimals, and the key of the seed's own p-value (shown beside
+    a one-seed value; a gain's own bootstrap CI, `<key>_low` and `<key>_high`, is found by
+    name). Every claim is that its measure lies above 0."""
+
+    claim: str
+    measure: str
+    key: str
+    primary: bool = False
+    digits: int = 3
+    p_key: str = ""
+
+
+def _secondary(measure: str, key: str, **options) -> Row:
+    return Row("", f"{measure} (secondary)", key, **options)
+
+
+CLAIMS = (
+    Row(
+        "the attack targets fragile neurons",
+        "Spearman rho of clean phi and X^ref, f's attack over another trained network's "
+        "(**primary**)",
+        "correlate.reference_excess_spearman_rho",
+        primary=True,
+        p_key="correlate.reference_excess_spearman_p",
+    ),
+    Row("", "its p-value in single seeds", "correlate.reference_excess_spearman_p"),
+    Row(
+        "",
+        "reliability of clean phi (split-half, Spearman-Brown; a correlation with phi can "
+        "hardly exceed its square root)",
+        "label.clean_reliability",
+    ),
+    _secondary(
+        "Spearman rho of clean phi and X^sur (over a spectrum-matched surrogate)",
+        "correlate.surrogate_excess_spearman_rho",
+        p_key="correlate.surrogate_excess_spearman_p",
+    ),
+    _secondary(
+        "Spearman rho of clean phi and X (over white noise)",
+        "correlate.excess_spearman_rho",
+        p_key="correlate.excess_spearman_p",
+    ),
+    _secondary(
+        "Spearman rho of clean phi and D (the paper's measure)",
+        "correlate.share_spearman_rho",
+        p_key="correlate.share_spearman_p",
+    ),
+    _secondary(
+        "Spearman rho of clean phi and D^ref (control)", "correlate.reference_share_spearman_rho"
+    ),
+    _secondary("Spearman rho of clean phi and N (control)", "correlate.noise_spearman_rho"),
+    _secondary("Spearman rho of clean phi and G (control)", "correlate.filter_gain_spearman_rho"),
+    Row(
+        "hardening improves robustness",
+        "PGD AUC+ gain of the hardened arm (**primary**)",
+        "evaluate.pgd_auc_plus_gain",
+        primary=True,
+    ),
+    *(
+        _secondary(f"PGD AUC+ gain of the {name} arm", f"evaluate.{arm}_pgd_auc_plus_gain")
+        for arm, name in (
+            ("compress_only", "compress-only"),
+            ("amplify_only", "amplify-only"),
+            ("recalibrated", "hardened+recalibrated (against the recalibrated original)"),
+        )
+    ),
+    _secondary("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain"),
+    *(
+        _secondary(
+            f"{a} margin over random",
+            f"evaluate.{a.lower()}_margin_over_random",
+            p_key=f"evaluate.{a.lower()}_p_value",
+        )
+        for a in ("FGSM", "PGD")
+    ),
+    *(
+        _secondary(f"{a} permutation p of the margin", f"evaluate.{a.lower()}_p_value")
+        for a in ("FGSM", "PGD")
+    ),
+    Row("", "clean-accuracy change (its cost)", "evaluate.clean_accuracy_change", digits=4),
+    Row("checks", "test accuracy of f", "train.test_accuracy", digits=4),
+    Row("", "test accuracy of the reference network f_ref", "reference.test_accuracy", digits=4),
+    Row("", "labels resolved (seeds)", "label.resolved"),
+    Row("", "gradient masking flagged (seeds)", "evaluate.masking"),
+)
+MIN_SEEDS = 3  # a verdict needs an interval over at least this many seeds in every run
+VERDICT_RULE = (
+    "Verdict, per claim and block of columns, from the claim's **primary** row alone (declared "
+    "before it was measured, so no correction for the secondary rows is needed): **supported** "
+    "when the 95% interval of every run lies wholly above 0, over at least "
+    f"{MIN_SEEDS} seeds, **contradicted** when every run's lies wholly below 0, otherwise "
+    "**not shown** (in brackets the runs whose interval excludes 0, and those with fewer than "
+    f"{MIN_SEEDS} seeds). Beside it: the seeds each run would need for 80% power at the "
+    "observed effect (a one-sample t-test at 5% detects a mean of about 2.8 / sqrt(n) standard "
+    "deviations of the per-seed values). Correlations are averaged on Fisher's z scale, the "
+    "Student-t interval of the mean z transformed back; gains and margins as they are. p-values "
+    f"are never averaged: a cell gives the seeds with p < {ALPHA:g} and the median; flags, the "
+    "seeds where they hold."
+)
+DOSE_COLUMNS = (
+    ("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", 3),
+    ("PGD AUC+ gain", "evaluate.pgd_auc_plus_gain", 3),
+    ("clean-accuracy change", "evaluate.clean_accuracy_change", 4),
+    ("FGSM margin over random", "evaluate.fgsm_margin_over_random", 3),
+    ("PGD margin over random", "evaluate.pgd_margin_over_random", 3),
+    ("compress-only PGD AUC+ gain", "evaluate.compress_only_pgd_auc_plus_gain", 3),
+    ("amplify-only PGD AUC+ gain", "evaluate.amplify_only_pgd_auc_plus_gain", 3),
+    ("hardened+recalibrated PGD AUC+ gain", "evaluate.recalibrated_pgd_auc_plus_gain", 3),
+)
+
+# The selection-size study (issue: phi's reliability against the images S holds): its own columns
+SELECTION_COLUMNS = (
+    ("reliability of clean phi", "label.clean_reliability", 2),
+    (f"labelled neurons with McNemar p < {ALPHA:g}", "label.significant", 0),
+    ("test accuracy of f", "train.test_accuracy", 4),
+)
+
+
+def table_columns(by: list[str]) -> tuple[tuple[str, str, int], ...]:
+    """A summary's columns: the selection study's where it groups by a `selection_size`, the
+    hardening's dose-response otherwise."""
+    return SELECTION_COLUMNS if any(k.endswith(".selection_size") for k in by) else DOSE_COLUMNS
+
+
+# --- cells and verdicts ------------------------------------------------------------------------
+
+
+def cell(stats: dict | None, digits: int = 3, n: int | None = None) -> str:
+    """A summary by its kind (sweep.summarise_values): `mean [low, high]` (the value alone for
+    one seed), `k/n` for a flag, `p < ALPHA in k/n, median m` for p-values, `median m` for a
+    count; `(n = k)` appended where k differs from the column's `n`."""
+    if not stats:
+        return "n/a"
+    how = stats.get("kind") or kind("", list(stats["values"].values()))
+    if how == "flag":
+        count = stats.get("count")
+        text = f"{sum(stats['values'].values()) if count is None else count}/{stats['n']}"
+    elif how == "p":
+        text = f"p < {ALPHA:g} in {stats['count']}/{stats['n']}, median {p_value(stats['median'])}"
+    elif how == "count":
+        text = f"median {stats['median']:g}"
+    else:
+        text = with_interval(stats["mean"], stats["low"], stats["high"], digits)
+    return text if n is None or stats["n"] == n else f"{text} (n = {stats['n']})"
+
+
+def claim_cell(values: dict[str, dict], row: Row, n: int) -> str:
+    """`cell` of the row's key in one column ({key: summary}); a one-seed value also gets, in
+    brackets, that seed's own uncertainty: its bootstrap 95% CI or its p-value."""
+    stats = values.get(row.key)
+    text = cell(stats, row.digits, n)
+    if not stats or stats["n"] != 1 or stats.get("kind") not in ("estimate", "correlation"):
+        return text
+    low, high = values.get(f"{row.key}_low"), values.get(f"{row.key}_high")
+    if low and high:
+        bounds = ", ".join(fixed(b["mean"], row.digits) for b in (low, high))
+        return f"{text} (the seed's CI [{bounds}])"
+    if row.p_key in values:
+        return f"{text} (p = {p_value(values[row.p_key]['median'])})"
+    return text
+
+
+def side(stats: dict | None) -> int:
+    """+1 when the interval lies above 0, -1 below, 0 when it holds 0, there is none, or it
+    rests on fewer than MIN_SEEDS seeds."""
+    if not stats or stats.get("low") is None or stats.get("high") is None:
+        return 0
+    if stats["n"] < MIN_SEEDS:
+        return 0
+    return 1 if stats["low"] > 0 else -1 if stats["high"] < 0 else 0
+
+
+def _power(by_run: dict[str, dict | None]) -> str:
+    needed = [
+        f"{run} {stats['seeds_for_power']}"
+        for run, stats in by_run.items()
+        if stats and stats.get("seeds_for_power")
+    ]
+    return f"; seeds for 80% power: {', '.join(needed)}" if needed else ""
+
+
+def verdict(by_run: dict[str, dict | None], primary: bool, absent: str = "") -> str:
+    """VERDICT_RULE for one row: {run: its summary of the row's key}; `absent` says why a
+    primary row has no values (e.g. the runs have no reference network)."""
+    if not primary:
+        return ""
+    sides = {run: side(stats) for run, stats in by_run.items()}
+    if not sides or all(stats is None for stats in by_run.values()):
+        return f"n/a: {absent}" if absent else "n/a"
+    if all(s == 1 for s in sides.values()):
+        return "supported" + _power(by_run)
+    if all(s == -1 for s in sides.values()):
+        return "contradicted" + _power(by_run)
+    named = [
+        f"{run} {'supports' if s == 1 else 'contradicts'}"
+        if s
+        else _seeds(run, by_run[run]["n"] if by_run[run] else 0)
+        for run, s in sides.items()
+        if s != 0 or by_run[run] is None or by_run[run]["n"] < MIN_SEEDS
+    ]
+    return "not shown" + (f" ({', '.join(named)})" if named else "") + _power(by_run)
+
+
+def _seeds(run: str, n: int) -> str:
+    return f"{run}: {n} seed{'s' * (n != 1)}"
+
+
+def why_absent(row: Row, by_run: dict[str, dict]) -> str:
+    """Why a primary row has no values in a column block: {run: {key: summary}}."""
+    if row.key.startswith("correlate.reference"):
+        flags = [values.get("correlate.reference") for values in by_run.values()]
+        if any(f and f.get("count") == 0 for f in flags):
+            return "no reference network (runs.<name>.reference is false)"
+        if all(f is None for f in flags):
+            return "this sweep predates the reference network (method v3): rerun its seeds"
+    return ""
+
+
+# --- (a) the claims table ----------------------------------------------------------------------
+
+
+def baseline_group(summary: dict) -> dict | None:
+    """The group of a sweep summary with the baseline's params."""
+    return next((g for g in summary["groups"] if g["baseline"]), None)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Columns of the claims table: one group of a sweep summary (`source`), a column per run,
+    with a verdict of its own."""
+
+    source: Path
+    summary: dict
+    group: dict
+
+    def arch(self, run: str, runs: dict[str, dict]) -> str:
+        return self.group["params"].get(f"runs.{run}.arch") or runs.get(run, {}).get("arch", "?")
+
+    def seeds(self) -> list:
+        return sorted({s for seeds in run_seeds(self.group).values() for s in seeds})
+
+
+def claim_blocks(seeds: dict, models: dict | None = None) -> list[Block]:
+    """The baseline's group of the seed sweep, then each other group of the models summary."""
+    blocks = [Block(SEEDS, seeds, g) for g in [baseline_group(seeds)] if g]
+    if models:
+        blocks += [Block(MODELS, models, g) for g in models["groups"] if not g["baseline"]]
+    return blocks
+
+
+def _seed_values(seeds: list) -> str:
+    """Hydra's sweep of these seeds: `seed=3`, `seed=range(0,3)` or `seed=choice(0,2)`."""
+    numbers = sorted(seeds)
+    if len(numbers) == 1:
+        return f"seed={numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"'seed=range({numbers[0]},{numbers[-1] + 1})'"
+    return f"'seed=choice({','.join(map(str, numbers))})'"
+
+
+def commands(block: Block, runs: dict[str, dict]) -> str:
+    """The commands that regenerate a block: its experiments, then its sweep summary."""
+    summary, group = block.summary, block.group
+    grouping = ["--seeds"] if block.source == SEEDS else [f"--by {k}" for k in summary["by"]]
+    rev = f"--rev {summary['rev'][:7]}"
+    summarise = " ".join(["fragile-neurons sweep", rev, *grouping, f"--json {block.source}"])
+    if block.source == SEEDS:
+        by_run = {run: [s for s in seeds if s != 0] for run, seeds in run_seeds(group).items()}
+        if len({tuple(seeds) for seeds in by_run.values()}) == 1:  # both runs in each experiment
+            by_run = {"": next(iter(by_run.values()))}
+        queues = [
+            " ".join(
+                ["dvc exp run --queue"]
+                + [f"-S '~runs.{other}'" for other in by_run if run and other != run]
+                + [f"-S {_seed_values(seeds)} -S threads=1 -C data/raw"]
+            )
+            for run, seeds in by_run.items()
+            if seeds
+        ]
+        return "; ".join(["`dvc repro` (seed 0)", *(f"`{q}`" for q in queues), f"`{summarise}`"])
+    reference = flatten({"runs": runs})
+    mine = [run for run in runs if run in group["runs"]]
+    overrides = [f"'~runs.{run}'" for run in runs if run not in mine] + [
+        f"{key}={value}" for key, value in group["params"].items() if reference.get(key) != value
+    ]
+    queue = " ".join(
+        ["dvc exp run --queue", *(f"-S {o}" for o in overrides)]
+        + [f"-S {_seed_values(block.seeds())}", "-S threads=1 -C data/raw"]
+    )
+    return f"`{queue}`; `{summarise}`"
+
+
+def _provenance(block: Block) -> str:
+    summary, group = block.summary, block.group
+    seeds = seeds_text(group)
+    pooled = "".join(
+        f"; {key} pooled ({', '.join('null' if v is None else str(v) for v in values)})"
+        for key, values in group.get("pooled", summary["pooled"]).items()  # older files: none
+        if key != "seed"
+    )
+    which = "" if block.source == SEEDS else f", group `{group['label']}`"
+    return (
+        f"`{block.source}`{which}: {len(group['members'])} member"
+        f"{'s' * (len(group['members']) != 1)} (seed{'s' * (len(group['members']) != 1)} "
+        f"{seeds}), the baseline "
+        f"commit `{summary['rev'][:7]}` and its experiments{pooled}"
+    )
+
+
+def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
+    """The claims table: a row per claim and measure, per block a column per run and a verdict;
+    `runs` are params.yaml's (their order, and each run's `arch` where a group sets none)."""
+    missing = f"`{SEEDS}` holds no group with the baseline's params."
+    if not blocks:
+        return missing
+    columns = []  # per block: [(run, stats by key, seeds)]
+    for block in blocks:
+        found = block.group["runs"]
+        order = [r for r in runs if r in found] + sorted(set(found) - set(runs))
+        columns.append(
+            [(r, found[r], max((s["n"] for s in found[r].values()), default=0)) for r in order]
+        )
+    heads, lines = [], ["Columns and the commands that regenerate them:", ""]
+    if blocks[0].source != SEEDS:
+        lines[:0] = [missing, ""]
+    for block, cols in zip(blocks, columns, strict=True):
+        archs = list(dict.fromkeys(block.arch(run, runs) for run, _, _ in cols))
+        heads += [f"{r}, {block.arch(r, runs)} ({n} seed{'s' * (n != 1)})" for r, _, n in cols]
+        heads.append(f"verdict, {' and '.join(archs)}")
+        lines.append(
+            f"- {', '.join(f'{run} ({block.arch(run, runs)})' for run, _, _ in cols)}: "
+            f"{_provenance(block)}. Regenerate: {commands(block, runs)}."
+        )
+    lines += [
+        "",
+        "Each cell: mean [95% interval] over seeds (correlations on Fisher's z), or for "
+        f"p-values the seeds with p < {ALPHA:g} and the median. A one-seed cell: its value, and in "
+        "brackets that seed's own uncertainty, the bootstrap 95% CI over test images (gains, "
+        "clean-accuracy change) or the p-value (correlations: of the rank correlation; margins: "
+        "of the permutation test against the random draws); no verdict rests on one seed.",
+        "",
+    ]
+    lines += ["| claim | measure | " + " | ".join(heads) + " |"]
+    lines += ["| --- | --- |" + " --- |" * len(heads)]
+    for row in CLAIMS:
+        cells = []
+        for cols in columns:
+            by_run = {run: values.get(row.key) for run, values, _ in cols}
+            cells += [claim_cell(values, row, n) for _, values, n in cols]
+            absent = why_absent(row, {run: values for run, values, _ in cols})
+            cells.append(verdict(by_run, row.primary, absent))
+        lines.append(f"| {row.claim} | {row.measure} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", VERDICT_RULE])
+
+
+# --- (b) dose-response tables ------------------------------------------------------------------
+
+
+def _seeds_of(values: dict[str, dict], columns) -> set[str]:
+    """The seeds of a group's run that hold a number of the table's columns."""
+    return {seed for _, key, _ in columns for seed in values.get(key, {}).get("values", {})}
+
+
+def dose_tables(summary: dict, source: Path) -> list[str]:
+    """One table per run with at least two settings that hold a number of the table's columns
+    (table_columns): a row per such setting of the summary's params."""
+    columns = table_columns(summary["by"])
+    tables = []
+    runs = sorted({run for g in summary["groups"] for run in g["runs"]})
+    for run in runs:
+        # the params that can move this run: global ones and its own (sweep.per_run)
+        by = [k for k in summary["by"] if not k.startswith("runs.") or k.startswith(f"runs.{run}.")]
+        heading = ", ".join(by) if by else "group"
+        groups = [
+            g
+            for g in summary["groups"]
+            if any(key in g["runs"].get(run, {}) for _, key, _ in columns)
+        ]
+        if len(groups) < 2:
+            continue
+        # settings compared on the same seeds: those every row has (a row of more seeds, e.g.
+        # the baseline's, would otherwise differ by its seeds as much as by its setting)
+        seeds = set.intersection(*(_seeds_of(g["runs"][run], columns) for g in groups))
+        shown = ", ".join(sorted(seeds, key=lambda seed: (len(seed), seed)))  # 2 before 10
+        lines = [
+            f"`{source}`, run {run}, on the seeds every row has ({shown}; mean [95% CI] over "
+            "them, the value alone for one seed):",
+            "",
+            f"| {heading} | seeds | " + " | ".join(h for h, _, _ in columns) + " |",
+            "| --- | --- |" + " --- |" * len(columns),
+        ]
+        for g in groups:
+            values = resummarise_run(g["runs"][run], seeds)
+            setting = ", ".join(str(g["params"][k]) for k in by) if by else g["label"]
+            n = max((values[key]["n"] for _, key, _ in columns if key in values), default=0)
+            mark = " (baseline)" if g["baseline"] else ""
+            cells = [cell(values.get(key), digits, n) for _, key, digits in columns]
+            lines.append(f"| {setting}{mark} | {n} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return tables
+
+
+# --- (c) the baseline: seed 0, the committed metrics of each run -------------------------------
+
+
+def run_headlines(run: str) -> dict:
+    """`<stage>.<key>` -> value of the run's committed headlines (as the sweep reads them)."""
+    folder = paths.metrics(run, "train").parent
+    files = {str(p.relative_to(folder)): read_json(p) for p in sorted(folder.glob("*/*.json"))}
+    return headline.read_files(files)
+
+
+def _value(h: dict, key: str, digits: int = 3) -> str:
+    value = h.get(key)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return fixed(value, digits)
+
+
+def _with_p(h: dict, key: str, p_key: str) -> str:
+    if key not in h:
+        return "n/a"
+    return fixed(h[key], 3) + (f" (p = {p_value(h[p_key])})" if p_key in h else "")
+
+
+def _gains(details: dict, measure: str) -> str:
+    """evaluate.json's gain of each attack in `measure` (auc, relative_auc)."""
+    gain = details.get("gain") or {}
+    return " / ".join(fixed((gain.get(a) or {}).get(measure, {}).get("value"), 3) for a in ATTACKS)
+
+
+def _with_ci(h: dict, key: str, digits: int = 3) -> str:
+    return with_interval(h.get(key), h.get(f"{key}_low"), h.get(f"{key}_high"), digits)
+
+
+def _masking(h: dict) -> str:
+    if "evaluate.masking" not in h:
+        return "n/a"
+    if h.get("evaluate.masking_testable") is False:
+        return "not testable"
+    return _value(h, "evaluate.masking")
+
+
+def _rho(measure: str):
+    key = f"correlate.{measure}_spearman"
+    return lambda h, _: _with_p(h, f"{key}_rho", f"{key}_p")
+
+
+BASELINE_ROWS = (
+    ("test accuracy (f / f_ref)", lambda h, _: " / ".join(
+        _value(h, f"{stage}.test_accuracy", 4) for stage in ("train", "reference")
+    )),
+    ("Spearman rho of clean phi and X^ref (p), primary", _rho("reference_excess")),
+    ("reliability of clean phi (Spearman-Brown)", lambda h, _: _value(
+        h, "label.clean_reliability"
+    )),
+    ("Spearman rho of clean phi and X^sur (p)", _rho("surrogate_excess")),
+    ("Spearman rho of clean phi and X (p)", _rho("excess")),
+    ("Spearman rho of clean phi and D (p)", _rho("share")),
+    (
+        "Spearman rho of clean phi and D^ref / N / G (controls)",
+        lambda h, _: " / ".join(
+            _value(h, f"correlate.{m}_spearman_rho")
+            for m in ("reference_share", "noise", "filter_gain")
+        ),
+    ),
+    ("labels resolved", lambda h, _: _value(h, "label.resolved")),
+    *(
+        (
+            f"{ATTACK_NAMES[a]} AUC+ gain [bootstrap 95% CI]",
+            lambda h, _, a=a: _with_ci(h, f"evaluate.{a}_auc_plus_gain"),
+        )
+        for a in ATTACKS
+    ),
+    *(
+        (
+            f"{ATTACK_NAMES[a]} margin over random (permutation p)",
+            lambda h, _, a=a: _with_p(
+                h, f"evaluate.{a}_margin_over_random", f"evaluate.{a}_p_value"
+            ),
+        )
+        for a in ATTACKS
+    ),
+    ("AUC gain (over all of E) FGSM / PGD / transferred", lambda _, d: _gains(d, "auc")),
+    ("relative AUC gain FGSM / PGD / transferred", lambda _, d: _gains(d, "relative_auc")),
+    (
+        "clean-accuracy change [bootstrap 95% CI]",
+        lambda h, _: _with_ci(h, "evaluate.clean_accuracy_change", 4),
+    ),
+    *(
+        (
+            f"PGD AUC+ gain of the {name} arm [bootstrap 95% CI]",
+            lambda h, _, arm=arm: _with_ci(h, f"evaluate.{arm}_pgd_auc_plus_gain"),
+        )
+        for arm, name in (
+            ("compress_only", "compress-only"),
+            ("amplify_only", "amplify-only"),
+            ("recalibrated", "hardened+recalibrated"),
+        )
+    ),
+    ("gradient masking flagged", lambda h, _: _masking(h)),
+)  # fmt: skip
+
+
+def baseline_table(runs: dict[str, dict]) -> str:
+    """One column per run, one row per headline measure of the committed metrics (a row is
+    shown by `show(headlines, evaluate.json)`)."""
+    names = list(runs)
+    found = {run: run_headlines(run) for run in names}
+    details = {run: read_json(paths.metrics(run, "evaluate")) for run in names}
+    data = {run: read_json(paths.metrics(run, "data")) for run in names}
+    checked = {
+        r: f"{data[r]['dataset']} ({'' if data[r]['checksums_verified'] else 'NOT '}verified)"
+        for r in names
+    }
+    lines = [
+        "| seed 0 | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+        "| data (checksums) | " + " | ".join(checked[r] for r in names) + " |",
+        "| model | " + " | ".join(runs[r]["arch"] for r in names) + " |",
+    ]
+    for label, show in BASELINE_ROWS:
+        cells = [show(found[r], details[r]) for r in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def attack_table(run: str) -> str:
+    attack = read_json(paths.metrics(run, "attack"))
+    labels = list(attack["fgsm_accuracy"])
+    return "\n".join(
+        [
+            f"| {run}: epsilon | " + " | ".join(labels) + " |",
+            "| --- |" + " --- |" * len(labels),
+            "| FGSM accuracy | "
+            + " | ".join(fixed(attack["fgsm_accuracy"][e], 4) for e in labels)
+            + " |",
+            "| success rate | "
+            + " | ".join(fixed(attack["success_rate"][e], 3) for e in labels)
+            + " |",
+        ]
+    )
+
+
+def evaluate_table(run: str) -> str:
+    variants = read_json(paths.metrics(run, "evaluate"))["variants"]
+    lines = [
+        f"| {run}: AUC | FGSM | PGD | FGSM transferred |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, result in variants.items():
+        cells = []
+        for attack in ATTACKS:
+            r = result.get(attack) or {}
+            std = r.get("auc_std")
+            cells.append(fixed(r.get("auc"), 3) + ("" if std is None else f" ± {fixed(std, 3)}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- the section -------------------------------------------------------------------------------
+
+
+def section(runs: dict[str, dict]) -> str:
+    """The results section between the markers (without them), from the committed files."""
+    parts = ["### Claims, over seeds"]
+    if SEEDS.is_file():
+        models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
+        parts.append(claims_table(claim_blocks(resummarise(load_summary(SEEDS)), models), runs))
+    else:
+        parts.append(
+            f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
+            "(see [Several seeds](#several-seeds))."
+        )
+    parts.append("### Dose-response and other settings")
+    found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
+    others = [p for p in found if p not in (SEEDS, MODELS)]
+    tables = [t for p in others for t in dose_tables(resummarise(load_summary(p)), p)]
+    if tables:
+        parts += tables
+    else:
+        parts.append(
+            f"No dose-response sweep is committed yet (`{SWEEPS / 'compress.json'}`; "
+            "see [Several seeds](#several-seeds))."
+        )
+    parts += ["### The baseline (seed 0)", baseline_table(runs)]
+    for run in runs:
+        parts += [attack_table(run), evaluate_table(run)]
+    return "\n\n".join(parts)
+
+
+def replace_section(text: str, generated: str) -> str:
+    """`text` with what lies between BEGIN and END replaced by `generated`."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"expected one line {BEGIN!r} and, after it, one line {END!r}")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{generated}\n{END}{tail}"
+
+
+def read_text(path: Path) -> str:
+    """A text file, or SummaryError naming it."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise SummaryError(f"{path}: cannot be read ({reason})") from None
+
+
+def committed_runs(params_path: str | Path = "params.yaml") -> dict[str, dict]:
+    """The runs of params.yaml that have their metrics, in params.yaml's order."""
+    return {
+        name: run
+        for name, run in load_params(params_path)["runs"].items()
+        if Path(paths.metrics(name, "evaluate")).is_file()
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="fragile-neurons report", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--readme", default=None, help="rewrite the section in this file")
+    parser.add_argument(
+        "--check", action="store_true", help="with --readme: exit 1 if it differs, write nothing"
+    )
+    args = parser.parse_args(argv)
+    if args.check and not args.readme:
+        print("error: --check needs --readme FILE (the README to compare)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        generated = section(committed_runs(args.params))
+        if not args.readme:
+            print(generated)
+            return
+        readme = Path(args.readme)
+        text = read_text(readme)
+        new = replace_section(text, generated)
+    except (ParamError, SummaryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:  # the markers
+        print(f"error: {readme}: {err}", file=sys.stderr)
+        sys.exit(2)
+    if args.check:
+        if new != text:
+            print(f"{readme}: the results section differs; run `fragile-neurons report "
+                  f"--readme {readme}`", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
+    elif new != text:
+        write_with(readme, lambda p: p.write_text(new))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Summarise the DVC experiments of a sweep: every headline number, mean and 95% CI over seeds.
+
+    fragile-neurons sweep                          # experiments derived from HEAD, grouped
+    fragile-neurons sweep --seeds --json metrics/sweeps/seeds.json
+    fragile-neurons sweep --by harden.compress --json metrics/sweeps/compress.json
+    fragile-neurons sweep --from metrics/sweeps/seeds.json --table   # a committed summary
+
+Members: `experiments` (read from their commits with git and DVC). Numbers: `seedstats` (each
+key's summary over seeds by its kind). Text for a terminal: `terminal`.
+
+Groups. Each run of a member is placed by the params that can change its numbers: the global
+ones and its own `runs.<run>.*`; another run's params count as the baseline's, so an experiment
+that changes or removes the cifar10 run (`-S '~runs.cifar10' -S runs.mnist.arch=resnet18`) is,
+for its mnist run, an experiment of mnist alone. Runs are grouped by the params that differ among
+them (`--by` names them instead; a run that differs from the baseline in another param is then
+left out; `--seeds` keeps only the runs with the baseline's params), a group being one setting
+of those params, labelled by those that differ from the baseline's (e.g.
+`harden.compress=0.25`; all of them for the baseline's setting). The params in NUISANCE change
+only random draws and float rounding, never what is computed, so they vary within a group: the
+seed, and the thread count and device (another thread count or CPU type changes results like
+another seed). Within a group, each seed of a run counts once (the baseline first, then by
+experiment name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..running.yaml_file import parse_yaml
+from .experiments import MISSING, collect, flatten, git, git_show, sort_key
+from .seedstats import CONFIDENCE, resummarise, summarise_values
+from .terminal import render, render_table
+
+# Params whose values vary within a group: they change random draws and float rounding only.
+NUISANCE = ("seed", "threads", "device", "deterministic")
+DIGITS = 6  # significant digits in the JSON
+
+
+class SummaryError(ValueError):
+    """A file that cannot be read, is not JSON, or is not a sweep summary: one line naming it."""
+
+
+def load_json(path: str | Path) -> Any:
+    """A JSON file, or SummaryError naming it."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise SummaryError(f"{path}: cannot be read ({reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SummaryError(f"{path}: not valid JSON ({err})") from None
+
+
+# What a summary (summarise, to_json) holds: its fields, each group's, each member's, each stat's.
+SHAPE = {"rev": str, "by": list, "pooled": dict, "groups": list, "left_out": list}
+GROUP = {"label": str, "params": dict, "baseline": bool, "members": list, "runs": dict}
+STATS = {"n": int, "values": dict}
+
+
+def load_summary(path: str | Path) -> dict:
+    """A summary written by `--json`, or SummaryError naming the file and what is wrong."""
+    summary = load_json(path)
+
+    def need(obj: Any, shape: dict, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise SummaryError(f"{path}: {where} is not an object; expected a sweep summary "
+                               "(fragile-neurons sweep --json)")  # fmt: skip
+        for key, kind in shape.items():
+            if not isinstance(obj.get(key), kind):
+                raise SummaryError(
+                    f"{path}: {where}{key!r} is {obj.get(key, 'missing')!r:.40}; expected a "
+                    f"{kind.__name__} (a sweep summary: fragile-neurons sweep --json)"
+                )
+
+    need(summary, SHAPE, "")
+    for i, group in enumerate(summary["groups"]):
+        need(group, GROUP, f"groups[{i}].")
+        for m, member in enumerate(group["members"]):
+            need(member, {"name": str, "rev": str}, f"groups[{i}].members[{m}].")
+        for run, values in group["runs"].items():
+            if not isinstance(values, dict):
+                raise SummaryError(f"{path}: groups[{i}].runs[{run!r}] is not an object")
+            for key, stats in values.items():
+                need(stats, STATS, f"groups[{i}].runs[{run!r}][{key!r}].")
+    return summary
+
+
+# --- grouping and summarising ----------------------------------------------------------------
+
+
+def _label(params: dict, reference: dict) -> str:
+    """`key=value` of the params that differ from the reference's (all of them where none do)."""
+    changed = {k: v for k, v in params.items() if reference.get(k, MISSING) != v}
+    return ", ".join(f"{k}={v}" for k, v in (changed or params).items()) or "all"
+
+
+def per_run(members: list[dict], reference: dict) -> list[dict]:
+    """One entry per member and run with a fresh stage, holding that run alone, its params
+    those that can change the run's numbers: the member's global params and its
+    `runs.<run>.*`, with every other run's taken from the reference (the baseline's). Members
+    without a run stay whole."""
+    entries = []
+    for m in members:
+        if not m["runs"]:
+            entries.append(m)
+        for run, values in m["runs"].items():
+            own = f"runs.{run}."
+            params = {
+                k: v
+                for source, keep in ((m["params"], True), (reference, False))
+                for k, v in source.items()
+                if (not k.startswith("runs.") or k.startswith(own)) is keep
+            }
+            entries.append(m | {"params": params, "runs": {run: values}})
+    return entries
+
+
+def _differing(members: list[dict]) -> list[str]:
+    keys = sorted({k for m in members for k in m["params"]} - set(NUISANCE))
+    return [
+        k
+        for k in keys
+        if len({json.dumps(m["params"].get(k), sort_keys=True) for m in members}) > 1
+    ]
+
+
+def _select(members: list[dict], reference: dict, by: list[str] | None) -> tuple:
+    """The members that count, the grouping params, and a line for each member left out."""
+    left, kept = [], []
+    for m in members:
+        if m["runs"]:
+            kept.append(m)
+        else:
+            left.append(f"{m['name']} ({m['rev']}): no stage ran with its own params")
+    if by is None:
+        return kept, _differing(kept), left
+    ignored = set(by) | set(NUISANCE)
+    selected = []
+    for m in kept:
+        other = sorted(
+            k
+            for k in (set(m["params"]) | set(reference)) - ignored
+            if m["params"].get(k, MISSING) != reference.get(k, MISSING)
+        )
+        if other:
+            left.append(f"{m['name']} ({m['rev']}): params differ in {', '.join(other)}")
+        else:
+            selected.append(m)
+    return selected, list(by), left
+
+
+def _group(entries: list[dict], by: list[str], reference: dict) -> tuple[list[dict], list[str]]:
+    """[{params, members}] sorted by the params' values, each seed of a run once per group (the
+    baseline's first, then the one with the most numbers, then by experiment name), the entries
+    of one member (per_run) joined again; and a line for each duplicate left out."""
+    groups: dict[str, dict] = {}
+    left = []
+    order = sorted(
+        entries,
+        key=lambda m: (
+            not m["baseline"],
+            sort_key(m["seed"]),
+            -sum(map(len, m["runs"].values())),  # of one seed, the member with the most numbers
+            m["name"],
+        ),
+    )
+    for m in order:
+        params = {k: m["params"].get(k) for k in by}
+        group = groups.setdefault(json.dumps(params, sort_keys=True), {"params": params})
+        seen = group.setdefault("members", [])
+        (run,) = m["runs"]
+        same = next((o for o in seen if o["seed"] == m["seed"] and run in o["runs"]), None)
+        mine = next((o for o in seen if (o["name"], o["rev"]) == (m["name"], m["rev"])), None)
+        if same:
+            left.append(
+                f"{m['name']} ({m['rev']}): seed {m['seed']} already in "
+                f"{_label(params, reference)} ({same['name']})"
+            )
+        elif mine:
+            mine["runs"] = mine["runs"] | m["runs"]
+        else:
+            seen.append(m)
+    ordered = sorted(groups.values(), key=lambda g: [sort_key(g["params"][k]) for k in by])
+    return ordered, left
+
+
+def _pooled(members: list[dict]) -> dict[str, list]:
+    """{param: its distinct values} of the NUISANCE params that vary among `members`."""
+    pooled = {}
+    for key in NUISANCE:
+        distinct = {json.dumps(m["params"].get(key)): m["params"].get(key) for m in members}
+        if len(distinct) > 1:
+            pooled[key] = sorted(distinct.values(), key=sort_key)
+    return pooled
+
+
+def _summarise_group(group: dict, reference: dict) -> dict:
+    members = group["members"]
+    runs = {}
+    for run in sorted({r for m in members for r in m["runs"]}):
+        found = [m for m in members if run in m["runs"]]
+        keys = sorted({k for m in found for k in m["runs"][run]})
+        runs[run] = {
+            key: summarise_values(
+                [(m["seed"], m["runs"][run][key]) for m in found if key in m["runs"][run]], key
+            )
+            for key in keys
+        }
+    return {
+        "label": _label(group["params"], reference),
+        "params": group["params"],
+        "baseline": all(v == reference.get(k) for k, v in group["params"].items()),
+        "members": [
+            {"name": m["name"], "rev": m["rev"], "seed": m["seed"], "runs": sorted(m["runs"])}
+            for m in members
+        ],
+        "pooled": _pooled(members),
+        "runs": runs,
+    }
+
+
+def summarise(
+    members: list[dict],
+    reference: dict,
+    by: list[str] | None = None,
+    left_out: list[str] = (),
+    rev: str = "",
+) -> dict:
+    """The summary (written by --json) of `members` (collect), grouped by the params `by`
+    (None: every param that differs among the members, NUISANCE aside; []: none, a seed sweep of
+    the baseline's params). `reference` is the baseline's flattened params: with `by` given, a
+    run (per_run) that differs from it outside `by` and NUISANCE is left out."""
+    selected, by, left = _select(per_run(members, reference), reference, by)
+    groups, duplicates = _group(selected, by, reference)
+    return {
+        "rev": rev,
+        "by": by,
+        "pooled": _pooled([m for group in groups for m in group["members"]]),
+        "confidence": CONFIDENCE,
+        "groups": [_summarise_group(group, reference) for group in groups],
+        "left_out": sorted({*left_out, *left, *duplicates}),
+    }
+
+
+def rounded(obj: Any, digits: int = DIGITS) -> Any:
+    """Every float of `obj` to `digits` significant digits (JSON-ready, stable diffs)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
+
+def to_json(summary: dict) -> str:
+    return json.dumps(rounded(summary), indent=1, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="fragile-neurons sweep", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--rev", default=None, help="the baseline commit (default HEAD)")
+    parser.add_argument("-n", "--num", type=int, default=1, help="commits back from --rev")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
+        "--by",
+        action="append",
+        metavar="KEY",
+        help="group by this param (repeatable); members that differ from the baseline in "
+        "another param are left out (default: group by every param that differs)",
+    )
+    how.add_argument(
+        "--seeds", action="store_true", help="only members with the baseline's params: one group"
+    )
+    how.add_argument(
+        "--from", dest="source", metavar="FILE", help="show a summary written by --json"
+    )
+    parser.add_argument("--json", default=None, help="write the summary to this file")
+    parser.add_argument(
+        "--table", action="store_true", help="also each member's values, in 80 columns"
+    )
+    args = parser.parse_args(argv)
+    if args.source:
+        try:
+            summary = resummarise(load_summary(args.source))
+        except SummaryError as err:
+            print(f"error: --from {err}", file=sys.stderr)
+            sys.exit(2)
+    else:
+        rev = (git("rev-parse", args.rev or "HEAD") or "").strip()
+        if not rev:
+            print(f"error: {args.rev or 'HEAD'} is not a commit here", file=sys.stderr)
+            sys.exit(2)
+        reference = flatten(parse_yaml(git_show(rev, "params.yaml") or "{}") or {})
+        unknown = [key for key in args.by or () if key not in reference]
+        if unknown:
+            print(f"error: --by {unknown[0]}: no such param in params.yaml", file=sys.stderr)
+            sys.exit(2)
+        members, left_out = collect(args.rev, args.num)
+        by = [] if args.seeds else args.by
+        summary = json.loads(to_json(summarise(members, reference, by, left_out, rev)))
+    if args.table and summary["groups"]:
+        print(render_table(summary) + "\n")
+    print(render(summary))
+    if args.json:
+        from ..storage.io import write_with
+
+        text = to_json(summary)
+        write_with(args.json, lambda p: p.write_text(text))
+    sys.exit(0 if summary["groups"] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""A sweep's summary as text for a terminal: `fragile-neurons sweep` without `--json`, and
+`--table`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..stats.significance import ALPHA
+from .experiments import sort_key
+from .seedstats import kind
+
+
+def _fit(value: Any, width: int) -> str:
+    """A value in at most `width` characters, with as many significant digits as fit."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    for digits in (4, 3, 2, 1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= width:
+            return text
+    return text
+
+
+def run_seeds(group: dict) -> dict[str, list]:
+    """{run: its seeds in the group}: a member counts for the runs it holds (older summaries,
+    without the members' `runs`: for every run)."""
+    return {
+        run: sorted(
+            {m["seed"] for m in group["members"] if run in m.get("runs", group["runs"])},
+            key=sort_key,
+        )
+        for run in group["runs"]
+    }
+
+
+def seeds_text(group: dict) -> str:
+    """`0, 1, 2` where every run has these seeds, else `mnist 0, 1, 2; cifar10 0, 1`."""
+    by_run = {run: ", ".join(map(str, seeds)) for run, seeds in run_seeds(group).items()}
+    if len(set(by_run.values())) <= 1:
+        return next(iter(by_run.values()), "")
+    return "; ".join(f"{run} {seeds}" for run, seeds in by_run.items())
+
+
+def _members_line(group: dict) -> str:
+    note = ", the baseline's params" if group["baseline"] else ""
+    return f"{group['label']}: {len(group['members'])} member(s), seeds {seeds_text(group)}{note}"
+
+
+def render(summary: dict, width: int = 80) -> str:
+    """Per group and run, each key's n and summary by its kind, one line each, in 80 columns:
+    mean and 95% CI (correlations: on Fisher's z, transformed back), p-values as the seeds
+    below ALPHA and the median, counts as the median, flags as the seeds where they hold."""
+    lines = []
+    for group in summary["groups"]:
+        lines.append(_members_line(group)[:width])
+        for run, values in group["runs"].items():
+            lines.append(f"  run {run[:33]:<34}{'n':>3}  {'value':>10}  95% CI or count")
+            for key, s in values.items():
+                lines.append(f"    {_clip(key, 36):<36}{s['n']:>3}  {_summary_cells(s)}"[:width])
+    lines += [f"left out: {line}"[:width] for line in summary["left_out"]]
+    return "\n".join(lines) if summary["groups"] else "no finished experiments with metrics found"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _summary_cells(s: dict) -> str:
+    """A key's summary as `value  detail` (render's two right-hand columns)."""
+    how = s.get("kind") or kind("", list(s["values"].values()))
+    if how == "flag":
+        return f"{'':>10}  {s['count']}/{s['n']} seeds true"
+    if how == "p":
+        return f"{s['median']:>10.4g}  median; p<{ALPHA} in {s['count']}/{s['n']}"
+    if how == "count":
+        return f"{s['median']:>10.4g}  median"
+    ci = f"[{s['low']:.4g}, {s['high']:.4g}]" if s["low"] is not None else "n < 2"
+    return f"{s['mean']:>10.4g}  {ci}"
+
+
+# The experiment table's columns: (heading, key, width); with the first three, 80 columns.
+TABLE = [
+    ("acc", "train.test_accuracy", 7),
+    ("Xref rho", "correlate.reference_excess_spearman_rho", 9),
+    ("D rho", "correlate.share_spearman_rho", 7),
+    ("FGSM+", "evaluate.fgsm_auc_plus_gain", 8),
+    ("PGD+", "evaluate.pgd_auc_plus_gain", 8),
+    ("PGD mrg", "evaluate.pgd_margin_over_random", 8),
+    ("clean", "evaluate.clean_accuracy_change", 8),
+]
+
+
+def render_table(summary: dict) -> str:
+    """One row per member and run, in at most 80 columns: a terminal shows every column
+    (`dvc exp show` would drop most of them there). Xref rho: the clean phi's Spearman rho with
+    the reference excess X^ref (claim 1's primary endpoint), D rho: with the paper's D; FGSM+
+    and PGD+: the AUC+ gains (PGD+: claim 2's primary endpoint); PGD mrg: PGD's margin over
+    random; clean: the clean-accuracy change."""
+    head = f"{'experiment':<12}{'run':<8}{'seed':>5}" + "".join(f"{h:>{w}}" for h, _, w in TABLE)
+    lines = []
+    for group in summary["groups"]:
+        lines += [group["label"][:80], head, "-" * len(head)]
+        for member in group["members"]:
+            seed = str(member["seed"])
+            for run, values in group["runs"].items():
+                if run not in member.get("runs", [run]) or not any(
+                    seed in s["values"] for s in values.values()
+                ):
+                    continue
+                cells = "".join(
+                    f" {_fit(values[key]['values'][seed], w - 1):>{w - 1}}"
+                    if seed in values.get(key, {}).get("values", {})
+                    else f"{'-':>{w}}"
+                    for _, key, w in TABLE
+                )
+                lines.append(f"{member['name'][:11]:<12}{run[:7]:<8}{seed[:5]:>5}{cells}")
+    return "\n".join(lines)

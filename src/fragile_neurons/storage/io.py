@@ -1,0 +1,213 @@
+"""Writing outputs atomically and reading them back safely.
+
+Every file a stage writes goes to a temporary file in the same folder first and is renamed into
+place, so an interrupted stage never leaves a half-written output. Checkpoints and records are
+plain dictionaries of tensors and names, loaded with ``weights_only=True``: a file that asks the
+unpickler for anything else (code) is refused, and so is a missing, truncated or corrupt file,
+each with one line that names the file and the stage that rewrites it.
+
+torch is imported where tensors are read or written, so the params check imports none of it.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import math
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..running.errors import DataError
+from .paths import producer
+
+# Why a write can fail that is no bug: the disk, the folder's permissions, a limit. Each is one
+# line naming the file (a DataError); the output it would replace is left as it was.
+WRITE_ERRORS = {  # errno: (what happened, what to do)
+    errno.EACCES: ("permission denied", "give this user write access to the folder"),
+    errno.EPERM: ("operation not permitted (an immutable file or folder?)", "make it writable"),
+    errno.EROFS: ("the file system is read-only", "mount it read-write or move the project"),
+    errno.EFBIG: ("larger than the file-size limit (ulimit -f)", "lift the limit"),
+    errno.ENOSPC: ("no space left on the device", "free some space"),
+    errno.EDQUOT: ("the disk quota is exhausted", "free some space"),
+    errno.ENOTDIR: ("a file stands where a folder of the path belongs", "move it away"),
+    errno.EISDIR: ("a folder stands where the file belongs", "move it away"),
+}
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`. The temporary file
+    is removed whatever happens (an error, SIGTERM or Ctrl-C: see stage.py); a write that the
+    disk, a permission or a limit refuses is a one-line DataError naming `path`."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        what, remedy = WRITE_ERRORS[err.errno]
+        raise DataError(
+            f"cannot write {path}: {what}; nothing of it was written (what was there is as it "
+            f"was). {remedy[0].upper()}{remedy[1:]}, then rerun the stage"
+        ) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_with(path: str | Path, write: Callable[[Path], Any]) -> None:
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """`obj` as indented JSON, NaN and infinities as null (undefined stays undefined)."""
+    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n"
+    write_with(path, lambda p: p.write_text(text))
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path: str | Path, frame) -> None:
+    """A pandas DataFrame as CSV, floats to 6 significant digits (stable, readable diffs)."""
+    write_with(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
+
+
+def save_figure(path: str | Path, fig) -> None:
+    """A matplotlib figure as PNG, without version metadata, so equal plots give equal bytes."""
+    import matplotlib.pyplot as plt
+
+    write_with(path, lambda p: fig.savefig(p, format="png", dpi=110, metadata={"Software": None}))
+    plt.close(fig)
+
+
+def save_tensors(path: str | Path, obj: dict) -> None:
+    """torch.save, atomically. Same tensors give the same bytes: torch.save names the records of
+    its zip archive after the file, so it writes to memory first, not to the temporary file."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    write_with(path, lambda p: p.write_bytes(data))
+
+
+def rerun_advice(path: str | Path) -> str:
+    """What to do about a bad input file: rerun the stage that writes it."""
+    stage = producer(path)
+    return f"rerun `dvc repro --force {stage}`" if stage else "replace it"
+
+
+def load_tensors(path: str | Path, keys: tuple[str, ...] = ()) -> dict:
+    """torch.load restricted to tensors and plain containers (``weights_only=True``).
+
+    Returns a dict holding at least `keys`. Anything else (a missing, truncated or corrupt file,
+    one that asks for code, one of another structure) is a one-line DataError naming the file and
+    the stage that rewrites it. The message never suggests switching the restriction off.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: {rerun_advice(path)}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a corrupt file fails torch.load in many ways; each is this one line
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if isinstance(err, pickle.UnpicklingError) and found:
+            raise DataError(
+                f"{path} asks the unpickler for {found.group(1)!r}, which a checkpoint or record "
+                f"of this pipeline never holds; refused to load it (nothing in it ran). If you "
+                f"did not put it there, {rerun_advice(path)}"
+            ) from None
+        first = " ".join(str(err).split()).split(". ")[0][:160]
+        raise DataError(  # never torch's advice to switch weights_only off
+            f"{path} is truncated or corrupt ({type(err).__name__}: {first}): {rerun_advice(path)}"
+        ) from None
+    missing = [k for k in keys if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise DataError(
+            f"{path} lacks {missing}: not a file this pipeline wrote; {rerun_advice(path)}"
+        )
+    return blob
+
+
+def load_split(path: str | Path, dataset: str | None = None) -> dict:
+    """A prepared split (see data.prepare): uint8 images N x C x H x W, int64 labels N, int64
+    index N (distinct positions >= 0 in the raw split the images came from), the class names, and
+    the per-channel mean and std (C values each, finite, std > 0); with `dataset`, images and
+    classes of that dataset. Anything else is a one-line DataError naming the file."""
+    import torch
+
+    from ..running.config import CLASSES, IMAGE_SHAPES
+
+    split = load_tensors(path, keys=("images", "labels", "index", "classes", "mean", "std"))
+    images, labels, index = split["images"], split["labels"], split["index"]
+    ok = isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4
+    ok = ok and isinstance(labels, torch.Tensor) and labels.dtype == torch.int64
+    ok = ok and labels.shape == images.shape[:1] and isinstance(split["classes"], list)
+    ok = (
+        ok
+        and bool(len(labels))
+        and 0 <= int(labels.min()) <= int(labels.max()) < len(split["classes"])
+    )
+    ok = ok and isinstance(index, torch.Tensor) and index.dtype == torch.int64
+    ok = ok and index.shape == labels.shape and int(index.min()) >= 0
+    ok = ok and len(torch.unique(index)) == len(index)
+    if not ok:
+        raise DataError(
+            f"{path} is not a prepared split (uint8 images N x C x H x W, int64 labels in "
+            f"[0, classes), int64 index of N distinct raw positions); {rerun_advice(path)}"
+        )
+    channels, side = images.shape[1], images.shape[2]
+    for name in ("mean", "std"):
+        stat = split[name]
+        if not (
+            isinstance(stat, torch.Tensor)
+            and stat.is_floating_point()
+            and stat.shape == (channels,)
+            and bool(torch.isfinite(stat).all())
+            and (name == "mean" or bool((stat > 0).all()))
+        ):
+            raise DataError(
+                f"{path}: its {name} is not {channels} finite numbers"
+                + (" > 0" if name == "std" else "")
+                + f" (one per channel); {rerun_advice(path)}"
+            )
+    if dataset is not None:
+        want = (IMAGE_SHAPES[dataset][0], IMAGE_SHAPES[dataset][1], IMAGE_SHAPES[dataset][1])
+        if tuple(images.shape[1:]) != want or len(split["classes"]) != CLASSES:
+            raise DataError(
+                f"{path} holds {channels} x {side} x {images.shape[3]} images of "
+                f"{len(split['classes'])} classes, not {dataset}'s {want[0]} x {want[1]} x "
+                f"{want[2]} of {CLASSES}; {rerun_advice(path)}"
+            )
+    return split
