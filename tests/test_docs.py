@@ -1,6 +1,8 @@
 """The documentation holds together: no merge-conflict markers in any tracked text file; every
-relative link and `#anchor` of README.md and docs/*.md resolves (anchors as GitHub makes them
-from headings); README.md is a front door: at most 200 lines, with the findings in its first 60."""
+relative link and `#anchor` of README.md, docs/*.md, CHANGELOG.md and benchmarks/README.md
+resolves (anchors as GitHub makes them from headings); README.md is a front door: at most 200
+lines, with the findings in its first 60; its taste of the API runs; the guide's `dvc exp show`
+recipe fits 100 columns; CITATION.cff names the paper and pyproject.toml's version."""
 
 from __future__ import annotations
 
@@ -18,7 +20,12 @@ import pytest
 from fragile_neurons import report
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "CHANGELOG.md",
+    ROOT / "benchmarks" / "README.md",
+]
 README_LINES, FINDINGS_BY = 200, 60
 
 # Git's conflict markers (written here so that no line of this file starts with one)
@@ -263,3 +270,20 @@ def test_the_exp_show_recipe_fits_100_columns_on_a_seed_sweep(tmp_path):
     experiments = sorted(line.split()[0] for line in lines[3:])
     assert experiments == ["seed-cifar10-1", "seed-mnist-1", "seed-mnist-2"]
     assert max(map(len, lines)) <= 100, "\n".join(lines)
+
+
+def test_the_readme_s_taste_of_the_api_runs(capsys):
+    """The README's Python block runs as written (seeded, one torch thread) and prints the scan's
+    summary; docs/api.md's full example is tests/test_api.py's."""
+    torch = pytest.importorskip("torch")
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    try:
+        exec(compile(code, "README.md (A taste)", "exec"), {"__name__": "readme"})
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "fragile: [" in out and "robust: [" in out and "share" in out
