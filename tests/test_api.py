@@ -1,4 +1,4 @@
-"""The Python API for one's own model (api.py): the README's example runs; the functions give the
+"""The Python API for one's own model (api.py): docs/api.md's example runs; the functions give the
 pipeline's own numbers (one implementation per idea); bad inputs are clear ValueErrors."""
 
 from __future__ import annotations
@@ -28,21 +28,21 @@ CPU = torch.device("cpu")
 
 
 def readme_example() -> tuple[str, str]:
-    """The first ```python block of the README's section "Use it on your own model", and the
+    """The first ```python block of docs/api.md's section "Use it on your own model", and the
     plain ``` block after it (what it prints)."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "api.md").read_text()
     section = text.split("\n## Use it on your own model\n", 1)[1].split("\n## ", 1)[0]
     match = re.search(r"```python\n(.*?)```.*?```\n(.*?)```", section, re.DOTALL)
-    assert match, "the README's API section has no python example and its output"
+    assert match, "docs/api.md's API section has no python example and its output"
     return match.group(1), match.group(2)
 
 
 def test_the_readme_example_prints_what_the_readme_says(one_thread, capsys):
     code, printed = readme_example()
     assert "resnet18(weights=None" in code and "scan_layer(" in code
-    exec(compile(code, "README.md (Use it on your own model)", "exec"), {"__name__": "readme"})
+    exec(compile(code, "docs/api.md (Use it on your own model)", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
-    assert out == printed, f"the README's printed output has drifted; it prints:\n{out}"
+    assert out == printed, f"docs/api.md's printed output has drifted; it prints:\n{out}"
 
 
 def test_the_api_does_not_slow_down_the_check_stage():

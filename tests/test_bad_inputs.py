@@ -1260,8 +1260,9 @@ def test_a_few_aliases_are_fine(project):
 
 # --- the command line: report, sweep, check and the command itself (issue 23) -----------------
 # Each case runs `fragile-neurons <args>` in-process in a copy of the committed params.yaml,
-# metrics/ and README.md, after `prepare(folder)`; it must be one line on stderr, `error: ...`
-# holding each fragment, exit status 2, and leave every file as it was.
+# metrics/ and README.md, after `prepare(folder)`; it must be argparse's usage and one line
+# `fragile-neurons[ <command>]: error: ...` holding each fragment on stderr, exit status 2, and
+# leave every file as it was.
 
 
 class CommandCase(NamedTuple):
@@ -1278,7 +1279,7 @@ def _write(path: str, text: str) -> Callable[[Path], None]:
 COMMAND_CASES = [
     CommandCase("no-command", (), ("no command", "check, report, sweep")),
     CommandCase("unknown-command", ("chekc",), ("unknown command 'chekc'", "check, report, sweep")),
-    CommandCase("unknown-option-as-command", ("--bogus",), ("unknown command '--bogus'",)),
+    CommandCase("unknown-option-as-command", ("--bogus",), ("unknown option '--bogus'",)),
     CommandCase("check-unknown-key", ("check", "-S", "harden.compres=0.25"),
                 ("harden.compres = 0.25 is not allowed", "known keys here", "'compress'")),
     CommandCase("check-unknown-section", ("check", "-S", "hardenn.compress=0.25"),
@@ -1305,7 +1306,7 @@ COMMAND_CASES = [
                                     '"runs": {"mnist": {"train.test_accuracy": {}}}}]}')),
     CommandCase("sweep-outside-git", ("sweep", "--seeds"), ("HEAD is not a commit here",)),
     CommandCase("report-params-missing", ("report", "--params", "missing.yaml"),
-                ("missing.yaml", "a readable YAML file")),
+                ("--params missing.yaml: no such file",)),
     CommandCase("report-readme-folder-missing", ("report", "--readme", "nowhere/README.md"),
                 ("nowhere/README.md: cannot be read",)),
     CommandCase("report-readme-without-markers", ("report", "--readme", "NOTES.md"),
@@ -1340,7 +1341,10 @@ def test_a_bad_command_line_is_one_line_and_exit_status_2(bad, tmp_path, capsys)
         cli.main(list(bad.args))
     stderr = capsys.readouterr().err
     assert err.value.code == 2, stderr
-    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    *usage, line = stderr.splitlines()
+    assert usage and usage[0].startswith("usage: fragile-neurons") and stderr.endswith("\n")
+    assert line.startswith("fragile-neurons") and ": error: " in line, stderr
+    assert not any("error:" in u for u in usage), stderr
     for fragment in bad.fragments:
         assert fragment in stderr, stderr
     assert md5s(folder) == before, "a file changed, or a new one appeared"

@@ -1,5 +1,6 @@
 """The `fragile-neurons` command: `check` validates params.yaml and `dvc exp run -S` overrides
-with the stages' own messages before anything is queued."""
+with the stages' own messages before anything is queued; every bad command line is argparse's
+usage and one error line, exit status 2; `python -m fragile_neurons` is the same command."""
 
 import shutil
 import subprocess
@@ -14,6 +15,19 @@ COMMAND = Path(sys.executable).parent / "fragile-neurons"
 
 def fragile_neurons(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(COMMAND), *args], cwd=cwd, capture_output=True, text=True)
+
+
+def argparse_error(result: subprocess.CompletedProcess, prog: str) -> str:
+    """The message of argparse's refusal: exit status 2, nothing on stdout, and on stderr the
+    usage (`usage: <prog> ...`, wrapped over indented lines) then exactly one line
+    `<prog>: error: <message>`; fails the test otherwise."""
+    assert result.returncode == 2, result
+    assert result.stdout == "", result.stdout
+    *usage, line = result.stderr.splitlines()
+    assert usage and usage[0].startswith(f"usage: {prog} "), result.stderr
+    assert all(u.startswith(" ") for u in usage[1:]), result.stderr  # the usage's wrapped lines
+    assert line.startswith(f"{prog}: error: "), result.stderr
+    return line.removeprefix(f"{prog}: error: ")
 
 
 @pytest.fixture
@@ -35,9 +49,8 @@ def project(tmp_path):
 def test_check_refuses_a_bad_override_with_the_stages_message(project, overrides, line):
     args = [a for o in overrides for a in ("-S", o)]
     result = fragile_neurons("check", *args, cwd=project)
-    assert result.returncode == 2
-    assert len(result.stderr.splitlines()) == 1 and line in result.stderr
-    assert result.stderr.startswith("error: params: ")
+    message = argparse_error(result, "fragile-neurons check")
+    assert message.startswith("params: ") and line in message
     assert sorted(p.name for p in project.iterdir()) == ["params.yaml"]  # nothing written
 
 
@@ -48,19 +61,103 @@ def test_check_expands_a_sweep_as_dvc_exp_run_would(project):
     assert (project / "params.yaml").read_bytes() == (ROOT / "params.yaml").read_bytes()
 
 
-def test_without_overrides_check_is_the_check_stage(project):
+def test_without_overrides_check_is_the_check_stage_and_says_what_it_checked(project):
     result = fragile_neurons("check", cwd=project)
     assert result.returncode == 0, result.stderr
     assert (project / "data" / "params.ok").is_file()
-
-
-def test_an_unknown_command_is_one_line_naming_the_commands(project):
-    result = fragile_neurons("chekc", cwd=project)
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == (
-        "error: unknown command 'chekc'; the commands are check, report, sweep "
-        "(fragile-neurons --help)\n"
+    assert result.stdout == (
+        "params.yaml: every key, type and range passed the check; runs: mnist, cifar10; "
+        "wrote data/params.ok\n"
     )
+
+
+def test_the_check_stage_keeps_its_one_line_error(project):
+    """`python stages/check.py`, as dvc.yaml runs it: a refusal is one `error:` line, no usage."""
+    text = (project / "params.yaml").read_text().replace("seed: 0", "seed: -1", 1)
+    (project / "params.yaml").write_text(text)
+    stage = [sys.executable, str(ROOT / "stages" / "check.py")]
+    result = subprocess.run(stage, cwd=project, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: params: seed = -1 is not allowed")
+    assert result.stderr.count("\n") == 1
+
+
+# (arguments, the prog that refuses them, what its message says, a file the case needs)
+BAD_COMMAND_LINES = [
+    ((), "fragile-neurons", "no command; the commands are check, report, sweep", None),
+    (("-V",), "fragile-neurons", "unknown option '-V'; the options are -h, --help", None),
+    (("--bogus", "check"), "fragile-neurons", "unknown option '--bogus'", None),
+    (("chekc",), "fragile-neurons", "unknown command 'chekc'; the commands are check", None),
+    (("check", "--params", "missing.yaml"), "fragile-neurons check",
+     "--params missing.yaml: no such file", None),
+    (("check", "-S", "seed=-1"), "fragile-neurons check", "params: seed = -1 is not allowed", None),
+    (("check", "--max-experiments", "0"), "fragile-neurons check",
+     "params: --max-experiments = 0 is not allowed", None),
+    (("check", "--bogus"), "fragile-neurons check", "unrecognized arguments: --bogus", None),
+    (("report", "--params", "missing.yaml"), "fragile-neurons report",
+     "--params missing.yaml: no such file", None),
+    (("report", "--check"), "fragile-neurons report", "--check needs --readme FILE", None),
+    (("report", "--readme", "NOTES.md"), "fragile-neurons report",
+     "NOTES.md: expected one line", ("NOTES.md", "no markers\n")),
+    (("report", "--results", "nowhere/results.md"), "fragile-neurons report",
+     "nowhere/results.md: cannot be read", None),
+    (("sweep", "--seeds", "--by", "seed"), "fragile-neurons sweep",
+     "argument --by: not allowed with argument --seeds", None),
+    (("sweep", "--from", "missing.json"), "fragile-neurons sweep",
+     "--from missing.json: cannot be read", None),
+    (("sweep", "--seeds"), "fragile-neurons sweep", "HEAD is not a commit here", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "prog", "message", "file"),
+    BAD_COMMAND_LINES,
+    ids=[" ".join(case[0]) or "no command" for case in BAD_COMMAND_LINES],
+)
+def test_a_bad_command_line_is_argparse_s_usage_and_one_error_line(
+    tmp_path, args, prog, message, file
+):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    if file:
+        (tmp_path / file[0]).write_text(file[1])
+    assert message in argparse_error(fragile_neurons(*args, cwd=tmp_path), prog)
+
+
+@pytest.mark.parametrize(
+    ("command", "prog"),
+    [
+        (["-m", "fragile_neurons"], "fragile-neurons"),
+        (
+            ["-m", "fragile_neurons.interface.fetch", "--params", "missing.yaml"],
+            "python -m fragile_neurons.interface.fetch",
+        ),
+    ],
+)
+def test_python_m_refuses_as_the_command_does(tmp_path, command, prog):
+    result = subprocess.run(
+        [sys.executable, *command], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert argparse_error(result, prog)
+
+
+def test_python_m_fragile_neurons_is_the_command(project):
+    result = subprocess.run(
+        [sys.executable, "-m", "fragile_neurons", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("fragile-neurons 0.")
+
+
+def test_help_texts_are_whole(project):
+    """`report --help` gives its whole description (the first line of the module's docstring
+    used to cut a sentence in two); so do the other commands'."""
+    from fragile_neurons.pipeline import check
+    from fragile_neurons.reporting import report, sweep
+
+    for command, module in (("report", report), ("sweep", sweep), ("check", check)):
+        result = fragile_neurons(command, "--help", cwd=project)
+        assert result.returncode == 0 and result.stderr == ""
+        first = module.__doc__.split("\n\n")[0]
+        assert " ".join(first.split()) in " ".join(result.stdout.split()), command
 
 
 def test_help_and_version_go_to_stdout(project):

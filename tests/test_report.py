@@ -1,5 +1,6 @@
-"""The README's results section: regenerated from the committed files it equals the committed
-README; the claims table's cells and verdicts, the dose-response tables, missing sweeps."""
+"""The README's findings and docs/results.md's full results: regenerated from the committed
+files they equal the committed README and docs/results.md; the findings' primary rows and plain
+verdicts, the claims table's cells and verdicts, the dose-response tables, missing sweeps."""
 
 import json
 import subprocess
@@ -19,30 +20,41 @@ OFFSETS = {"mnist": -0.2, "cifar10": 0.3}
 
 
 def committed(repo: Path, dest: Path) -> Path:
-    """HEAD's params.yaml, README.md and metrics/ of `repo`, extracted under `dest`: the committed
-    results, never the workspace's, which `make repro` on another CPU type rewrites."""
+    """HEAD's params.yaml, README.md, docs/results.md and metrics/ of `repo`, extracted under
+    `dest`: the committed results, never the workspace's, which `make repro` on another CPU type
+    rewrites."""
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True)
+    if head.returncode != 0:
+        pytest.skip(f"{repo} is not a git checkout: {head.stderr.decode().strip()}")
+    files = ["params.yaml", "README.md", "docs/results.md", "metrics"]
     archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", "HEAD", "params.yaml", "README.md", "metrics"],
-        capture_output=True,
+        ["git", "-C", str(repo), "archive", "HEAD", *files], capture_output=True
     )
-    if archive.returncode != 0:
-        pytest.skip(f"{repo} is not a git checkout: {archive.stderr.decode().strip()}")
+    assert archive.returncode == 0, archive.stderr.decode()  # a file missing from HEAD
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
 
 
-def readme_section(folder: Path) -> str:
-    text = (folder / "README.md").read_text()
+def readme_section(folder: Path, name: str = "README.md") -> str:
+    text = (folder / name).read_text()
     return text.split(report.BEGIN + "\n", 1)[1].split("\n" + report.END, 1)[0]
+
+
+STALE = "stale: run `fragile-neurons report --readme README.md --results docs/results.md`"
 
 
 def test_the_committed_readme_section_is_what_the_committed_files_give(tmp_path, monkeypatch):
     folder = committed(ROOT, tmp_path / "head")
     monkeypatch.chdir(folder)
-    assert readme_section(folder) == report.section(report.committed_runs()), (
-        "README.md's results section is stale: run `fragile-neurons report --readme README.md`"
+    runs = report.committed_runs()
+    assert readme_section(folder) == report.findings(runs), f"README.md's findings are {STALE}"
+    assert readme_section(folder, "docs/results.md") == report.section(runs), (
+        f"docs/results.md is {STALE}"
     )
+    command = [sys.executable, "-m", "fragile_neurons.reporting.report", "--readme", "README.md"]
+    check = [*command, "--results", "docs/results.md", "--check"]
+    assert subprocess.run(check, capture_output=True).returncode == 0
 
 
 def test_the_committed_results_are_read_from_git_not_the_workspace(tmp_path, monkeypatch):
@@ -59,10 +71,12 @@ def test_the_committed_results_are_read_from_git_not_the_workspace(tmp_path, mon
         fields = json.loads(path.read_text())
         path.write_text(json.dumps({k: v + 0.01 for k, v in fields.items()}))  # a repro elsewhere
     monkeypatch.chdir(repo)
-    assert readme_section(repo) != report.section(report.committed_runs())  # the workspace's
+    results = readme_section(repo, "docs/results.md")
+    assert results != report.section(report.committed_runs())  # the workspace's
     head = committed(repo, tmp_path / "head")
     monkeypatch.chdir(head)
-    assert readme_section(head) == report.section(report.committed_runs())
+    assert readme_section(head, "docs/results.md") == report.section(report.committed_runs())
+    assert readme_section(head) == report.findings(report.committed_runs())
 
 
 def stats(low, high, n=5, mean=None, values=None):
@@ -361,14 +375,27 @@ def test_missing_sweeps_are_said_and_present_ones_tabulated(project):
 
 
 def test_the_command_rewrites_only_between_the_markers_and_checks(project):
-    readme = project / "README.md"
+    readme, results = project / "README.md", project / "docs" / "results.md"
     readme.write_text(f"# title\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
+    results.parent.mkdir()
+    results.write_text(f"# results\n\n{report.BEGIN}\n{report.END}\n")
     command = [sys.executable, "-m", "fragile_neurons.reporting.report", "--readme", "README.md"]
+    command += ["--results", "docs/results.md"]
     check = subprocess.run([*command, "--check"], cwd=project, capture_output=True, text=True)
-    assert check.returncode == 1 and "results section differs" in check.stderr
+    assert check.returncode == 1
+    assert check.stderr.splitlines() == [
+        f"{path}: the generated section differs; run `fragile-neurons report --readme README.md "
+        "--results docs/results.md`"
+        for path in ("README.md", "docs/results.md")
+    ]
     subprocess.run(command, cwd=project, check=True)
     text = readme.read_text()
-    assert text.startswith(f"# title\n\n{report.BEGIN}\n### Claims, over seeds\n")
+    assert text == (  # no seed sweep in this project: the findings say so
+        f"# title\n\n{report.BEGIN}\nNo seed sweep is committed yet (`metrics/sweeps/seeds.json`): "
+        f"the findings need one.\n{report.END}\n\nafter\n"
+    )
+    text = results.read_text()
+    assert text.startswith(f"# results\n\n{report.BEGIN}\n### Claims, over seeds\n")
     end = [
         "| FGSM accuracy | 0.9900 | 0.5000 |",
         "| success rate | 0.000 | 0.500 |",
@@ -378,10 +405,73 @@ def test_the_command_rewrites_only_between_the_markers_and_checks(project):
         "| original | n/a | n/a | n/a |",
         report.END,
         "",
-        "after",
     ]
-    assert text.endswith("\n".join(end) + "\n")
+    assert text.endswith("\n".join(end))
     assert subprocess.run([*command, "--check"], cwd=project).returncode == 0
+    # only the file that differs is named, and nothing is written
+    readme.write_text(readme.read_text().replace("No seed", "Some seed"))
+    check = subprocess.run([*command, "--check"], cwd=project, capture_output=True, text=True)
+    assert check.returncode == 1 and check.stderr.startswith("README.md: the generated section")
+    assert "Some seed" in readme.read_text() and len(check.stderr.splitlines()) == 1
     readme.write_text("no markers\n")
+    stale = f"# results\n\n{report.BEGIN}\nold\n{report.END}\n"
+    results.write_text(stale)
     bad = subprocess.run(command, cwd=project, capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: README.md: expected one line")
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: fragile-neurons report ")
+    assert bad.stderr.splitlines()[-1].startswith(
+        "fragile-neurons report: error: README.md: expected one line"
+    )
+    assert results.read_text() == stale  # one file refused: neither is written
+
+
+def test_the_findings_give_each_primary_row_and_its_verdict_in_a_plain_sentence(project):
+    (project / "metrics" / "sweeps").mkdir()
+    (project / "metrics/sweeps/seeds.json").write_text(to_json(sweep_summary(SEEDS, [])))
+    models = sweep_summary([member("baseline", 0), resnet("c0", 0, "cifar10")], None)
+    (project / "metrics/sweeps/models.json").write_text(to_json(models))
+    text = report.findings(report.committed_runs())
+    head, *rows = table_rows(text)
+    assert head == ["claim", "model", "primary endpoint", "mnist", "cifar10", "verdict"]
+    assert [r[:2] for r in rows] == [
+        ["the attack targets fragile neurons", "mnist_cnn, cifar_cnn"],
+        ["hardening improves robustness", "mnist_cnn, cifar_cnn"],
+        ["the attack targets fragile neurons", "resnet18"],
+        ["hardening improves robustness", "resnet18"],
+    ]
+    group = sweep_summary(SEEDS, [])["groups"][0]["runs"]
+    rho = group["mnist"]["correlate.reference_excess_spearman_rho"]
+    assert rows[0][3] == f"{report.cell(rho)} (5 seeds)"
+    assert rows[2][3] == "" and rows[2][4].endswith("(1 seed)")  # resnet18 ran on cifar10 only
+    # the fixture: rho's interval holds 0 on mnist and lies above it on cifar10 (as the claims
+    # table's verdict says), and each row's verdict is the first word of its sentence
+    sentences = text.split("\n\n")[-1].replace("\n  ", " ").splitlines()  # items, unwrapped
+    assert sentences[0] == (
+        "- The attack targets fragile neurons (mnist_cnn on mnist and cifar_cnn on cifar10): "
+        "**not shown**: the 95% interval holds 0 on mnist and lies above 0 on cifar10."
+    )
+    assert sentences[3].endswith(
+        "**not shown**: cifar10 has 1 seed, fewer than the 3 a verdict needs."
+    )
+    assert [r[-1] for r in rows] == [s.split("**")[1] for s in sentences]
+
+
+@pytest.mark.parametrize(
+    ("lows_highs", "expected"),
+    [
+        ([(0.1, 0.3), (0.05, 0.2)], "**supported**: the 95% interval lies above 0 in every run."),
+        ([(-0.3, -0.1), (-0.2, -0.01)], "**contradicted**: the 95% interval lies below 0 in every "
+         "run, against the claim."),
+        ([(0.1, 0.3), (-0.2, 0.1)], "**not shown**: the 95% interval lies above 0 on mnist and "
+         "holds 0 on cifar10."),
+        ([(-0.3, -0.1), None], "**not shown**: the 95% interval lies below 0 on mnist; cifar10 has "
+         "no value."),
+        ([None, None], "**not measured**: no run has a value."),
+    ],
+)  # fmt: skip
+def test_a_plain_verdict_says_the_rule_s_verdict_and_why(lows_highs, expected):
+    by_run = {
+        run: lh and stats(*lh) for run, lh in zip(("mnist", "cifar10"), lows_highs, strict=True)
+    }
+    assert report.plain_verdict(by_run) == expected
+    rule = report.verdict(by_run, True)
+    assert expected.split("**")[1] == ("not measured" if rule == "n/a" else rule.split(" (")[0])

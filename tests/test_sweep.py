@@ -405,7 +405,10 @@ def test_the_sweep_command_writes_the_same_json_twice(experiments, tmp_path):
     bad = subprocess.run([*command[:2], "--by", "harden.compres"], cwd=experiments, text=True,
                          capture_output=True)  # fmt: skip
     assert bad.returncode == 2
-    assert bad.stderr == "error: --by harden.compres: no such param in params.yaml\n"
+    assert bad.stderr.startswith("usage: fragile-neurons sweep ")
+    assert bad.stderr.endswith(
+        "\nfragile-neurons sweep: error: --by harden.compres: no such param in params.yaml\n"
+    )
     shown = sh(experiments, *command[:2], "--from", str(out), "--table")
     assert max(map(len, shown.splitlines())) <= 80 and "seed 0 already in" in shown
 

@@ -1,6 +1,7 @@
-"""The `fragile-neurons` command (a console script of the package): a subcommand per module,
-each with its own `--help`; help and the version go to stdout, a bad command is one `error:` line
-on stderr and exit status 2."""
+"""The `fragile-neurons` command (a console script of the package, and `python -m
+fragile_neurons`): a subcommand per module, each with its own `--help`; help and the version go to
+stdout; a bad command line is argparse's usage line and one `fragile-neurons ...: error:` line on
+stderr, and exit status 2."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ COMMANDS = {
     ),
     "report": (
         "fragile_neurons.reporting.report",
-        "the README's results section, from committed files",
+        "the README's findings and the full results, from files",
     ),
     "sweep": (
         "fragile_neurons.reporting.sweep",
@@ -48,18 +49,21 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    commands = f"the commands are {', '.join(COMMANDS)} (fragile-neurons --help)"
     if not argv:
-        print(f"error: no command; the commands are {', '.join(COMMANDS)} "
-              "(fragile-neurons --help)", file=sys.stderr)  # fmt: skip
-        sys.exit(2)
+        parser().error(f"no command; {commands}")
     if argv[0] in ("-h", "--help", "--version"):
         parser().parse_args(argv[:1])  # prints to stdout, exits 0
         return
+    if argv[0].startswith("-"):
+        parser().error(f"unknown option {argv[0]!r}; the options are -h, --help and --version")
     if argv[0] not in COMMANDS:
-        print(f"error: unknown command {argv[0]!r}; the commands are {', '.join(COMMANDS)} "
-              "(fragile-neurons --help)", file=sys.stderr)  # fmt: skip
-        sys.exit(2)
-    importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+        parser().error(f"unknown command {argv[0]!r}; {commands}")
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    if argv[0] == "check":  # the command, not the stage: errors as argparse gives them
+        module.main(argv[1:], command=True)
+    else:
+        module.main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ nothing beyond presence: `prepare` compares every file's md5 with the original o
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..running.config import load_params
@@ -18,9 +17,15 @@ from ..running.errors import DataError, ParamError
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fragile_neurons.interface.fetch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--params", default="params.yaml", help="the params file")
     args = parser.parse_args(argv)
+    if not Path(args.params).is_file():
+        parser.error(f"--params {args.params}: no such file")
     try:
         params = load_params(args.params)
         from ..datasets.files import (
@@ -31,8 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         for dataset in sorted({run["dataset"] for run in params["runs"].values()}):
             ensure_files(dataset, root, download)
     except (ParamError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

@@ -144,9 +144,14 @@ def write(ctx, outputs: str) -> None:
 # --- the command `fragile-neurons check` -----------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, command: bool = False) -> None:
+    """`python -m fragile_neurons.pipeline.check` (a refusal is one `error:` line) or, with
+    `command`, `fragile-neurons check` (a refusal is argparse's usage and error lines); without
+    overrides it also writes the check stage's output."""
     parser = argparse.ArgumentParser(
-        prog="fragile-neurons check", description=__doc__.splitlines()[0]
+        prog="fragile-neurons check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--params", default="params.yaml", help="the params file")
     parser.add_argument(
@@ -165,16 +170,23 @@ def main(argv: list[str] | None = None) -> None:
         help=f"the most experiments a sweep of -S may make (default {MAX_EXPERIMENTS})",
     )
     args = parser.parse_args(argv)
+    if command and not Path(args.params).is_file():
+        parser.error(f"--params {args.params}: no such file")
     try:
         limit = Integer(1)("--max-experiments", _integer(args.max_experiments))
         combinations = with_overrides(args.params, args.overrides, limit)
     except ParamError as err:
+        if command:
+            parser.error(str(err))
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if args.overrides:
         print(f"{args.params} with {' '.join(args.overrides)}: {len(combinations)} run(s) checked")
     else:
         write(None, PASSED)
+        runs = combinations[0]["runs"]
+        print(f"{args.params}: every key, type and range passed the check; runs: "
+              f"{', '.join(runs)}; wrote {paths.params_checked()}")  # fmt: skip
 
 
 if __name__ == "__main__":

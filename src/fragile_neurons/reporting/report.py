@@ -1,13 +1,17 @@
-"""The README's results section, from committed files only: metrics/<run>/ (the baseline, seed 0:
-its headlines, read through headline.py, and evaluate.json, attack.json and data.json) and
-metrics/sweeps/*.json (summaries written by `fragile-neurons sweep --json`).
+"""The results, from committed files only: metrics/<run>/ (the baseline, seed 0: its headlines,
+read through headline.py, and evaluate.json, attack.json and data.json) and metrics/sweeps/*.json
+(summaries written by `fragile-neurons sweep --json`).
 
-    fragile-neurons report                      # print the section (Markdown)
-    fragile-neurons report --readme README.md   # rewrite it between the README's markers
-    fragile-neurons report --readme README.md --check   # exit 1 if the README's differs
+    fragile-neurons report                      # print the full results (Markdown)
+    fragile-neurons report --readme README.md --results docs/results.md
+                                                # rewrite both between their markers
+    fragile-neurons report --readme README.md --results docs/results.md --check
+                                                # exit 1 if either differs, write nothing
 
-The section holds (a) the claims table: one row per claim and measure; a block of columns for
-the baseline's group of metrics/sweeps/seeds.json and one for each other group of
+--readme FILE: the findings (`findings`), the claims table's primary rows and each verdict in
+one plain sentence, between FILE's markers. --results FILE: the full results (`section`)
+between FILE's markers: (a) the claims table: one row per claim and measure; a block of columns
+for the baseline's group of metrics/sweeps/seeds.json and one for each other group of
 metrics/sweeps/models.json (other models, e.g. ResNet-18: experiments that change a run's
 `arch`), each column a run's mean [95% CI] over seeds, each block with its verdict by
 VERDICT_RULE and the commands that regenerate it; (b) a dose-response table for each other
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,19 +361,20 @@ def _provenance(block: Block) -> str:
     )
 
 
+def block_columns(block: Block, runs: dict[str, dict]) -> list[tuple[str, dict, int]]:
+    """A block's columns, in params.yaml's order of runs: (run, summary by key, seeds)."""
+    found = block.group["runs"]
+    order = [r for r in runs if r in found] + sorted(set(found) - set(runs))
+    return [(r, found[r], max((s["n"] for s in found[r].values()), default=0)) for r in order]
+
+
 def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
     """The claims table: a row per claim and measure, per block a column per run and a verdict;
     `runs` are params.yaml's (their order, and each run's `arch` where a group sets none)."""
     missing = f"`{SEEDS}` holds no group with the baseline's params."
     if not blocks:
         return missing
-    columns = []  # per block: [(run, stats by key, seeds)]
-    for block in blocks:
-        found = block.group["runs"]
-        order = [r for r in runs if r in found] + sorted(set(found) - set(runs))
-        columns.append(
-            [(r, found[r], max((s["n"] for s in found[r].values()), default=0)) for r in order]
-        )
+    columns = [block_columns(block, runs) for block in blocks]
     heads, lines = [], ["Columns and the commands that regenerate them:", ""]
     if blocks[0].source != SEEDS:
         lines[:0] = [missing, ""]
@@ -400,6 +406,101 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
             cells.append(verdict(by_run, row.primary, absent))
         lines.append(f"| {row.claim} | {row.measure} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", VERDICT_RULE])
+
+
+# --- the findings: the claims table's primary rows, for the README --------------------------
+
+# The primary endpoints' names in the findings (the claims table's measure, shortened)
+PRIMARY_NAMES = {
+    "correlate.reference_excess_spearman_rho": "Spearman rho of clean phi and X^ref",
+    "evaluate.pgd_auc_plus_gain": "PGD AUC+ gain of the hardened network",
+}
+
+
+def plain_verdict(by_run: dict[str, dict | None], absent: str = "") -> str:
+    """VERDICT_RULE's verdict of a primary row ({run: its summary}) as one plain sentence."""
+    if not by_run or all(stats is None for stats in by_run.values()):
+        return f"**not measured**: {absent or 'no run has a value'}."
+    sides = {run: side(stats) for run, stats in by_run.items()}
+    if all(s == 1 for s in sides.values()):
+        return "**supported**: the 95% interval lies above 0 in every run."
+    if all(s == -1 for s in sides.values()):
+        return "**contradicted**: the 95% interval lies below 0 in every run, against the claim."
+    interval, others = [], []
+    for run, s in sides.items():
+        n = by_run[run]["n"] if by_run[run] else 0
+        if by_run[run] is None:
+            others.append(f"{run} has no value")
+        elif s:
+            interval.append(f"lies {'above' if s == 1 else 'below'} 0 on {run}")
+        elif n < MIN_SEEDS:
+            others.append(f"{run} has {n} seed{'s' * (n != 1)}, fewer than the {MIN_SEEDS} a "
+                          "verdict needs")  # fmt: skip
+        else:
+            interval.append(f"holds 0 on {run}")
+    parts = ([f"the 95% interval {' and '.join(interval)}"] if interval else []) + others
+    return "**not shown**: " + "; ".join(parts) + "."
+
+
+def primary_rows() -> list[tuple[str, Row]]:
+    """(claim, row) of each primary row of CLAIMS."""
+    found, claim = [], ""
+    for row in CLAIMS:
+        claim = row.claim or claim
+        if row.primary:
+            found.append((claim, row))
+    return found
+
+
+def findings(runs: dict[str, dict]) -> str:
+    """The README's findings (between its markers, without them): for each claim and block of
+    columns of the claims table, the primary row's values and verdict, then each verdict in one
+    plain sentence; from the committed files, as `section`."""
+    if not SEEDS.is_file():
+        return f"No seed sweep is committed yet (`{SEEDS}`): the findings need one."
+    models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
+    blocks = claim_blocks(resummarise(load_summary(SEEDS)), models)
+    if not blocks:
+        return f"`{SEEDS}` holds no group with the baseline's params."
+    names = list(dict.fromkeys([r for r in runs] + [r for b in blocks for r in b.group["runs"]]))
+    lines = [
+        "| claim | model | primary endpoint | " + " | ".join(names) + " | verdict |",
+        "| --- | --- | --- |" + " --- |" * len(names) + " --- |",
+    ]
+    sentences = []
+    for block in blocks:
+        cols = block_columns(block, runs)
+        models_text = ", ".join(dict.fromkeys(block.arch(run, runs) for run, _, _ in cols))
+        on_runs = " and ".join(f"{block.arch(run, runs)} on {run}" for run, _, _ in cols)
+        for claim, row in primary_rows():
+            by_run = {run: values.get(row.key) for run, values, _ in cols}
+            cells = {
+                run: f"{cell(values.get(row.key), row.digits)} ({n} seed{'s' * (n != 1)})"
+                for run, values, n in cols
+            }
+            absent = why_absent(row, {run: values for run, values, _ in cols})
+            sentence = plain_verdict(by_run, absent)
+            word = sentence.split("**")[1]
+            lines.append(
+                f"| {claim} | {models_text} | {PRIMARY_NAMES.get(row.key, row.measure)} | "
+                + " | ".join(cells.get(run, "") for run in names)
+                + f" | {word} |"
+            )
+            sentences.append(_wrap(f"- {claim[0].upper()}{claim[1:]} ({on_runs}): {sentence}"))
+    intro = _wrap(
+        "Mean [95% interval] over seeds of each claim's primary endpoint, declared before it was "
+        "measured; a claim is supported when the interval lies above 0 in every run, over at "
+        f"least {MIN_SEEDS} seeds, and contradicted when it lies below 0 in every run."
+    )
+    return "\n".join([intro, "", *lines, "", *sentences])
+
+
+def _wrap(text: str) -> str:
+    """A paragraph or list item in lines of at most 100 characters (a list item's indented)."""
+    indent = "  " if text.startswith("- ") else ""
+    return textwrap.fill(
+        text, 100, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
 
 
 # --- (b) dose-response tables ------------------------------------------------------------------
@@ -619,7 +720,7 @@ def section(runs: dict[str, dict]) -> str:
     else:
         parts.append(
             f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
-            "(see [Several seeds](#several-seeds))."
+            "(see Several seeds in docs/guide.md)."
         )
     parts.append("### Dose-response and other settings")
     found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
@@ -630,7 +731,7 @@ def section(runs: dict[str, dict]) -> str:
     else:
         parts.append(
             f"No dose-response sweep is committed yet (`{SWEEPS / 'compress.json'}`; "
-            "see [Several seeds](#several-seeds))."
+            "see Several seeds in docs/guide.md)."
         )
     parts += ["### The baseline (seed 0)", baseline_table(runs)]
     for run in runs:
@@ -667,38 +768,53 @@ def committed_runs(params_path: str | Path = "params.yaml") -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="fragile-neurons report", description=__doc__.splitlines()[0]
+        prog="fragile-neurons report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--readme", default=None, help="rewrite the section in this file")
+    parser.add_argument("--params", default="params.yaml", help="the params file")
     parser.add_argument(
-        "--check", action="store_true", help="with --readme: exit 1 if it differs, write nothing"
+        "--readme", default=None, metavar="FILE", help="rewrite the findings in this file"
+    )
+    parser.add_argument(
+        "--results", default=None, metavar="FILE", help="rewrite the full results in this file"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="with --readme or --results: exit 1 if a file differs, write nothing",
     )
     args = parser.parse_args(argv)
-    if args.check and not args.readme:
-        print("error: --check needs --readme FILE (the README to compare)", file=sys.stderr)
-        sys.exit(2)
+    if args.check and not (args.readme or args.results):
+        parser.error("--check needs --readme FILE or --results FILE (the files to compare)")
+    if not Path(args.params).is_file():
+        parser.error(f"--params {args.params}: no such file")
+    files = [(Path(f), make) for f, make in ((args.readme, findings), (args.results, section)) if f]
+    changed = []  # (file, its text, the new text)
     try:
-        generated = section(committed_runs(args.params))
-        if not args.readme:
-            print(generated)
+        runs = committed_runs(args.params)
+        if not files:
+            print(section(runs))
             return
-        readme = Path(args.readme)
-        text = read_text(readme)
-        new = replace_section(text, generated)
+        for path, make in files:
+            text, generated = read_text(path), make(runs)
+            try:
+                changed.append((path, text, replace_section(text, generated)))
+            except ValueError as err:  # the markers
+                parser.error(f"{path}: {err}")
     except (ParamError, SummaryError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as err:  # the markers
-        print(f"error: {readme}: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.error(str(err))
+    stale = [(path, text, new) for path, text, new in changed if new != text]
     if args.check:
-        if new != text:
-            print(f"{readme}: the results section differs; run `fragile-neurons report "
-                  f"--readme {readme}`", file=sys.stderr)  # fmt: skip
-            sys.exit(1)
-    elif new != text:
-        write_with(readme, lambda p: p.write_text(new))
+        given = " ".join(
+            f"--{o} {getattr(args, o)}" for o in ("readme", "results") if getattr(args, o)
+        )
+        for path, _, _ in stale:
+            print(f"{path}: the generated section differs; run `fragile-neurons report {given}`",
+                  file=sys.stderr)  # fmt: skip
+        sys.exit(1 if stale else 0)
+    for path, _, new in stale:
+        write_with(path, lambda p, new=new: p.write_text(new))
 
 
 if __name__ == "__main__":

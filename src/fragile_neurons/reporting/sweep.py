@@ -266,7 +266,9 @@ def to_json(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="fragile-neurons sweep", description=__doc__.split("\n\n")[0]
+        prog="fragile-neurons sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rev", default=None, help="the baseline commit (default HEAD)")
     parser.add_argument("-n", "--num", type=int, default=1, help="commits back from --rev")
@@ -293,18 +295,15 @@ def main(argv: list[str] | None = None) -> None:
         try:
             summary = resummarise(load_summary(args.source))
         except SummaryError as err:
-            print(f"error: --from {err}", file=sys.stderr)
-            sys.exit(2)
+            parser.error(f"--from {err}")
     else:
         rev = (git("rev-parse", args.rev or "HEAD") or "").strip()
         if not rev:
-            print(f"error: {args.rev or 'HEAD'} is not a commit here", file=sys.stderr)
-            sys.exit(2)
+            parser.error(f"{args.rev or 'HEAD'} is not a commit here")
         reference = flatten(parse_yaml(git_show(rev, "params.yaml") or "{}") or {})
         unknown = [key for key in args.by or () if key not in reference]
         if unknown:
-            print(f"error: --by {unknown[0]}: no such param in params.yaml", file=sys.stderr)
-            sys.exit(2)
+            parser.error(f"--by {unknown[0]}: no such param in params.yaml")
         members, left_out = collect(args.rev, args.num)
         by = [] if args.seeds else args.by
         summary = json.loads(to_json(summarise(members, reference, by, left_out, rev)))
