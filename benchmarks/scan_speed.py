@@ -13,7 +13,7 @@ discordant counts (images lost and gained against the intact network) agree exac
 status 1 if not). Needs the prepared data and the trained model (`dvc repro train@<run>`);
 writes nothing. `--rev` takes the params, the prepared selection split, the model and the scan
 sweep of another commit or DVC experiment instead of the workspace's, read from DVC's cache:
-`--rev mnist-resnet18-s0` benchmarks the ResNet-18 of that experiment (README: "The paper's
+`--rev mnist-resnet18-s0` benchmarks the ResNet-18 of that experiment (docs/guide.md: "The paper's
 ResNet-18 configurations"). Timings on a shared machine are noisy: when other processes keep
 the cores busy, --threads 1 or OMP_WAIT_POLICY=PASSIVE in the environment give steadier numbers.
 """

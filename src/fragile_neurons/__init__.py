@@ -3,7 +3,7 @@
 Implements Pravin, Martino, Nicosia and Ojha, "Adversarial Robustness in Deep Learning: Attacks on
 Fragile Neurons" (ICANN 2021) as a DVC pipeline. Every quantity is defined in method.md.
 
-For one's own model (api.py; README: "Use it on your own model")::
+For one's own model (interface/api.py; docs/api.md: "Use it on your own model")::
 
     from fragile_neurons import attack_share, harden_model, scan_layer
 """

@@ -16,9 +16,10 @@ evaluate.json, `curves` the robustness curves.
 The hardening gain is hardened minus original per measure, with its paired bootstrap 95%
 interval; the inverse gain and the clean-accuracy change likewise. The margin over random is
 hardened minus the mean of the draws per measure, on the draws' PGD images, with the permutation
-p-value of "hardening beats random". The masking check (README "AutoAttack: the masking check"):
-the hardened network is flagged when its PGD accuracy exceeds its AutoAttack accuracy by more
-than the original's does, counted in images, on the same images at the largest epsilon.
+p-value of "hardening beats random". The masking check (docs/guide.md, "AutoAttack: the
+masking check"): the hardened network is flagged when its PGD accuracy exceeds its AutoAttack
+accuracy by more than the original's does, counted in images, on the same images at the largest
+epsilon.
 """
 
 from __future__ import annotations

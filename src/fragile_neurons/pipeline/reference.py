@@ -82,8 +82,8 @@ def write(ctx, outputs: Reference) -> None:
     """models/<run>/reference.pt, metrics/<run>/reference.json and reference/ (headline.py)."""
     if outputs.model is None:
         save_no_reference(paths.reference(ctx.name), f"runs.{ctx.name}.reference is false")
-        summary_ = {"headline": {"test_accuracy": None}, "reference": False}
-        headline.write(ctx.name, "reference", summary_)
+        absent = {"headline": {"test_accuracy": None}, "reference": False}
+        headline.write(ctx.name, "reference", absent)
         return
     save_checkpoint(paths.reference(ctx.name), outputs.model, outputs.spec)
     fitted = summary(outputs.model, outputs.history)

@@ -13,7 +13,7 @@ from .errors import ParamError
 # params.yaml is small (a few kB, a few hundred values): larger text, deeper nesting, or aliases
 # that expand it beyond MAX_YAML_VALUES are refused before any value is built, since a few hundred
 # bytes of nested aliases can expand to gigabytes (a "billion laughs"). DVC parses the file
-# itself too, and expands its aliases, before any stage runs (README: "What is trusted").
+# itself too, and expands its aliases, before any stage runs (docs/guide.md: "What is trusted").
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_DEPTH = 32
 MAX_YAML_VALUES = 100_000
