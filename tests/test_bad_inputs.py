@@ -494,7 +494,7 @@ PARAMS_CASES = [
     case("labels-adversarial", "check", set_param("runs.mnist.attack.labels", "adversarial"),
          "runs.mnist.attack.labels", "'adversarial'", "true or 'predicted'"),
     case("scan.layr", "check", set_param("scan.layr", "conv1"), "scan.layr", "'conv1'",
-         "known keys here: ['adversarial', 'label_fraction', 'layer', 'samples', 'score']"),
+         "known keys here: ['adversarial', 'layer', 'samples']"),
     case("top-level-sed", "check", set_param("sed", 0), "sed", "0", "known keys here"),
     case("label_fraction-0.75", "check", set_param("label.fraction", 0.75),
          "label.fraction", "0.75", "(0.0, 0.5]"),

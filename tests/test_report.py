@@ -3,6 +3,7 @@ files they equal the committed README and docs/results.md; the findings' primary
 verdicts, the claims table's cells and verdicts, the dose-response tables, missing sweeps."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -85,36 +86,70 @@ def stats(low, high, n=5, mean=None, values=None):
     return {"n": n, "mean": mean, "low": low, "high": high, "values": values}
 
 
+PRIMARY = report.CLAIMS[0]  # claim 1's primary: a Spearman rho, smallest effect of interest 0.3
+SECONDARY = report.CLAIMS[3]
+
+
 @pytest.mark.parametrize(
-    ("lows_highs", "primary", "expected"),
+    ("lows_highs", "row", "expected"),
     [
-        ([(0.1, 0.3), (0.05, 0.2)], True, "supported"),
-        ([(-0.3, -0.1), (-0.2, -0.01)], True, "contradicted"),
-        ([(0.1, 0.3), (-0.2, 0.1)], True, "not shown (mnist supports)"),
-        ([(0.1, 0.3), (-0.2, -0.1)], True, "not shown (mnist supports, cifar10 contradicts)"),
-        ([(-0.1, 0.3), (-0.2, 0.1)], True, "not shown"),
-        ([(0.1, 0.3), (0.1, 0.2)], False, ""),  # a secondary row gets no verdict
+        ([(0.1, 0.3), (0.05, 0.2)], PRIMARY, "supported"),
+        ([(-0.3, -0.1), (-0.2, -0.01)], PRIMARY, "contradicted"),
+        ([(-0.2, 0.25), (-0.1, 0.29)], PRIMARY, "absent"),  # both inside (-0.3, 0.3)
+        ([(0.1, 0.3), (-0.2, 0.1)], PRIMARY, "not shown (mnist supports, cifar10 absent)"),
+        ([(0.1, 0.3), (-0.2, -0.1)], PRIMARY, "not shown (mnist supports, cifar10 contradicts)"),
+        ([(-0.1, 0.35), (-0.2, 0.1)], PRIMARY, "not shown (mnist inconclusive, cifar10 absent)"),
+        ([(-0.4, 0.3), (-0.2, 0.3)], PRIMARY, "not shown (mnist inconclusive, cifar10 "
+         "inconclusive)"),  # an interval reaching 0.3 is not inside (-0.3, 0.3)
+        ([(0.1, 0.3), (0.1, 0.2)], SECONDARY, ""),  # a secondary row gets no verdict
     ],
-)
-def test_the_verdict_rule(lows_highs, primary, expected):
+)  # fmt: skip
+def test_the_verdict_rule(lows_highs, row, expected):
     by_run = {run: stats(*lh) for run, lh in zip(("mnist", "cifar10"), lows_highs, strict=True)}
-    assert report.verdict(by_run, primary) == expected
+    assert report.verdict(by_run, row) == expected
+
+
+def test_the_smallest_effects_of_interest_are_declared_beside_the_primary_endpoints():
+    declared = {row.key: row.smallest_effect for row in report.CLAIMS if row.primary}
+    assert declared == {
+        "correlate.reference_excess_spearman_rho": 0.3,
+        "evaluate.pgd_auc_plus_gain": 0.01,
+    }
+    assert all(row.smallest_effect is None for row in report.CLAIMS if not row.primary)
+
+
+def test_the_power_is_at_the_smallest_effect_where_the_observed_mean_is_smaller():
+    """Below the smallest effect of interest the seeds are those that detect it, labelled so (a
+    correlation on Fisher's z scale); at or above it, the summary's own (the observed mean)."""
+    from fragile_neurons.stats.power import seeds_for_power
+
+    small = stats(-0.16, 0.2, mean=0.017) | {"kind": "correlation", "sd": 0.2175,
+                                              "seeds_for_power": 1334}  # fmt: skip
+    at = seeds_for_power(math.atanh(0.3), 0.2175)
+    assert report.power_seeds(small, PRIMARY) == f"{at} at rho 0.3"
+    large = stats(0.2, 0.6, mean=0.4) | {"kind": "correlation", "sd": 0.2, "seeds_for_power": 5}
+    assert report.power_seeds(large, PRIMARY) == "5"
+    gain = stats(-0.02, 0.01, mean=-0.004) | {"sd": 0.01, "seeds_for_power": 50}
+    assert (
+        report.power_seeds(gain, report.CLAIMS[9])
+        == f"{seeds_for_power(0.01, 0.01)} at the effect 0.01"
+    )
 
 
 def test_a_verdict_needs_an_interval_for_every_run_and_gives_the_seeds_for_power():
     one_seed = {"n": 1, "mean": 0.2, "low": None, "high": None, "values": {"0": 0.2}}
-    assert report.verdict({"mnist": stats(0.1, 0.3), "cifar10": one_seed}, True) == (
-        "not shown (mnist supports, cifar10: 1 seed)"
+    assert report.verdict({"mnist": stats(0.1, 0.3), "cifar10": one_seed}, PRIMARY) == (
+        "not shown (mnist supports, cifar10 1 seed)"
     )
     # two seeds that happen to agree give a narrow CI of one degree of freedom: no verdict
     two_seeds = stats(0.06, 0.19, n=2)
-    assert report.verdict({"mnist": two_seeds}, True) == "not shown (mnist: 2 seeds)"
-    assert report.verdict({"mnist": stats(0.06, 0.19, n=3)}, True) == "supported"
-    assert report.verdict({"mnist": None, "cifar10": None}, True) == "n/a"
+    assert report.verdict({"mnist": two_seeds}, PRIMARY) == "not shown (mnist 2 seeds)"
+    assert report.verdict({"mnist": stats(0.06, 0.19, n=3)}, PRIMARY) == "supported"
+    assert report.verdict({"mnist": None, "cifar10": None}, PRIMARY) == "n/a"
     why = "no reference network (runs.<name>.reference is false)"
-    assert report.verdict({"mnist": None}, True, why) == f"n/a: {why}"
-    powered = stats(0.1, 0.3) | {"seeds_for_power": 7}
-    assert report.verdict({"mnist": powered}, True) == "supported; seeds for 80% power: mnist 7"
+    assert report.verdict({"mnist": None}, PRIMARY, why) == f"n/a: {why}"
+    powered = stats(0.2, 0.6) | {"seeds_for_power": 7, "sd": 0.3}
+    assert report.verdict({"mnist": powered}, PRIMARY) == "supported; seeds for 80% power: mnist 7"
 
 
 def test_exactly_one_primary_endpoint_per_claim():
@@ -197,10 +232,11 @@ def test_the_claims_table_has_a_row_per_measure_and_a_verdict_by_the_rule():
             row.measure,
             report.cell(by_run["mnist"], row.digits, 5),
             report.cell(by_run["cifar10"], row.digits, 5),
-            report.verdict(by_run, row.primary, report.why_absent(row, group["runs"])),
+            report.verdict(by_run, row, report.why_absent(row, group["runs"])),
         ]
     # the fixture's reference-excess rho: mnist's CI holds 0, cifar10's lies above it
-    assert rows[0][-1].startswith("not shown (cifar10 supports); seeds for 80% power: mnist ")
+    assert rows[0][-1].startswith("not shown (mnist ")
+    assert "cifar10 supports); seeds for 80% power: mnist " in rows[0][-1]
     assert [r[-1] != "" for r in rows] == [row.primary for row in report.CLAIMS]
     assert rows[-1][3] == "2/5"  # masking flagged in seeds 1 and 3
     assert report.VERDICT_RULE in table
@@ -236,10 +272,13 @@ def test_other_models_are_a_block_of_columns_with_their_own_verdict_and_commands
     ]  # fmt: skip
     assert "(n = " not in "".join(rows[0])  # each column's own seed count
     mnist = models["groups"][1]["runs"]["mnist"]["correlate.reference_excess_spearman_rho"]
-    assert rows[0][5:7] == [report.cell(mnist, 3, 3), report.verdict({"mnist": mnist}, True)]
+    assert rows[0][5:7] == [
+        report.cell(mnist, 3, 3),
+        report.verdict({"mnist": mnist}, report.CLAIMS[0]),
+    ]
     # one seed has no CI: its block's verdict says so instead of judging; the cell gives that
     # seed's own p-value (correlations, margins) or its bootstrap CI (gains)
-    assert rows[0][8] == "not shown (cifar10: 1 seed)"
+    assert rows[0][8] == "not shown (cifar10 1 seed)"
     cifar = models["groups"][2]["runs"]["cifar10"]
     rho = cifar["correlate.reference_excess_spearman_rho"]["mean"]
     p = cifar["correlate.reference_excess_spearman_p"]["median"]
@@ -461,10 +500,15 @@ def test_the_findings_give_each_primary_row_and_its_verdict_in_a_plain_sentence(
         ([(0.1, 0.3), (0.05, 0.2)], "**supported**: the 95% interval lies above 0 in every run."),
         ([(-0.3, -0.1), (-0.2, -0.01)], "**contradicted**: the 95% interval lies below 0 in every "
          "run, against the claim."),
-        ([(0.1, 0.3), (-0.2, 0.1)], "**not shown**: the 95% interval lies above 0 on mnist and "
-         "holds 0 on cifar10."),
-        ([(-0.3, -0.1), None], "**not shown**: the 95% interval lies below 0 on mnist; cifar10 has "
-         "no value."),
+        ([(-0.2, 0.25), (-0.1, 0.29)], "**absent**: the 95% interval lies inside (-0.3, 0.3) in "
+         "every run: no effect as large as the smallest of interest."),
+        ([(0.1, 0.3), (-0.2, 0.4)], "**not shown**: on mnist the 95% interval lies above 0; on "
+         "cifar10 the 95% interval holds 0 and reaches beyond (-0.3, 0.3)."),
+        ([(0.1, 0.3), (-0.2, 0.1)], "**not shown**: on mnist the 95% interval lies above 0; on "
+         "cifar10 the 95% interval lies inside (-0.3, 0.3) (absent: no effect as large as the "
+         "smallest of interest)."),
+        ([(-0.3, -0.1), None], "**not shown**: on mnist the 95% interval lies below 0; cifar10 "
+         "has no value."),
         ([None, None], "**not measured**: no run has a value."),
     ],
 )  # fmt: skip
@@ -472,6 +516,6 @@ def test_a_plain_verdict_says_the_rule_s_verdict_and_why(lows_highs, expected):
     by_run = {
         run: lh and stats(*lh) for run, lh in zip(("mnist", "cifar10"), lows_highs, strict=True)
     }
-    assert report.plain_verdict(by_run) == expected
-    rule = report.verdict(by_run, True)
+    assert report.plain_verdict(by_run, PRIMARY) == expected
+    rule = report.verdict(by_run, PRIMARY)
     assert expected.split("**")[1] == ("not measured" if rule == "n/a" else rule.split(" (")[0])

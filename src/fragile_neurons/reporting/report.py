@@ -23,6 +23,7 @@ A missing summary is a sentence saying so and how to make it.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pathlib import Path
 from ..figures.formats import fixed, p_value, with_interval
 from ..running.config import ATTACKS, load_params
 from ..running.errors import ParamError
+from ..stats.power import seeds_for_power
 from ..stats.significance import ALPHA
 from ..storage import headline, paths
 from ..storage.io import write_with
@@ -62,6 +64,9 @@ class Row:
     primary: bool = False
     digits: int = 3
     p_key: str = ""
+    # the smallest effect of interest of a primary endpoint (method.md section 7, declared in v4
+    # before the v4 sweeps): an interval wholly inside (-e, e) is the verdict "absent"
+    smallest_effect: float | None = None
 
 
 def _secondary(measure: str, key: str, **options) -> Row:
@@ -76,6 +81,7 @@ CLAIMS = (
         "correlate.reference_excess_spearman_rho",
         primary=True,
         p_key="correlate.reference_excess_spearman_p",
+        smallest_effect=0.3,  # Spearman rho: a "moderate" association (the paper claims strong)
     ),
     Row("", "its p-value in single seeds", "correlate.reference_excess_spearman_p"),
     Row(
@@ -109,6 +115,7 @@ CLAIMS = (
         "PGD AUC+ gain of the hardened arm (**primary**)",
         "evaluate.pgd_auc_plus_gain",
         primary=True,
+        smallest_effect=0.01,  # AUC+: one accuracy point averaged over the epsilons
     ),
     *(
         _secondary(f"PGD AUC+ gain of the {name} arm", f"evaluate.{arm}_pgd_auc_plus_gain")
@@ -140,16 +147,18 @@ CLAIMS = (
 MIN_SEEDS = 3  # a verdict needs an interval over at least this many seeds in every run
 VERDICT_RULE = (
     "Verdict, per claim and block of columns, from the claim's **primary** row alone (declared "
-    "before it was measured, so no correction for the secondary rows is needed): **supported** "
-    "when the 95% interval of every run lies wholly above 0, over at least "
-    f"{MIN_SEEDS} seeds, **contradicted** when every run's lies wholly below 0, otherwise "
-    "**not shown** (in brackets the runs whose interval excludes 0, and those with fewer than "
-    f"{MIN_SEEDS} seeds). Beside it: the seeds each run would need for 80% power at the "
-    "observed effect (a one-sample t-test at 5% detects a mean of about 2.8 / sqrt(n) standard "
-    "deviations of the per-seed values). Correlations are averaged on Fisher's z scale, the "
-    "Student-t interval of the mean z transformed back; gains and margins as they are. p-values "
-    f"are never averaged: a cell gives the seeds with p < {ALPHA:g} and the median; flags, the "
-    "seeds where they hold."
+    "before it was measured, so no correction for the secondary rows is needed), over at least "
+    f"{MIN_SEEDS} seeds in every run: **supported** when the 95% interval of every run lies wholly "
+    "above 0, **contradicted** when every run's lies wholly below 0, **absent** when every run's "
+    "lies wholly inside the smallest effect of interest (Spearman rho (-0.3, 0.3) for claim 1, "
+    "AUC+ (-0.01, 0.01) for claim 2: no effect as large as the smallest that would matter), "
+    "otherwise **not shown**, naming each run's own (supports, contradicts, absent, inconclusive, "
+    "or too few seeds). Beside it: the seeds each run needs for 80% power, by the exact power of "
+    "the two-sided one-sample t-test at 5% (noncentral t), at the observed mean, or at the "
+    "smallest effect of interest where the observed mean is smaller (labelled so). Correlations "
+    "are averaged on Fisher's z scale, the Student-t interval of the mean z transformed back; "
+    f"gains and margins as they are. p-values are never averaged: a cell gives the seeds with "
+    f"p < {ALPHA:g} and the median; flags, the seeds where they hold."
 )
 DOSE_COLUMNS = (
     ("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain", 3),
@@ -224,35 +233,62 @@ def side(stats: dict | None) -> int:
     return 1 if stats["low"] > 0 else -1 if stats["high"] < 0 else 0
 
 
-def _power(by_run: dict[str, dict | None]) -> str:
-    needed = [
-        f"{run} {stats['seeds_for_power']}"
-        for run, stats in by_run.items()
-        if stats and stats.get("seeds_for_power")
-    ]
+def inside(stats: dict | None, row: Row) -> bool:
+    """Whether the interval lies wholly inside the row's smallest effect of interest, over at
+    least MIN_SEEDS seeds (the verdict "absent" for that run)."""
+    e = row.smallest_effect
+    if e is None or not stats or stats.get("low") is None or stats["n"] < MIN_SEEDS:
+        return False
+    return -e < stats["low"] and stats["high"] < e
+
+
+def run_verdict(stats: dict | None, row: Row) -> str:
+    """One run's own verdict: supports, contradicts (the interval excludes 0), absent (inside the
+    smallest effect of interest), inconclusive, or its seeds where they are fewer than MIN_SEEDS."""
+    if not stats or stats["n"] < MIN_SEEDS:
+        n = stats["n"] if stats else 0
+        return f"{n} seed{'s' * (n != 1)}"
+    s = side(stats)
+    if s:
+        return "supports" if s == 1 else "contradicts"
+    return "absent" if inside(stats, row) else "inconclusive"
+
+
+def power_seeds(stats: dict | None, row: Row) -> str:
+    """The seeds for 80% power of one run: at the observed mean (the summary's), or, for a
+    primary row whose observed mean is smaller than its smallest effect of interest, at that
+    effect (on Fisher's z scale for a correlation), labelled so; "" where unknown."""
+    if not stats or not stats.get("sd") or stats.get("mean") is None:
+        return ""
+    e = row.smallest_effect
+    if e is not None and abs(stats["mean"]) < e:
+        z = stats.get("kind") == "correlation"
+        needed = seeds_for_power(math.atanh(e) if z else e, stats["sd"])
+        return f"{needed} at {'rho' if z else 'the effect'} {e:g}" if needed else ""
+    return str(stats["seeds_for_power"]) if stats.get("seeds_for_power") else ""
+
+
+def _power(by_run: dict[str, dict | None], row: Row) -> str:
+    needed = [f"{run} {text}" for run, stats in by_run.items() if (text := power_seeds(stats, row))]
     return f"; seeds for 80% power: {', '.join(needed)}" if needed else ""
 
 
-def verdict(by_run: dict[str, dict | None], primary: bool, absent: str = "") -> str:
+VERDICTS = {"supports": "supported", "contradicts": "contradicted", "absent": "absent"}
+
+
+def verdict(by_run: dict[str, dict | None], row: Row, absent: str = "") -> str:
     """VERDICT_RULE for one row: {run: its summary of the row's key}; `absent` says why a
     primary row has no values (e.g. the runs have no reference network)."""
-    if not primary:
+    if not row.primary:
         return ""
-    sides = {run: side(stats) for run, stats in by_run.items()}
-    if not sides or all(stats is None for stats in by_run.values()):
+    if not by_run or all(stats is None for stats in by_run.values()):
         return f"n/a: {absent}" if absent else "n/a"
-    if all(s == 1 for s in sides.values()):
-        return "supported" + _power(by_run)
-    if all(s == -1 for s in sides.values()):
-        return "contradicted" + _power(by_run)
-    named = [
-        f"{run} {'supports' if s == 1 else 'contradicts'}"
-        if s
-        else _seeds(run, by_run[run]["n"] if by_run[run] else 0)
-        for run, s in sides.items()
-        if s != 0 or by_run[run] is None or by_run[run]["n"] < MIN_SEEDS
-    ]
-    return "not shown" + (f" ({', '.join(named)})" if named else "") + _power(by_run)
+    own = {run: run_verdict(stats, row) for run, stats in by_run.items()}
+    for word, block in VERDICTS.items():
+        if all(v == word for v in own.values()):
+            return block + _power(by_run, row)
+    named = ", ".join(f"{run} {v}" for run, v in own.items())
+    return f"not shown ({named})" + _power(by_run, row)
 
 
 def _seeds(run: str, n: int) -> str:
@@ -403,7 +439,7 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
             by_run = {run: values.get(row.key) for run, values, _ in cols}
             cells += [claim_cell(values, row, n) for _, values, n in cols]
             absent = why_absent(row, {run: values for run, values, _ in cols})
-            cells.append(verdict(by_run, row.primary, absent))
+            cells.append(verdict(by_run, row, absent))
         lines.append(f"| {row.claim} | {row.measure} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", VERDICT_RULE])
 
@@ -417,28 +453,34 @@ PRIMARY_NAMES = {
 }
 
 
-def plain_verdict(by_run: dict[str, dict | None], absent: str = "") -> str:
+def plain_verdict(by_run: dict[str, dict | None], row: Row, absent: str = "") -> str:
     """VERDICT_RULE's verdict of a primary row ({run: its summary}) as one plain sentence."""
     if not by_run or all(stats is None for stats in by_run.values()):
         return f"**not measured**: {absent or 'no run has a value'}."
-    sides = {run: side(stats) for run, stats in by_run.items()}
-    if all(s == 1 for s in sides.values()):
+    band = f"(-{row.smallest_effect:g}, {row.smallest_effect:g})" if row.smallest_effect else ""
+    own = {run: run_verdict(stats, row) for run, stats in by_run.items()}
+    if all(v == "supports" for v in own.values()):
         return "**supported**: the 95% interval lies above 0 in every run."
-    if all(s == -1 for s in sides.values()):
+    if all(v == "contradicts" for v in own.values()):
         return "**contradicted**: the 95% interval lies below 0 in every run, against the claim."
-    interval, others = [], []
-    for run, s in sides.items():
-        n = by_run[run]["n"] if by_run[run] else 0
+    if all(v == "absent" for v in own.values()):
+        return (f"**absent**: the 95% interval lies inside {band} in every run: no effect as "
+                "large as the smallest of interest.")  # fmt: skip
+    parts = []
+    for run, word in own.items():
         if by_run[run] is None:
-            others.append(f"{run} has no value")
-        elif s:
-            interval.append(f"lies {'above' if s == 1 else 'below'} 0 on {run}")
-        elif n < MIN_SEEDS:
-            others.append(f"{run} has {n} seed{'s' * (n != 1)}, fewer than the {MIN_SEEDS} a "
-                          "verdict needs")  # fmt: skip
+            parts.append(f"{run} has no value")
+        elif word in ("supports", "contradicts"):
+            where = "above" if word == "supports" else "below"
+            parts.append(f"on {run} the 95% interval lies {where} 0")
+        elif word == "absent":
+            parts.append(f"on {run} the 95% interval lies inside {band} (absent: no effect as "
+                         "large as the smallest of interest)")  # fmt: skip
+        elif word == "inconclusive":
+            beyond = f" and reaches beyond {band}" if band else ""
+            parts.append(f"on {run} the 95% interval holds 0{beyond}")
         else:
-            interval.append(f"holds 0 on {run}")
-    parts = ([f"the 95% interval {' and '.join(interval)}"] if interval else []) + others
+            parts.append(f"{run} has {word}, fewer than the {MIN_SEEDS} a verdict needs")
     return "**not shown**: " + "; ".join(parts) + "."
 
 
@@ -479,7 +521,7 @@ def findings(runs: dict[str, dict]) -> str:
                 for run, values, n in cols
             }
             absent = why_absent(row, {run: values for run, values, _ in cols})
-            sentence = plain_verdict(by_run, absent)
+            sentence = plain_verdict(by_run, row, absent)
             word = sentence.split("**")[1]
             lines.append(
                 f"| {claim} | {models_text} | {PRIMARY_NAMES.get(row.key, row.measure)} | "
@@ -490,7 +532,10 @@ def findings(runs: dict[str, dict]) -> str:
     intro = _wrap(
         "Mean [95% interval] over seeds of each claim's primary endpoint, declared before it was "
         "measured; a claim is supported when the interval lies above 0 in every run, over at "
-        f"least {MIN_SEEDS} seeds, and contradicted when it lies below 0 in every run."
+        f"least {MIN_SEEDS} seeds, contradicted when it lies below 0 in every run, and absent "
+        "when it lies inside the smallest effect of interest in every run (rho 0.3, AUC+ 0.01; "
+        "declared with method v4, after the method-v3 sweeps below were seen: the v4 sweeps test "
+        "them)."
     )
     return "\n".join([intro, "", *lines, "", *sentences])
 

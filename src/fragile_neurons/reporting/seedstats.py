@@ -16,8 +16,9 @@ and a summary by the key's `kind` (method.md section 7):
 - `count` (integers, e.g. `label.significant`): the median; `flag` (booleans): the count of seeds
   where it holds (`mean` is that share).
 Correlations, reliabilities and estimates also get `sd` (of the per-seed values, on the z scale
-for correlations and reliabilities) and `seeds_for_power`: the seeds a one-sample t-test at 5%
-needs to detect the observed mean with 80% power, about (2.8 sd / |mean|)^2. No interval for
+for correlations and reliabilities) and `seeds_for_power`: the seeds the two-sided one-sample
+t-test at 5% needs to detect the observed mean with 80% power, exactly (`stats.power`: noncentral
+t). No interval for
 n < 2. The JSON (`--json`) has sorted keys and 6 significant digits, so a rerun with the same
 members rewrites the same bytes; `--from FILE --json FILE` re-summarises a committed summary's
 per-seed values by these rules.
@@ -29,10 +30,10 @@ import math
 import statistics
 from typing import Any
 
+from ..stats.power import seeds_for_power
 from ..stats.significance import ALPHA
 
 CONFIDENCE = 0.95
-POWER_Z = 2.8  # z_{0.975} + z_{0.80}: a mean of 2.8 / sqrt(n) sd is detected with 80% power
 KINDS = ("correlation", "reliability", "estimate", "p", "count", "flag")
 
 
@@ -65,15 +66,6 @@ def kind(key: str, values: list) -> str:
     if values and all(isinstance(v, int) for v in values):
         return "count"
     return "estimate"
-
-
-def seeds_for_power(mean: float, sd: float) -> int | None:
-    """The seeds a one-sample t-test at 5% needs to detect `mean` with 80% power when the
-    per-seed values spread by `sd`: (POWER_Z * sd / |mean|)^2, at least 2; None for a mean of 0
-    or an unknown spread."""
-    if not math.isfinite(sd) or not math.isfinite(mean) or mean == 0:
-        return None
-    return max(2, math.ceil((POWER_Z * sd / abs(mean)) ** 2))
 
 
 def _median(numbers: list[float]) -> float:
