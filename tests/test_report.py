@@ -486,7 +486,8 @@ def test_the_findings_give_each_primary_row_and_its_verdict_in_a_plain_sentence(
     sentences = text.split("\n\n")[-1].replace("\n  ", " ").splitlines()  # items, unwrapped
     assert sentences[0] == (
         "- The attack targets fragile neurons (mnist_cnn on mnist and cifar_cnn on cifar10): "
-        "**not shown**: the 95% interval holds 0 on mnist and lies above 0 on cifar10."
+        "**not shown**: on mnist the 95% interval holds 0 and reaches beyond (-0.3, 0.3); on "
+        "cifar10 the 95% interval lies above 0."
     )
     assert sentences[3].endswith(
         "**not shown**: cifar10 has 1 seed, fewer than the 3 a verdict needs."

@@ -452,7 +452,7 @@ def test_reliabilities_are_averaged_as_their_split_half_correlations():
 
 def test_power_counts_and_the_kinds():
     assert seeds_for_power(0.5, 1.0) == 34  # the normal approximation said 32
-    assert seeds_for_power(1.0, 0.1) == 2 and seeds_for_power(0.0, 1.0) is None
+    assert seeds_for_power(1.0, 0.1) == 3 and seeds_for_power(0.0, 1.0) is None  # df = 1 at 2
     assert seeds_for_power(0.3, math.nan) is None
     assert kind("label.significant", [1, 4, 0]) == "count"
     assert kind("evaluate.pgd_p_value", [0.1, 0.2]) == "p"
