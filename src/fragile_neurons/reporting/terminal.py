@@ -47,22 +47,20 @@ def _members_line(group: dict) -> str:
 
 
 def render(summary: dict, width: int = 80) -> str:
-    """Per group and run, each key's n and summary by its kind, one line each, in 80 columns:
-    mean and 95% CI (correlations: on Fisher's z, transformed back), p-values as the seeds
-    below ALPHA and the median, counts as the median, flags as the seeds where they hold."""
+    """Per group and run, each key's n and summary by its kind, one line each: mean and 95% CI
+    (correlations: on Fisher's z, transformed back), p-values as the seeds below ALPHA and the
+    median, counts as the median, flags as the seeds where they hold. Keys and runs are whole
+    (a long key widens its run's lines beyond `width`); the members' lines fit `width`."""
     lines = []
     for group in summary["groups"]:
         lines.append(_members_line(group)[:width])
         for run, values in group["runs"].items():
-            lines.append(f"  run {run[:33]:<34}{'n':>3}  {'value':>10}  95% CI or count")
+            size = max([36, *(len(key) + 1 for key in values)])
+            lines.append(f"  run {run:<{size - 2}}{'n':>3}  {'value':>10}  95% CI or count")
             for key, s in values.items():
-                lines.append(f"    {_clip(key, 36):<36}{s['n']:>3}  {_summary_cells(s)}"[:width])
+                lines.append(f"    {key:<{size}}{s['n']:>3}  {_summary_cells(s)}")
     lines += [f"left out: {line}"[:width] for line in summary["left_out"]]
     return "\n".join(lines) if summary["groups"] else "no finished experiments with metrics found"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "~"
 
 
 def _summary_cells(s: dict) -> str:
@@ -91,14 +89,21 @@ TABLE = [
 
 
 def render_table(summary: dict) -> str:
-    """One row per member and run, in at most 80 columns: a terminal shows every column
-    (`dvc exp show` would drop most of them there). Xref rho: the clean phi's Spearman rho with
-    the reference excess X^ref (claim 1's primary endpoint), D rho: with the paper's D; FGSM+
-    and PGD+: the AUC+ gains (PGD+: claim 2's primary endpoint); PGD mrg: PGD's margin over
-    random; clean: the clean-accuracy change."""
-    head = f"{'experiment':<12}{'run':<8}{'seed':>5}" + "".join(f"{h:>{w}}" for h, _, w in TABLE)
+    """One row per member and run, with whole experiment and run names (80 columns where they
+    are at most 11 and 7 characters long): a terminal shows every column (`dvc exp show` would
+    drop most of them there). Xref rho: the clean phi's Spearman rho with the reference excess
+    X^ref (claim 1's primary endpoint), D rho: with the paper's D; FGSM+ and PGD+: the AUC+ gains
+    (PGD+: claim 2's primary endpoint); PGD mrg: PGD's margin over random; clean: the
+    clean-accuracy change."""
+    groups = summary["groups"]
+    names = [m["name"] for g in groups for m in g["members"]]
+    runs = [run for g in groups for run in g["runs"]]
+    name_width = max([11, *map(len, names)]) + 1
+    run_width = max([7, *map(len, runs)]) + 1
+    head = f"{'experiment':<{name_width}}{'run':<{run_width}}{'seed':>5}"
+    head += "".join(f"{h:>{w}}" for h, _, w in TABLE)
     lines = []
-    for group in summary["groups"]:
+    for group in groups:
         lines += [group["label"][:80], head, "-" * len(head)]
         for member in group["members"]:
             seed = str(member["seed"])
@@ -113,5 +118,6 @@ def render_table(summary: dict) -> str:
                     else f"{'-':>{w}}"
                     for _, key, w in TABLE
                 )
-                lines.append(f"{member['name'][:11]:<12}{run[:7]:<8}{seed[:5]:>5}{cells}")
+                name = f"{member['name']:<{name_width}}{run:<{run_width}}"
+                lines.append(f"{name}{seed[:5]:>5}{cells}")
     return "\n".join(lines)
