@@ -78,3 +78,68 @@ def test_a_screenshot_shows_coloured_series(page, browser, tmp_path):
     coloured = hsv[(hsv[..., 1] > 0.4) & (hsv[..., 2] > 0.3)]
     hues, _ = np.histogram(coloured[:, 0], bins=12, range=(0, 1))
     assert (hues > 300).sum() >= 3, f"fewer than 3 series colours: {hues}"
+
+
+ROBUSTNESS = "mnist_robustness_under_pgd_white_box"
+
+
+def legend_entries(dom: str, plot: str) -> set[str]:
+    """The texts of one SVG plot of a dumped page (the offline page draws SVG)."""
+    start = dom.index(f'id="{plot}"')
+    end = dom.find("vegaEmbed", start)
+    return set(re.findall(r"<text[^>]*>([^<]+)</text>", dom[start : end if end > 0 else None]))
+
+
+def test_every_variant_has_its_legend_entry_and_no_revision_entry(page, browser):
+    """`dvc plots show`: the robustness chart has every arm and the random draws (a line and a
+    band of +-1 sd), and no legend says "workspace"."""
+    dom = headless(browser, "--dump-dom", page.as_uri()).stdout
+    texts = legend_entries(dom, ROBUSTNESS)
+    arms = {"original", "hardened", "inverse", "compress_only", "amplify_only", "random"}
+    assert arms <= texts, texts
+    assert not any("workspace" in t or "revision" in t for t in texts), texts
+
+
+@pytest.fixture(scope="module")
+def diff_page(tmp_path_factory) -> Path:
+    """`dvc plots diff HEAD` with the offline template, the workspace's PGD curves moved."""
+    from fragile_neurons.reporting import offline
+
+    repo = tmp_path_factory.mktemp("diff")
+    for name in ("dvc.yaml", "params.yaml", "plots"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, repo / name)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=repo, check=True)
+    shutil.rmtree(repo / ".dvc" / "plots", ignore_errors=True)
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "plots"], cwd=repo, check=True)
+    csv = repo / "plots" / "mnist" / "evaluate.csv"
+    lines = csv.read_text().splitlines()
+    head = lines[0].split(",")
+    moved = [
+        ",".join(
+            f"{max(0.0, float(v) - 0.05):.4f}" if name.startswith("pgd_") else v
+            for name, v in zip(head, line.split(","), strict=True)
+        )
+        for line in lines[1:]
+    ]
+    csv.write_text("\n".join([lines[0], *moved]) + "\n")
+    offline.main([str(repo / "offline.html")])
+    diff = [str(BIN / "dvc"), "plots", "diff", "HEAD", "--html-template", "offline.html"]
+    subprocess.run([*diff, "-o", "out"], cwd=repo, check=True, capture_output=True)
+    return repo / "out" / "index.html"
+
+
+def test_plots_diff_tells_the_revisions_apart(diff_page, browser, tmp_path):
+    """Each variant of each revision is a series of its own colour, named "<variant> @ HEAD"
+    for the commit and plainly for the workspace."""
+    dom = headless(browser, "--dump-dom", diff_page.as_uri()).stdout
+    texts = legend_entries(dom, ROBUSTNESS)
+    for arm in ("original", "hardened", "random", "compress_only"):
+        assert {arm, f"{arm} @ HEAD"} <= texts, texts
+    assert not any("workspace" in t for t in texts), texts
+    shot = tmp_path / "diff.png"
+    headless(browser, "--window-size=1600,2400", f"--screenshot={shot}", diff_page.as_uri())
+    assert shot.is_file(), "no screenshot of the diff page"

@@ -2,7 +2,7 @@
 
 DVC's own page loads Vega, Vega-Lite and Vega-Embed from a CDN, so offline its plots stay blank.
 This template inlines them instead, from the JavaScript bundle that vl-convert-python (a
-dependency) ships; `make setup` writes it:
+dependency) ships, and draws every plot as SVG; `make setup` writes it:
 
     python -m fragile_neurons.reporting.offline .venv/offline-plots.html
     dvc plots show --html-template .venv/offline-plots.html
@@ -25,6 +25,12 @@ PAGE = """<!DOCTYPE html>
     <title>DVC Plot (offline: Vega {vega}, Vega-Lite {vega_lite}, Vega-Embed {embed})</title>
     <script>
 {bundle}
+    </script>
+    <script>
+        // SVG, not canvas: crisp at any zoom, and every legend entry is text in the page
+        const embedOnCanvas = window.vegaEmbed;
+        window.vegaEmbed = (el, spec, opt) =>
+            embedOnCanvas(el, spec, Object.assign({{renderer: "svg"}}, opt));
     </script>
     <style>
         table {{ border-spacing: 15px; }}
