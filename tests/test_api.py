@@ -4,12 +4,14 @@ pipeline's own numbers (one implementation per idea); bad inputs are clear Value
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 import subprocess
 import sys
 from collections import OrderedDict
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -115,8 +117,9 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
     assert torch.equal(report.labels.phi, labelled.phi)
     frame = report.frame()
     assert len(frame) == 32 and frame["label"].tolist() == labelled.label
-    assert report.fragile == labelled.members("fragile")
-    assert report.robust == labelled.members("robust")
+    assert report.fragile.tolist() == labelled.members("fragile")
+    assert report.robust.tolist() == labelled.members("robust")
+    assert report.antifragile.tolist() == labelled.antifragile.nonzero().flatten().tolist()
 
 
 def test_scores_fractions_and_the_adaptive_scan(trained_mnist, scan_set, one_thread):
@@ -140,15 +143,19 @@ def test_attack_share_reports_d_with_its_controls(trained_mnist, scan_set, one_t
     images, labels = scan_set
     share = attack_share(trained_mnist, None, images, labels, EPSILONS, seed=3, batch_size=16)
     layer = share.layer
-    assert share.share.shape == (2, 32) and share.noise_share.shape == (2, 32)
-    assert torch.allclose(share.share.sum(1), torch.ones(2, dtype=torch.float64))
+    per_epsilon = share.targeting  # E x N: a row per positive epsilon
+    assert per_epsilon.share.shape == (2, 32) and per_epsilon.noise_share.shape == (2, 32)
+    assert torch.allclose(per_epsilon.share.sum(1), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(share.share, per_epsilon.share.mean(0))  # [N]: the mean over epsilons
     noise = noise_share(trained_mnist, layer, images, [0.1, 0.2], seed=3, batch_size=16, device=CPU)
-    assert torch.equal(share.noise_share, noise)
-    expected = share.share.mean(0) / noise.mean(0)
+    assert torch.equal(per_epsilon.noise_share, noise)
+    assert torch.allclose(share.noise_share, noise.mean(0))
+    expected = per_epsilon.share.mean(0) / noise.mean(0)
     assert torch.allclose(share.excess_share, expected)
     assert torch.equal(share.filter_gain, filter_gain(trained_mnist, layer))
     other = attack_share(trained_mnist, None, images, labels, EPSILONS, seed=4, batch_size=16)
-    assert torch.equal(other.share, share.share) and not torch.equal(other.noise_share, noise)
+    assert torch.equal(other.share, share.share)
+    assert not torch.equal(other.targeting.noise_share, noise)
     frame = share.frame()
     assert list(frame.columns) == [
         "neuron", "share", "noise_share", "excess_share", "filter_gain", "magnitude",
@@ -175,7 +182,7 @@ def test_harden_model_folds_the_gains_into_a_copy(trained_mnist, scan_set, one_t
         report.targeting.magnitude.numpy(), report.labels.phi.numpy(), report.labels.label,
         compress=0.25, mode="uniform", max_gain=3.0,
     ).gains  # fmt: skip
-    assert (report.gains(0.25, "uniform", 3.0).gains == gains).all()
+    assert torch.equal(report.gains(0.25, "uniform", 3.0).gains, torch.from_numpy(gains))
     reference = fold(trained_mnist, report.layer, torch.from_numpy(gains))
     for name, value in reference.state_dict().items():
         assert torch.equal(hardened.state_dict()[name], value), name
@@ -258,8 +265,14 @@ LABELS = torch.tensor([0, 1, 2, 0, 1])
             r"epsilons\[1\] = 2 is not allowed; expected an epsilon in \[0, 1\]",
         ),
         ({"epsilons": [0, "a/b"]}, r"epsilons\[1\] = 'a/b' is not allowed; expected a number or a"),
-        ({"layer_name": "fc"}, "layer_name = 'fc' is not an nn.Conv2d; convolutions: \\['conv'\\]"),
-        ({"layer_name": "conv9"}, "layer_name = 'conv9' is not a module"),
+        ({"layer": "fc"}, "layer = 'fc' is not an nn.Conv2d; convolutions: \\['conv'\\]"),
+        ({"layer": "conv9"}, "layer = 'conv9' is not a module"),
+        (
+            {"layer": nn.Conv2d(1, 4, 3)},
+            r"layer = Conv2d\(1, 4, .*\) is not a module of this model; .*: \['conv'\]",
+        ),
+        ({"layer": nn.ReLU()}, r"layer = ReLU\(\) is not a module of this model"),
+        ({"layer": 0}, "layer must be an nn.Conv2d of the model, its name or None, not int"),
         ({"model": "resnet18"}, "model must be an nn.Module, not str"),
         ({"batch_size": 0}, "batch_size = 0 is not allowed; expected an integer >= 1"),
         (
@@ -271,7 +284,7 @@ LABELS = torch.tensor([0, 1, 2, 0, 1])
     ],
 )
 def test_bad_inputs_are_clear_value_errors(change, message):
-    given = {"model": tiny_model(), "layer_name": None, "images": IMAGES, "labels": LABELS,
+    given = {"model": tiny_model(), "layer": None, "images": IMAGES, "labels": LABELS,
              "epsilons": [0, 0.1]}  # fmt: skip
     positional = [change.get(name, value) for name, value in given.items()]
     options = {name: value for name, value in change.items() if name not in given}
@@ -364,16 +377,108 @@ def test_reports_have_a_short_repr_a_summary_and_warn_of_unresolved_labels(one_t
     deaf = tiny_model()
     with torch.no_grad():
         deaf.fc.weight.zero_()  # no neuron matters: phi is constant, the labels unresolved
-    with pytest.warns(fragile_neurons.LabelWarning, match="unresolved labels: "):
+    with pytest.warns(fragile_neurons.LabelWarning, match="unresolved labels: ") as caught:
         report = scan_layer(deaf, None, IMAGES, LABELS, [0, 0.1])
+    assert {w.filename for w in caught} == {__file__}  # the caller's line, not the API's
     assert repr(report) == (
         "ScanReport(layer='conv', neurons=4, images=5, epsilons=['0', '0.1'], score='clean', "
         "fragile=1, robust=1, resolved=False)"
     )
     summary = report.summary().splitlines()
     assert summary[0].startswith("layer conv (4 neurons, the channels of conv), 5 images")
-    assert summary[2] == f"fragile: {report.fragile}"
+    assert summary[2] == f"fragile: {report.fragile.tolist()}"
     assert summary[-1] == f"unresolved: {report.labels.warnings[-1]}"
     share = attack_share(tiny_model(), None, IMAGES, LABELS, [0, 0.1], seed=3)
     assert repr(share) == "ShareReport(layer='conv', neurons=4, epsilons=['0.1'], seed=3)"
     assert share.summary().splitlines()[1].startswith("excess share X from ")
+
+
+# --- the layer, and the types of what comes back ----------------------------------------------
+
+
+def nested_model() -> nn.Module:
+    """tiny_model's layers inside a block, as torchvision nests them: the conv is "net.conv"."""
+    return nn.Sequential(
+        OrderedDict(normalize=Normalize([0.5], [0.25]), net=tiny_model()[1:])
+    ).eval()  # fmt: skip
+
+
+def test_the_layer_is_the_module_or_its_name(one_thread):
+    """Captum's habit (the module) and the name give one layer; `layer_name=` is still taken."""
+    model = nested_model()
+    conv = model.net.conv
+    assert list(inspect.signature(scan_layer).parameters)[:5] == [
+        "model", "layer", "images", "labels", "epsilons",
+    ]  # fmt: skip
+    assert list(inspect.signature(attack_share).parameters)[1] == "layer"
+    reports = [
+        scan_layer(model, conv, IMAGES, LABELS, [0, 0.1]),
+        scan_layer(model, "net.conv", IMAGES, LABELS, [0, 0.1]),
+        scan_layer(model, None, IMAGES, LABELS, [0, 0.1]),
+        scan_layer(model, layer=conv, images=IMAGES, labels=LABELS, epsilons=[0, 0.1]),
+        scan_layer(model, layer_name="net.conv", images=IMAGES, labels=LABELS, epsilons=[0, 0.1]),
+    ]
+    for report in reports:
+        assert report.layer == reports[0].layer and report.layer.conv_name == "net.conv"
+        assert report.labels.label == reports[0].labels.label
+        assert torch.equal(report.phi, reports[0].phi)
+    shares = [
+        attack_share(model, conv, IMAGES, LABELS, [0.1]),
+        attack_share(model, "net.conv", IMAGES, LABELS, [0.1]),
+        attack_share(model, layer_name=conv, images=IMAGES, labels=LABELS, epsilons=[0.1]),
+    ]
+    for share in shares:
+        assert share.layer.conv_name == "net.conv" and torch.equal(share.share, shares[0].share)
+    with pytest.raises(ValueError, match="layer = 'net.fc' is not an nn.Conv2d"):
+        scan_layer(model, model.net.fc, IMAGES, LABELS, [0, 0.1])  # part of it, not a conv
+    with pytest.raises(ValueError, match=r"layer = Sequential\(...\) is the model itself"):
+        attack_share(model, model, IMAGES, LABELS, [0.1])
+    with pytest.raises(ValueError, match=r"is not a module of this model; .*\['net.conv'\]"):
+        scan_layer(model, copy.deepcopy(conv), IMAGES, LABELS, [0, 0.1])  # equal, not the same
+    for function in (scan_layer, attack_share):
+        with pytest.raises(TypeError, match="got the layer twice"):
+            function(model, conv, IMAGES, LABELS, [0.1], layer_name="net.conv")
+        with pytest.raises(TypeError, match="got the layer twice"):
+            function(model, layer=conv, layer_name=conv, images=IMAGES, labels=LABELS,
+                     epsilons=[0.1])  # fmt: skip
+
+
+def test_per_neuron_values_are_tensors_of_shape_n_and_tables_frames(one_thread):
+    """One type for each kind of result (docs/api.md, "What they return")."""
+    model = tiny_model()
+    report = scan_layer(model, model.conv, IMAGES, LABELS, [0, 0.1, 0.2], label_fraction=0.5)
+    share = attack_share(model, model.conv, IMAGES, LABELS, [0, 0.1, 0.2])
+    gains = report.gains(compress=0.5)
+    per_neuron = {
+        "report.phi": report.phi,
+        "report.labels.clean_impact": report.labels.clean_impact,
+        "gains.gains": gains.gains,
+        **{
+            f"share.{name}": getattr(share, name)
+            for name in (
+                "share",
+                "noise_share",
+                "excess_share",
+                "filter_gain",
+                "magnitude",
+                "reference_excess",
+                "surrogate_excess",
+            )  # fmt: skip
+        },
+    }
+    for name, value in per_neuron.items():
+        assert isinstance(value, torch.Tensor), name
+        assert value.shape == (4,) and value.dtype == torch.float64, name
+    assert gains.capped.shape == (4,) and gains.capped.dtype == torch.bool
+    for name in ("fragile", "robust", "antifragile"):
+        value = getattr(report, name)
+        assert isinstance(value, torch.Tensor) and value.dtype == torch.int64, name
+        assert value.dim() == 1 and torch.equal(value, value.sort().values), name
+    assert len(report.fragile) == len(report.robust) == 2
+    members = report.fragile.tolist() + report.robust.tolist()
+    assert [report.labels.label[k] for k in members] == ["fragile"] * 2 + ["robust"] * 2
+    assert share.targeting.share.shape == (2, 4)  # per epsilon: in the record, E x N
+    for frame in (report.frame(), share.frame()):
+        assert isinstance(frame, pd.DataFrame) and frame["neuron"].tolist() == [0, 1, 2, 3]
+    assert share.frame()["share"].tolist() == share.share.tolist()
+    assert report.frame()["phi"].tolist() == report.phi.tolist()

@@ -23,6 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The Python API, imported on first use: `import fragile_neurons.running.config` (the check
 # stage) stays free of torch, and no stage runs the API (no dependency of any stage in dvc.yaml).
 API = (
+    "HardeningGains",
     "LabelWarning",
     "Normalize",
     "ScanReport",

@@ -1,7 +1,7 @@
 """The method on one's own model: three functions over the pipeline's own primitives.
 
-- `scan_layer`: nodal dropout of every neuron of a named convolution (method.md section 3), clean
-  and under FGSM (transfer or adaptive), the three impact scores, phi and the labels;
+- `scan_layer`: nodal dropout of every neuron of a convolution (method.md section 3), clean and
+  under FGSM (transfer or adaptive), the three impact scores, phi and the labels;
 - `attack_share`: how FGSM spreads over that layer's neurons (section 2), T, R, D and m, with the
   controls: the noise share N, the excess share X and the filter gain G;
 - `harden_model`: a copy of the model with the hardening gains of a scan folded in (section 5).
@@ -11,16 +11,25 @@ normalises its inputs itself: images are float in [0, 1] (or uint8, scaled by 1/
 epsilon is in pixel units, as in the pipeline. Each function checks its inputs and raises a
 ValueError that says what is wrong. The model is put in eval mode while it is measured (its mode is
 restored afterwards) and runs on `device` (default: where its parameters are; it is moved there).
-The results are frozen dataclasses holding the pipeline's records, with `frame()` for people.
+The layer is a convolution of the model given as the module itself (as Captum takes it), as its
+name in `model.named_modules()` or as None (the first convolution the forward pass runs).
+
+The results are frozen dataclasses holding the pipeline's records, with `frame()` for people. One
+type for each kind of result: a per-neuron value is a torch tensor of shape [N] (N: the layer's
+output channels, the neurons, in channel order); a set of neurons (fragile, robust, antifragile)
+is an int64 tensor of their indices, in increasing order; a table is a pandas DataFrame, one row
+per neuron. Per-epsilon values stay in the records (`targeting.share` is E x N, a row for each
+positive epsilon).
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import pandas as pd
 import torch
@@ -31,7 +40,7 @@ from ..attacks import dropout, targeting
 from ..attacks.adversarial import gradient_signs, input_gradients
 from ..network.gates import fold
 from ..network.inference import as_input
-from ..network.layers import find_scan_layer
+from ..network.layers import convolutions, find_scan_layer
 from ..network.models import Normalize
 from ..pipeline import correlate, harden, label
 from ..running.config import DEFAULTS, RULES, epsilon_label, parse_epsilon
@@ -40,10 +49,21 @@ from ..storage.records import Labels, ScanLayer, ScanMeasurements, Targeting
 
 __all__ = list(API)  # declared once, in the package's __init__ (which imports this lazily)
 
+Layer = nn.Module | str | None  # a convolution of the model, its name, or None: the first one run
+
 
 class LabelWarning(UserWarning):
     """The labels of a scan are unresolved: a cut-off that only the neuron index decides, or a
     constant phi (`ScanReport.labels.warnings` holds the same lines)."""
+
+
+@dataclass(frozen=True)
+class HardeningGains:
+    """What `ScanReport.gains` gives: the gain g_k of every neuron and how it came about."""
+
+    gains: torch.Tensor  # g_k, [N] float64
+    weighting: str  # the weights applied: 'proportional', or 'uniform' (asked for, or fallback)
+    capped: torch.Tensor  # [N] bool: True where the cap lowered the gain
 
 
 @dataclass(frozen=True, repr=False)
@@ -58,33 +78,44 @@ class ScanReport:
     targeting: Targeting  # T, R, D and m at the positive epsilons
 
     @property
-    def fragile(self) -> list[int]:
-        return self.labels.members("fragile")
+    def fragile(self) -> torch.Tensor:
+        """The fragile neurons: int64 indices, increasing (the largest phi)."""
+        return _indices(self.labels.members("fragile"))
 
     @property
-    def robust(self) -> list[int]:
-        return self.labels.members("robust")
+    def robust(self) -> torch.Tensor:
+        """The robust neurons: int64 indices, increasing (the smallest phi)."""
+        return _indices(self.labels.members("robust"))
 
     @property
-    def antifragile(self) -> list[int]:
-        return [k for k, flag in enumerate(self.labels.antifragile.tolist()) if flag]
+    def antifragile(self) -> torch.Tensor:
+        """The antifragile neurons (robust, with phi < 0): int64 indices, increasing."""
+        return self.labels.antifragile.nonzero().flatten()
+
+    @property
+    def phi(self) -> torch.Tensor:
+        """Fragility phi per neuron, [N] float64: the `score` impact (`labels.phi`)."""
+        return self.labels.phi
 
     def gains(
         self,
         compress: float = DEFAULTS["compress"],
         mode: str = DEFAULTS["mode"],
         max_gain: float = DEFAULTS["max_gain"],
-    ) -> harden.Hardening:
+    ) -> HardeningGains:
         """The hardening gains of these labels (method.md section 5): robust neurons compressed
         to `compress`, the freed magnitude given to the fragile ones, every gain capped."""
         compress, mode, max_gain = _hardening(compress, mode, max_gain)
-        return harden.hardening(
+        rule = harden.hardening(
             self.targeting.magnitude.numpy(),
             self.labels.phi.numpy(),
             self.labels.label,
             compress=compress,
             mode=mode,
             max_gain=max_gain,
+        )
+        return HardeningGains(
+            torch.from_numpy(rule.gains), rule.weighting, torch.from_numpy(rule.capped)
         )
 
     def frame(self) -> pd.DataFrame:
@@ -112,8 +143,8 @@ class ScanReport:
             f"{', '.join(m.epsilon_labels)}",
             f"phi: the {self.labels.score} impact; {len(self.fragile)} fragile, "
             f"{len(self.robust)} robust ({len(self.antifragile)} antifragile)",
-            f"fragile: {self.fragile}",
-            f"robust: {self.robust}",
+            f"fragile: {self.fragile.tolist()}",
+            f"robust: {self.robust.tolist()}",
         ]
         lines += [f"unresolved: {w}" for w in self.labels.warnings]
         return "\n".join(lines)
@@ -121,28 +152,49 @@ class ScanReport:
 
 @dataclass(frozen=True, repr=False)
 class ShareReport:
-    """What `attack_share` found: T, R, D and m under FGSM, and the controls."""
+    """What `attack_share` found: T, R, D and m under FGSM, and the controls. Each property is
+    one value per neuron, a float64 tensor of shape [N] (the means over the positive epsilons
+    where a value has one per epsilon); `targeting` holds the E x N values per epsilon."""
 
     layer: ScanLayer
-    targeting: Targeting  # T, R, D (`share`) and m at the positive epsilons
-    noise_share: torch.Tensor  # N: E x N, D under seeded random signs of the same size
-    excess_share: torch.Tensor  # X: mean_eps D / mean_eps N per neuron
-    filter_gain: torch.Tensor  # G: the filter's norm (times its BatchNorm's scale) per neuron
+    targeting: Targeting  # T, R, D, m and the controls, E x N or N, at the positive epsilons
     seed: int  # of the random signs
 
     @property
     def share(self) -> torch.Tensor:
-        """D: E x N, each row summing to 1 over the neurons."""
-        return self.targeting.share
+        """Mean D per neuron, [N]: the attack share averaged over the positive epsilons (each
+        epsilon's D sums to 1 over the neurons; `targeting.share` is E x N)."""
+        return torch.from_numpy(self.targeting.mean_share())
+
+    @property
+    def noise_share(self) -> torch.Tensor:
+        """Mean N per neuron, [N]: D under seeded random signs of the same size, averaged over
+        the positive epsilons (`targeting.noise_share` is E x N)."""
+        return torch.from_numpy(self.targeting.mean_noise_share())
+
+    @property
+    def excess_share(self) -> torch.Tensor:
+        """X per neuron, [N]: mean D / mean N (1: as random noise)."""
+        return self.targeting.excess_share
+
+    @property
+    def filter_gain(self) -> torch.Tensor:
+        """G per neuron, [N]: the filter's norm (times its BatchNorm's scale)."""
+        return self.targeting.filter_gain
+
+    @property
+    def magnitude(self) -> torch.Tensor:
+        """m per neuron, [N]: the neuron's mean absolute output on the clean images."""
+        return self.targeting.magnitude
 
     @property
     def reference_excess(self) -> torch.Tensor:
-        """X^ref per neuron: mean D / mean D^ref (NaN without a reference network)."""
+        """X^ref per neuron, [N]: mean D / mean D^ref (NaN without a reference network)."""
         return self.targeting.reference_excess
 
     @property
     def surrogate_excess(self) -> torch.Tensor:
-        """X^sur per neuron: mean D / mean D^sur."""
+        """X^sur per neuron, [N]: mean D / mean D^sur."""
         return self.targeting.surrogate_excess
 
     def frame(self) -> pd.DataFrame:
@@ -150,8 +202,8 @@ class ShareReport:
         return pd.DataFrame(
             {
                 "neuron": range(len(self.filter_gain)),
-                "share": self.targeting.mean_share(),
-                "noise_share": self.noise_share.numpy().mean(axis=0),
+                "share": self.share.numpy(),
+                "noise_share": self.noise_share.numpy(),
                 "excess_share": self.excess_share.numpy(),
                 "filter_gain": self.filter_gain.numpy(),
                 "magnitude": self.targeting.magnitude.numpy(),
@@ -180,9 +232,31 @@ class ShareReport:
         )
 
 
+_F = TypeVar("_F", bound=Callable)
+
+
+def _accepts_layer_name(function: _F) -> _F:
+    """`layer_name=`, the former keyword of `layer`, still taken (as scipy's `_rename_parameter`
+    keeps an old name); both at once is a TypeError, as Python's own for a doubled argument."""
+
+    @functools.wraps(function)
+    def taking(*args, **kwargs):
+        if "layer_name" in kwargs:
+            if "layer" in kwargs or len(args) > 1:
+                raise TypeError(
+                    f"{function.__name__}() got the layer twice: pass `layer` (or its former "
+                    "name `layer_name`) once"
+                )
+            kwargs["layer"] = kwargs.pop("layer_name")
+        return function(*args, **kwargs)
+
+    return taking  # type: ignore[return-value]
+
+
+@_accepts_layer_name
 def scan_layer(
     model: nn.Module,
-    layer_name: str | None,
+    layer: Layer,
     images: torch.Tensor,
     labels: torch.Tensor,
     epsilons: Sequence[float | str],
@@ -194,24 +268,25 @@ def scan_layer(
     batch_size: int = DEFAULTS["batch_size"],
     device: str | torch.device | None = None,
 ) -> ScanReport:
-    """Drop each neuron of the convolution `layer_name` in turn (None: the first nn.Conv2d the
-    forward pass runs) and measure the network on `images` with `labels`, clean and under FGSM
-    at every epsilon of `epsilons` (pixel units, increasing, at least one positive; '8/255' is
-    allowed). `adversarial`: 'transfer' (FGSM crafted once on the intact model) or 'adaptive'
-    (crafted anew against each dropped model). Fragility phi is the `score` impact ('clean',
-    'adversarial' or 'difference'); the `label_fraction` share of neurons with the largest phi
-    are fragile, the same share with the smallest robust. `label_mode`: FGSM on the 'true'
-    labels or the model's 'predicted' ones.
+    """Drop each neuron of the convolution `layer` in turn (an nn.Conv2d of `model`: the module
+    itself or its name; None: the first nn.Conv2d the forward pass runs) and measure the network
+    on `images` with `labels`, clean and under FGSM at every epsilon of `epsilons` (pixel units,
+    increasing, at least one positive; '8/255' is allowed). `adversarial`: 'transfer' (FGSM
+    crafted once on the intact model) or 'adaptive' (crafted anew against each dropped model).
+    Fragility phi is the `score` impact ('clean', 'adversarial' or 'difference'); the
+    `label_fraction` share of neurons with the largest phi are fragile, the same share with the
+    smallest robust. `label_mode`: FGSM on the 'true' labels or the model's 'predicted' ones.
+    `layer_name=`, the keyword's former name, is still taken.
 
     The model must normalise its inputs itself (images are in [0, 1]). Where a BatchNorm2d
-    follows the layer, a neuron's output is that BatchNorm's channel."""
+    follows the layer, a neuron's output is that BatchNorm's channel. The report's neuron sets
+    (`fragile`, `robust`, `antifragile`) are int64 index tensors, its per-neuron values [N]
+    tensors."""
     adversarial = _rule("adversarial", adversarial)
     score = _rule("score", score)
     label_mode = _rule("label_mode", label_mode)
     label_fraction = _rule("label_fraction", label_fraction)
-    with _attacked(
-        model, layer_name, images, labels, epsilons, label_mode, batch_size, device
-    ) as a:
+    with _attacked(model, layer, images, labels, epsilons, label_mode, batch_size, device) as a:
         args = (model, a.layer, a.x, a.y, a.signs, *dropout.with_clean(a.epsilons, a.names))
         if adversarial == "adaptive":
             measured = dropout.adaptive_scan(*args, label_mode=label_mode, **a.options)
@@ -219,13 +294,15 @@ def scan_layer(
             measured = dropout.scan(*args, **a.options)
     labelled = label.labelled(measured, score, label_fraction)
     for warning in labelled.warnings:
-        warnings.warn(f"unresolved labels: {warning}", LabelWarning, stacklevel=2)
+        # stacklevel 3: the caller of scan_layer, past _accepts_layer_name's wrapper
+        warnings.warn(f"unresolved labels: {warning}", LabelWarning, stacklevel=3)
     return ScanReport(a.layer, measured, labelled, a.targeting)
 
 
+@_accepts_layer_name
 def attack_share(
     model: nn.Module,
-    layer_name: str | None,
+    layer: Layer,
     images: torch.Tensor,
     labels: torch.Tensor,
     epsilons: Sequence[float | str],
@@ -237,26 +314,27 @@ def attack_share(
     reference: nn.Module | None = None,
 ) -> ShareReport:
     """How an FGSM attack at each positive epsilon of `epsilons` spreads over the neurons of the
-    convolution `layer_name` (None: the first one run) on `images` with `labels`: T, R, the
-    attack share D and m, with the controls of method.md section 2: the noise share N (D under
-    random signs drawn with `seed`, the same perturbation size), the excess share
-    X = mean D / mean N (X > 1: more than white noise gives), the filter gain G, the surrogate
-    excess X^sur (over signs with the spatial spectrum of the model's own gradient, phases drawn
-    with `seed` + 1) and, given a `reference` network (another network trained the same way, on
-    the same inputs and labels), the reference excess X^ref = mean D / mean D^ref, where D^ref is
-    D under the reference's FGSM: the primary test that the attack aims at the model's own
-    neurons (NaN without a reference). The models must normalise their inputs themselves
-    (images are in [0, 1])."""
+    convolution `layer` (the module itself or its name; None: the first one run) on `images`
+    with `labels`: T, R, the attack share D and m, with the controls of method.md section 2: the
+    noise share N (D under random signs drawn with `seed`, the same perturbation size), the
+    excess share X = mean D / mean N (X > 1: more than white noise gives), the filter gain G, the
+    surrogate excess X^sur (over signs with the spatial spectrum of the model's own gradient,
+    phases drawn with `seed` + 1) and, given a `reference` network (another network trained the
+    same way, on the same inputs and labels), the reference excess X^ref = mean D / mean D^ref,
+    where D^ref is D under the reference's FGSM: the primary test that the attack aims at the
+    model's own neurons (NaN without a reference). The models must normalise their inputs
+    themselves (images are in [0, 1]). Every per-neuron value of the report is a float64 tensor
+    of shape [N] (D and N averaged over the positive epsilons; `targeting` holds them per
+    epsilon). `layer_name=`, the keyword's former name, is still taken."""
     label_mode = _rule("label_mode", label_mode)
     seed = _rule("seed", seed)
     if reference is not None and not isinstance(reference, nn.Module):
         raise ValueError(f"reference must be an nn.Module or None, not {type(reference).__name__}")
     with _attacked(
-        model, layer_name, images, labels, epsilons, label_mode, batch_size, device, seed,
-        reference,
+        model, layer, images, labels, epsilons, label_mode, batch_size, device, seed, reference,
     ) as a:  # fmt: skip
         t = a.targeting
-    return ShareReport(a.layer, t, t.noise_share, t.excess_share, t.filter_gain, seed)
+    return ShareReport(a.layer, t, seed)
 
 
 def harden_model(
@@ -278,10 +356,40 @@ def harden_model(
     if problem:
         raise ValueError(f"report {problem}")
     gains = report.gains(compress, mode, max_gain).gains
-    return fold(model, report.layer, torch.from_numpy(gains))
+    return fold(model, report.layer, gains)
 
 
 # --- checks and the shared steps ---------------------------------------------------------------
+
+
+def _indices(neurons: list[int]) -> torch.Tensor:
+    """A set of neurons as the API gives it: an int64 tensor of their indices."""
+    return torch.tensor(neurons, dtype=torch.int64)
+
+
+def _layer_name(model: nn.Module, layer) -> str | None:
+    """The name of the scanned layer, given as a module of `model` (found by identity in
+    `model.named_modules()`), as its name, or None (the first convolution run)."""
+    if layer is None or isinstance(layer, str):
+        return layer
+    if not isinstance(layer, nn.Module):
+        raise ValueError(
+            f"layer must be an nn.Conv2d of the model, its name or None, not {type(layer).__name__}"
+        )
+    name = next((n for n, m in model.named_modules() if m is layer), None)
+    lines = repr(layer).splitlines()
+    given = lines[0] if len(lines) == 1 else f"{type(layer).__name__}(...)"
+    if name is None:
+        raise ValueError(
+            f"layer = {given} is not a module of this model; pass one of its convolutions, the "
+            f"module or its name: {convolutions(model)}"
+        )
+    if not name:
+        raise ValueError(
+            f"layer = {given} is the model itself; pass one of its convolutions, the module or its "
+            f"name: {convolutions(model)}"
+        )
+    return name
 
 
 def _rule(name: str, value):
@@ -335,10 +443,11 @@ def _measuring(model: nn.Module, device) -> Iterator[torch.device]:
 
 
 def _inputs(
-    model: nn.Module, layer_name, images, labels, device: torch.device
+    model: nn.Module, layer, images, labels, device: torch.device
 ) -> tuple[ScanLayer, torch.Tensor, torch.Tensor]:
     """The images and labels, checked (as torchattacks checks them: shapes, pixel range, label
-    range against the model's logits), and the layer they are scanned at."""
+    range against the model's logits), and the layer they are scanned at (a module of the model,
+    its name or None)."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a non-empty N x C x H x W tensor, got {shape}")
@@ -372,8 +481,8 @@ def _inputs(
     classes = logits.shape[1]
     if labels.min() < 0 or labels.max() >= classes:
         raise ValueError(f"labels must lie in [0, {classes}) for a model of {classes} logits")
-    layer = find_scan_layer(model, example, layer_name, key="layer_name")
-    return layer, images, labels.to(torch.int64).cpu()
+    found = find_scan_layer(model, example, _layer_name(model, layer), key="layer")
+    return found, images, labels.to(torch.int64).cpu()
 
 
 def _check_channels(model: nn.Module, images: torch.Tensor) -> None:
@@ -419,7 +528,7 @@ class _Attack(NamedTuple):
 @contextmanager
 def _attacked(
     model,
-    layer_name,
+    layer,
     images,
     labels,
     epsilons,
@@ -435,7 +544,7 @@ def _attacked(
     eps, names = _epsilons(epsilons)
     batch_size = _rule("batch_size", batch_size)
     with _measuring(model, device) as where:
-        layer, x, y = _inputs(model, layer_name, images, labels, where)
+        found, x, y = _inputs(model, layer, images, labels, where)
         options = {"batch_size": batch_size, "device": where}
         signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
         reference_signs = None
@@ -447,8 +556,8 @@ def _attacked(
         surrogate = targeting.surrogate_signs(gradients, surrogate_seed)
         positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
         share = targeting.targeting(
-            model, layer, x, signs, [e for e, _ in positive], [n for _, n in positive],
+            model, found, x, signs, [e for e, _ in positive], [n for _, n in positive],
             reference_signs=reference_signs, surrogate=surrogate,
             noise_seed=seed, surrogate_seed=surrogate_seed, **options,
         )  # fmt: skip
-        yield _Attack(layer, x, y, eps, names, options, signs, share)
+        yield _Attack(found, x, y, eps, names, options, signs, share)
