@@ -335,7 +335,7 @@ def test_uint8_images_are_pixels_and_a_seed_is_checked():
             {"mode": "greedy"},
             "mode = 'greedy' is not allowed; expected 'proportional' or 'uniform'",
         ),
-        ({"max_gain": 0.5}, r"max_gain = 0.5 is not allowed; expected a number in \[1.0, inf\)"),
+        ({"max_gain": 0.5}, r"max_gain = 0.5 is not allowed; expected a number in \(1.0, inf\)"),
     ],
 )
 def test_bad_hardening_options_are_clear_value_errors(options, message):

@@ -21,6 +21,7 @@ import io
 import os
 import pickle
 import random
+import re
 import resource
 import shutil
 import signal
@@ -30,6 +31,8 @@ import sys
 import time
 import traceback
 import zipfile
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import chdir, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -91,6 +94,7 @@ TEST_SPLIT = "data/prepared/mnist/test.pt"
 TRAIN_SPLIT = "data/prepared/mnist/train.pt"
 SELECTION_SPLIT = "data/prepared/mnist/selection.pt"
 MODEL = "models/mnist/model.pt"
+REFERENCE = "models/mnist/reference.pt"
 HARDENED = "models/mnist/hardened.pt"
 SWEEP = "data/attack/mnist/sweep.pt"
 SCAN_SWEEP = "data/attack/mnist/scan_sweep.pt"
@@ -509,7 +513,7 @@ PARAMS_CASES = [
     case("mode-random", "check", set_param("harden.mode", "random"), "harden.mode", "'random'",
          "'proportional' or 'uniform'"),
     case("max_gain-0.5", "check", set_param("harden.max_gain", 0.5), "harden.max_gain", "0.5",
-         "[1.0, inf)"),
+         "(1.0, inf)"),
     case("random_controls-0", "check", set_param("harden.random_controls", 0),
          "harden.random_controls", "0", ">= 1"),
     case("match_tolerance-0", "check", set_param("harden.match_tolerance", 0),
@@ -835,6 +839,213 @@ def can_freeze() -> bool:
     return done
 
 
+# --- hostile inputs, round three (issue 35) -----------------------------------------------------
+
+
+class _Replay:
+    """Deflate's output for blocks of zeros, made once and replayed: after a full flush deflate
+    starts afresh, so every block of zeros compresses to the same bytes."""
+
+    def __init__(self, block: bytes):
+        deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+        self.packed = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+
+    def compress(self, data: bytes) -> bytes:
+        return self.packed
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def storage_claim(rel: str, name: str, elements: int, deflated: bool) -> Mutation:
+    """A checkpoint whose weight `name` (or a record whose field `name`) has its storage claim
+    `elements` values (its shape unchanged), backed by an entry of that many zero elements,
+    deflated (a "zip bomb": 4 GB in a few MB), or where not `deflated` by its entry as it was."""
+
+    def apply(project):
+        path = project / rel
+        blob = torch.load(path, map_location="meta", weights_only=True)
+        tensors = blob.get("state_dict", blob)
+        tensors = {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+        key = str(list(tensors).index(name))  # storages are numbered in the order saved
+        size = elements * tensors[name].element_size()
+        with zipfile.ZipFile(path) as src:
+            entries = [(info, src.read(info)) for info in src.infolist()]
+        prefix = entries[0][0].filename.split("/")[0]
+        block = bytes(1 << 24)
+        with zipfile.ZipFile(path, "w") as out:
+            for info, data in entries:
+                if info.filename == f"{prefix}/data.pkl":  # the storage's numel, rewritten
+                    # ('storage', <type>, key, location, numel): key, a memo put, location
+                    # ('cpu', or the memo of it), then numel as BININT1, BININT2 or BININT
+                    head = b"X" + struct.pack("<I", len(key)) + key.encode()
+                    found = re.compile(
+                        re.escape(head) + rb"(?:q.|r....)(?:h.|j....|X\x03\0\0\0cpu(?:q.|r....))",
+                        re.S,
+                    )
+                    (match,) = found.finditer(data)
+                    numel = re.compile(rb"K.|M..|J....", re.S).match(data, match.end())
+                    new = b"J" + struct.pack("<i", elements)
+                    data = data[: numel.start()] + new + data[numel.end() :]
+                if info.filename != f"{prefix}/data/{key}" or not deflated:
+                    out.writestr(info, data)
+                else:
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    with out.open(info, "w", force_zip64=True) as entry:
+                        entry._compressor = _Replay(block)
+                        for _ in range(size // len(block)):
+                            entry.write(block)
+                        entry._compressor = zlib.compressobj(9, zlib.DEFLATED, -15)  # goes on
+                        entry.write(bytes(size % len(block)))
+
+    return Mutation((rel,), apply)
+
+
+def recompressed(rel: str) -> Mutation:
+    """A record re-zipped with every entry deflated (small, but not as torch.save writes)."""
+
+    def apply(project):
+        path = project / rel
+        with zipfile.ZipFile(path) as src:
+            entries = [(info, src.read(info)) for info in src.infolist()]
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+            for info, data in entries:
+                info.compress_type = zipfile.ZIP_DEFLATED
+                out.writestr(info, data)
+
+    return Mutation((rel,), apply)
+
+
+def fifo(rel: str) -> Mutation:
+    """`rel` replaced by a FIFO (named pipe) that no one writes: opening it to read would wait
+    forever."""
+
+    def apply(project):
+        (project / rel).unlink()
+        os.mkfifo(project / rel)
+
+    return Mutation((rel,), apply)
+
+
+def link(rel: str, target: str) -> Mutation:
+    def apply(project):
+        (project / rel).unlink()
+        (project / rel).symlink_to(target)
+
+    return Mutation((rel,), apply)
+
+
+def split_index(rel: str, edit: Callable[[dict, Path], None]) -> Mutation:
+    """A prepared split edited by edit(split, project)."""
+
+    def make(project):
+        blob = record(project, rel)
+        edit(blob, project)
+        return blob
+
+    return torch_file(rel, make)
+
+
+def take_selection(split: dict, project: Path) -> None:
+    """The train split's first 5 images replaced by the selection split's (index, images and
+    labels): the selection split trained on."""
+    selection = record(project, SELECTION_SPLIT)
+    for key in ("index", "images", "labels"):
+        split[key][:5] = selection[key][:5]
+
+
+# Builders of one's own (runs.mnist.arch = archs.<module>:build), each a model that lies
+BUILDER_HEAD = """from torch import nn
+
+
+def head(channels, size, classes, width=4):
+    side = (size - 2) // 2
+    return [("pool", nn.MaxPool2d(2)), ("relu", nn.ReLU()), ("flatten", nn.Flatten()),
+            ("fc", nn.Linear(width * side * side, classes))]
+"""
+LIARS = {
+    "always_training": BUILDER_HEAD
+    + """
+
+class Stubborn(nn.BatchNorm2d):
+    def train(self, mode=True):
+        return super().train(True)
+
+
+def build(channels, size, classes):
+    return [("conv1", nn.Conv2d(channels, 4, 3)), ("bn1", Stubborn(4)), *head(channels, size,
+                                                                             classes)]
+""",
+    "no_running_stats": BUILDER_HEAD
+    + """
+
+def build(channels, size, classes):
+    return [("conv1", nn.Conv2d(channels, 4, 3)),
+            ("bn1", nn.BatchNorm2d(4, track_running_stats=False)), *head(channels, size, classes)]
+""",
+    "batch_mean": BUILDER_HEAD
+    + """
+
+class Centre(nn.Module):
+    def forward(self, x):
+        return x - x.mean(0, keepdim=True)
+
+
+def build(channels, size, classes):
+    return [("conv1", nn.Conv2d(channels, 4, 3)), ("centre", Centre()), *head(channels, size,
+                                                                            classes)]
+""",
+    "one_neuron": BUILDER_HEAD
+    + """
+
+def build(channels, size, classes):
+    return [("conv1", nn.Conv2d(channels, 1, 3)), *head(channels, size, classes, width=1)]
+""",
+}
+
+
+def builder(module: str) -> Mutation:
+    """runs.mnist.arch set to archs.<module>:build, LIARS[module] written there."""
+
+    def apply(project):
+        (project / "archs").mkdir(exist_ok=True)
+        (project / "archs/__init__.py").write_text("")  # a package, as the project's archs/ is
+        (project / f"archs/{module}.py").write_text(LIARS[module])
+        set_param("runs.mnist.arch", f"archs.{module}:build").apply(project)
+
+    return Mutation(("params.yaml", "archs/__init__.py", f"archs/{module}.py"), apply)
+
+
+def one_neuron_checkpoints() -> Mutation:
+    """The run's model and reference trained (here: built) with the one_neuron builder: a scanned
+    layer of 1 neuron. Built in this process from the same layers, without importing the file."""
+
+    def apply(project):
+        builder("one_neuron").apply(project)
+        from torch import nn
+
+        from fragile_neurons.network.models import Normalize
+
+        spec = {"arch": "archs.one_neuron:build", "channels": 1, "size": 28, "classes": 10}
+        for rel in (MODEL, REFERENCE):
+            layers = [
+                ("conv1", nn.Conv2d(1, 1, 3)),
+                ("pool", nn.MaxPool2d(2)),
+                ("relu", nn.ReLU()),
+                ("flatten", nn.Flatten()),
+                ("fc", nn.Linear(169, 10)),
+            ]
+            model = nn.Sequential(OrderedDict([("normalize", Normalize([0.5], [0.25])), *layers]))
+            save_checkpoint(project / rel, model, spec)
+
+    return Mutation(
+        ("params.yaml", "archs/__init__.py", "archs/one_neuron.py", MODEL, REFERENCE), apply
+    )
+
+
+BUILDER_KEY = "runs.mnist.arch"
+LONG_LIST = "seed=[" + ",".join(str(i) for i in range(10_000)) + "]"
+
 FROZEN = pytest.mark.skipif(not can_freeze(), reason="needs root and a file system with chattr +i")
 RERUN_TRAIN = "rerun `dvc repro --force train@mnist`"
 # train's curves (DVCLive), rewritten after every epoch; the first is watched for an epoch's end
@@ -983,6 +1194,81 @@ HOSTILE_CASES = [
     case("test-split-mean-nan", "attack",
          edit_record(TEST_SPLIT, lambda s: s["mean"].fill_(float("nan"))), TEST_SPLIT,
          "its mean is not 1 finite numbers", RERUN_PREPARE),
+    # issue 35: checkpoints that claim gigabytes
+    case("model-storage-claims-4-GB-deflated", "attack",
+         storage_claim(MODEL, "fc2.bias", 10**9, deflated=True), MODEL,
+         "unpacks to 4000", "rerun `dvc repro --force train@mnist`"),
+    case("model-storage-claims-more-than-its-weight", "scan",
+         storage_claim(MODEL, "fc2.bias", 1000, deflated=False), MODEL,
+         "its weight fc2.bias of 10 elements lies in a storage of 4000 bytes", RERUN_TRAIN),
+    case("reference-storage-claims-4-GB-deflated", "attack",
+         storage_claim(REFERENCE, "fc2.bias", 10**9, deflated=True),
+         REFERENCE, "unpacks to 4000",
+         "rerun `dvc repro --force reference@mnist`"),
+    case("sweep-logits-claim-4-GB-deflated", "evaluate",
+         storage_claim(SWEEP, "clean_logits", 10**9, deflated=True), SWEEP,
+         "unpacks to 4000", "rerun `dvc repro --force attack@mnist`"),
+    case("sweep-logits-claim-more-than-the-archive", "evaluate",
+         storage_claim(SWEEP, "clean_logits", 10**6, deflated=False), SWEEP,
+         "claims a storage of 4000000 bytes",
+         "rerun `dvc repro --force attack@mnist`"),
+    case("selection-split-entries-deflated", "scan", recompressed(SELECTION_SPLIT),
+         SELECTION_SPLIT, "holds compressed entries", RERUN_PREPARE),
+    case("hardened-weight-float64", "evaluate",
+         state(HARDENED, lambda s: s.update({"fc2.bias": s["fc2.bias"].double()})), HARDENED,
+         "its weight fc2.bias is torch.float64, not torch.float32", RERUN_HARDEN),
+    # split integrity
+    case("train-split-shares-selection-images", "train",
+         split_index(TRAIN_SPLIT, take_selection), TRAIN_SPLIT, SELECTION_SPLIT,
+         "share 5 raw images"),
+    case("train-split-shares-selection-images-at-reference", "reference",
+         split_index(TRAIN_SPLIT, take_selection), TRAIN_SPLIT, SELECTION_SPLIT,
+         "the selection split must never be trained on"),
+    case("test-split-index-beyond-the-raw-split", "attack",
+         split_index(TEST_SPLIT, lambda s, _: s["index"].__setitem__(0, 10_000)), TEST_SPLIT,
+         "raw position 10000", "beyond mnist's raw test split of 10000 images"),
+    # models that lie
+    case("arch-batchnorm-always-training", "train", builder("always_training"), BUILDER_KEY,
+         "'archs.always_training:build'", "stay in train mode after .eval()"),
+    case("arch-batchnorm-without-running-stats", "train", builder("no_running_stats"),
+         BUILDER_KEY, "'archs.no_running_stats:build'", "keeps no running statistics"),
+    case("arch-logits-depend-on-the-batch", "train", builder("batch_mean"), BUILDER_KEY,
+         "'archs.batch_mean:build'", "between one batch and two of 4"),
+    case("scanned-layer-of-1-neuron", "attack", one_neuron_checkpoints(), "scan.layer",
+         "'conv1' has 1 neuron", "needs at least 2"),
+    # numbers that break downstream
+    case("epsilon-1e-300", "check", set_param("runs.mnist.attack.epsilons", [0, 1e-300]),
+         "runs.mnist.attack.epsilons", "1e-300", "0 or at least 1/255"),
+    case("epsilon-1e-40-among-others", "check",
+         set_param("runs.mnist.attack.epsilons", [0, 1e-40, 0.1]), "runs.mnist.attack.epsilons",
+         "1e-40", "changes no pixel of an 8-bit image"),
+    case("train-batch_size-10**9", "check", set_param("runs.mnist.train.batch_size", 10**9),
+         "runs.mnist.train.batch_size", "1000000000", "at most 60000"),
+    case("batch_size-60000-at-attack", "attack", set_param("batch_size", 60_000), "batch_size",
+         "60000", "a batch that fits this machine's memory"),
+    case("train-batch_size-60000-at-train", "train",
+         set_param("runs.mnist.train.batch_size", 60_000), "runs.mnist.train.batch_size", "60000",
+         "GiB is available"),
+    case("threads-1024", "check", set_param("threads", 1024), "threads", "1024",
+         "CPU cores this machine lets the stage use",
+         marks=pytest.mark.skipif(len(os.sched_getaffinity(0)) >= 1024, reason="1024 cores")),
+    # params.yaml and inputs: regular files only
+    case("params-a-fifo", "check", fifo("params.yaml"), "params.yaml", "<a FIFO (named pipe)>",
+         "a regular file of YAML"),
+    case("params-a-fifo-in-a-stage", "attack", fifo("params.yaml"), "params.yaml",
+         "<a FIFO (named pipe)>", "a regular file"),
+    case("params-dev-zero", "check", link("params.yaml", "/dev/zero"), "params.yaml",
+         "<a character device>", "a regular file"),
+    case("model-a-fifo", "attack", fifo(MODEL), MODEL, "is a FIFO (named pipe)", RERUN_TRAIN),
+    case("sweep-dev-zero", "evaluate", link(SWEEP, "/dev/zero"), SWEEP,
+         "is a character device, not a regular file", "rerun `dvc repro --force attack@mnist`"),
+    case("raw-idx-a-fifo", "prepare", fifo(IDX), IDX,
+         "is a FIFO (named pipe), not a regular file", "put torchvision's file there"),
+    # harden.max_gain and check -S
+    case("max_gain-1", "check", set_param("harden.max_gain", 1.0), "harden.max_gain", "1.0",
+         "a gain of at most 1 amplifies no neuron"),
+    case("override-a-list-of-10000-values", "check", NOTHING, "-S", "'seed=[0,1,2,",
+         "lists and mappings of at most 1000 values", args=("-S", LONG_LIST)),
     # writes that the disk, a limit or the folder refuses
     case("file-size-limit", "harden", NOTHING, HARDENED, "larger than the file-size limit",
          "Lift the limit", file_limit=64 << 10),

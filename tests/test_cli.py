@@ -5,6 +5,7 @@ usage and one error line, exit status 2; `python -m fragile_neurons` is the same
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,48 @@ def test_check_expands_a_sweep_as_dvc_exp_run_would(project):
     assert result.returncode == 0, result.stderr
     assert "3 run(s) checked" in result.stdout
     assert (project / "params.yaml").read_bytes() == (ROOT / "params.yaml").read_bytes()
+
+
+def test_a_long_sweep_is_checked_in_time_linear_in_its_length(project):
+    """Issue 35: the overrides are parsed once and each combination applied in memory, so a
+    sweep of 10,000 seeds (allowed by --max-experiments) takes seconds, not minutes; and a list
+    of 10,000 values is refused by a linear scan before Hydra's parser (whose time grows with
+    the square of a list's length) sees it. The bounds are generous (the machine may be busy)."""
+    start = time.monotonic()
+    sweep = ("--max-experiments", "10000", "-S", "seed=range(0,10000)")
+    result = fragile_neurons("check", *sweep, cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "10000 run(s) checked" in result.stdout
+    assert time.monotonic() - start < 120
+    start = time.monotonic()
+    long_list = "seed=[" + ",".join(str(i) for i in range(10_000)) + "]"
+    result = fragile_neurons("check", "-S", long_list, cwd=project)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "lists and mappings of at most 1000 values" in result.stderr
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["seed=3", "harden.compress=0.25"],
+        ["runs.mnist.attack.epsilons=[0,'8/255',0.1]"],
+        ["runs.mnist.train={epochs: 2, batch_size: 64, lr: 1e-3, weight_decay: 0, augment: false}"],
+        ["scan.layer=conv1", "scan.samples=null"],
+        ["data.root='data/raw dir'", "seed=5", "seed=6"],
+    ],
+)
+def test_overrides_applied_in_memory_give_what_dvc_writes(project, overrides):
+    """What the check validates is what DVC's apply_overrides writes into params.yaml (and the
+    stages then read)."""
+    from dvc.utils.hydra import apply_overrides
+
+    from fragile_neurons.pipeline.check import with_overrides
+    from fragile_neurons.running.config import load_params
+
+    (checked,) = with_overrides(project / "params.yaml", overrides)
+    apply_overrides(project / "params.yaml", overrides)
+    assert checked == load_params(project / "params.yaml")
 
 
 def test_without_overrides_check_is_the_check_stage_and_says_what_it_checked(project):

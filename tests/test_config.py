@@ -72,7 +72,7 @@ def set_key(raw, dotted, value):
         ("correlate.top_fraction", 0, "(0.0, 1.0]"),
         ("harden.compress", 1.5, "[0.0, 1.0]"),
         ("harden.mode", "greedy", "'proportional'"),
-        ("harden.max_gain", 0.5, "[1.0"),
+        ("harden.max_gain", 0.5, "(1.0"),
         ("harden.random_controls", 0, ">= 1"),
         ("harden.match_tolerance", 0, "(0.0, 1.0]"),
         ("harden.match_tolerance", 1.5, "(0.0, 1.0]"),

@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import stage_metrics
 
-from fragile_neurons.reporting import report, sweep
+from fragile_neurons.reporting import report, terminal
 from fragile_neurons.running.config import ATTACKS
 from fragile_neurons.storage import headline
 
@@ -84,7 +84,7 @@ def test_every_key_report_and_sweep_read_is_declared():
     written = set(headline.declared())
     read = {row.key for row in report.CLAIMS} | {r.p_key for r in report.CLAIMS if r.p_key}
     read |= {key for _, key, _ in report.DOSE_COLUMNS + report.SELECTION_COLUMNS}
-    read |= {key for _, key, _ in sweep.TABLE}
+    read |= {key for _, key, _ in terminal.TABLE}
     recorder = Recorder()
     for _, show in report.BASELINE_ROWS:
         show(recorder, {})

@@ -135,3 +135,19 @@ def test_the_search_leaves_the_model_as_it_was():
 def test_convolutions_lists_every_conv_in_module_order():
     assert convolutions(model("cifar_cnn", 3, 32)) == ["conv1", "conv2", "conv3"]
     assert convolutions(Reordered()) == ["late", "early"]
+
+
+def test_a_layer_of_one_neuron_or_a_stateless_batchnorm_after_it_cannot_be_scanned():
+    """Issue 35: a scan ranks neurons against each other (at least 2), and a BatchNorm after L
+    without running statistics makes every logit depend on the batch."""
+    one = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Flatten(), nn.Linear(26 * 26, 10))
+    with pytest.raises(ValueError, match="'0' has 1 neuron: a scan ranks neurons"):
+        find_scan_layer(one.eval(), torch.zeros(1, 1, 28, 28))
+    stateless = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4, track_running_stats=False),
+        nn.Flatten(),
+        nn.Linear(4 * 26 * 26, 10),
+    )
+    with pytest.raises(ValueError, match="BatchNorm 1 after scan.layer = '0' keeps no running"):
+        find_scan_layer(stateless.eval(), torch.zeros(2, 1, 28, 28))

@@ -18,7 +18,7 @@ from urllib.error import URLError
 from torchvision import datasets
 from torchvision.datasets.utils import download_and_extract_archive
 
-from ..running.errors import DataError, ParamError
+from ..running.errors import DataError, ParamError, not_regular
 
 # md5 of the *uncompressed* originals (torchvision lists only the md5s of the .gz archives it
 # downloads; a root may hold just the uncompressed files, which is all torchvision's layout needs).
@@ -186,6 +186,12 @@ def ensure_files(dataset: str, root: str | Path, download: bool) -> None:
         if (root / inner).exists() and not (root / inner).is_dir():
             raise DataError(f"{dataset}: {root / inner} is a file where the folder of "
                             f"torchvision's layout belongs; move it away")  # fmt: skip
+    for path in raw_files(dataset, root).values():
+        found = not_regular(path)
+        if found not in (None, "missing"):  # refused before it is opened: a FIFO would hang
+            raise DataError(
+                f"{dataset}: {path} is {found}, not a regular file; put torchvision's file there"
+            )
     missing = [p for p in raw_files(dataset, root).values() if not p.is_file()]
     if not missing:
         return

@@ -17,6 +17,11 @@ from ..running.errors import ParamError
 from ..storage.records import ScanLayer
 
 
+class Unscannable(ValueError):
+    """A convolution the model runs that cannot be scanned: fewer than 2 neurons, or a
+    BatchNorm after it without running statistics."""
+
+
 def _execution_trace(model: nn.Module, example: torch.Tensor) -> list[tuple]:
     """(name, module, input, output) of every Conv2d and BatchNorm2d, in the order they run in
     one forward pass on `example`."""
@@ -73,6 +78,22 @@ def find_scan_layer(
         ran_names = [n for n, *_ in ran]
         raise ValueError(f"{key} = {layer!r} never runs in the forward pass; ran: {ran_names}")
     conv, conv_out = trace[position][1], trace[position][3]
+    if conv.out_channels < 2:
+        raise Unscannable(
+            f"{key} = {layer!r} has {conv.out_channels} neuron: a scan ranks neurons against "
+            "each other and needs at least 2"
+        )
+    stale = [
+        n
+        for n, m, *_ in trace[position + 1 :]
+        if isinstance(m, nn.BatchNorm2d) and m.running_mean is None
+    ]
+    if stale:
+        raise Unscannable(
+            f"the BatchNorm {stale[0]} after {key} = {layer!r} keeps no running statistics "
+            "(track_running_stats=False): the logits would depend on the batch size and the "
+            "recalibrated arm has nothing to re-estimate"
+        )
     neuron = layer
     if position + 1 < len(trace):
         name, module, bn_in, _ = trace[position + 1]
@@ -91,6 +112,8 @@ def resolve_layer(model: nn.Module, example: torch.Tensor, layer: str | None) ->
     try:
         return find_scan_layer(model, example, layer)
     except ValueError as err:
+        if isinstance(err, Unscannable):
+            raise ParamError("scan.layer", layer, f"a layer that can be scanned: {err}") from None
         trace = _execution_trace(model, example)
         ran = [name for name, module, *_ in trace if isinstance(module, nn.Conv2d)]
         allowed = f"null or the name of an nn.Conv2d the model runs: {ran}"

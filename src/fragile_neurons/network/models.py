@@ -16,6 +16,7 @@ that builds a model, so an edited builder retrains; an installed package may hol
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from torch import nn
 
 from ..running.config import ARCH_ALLOWED, CLASSES, IMAGE_SHAPES, is_builder
 from ..running.errors import DataError, ParamError
-from ..storage.io import load_tensors, rerun_advice, save_tensors
+from ..storage.io import load_metadata, load_tensors, rerun_advice, save_tensors
 from ..storage.paths import model as model_path
 from ..storage.paths import reference as reference_path
 
@@ -214,21 +215,130 @@ def build_model(
     return model.to(memory_format=torch.channels_last)
 
 
+# The batch-size independence check: PROBE_IMAGES random images in one batch and in two halves
+# must give the same logits up to float rounding (different batch sizes may sum in another
+# order: a few units in the last place), far below what batch statistics change (0.2 in issue 35).
+PROBE_IMAGES = 8
+PROBE_TOLERANCE = 1e-3
+
+
+def _without_running_stats(model: nn.Module) -> str | None:
+    """The name of a BatchNorm that keeps no running statistics (track_running_stats=False): in
+    eval mode it normalises by each batch's own statistics, so an image's logits depend on the
+    batch it is in, and the recalibrated arm has nothing to re-estimate."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is None:
+            return name
+    return None
+
+
 @torch.no_grad()
 def _probe(model: nn.Module, arch: str, key: str, channels: int, size: int, classes: int):
-    """A builder's model must map one zero image to one row of `classes` logits."""
+    """A builder's model must map one zero image to one row of `classes` logits, keep eval mode
+    when asked (no module left training), keep every BatchNorm's running statistics, and give an
+    image the same logits whatever batch it is in (PROBE_IMAGES images at once and in two
+    halves, in eval mode): a model whose numbers depend on the batch size makes every number of
+    the pipeline depend on it."""
+
+    def refuse(problem: str) -> ParamError:
+        return ParamError(key, arch, f"{BUILDER_ALLOWED}: {problem}")
+
     was_training = model.training
     try:
-        out = model.eval()(torch.zeros(1, channels, size, size))
-    except Exception as err:
-        problem = f"its model fails on a 1 x {channels} x {size} x {size} input ({_one_line(err)})"
-        raise ParamError(key, arch, f"{BUILDER_ALLOWED}: {problem}") from None
+        model.eval()
+        training = [name or "the model" for name, m in model.named_modules() if m.training]
+        if training:
+            raise refuse(f"its modules {training[:3]} stay in train mode after .eval()")
+        bn = _without_running_stats(model)
+        if bn is not None:
+            raise refuse(
+                f"its BatchNorm {bn} keeps no running statistics (track_running_stats=False): "
+                "in eval mode each image's logits would depend on its batch"
+            )
+        try:
+            out = model(torch.zeros(1, channels, size, size))
+        except Exception as err:
+            problem = f"its model fails on a 1 x {channels} x {size} x {size} input"
+            raise refuse(f"{problem} ({_one_line(err)})") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise refuse(f"its model gives {shape} for one image, not (1, {classes}) logits")
+        if out.is_meta:  # shapes only (load_checkpoint's first build): no values to compare
+            return
+        generator = torch.Generator().manual_seed(0)  # the global generators are left alone
+        images = torch.rand(PROBE_IMAGES, channels, size, size, generator=generator)
+        try:
+            whole = model(images)
+            halves = torch.cat([model(half) for half in images.chunk(2)])
+        except Exception as err:
+            problem = f"its model fails on a batch of {PROBE_IMAGES} images"
+            raise refuse(f"{problem} ({_one_line(err)})") from None
+        gap = float((whole - halves).abs().max()) if whole.shape == halves.shape else math.inf
+        scale = 1.0 + float(whole.abs().max()) if whole.numel() else 1.0
+        if not gap <= PROBE_TOLERANCE * scale:
+            raise refuse(
+                f"in eval mode its logits of {PROBE_IMAGES} images differ by {gap:.3g} between "
+                f"one batch and two of {PROBE_IMAGES // 2} (they must not depend on the batch "
+                "size: a BatchNorm left in train mode, or batch statistics?)"
+            )
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        problem = f"its model gives {shape} for one image, not (1, {classes}) logits"
-        raise ParamError(key, arch, f"{BUILDER_ALLOWED}: {problem}")
+
+
+# A batch's memory, roughly: every module's output for every image, kept for the backward pass,
+# their gradients, and as much again for the workspace of the kernels.
+ACTIVATION_COPIES = 3
+
+
+@torch.no_grad()
+def activation_bytes(model: nn.Module, channels: int, size: int) -> int:
+    """Bytes of every module's output for one image (one eval pass of a zero image on the CPU,
+    the model left as it was)."""
+    sizes: list[int] = []
+    hooks = [
+        m.register_forward_hook(
+            lambda _m, _i, out: (
+                sizes.append(out.numel() * out.element_size())
+                if isinstance(out, torch.Tensor)
+                else None
+            )
+        )
+        for m in model.modules()
+        if not list(m.children())
+    ]
+    was_training, device = model.training, next(model.parameters()).device
+    try:
+        model.eval()(torch.zeros(1, channels, size, size, device=device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return sum(sizes)
+
+
+def check_batch_memory(
+    model: nn.Module, channels: int, size: int, batch_size: int, key: str, device: torch.device
+) -> None:
+    """A ParamError naming `key` where a batch of `batch_size` images cannot fit the memory this
+    stage may still take on `device`, by an estimate (ACTIVATION_COPIES x the activations of one
+    image x the batch, plus the weights); checked before any work, instead of an out-of-memory
+    error (or the kernel's OOM killer) halfway."""
+    from ..running.runtime import available_memory
+
+    per_image = ACTIVATION_COPIES * activation_bytes(model, channels, size)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    need, available = batch_size * per_image + 2 * weights, available_memory(device)
+    if need > available:
+        fits = max((available - 2 * weights) // max(per_image, 1), 0)
+        raise ParamError(
+            key,
+            batch_size,
+            f"a batch that fits this machine's memory: at most about {fits} images of this "
+            f"model on {device.type} (a batch of {batch_size} needs about "
+            f"{need / 2**30:.1f} GiB, estimated as {ACTIVATION_COPIES} x "
+            f"{per_image // ACTIVATION_COPIES} bytes of activations per image; "
+            f"{available / 2**30:.1f} GiB is available)",
+        )
 
 
 def save_checkpoint(path: str | Path, model: nn.Sequential, spec: dict) -> None:
@@ -240,18 +350,40 @@ def save_checkpoint(path: str | Path, model: nn.Sequential, spec: dict) -> None:
     save_tensors(path, {"spec": dict(spec), "state_dict": state})
 
 
-def _weights_problem(state: dict, expected: dict[str, torch.Size]) -> str | None:
-    """What is wrong with a state dict against the shapes of the model its spec builds: a key
-    missing or extra, a shape that differs, a non-finite weight, a normalisation std <= 0."""
+# What a checkpoint's archive holds besides its weights: the pickled spec and names, and torch's
+# small records (version, byte order); generous, so only absurd sizes are refused.
+CHECKPOINT_SLACK = 1 << 20
+
+
+def _layout_problem(state: dict, expected: dict) -> str | None:
+    """What is wrong with a state dict's layout, read from its archive's metadata alone (meta
+    tensors: nothing allocated), against the model its spec builds (`expected`, meta too): a key
+    missing or extra, a dtype or shape that differs, or a storage that holds other than exactly
+    the weight's elements (a weight of 10 numbers whose storage claims 10**9)."""
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
         return f"its weights lack {missing[:3]} or have extra {extra[:3]}"
-    for name, shape in expected.items():
+    for name, want in expected.items():
         tensor = state[name]
-        if not isinstance(tensor, torch.Tensor) or tensor.shape != shape:
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != want.shape:
             given = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor)
-            return f"its weight {name} is {given}, not {tuple(shape)} as its spec builds it"
+            return f"its weight {name} is {given}, not {tuple(want.shape)} as its spec builds it"
+        if tensor.dtype != want.dtype:
+            return f"its weight {name} is {tensor.dtype}, not {want.dtype} as its spec builds it"
+        stored = tensor.untyped_storage().nbytes()
+        if stored != tensor.numel() * tensor.element_size() or tensor.storage_offset() != 0:
+            return (
+                f"its weight {name} of {tensor.numel()} elements lies in a storage of {stored} "
+                f"bytes, not of exactly its {tensor.numel() * tensor.element_size()}"
+            )
+    return None
+
+
+def _weights_problem(state: dict) -> str | None:
+    """What is wrong with loaded weights of the right layout: a non-finite weight, a
+    normalisation std <= 0."""
+    for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             return f"its weight {name} is not finite (NaN or inf)"
     std = state["normalize.std"]
@@ -266,15 +398,22 @@ def load_checkpoint(
     """Rebuild a saved model in eval mode; `arch`, when given, must match the checkpoint's, and
     `dataset`, when given, its images (channels, size) and classes.
 
-    The file is untrusted: it loads with ``weights_only`` (see :func:`io.load_tensors`); its spec
-    is checked against `dataset`, and its weights against the shapes its spec builds (built on
-    torch's meta device first, which allocates nothing), before any memory is taken for the
-    model; every weight must be finite and the normalisation std positive. Anything wrong is a
+    The file is untrusted. Its archive's metadata is read first (`io.load_metadata`: every
+    tensor's dtype, shape and storage size, nothing allocated): its spec is checked against
+    `dataset`, and every weight's dtype, shape and storage size against the model its spec
+    builds (built on torch's meta device, which allocates nothing); only then is it loaded, with
+    ``weights_only`` (see :func:`io.load_tensors`), the archive at most the size of those
+    weights; every weight must be finite and the normalisation std positive. Anything wrong is a
     one-line DataError naming the file and the stage that rewrites it. A builder path is imported
     only when the caller names it as `arch` (from params.yaml, which is trusted), never because
     a file says so; a builder that no longer imports is a ParamError naming `key`.
     """
-    blob = load_tensors(path, keys=("spec", "state_dict"))
+    blob = load_metadata(path)
+    missing = [k for k in ("spec", "state_dict") if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise DataError(
+            f"{path} lacks {missing}: not a file this pipeline wrote; {rerun_advice(path)}"
+        )
     spec, state = blob["spec"], blob["state_dict"]
     fields = {"arch": str, "channels": int, "size": int, "classes": int}
     if not isinstance(spec, dict) or any(
@@ -310,12 +449,16 @@ def load_checkpoint(
     try:
         with torch.device("meta"):  # shapes only: a spec of absurd sizes allocates nothing
             stats = torch.zeros(spec["channels"])
-            shapes = {k: v.shape for k, v in build(stats, stats).state_dict().items()}
-        problem = _weights_problem(state, shapes)
+            expected = build(stats, stats).state_dict()
+        problem = _layout_problem(state, expected)
+        if problem is None:
+            weights = sum(t.numel() * t.element_size() for t in expected.values())
+            state = load_tensors(path, limit=weights + CHECKPOINT_SLACK)["state_dict"]
+            problem = _weights_problem(state)
         if problem is None:
             model = build(state["normalize.mean"].flatten(), state["normalize.std"].flatten())
             model.load_state_dict(state)
-    except ParamError:
+    except (ParamError, DataError):
         raise
     except (
         KeyError,

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..running.errors import ParamError
 from .inference import accuracy_and_loss, as_input, batch_slices, logits_of
-from .models import build_model
+from .models import build_model, check_batch_memory
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -133,6 +133,7 @@ class Fit:
     lr_key: str  # the learning rate's key, for the message of a diverged training
     arch_key: str  # the architecture's key, for the message of a builder that fails
     device: torch.device
+    batch_key: str = "train.batch_size"  # the batch size's key, for a batch too big to fit
 
 
 def fit(
@@ -153,6 +154,9 @@ def fit(
         "classes": len(train["classes"]),
     }
     model = build_model(**spec, mean=train["mean"], std=train["std"], key=settings.arch_key)
+    shape = (spec["channels"], spec["size"])
+    check_batch_memory(model, *shape, settings.batch_size, settings.batch_key, settings.device)
+    check_batch_memory(model, *shape, settings.eval_batch_size, "batch_size", settings.device)
     history = train_model(
         model,
         train,

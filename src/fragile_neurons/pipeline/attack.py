@@ -25,7 +25,7 @@ from ..datasets.splits import scan_set
 from ..figures.attack import Examples, examples_figure
 from ..network.inference import as_input
 from ..network.layers import resolve_layer
-from ..network.models import degenerate, load_reference, load_trained
+from ..network.models import check_batch_memory, degenerate, load_reference, load_trained
 from ..running.config import fgsm_settings
 from ..running.errors import DataError
 from ..running.runtime import select_device
@@ -98,6 +98,8 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
     none) and D^sur."""
     model, selection, test, reference = inputs
     device, batch_size = settings.device, settings.batch_size
+    channels, size = selection["images"].shape[1:3]
+    check_batch_memory(model, channels, size, batch_size, "batch_size", device)
     model.to(device)
     scan_images, scan_labels = scan_set(selection, settings.samples)
     layer = resolve_layer(model, as_input(scan_images[:1], device), settings.layer)

@@ -67,6 +67,9 @@ def load(ctx, settings: Settings) -> Inputs:
         return Inputs(None, None)
     dataset = ctx.run["dataset"]
     train = io.load_split(paths.prepared(ctx.name, "train"), dataset)
+    selection_path = paths.prepared(ctx.name, "selection")
+    selection = io.load_split(selection_path, dataset)
+    io.check_disjoint(paths.prepared(ctx.name, "train"), train, selection_path, selection)
     return Inputs(train, io.load_split(paths.prepared(ctx.name, "test"), dataset))
 
 

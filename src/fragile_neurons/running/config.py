@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keyword
 import math
+import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -48,6 +49,13 @@ ARCH_ALLOWED = (
 # splits and checkpoints must hold.
 IMAGE_SHAPES = {"mnist": (1, 28), "fashion_mnist": (1, 28), "cifar10": (3, 32)}
 CLASSES = 10
+# The images of each raw split: a prepared split's index names positions in one of them (the
+# selection and train splits in the training split, the test split in the test split).
+RAW_SIZES = {
+    "mnist": {"train": 60_000, "test": 10_000},
+    "fashion_mnist": {"train": 60_000, "test": 10_000},
+    "cifar10": {"train": 50_000, "test": 10_000},
+}
 # The raw files of each dataset in torchvision's layout (data.py reads exactly these).
 _IDX = [
     f"{split}-{kind}-idx{dims}-ubyte"
@@ -73,6 +81,8 @@ MAX_DRAWS = 1000
 MAX_STEPS = 1000
 MAX_EPSILONS = 64
 MAX_RUNS = 100
+# The smallest positive epsilon: one step of an 8-bit pixel, 1/255 of the images' range [0, 1].
+MIN_EPSILON = 1 / 255
 
 
 @dataclass(frozen=True)
@@ -108,12 +118,13 @@ class Number:
     lo: float
     hi: float | None = None
     lo_open: bool = False
+    why: str = ""
 
     @property
     def allowed(self) -> str:
         left = "(" if self.lo_open else "["
         right = f"{self.hi}]" if self.hi is not None else "inf)"
-        return f"a number in {left}{self.lo}, {right}"
+        return f"a number in {left}{self.lo}, {right}" + (f" ({self.why})" if self.why else "")
 
     def __call__(self, key, v):
         ok = isinstance(v, int | float) and not isinstance(v, bool)
@@ -227,6 +238,14 @@ def epsilon_grid(key, v):
         raise ParamError(key, v, "epsilons in strictly increasing order")
     if values[-1] == 0:
         raise ParamError(key, v, "at least one positive epsilon (E+ is what is attacked)")
+    small = next((e for e, x in zip(v, values, strict=True) if 0 < x < MIN_EPSILON), None)
+    if small is not None:
+        raise ParamError(
+            key,
+            v,
+            f"epsilons of 0 or at least 1/255 ({small!r} is below: pixels lie in [0, 1], and a "
+            "smaller step changes no pixel of an 8-bit image, so its attack share is 0/0)",
+        )
     names = [epsilon_label(e) for e in v]
     clash = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if clash is not None:
@@ -271,6 +290,28 @@ def _seed(key, v):
     return v
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _threads(key, v):
+    """torch's CPU threads, or null for torch's default: at most MAX_THREADS, and at most the
+    cores this machine lets the process use (more only wait, and a thread pool of hundreds can
+    abort under a memory cap)."""
+    Integer(1, MAX_THREADS, optional=True, why="more threads than a machine's cores only wait")(
+        key, v
+    )
+    if v is not None and v > cores():
+        raise ParamError(
+            key, v, f"null or at most the {cores()} CPU cores this machine lets the stage use"
+        )
+    return v
+
+
 TEST_SUBSET = Integer(1, TEST_IMAGES, optional=True, why=f"a test split has {TEST_IMAGES} images")
 
 # The settings that the API's functions take too, by the API's argument name (as scikit-learn's
@@ -286,7 +327,13 @@ RULES = {
     "label_fraction": Number(0.0, 0.5, lo_open=True),  # label.fraction
     "compress": Number(0.0, 1.0),  # harden.compress
     "mode": Choice(MODES),  # harden.mode
-    "max_gain": Number(1.0),  # harden.max_gain
+    # harden.max_gain: > 1, since a cap of 1 amplifies nothing and leaves a compress-only arm
+    "max_gain": Number(
+        1.0,
+        lo_open=True,
+        why="a gain of at most 1 amplifies no neuron: the hardening would be the compress_only "
+        "arm under another name",
+    ),
 }
 
 # The API's defaults for the settings of RULES it takes: the values params.yaml ships with
@@ -312,7 +359,7 @@ RUN_SCHEMA = {
     "test_size": Integer(1, optional=True),
     "train": {
         "epochs": Integer(1),
-        "batch_size": Integer(1),
+        "batch_size": Integer(1, MAX_BATCH, why=f"the largest split holds {MAX_BATCH} images"),
         "lr": Number(0.0, lo_open=True),
         "weight_decay": Number(0.0),
         "augment": _bool,
@@ -327,9 +374,7 @@ SCHEMA = {
     "seed": RULES["seed"],
     "device": _device,
     "deterministic": Choice(DETERMINISTIC),
-    "threads": Integer(
-        1, MAX_THREADS, optional=True, why="more threads than a machine's cores only wait"
-    ),
+    "threads": _threads,
     "batch_size": RULES["batch_size"],
     "data": {
         "root": _str,
@@ -502,4 +547,5 @@ def fit_settings(params: dict, name: str) -> dict:
         "eval_batch_size": params["batch_size"],
         "lr_key": f"runs.{name}.train.lr",
         "arch_key": f"runs.{name}.arch",
+        "batch_key": f"runs.{name}.train.batch_size",
     }

@@ -67,3 +67,35 @@ class ParamError(ValueError):
 
 class DataError(RuntimeError):
     """The data cannot be had: missing files without a download, or checksums that differ."""
+
+
+def file_kind(mode: int) -> str:
+    """What an `os.stat` mode says a path is, in words: 'a regular file', 'a folder', 'a FIFO
+    (named pipe)', 'a character device', 'a block device', 'a socket'."""
+    import stat
+
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((what for test, what in kinds if test(mode)), "not a regular file")
+
+
+def not_regular(path: Any) -> str | None:
+    """None for a regular file (or a link to one); else what stands at `path` instead, in words
+    ('a FIFO (named pipe)', 'a character device', 'missing' ...). Only the path's metadata is
+    read: a FIFO or a device is never opened, so nothing blocks on it or reads it forever."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as err:
+        return f"unreadable ({err.strerror})"
+    return None if stat.S_ISREG(mode) else file_kind(mode)

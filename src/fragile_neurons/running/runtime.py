@@ -126,3 +126,25 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold)
     )
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes a stage may still take on `device`: on a GPU what CUDA reports free; on the CPU the
+    kernel's MemAvailable, and at most what the address-space limit (ulimit -v) leaves."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import resource
+
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    status = {}
+    try:
+        for name in ("/proc/meminfo", "/proc/self/status"):
+            with open(name) as f:
+                status.update(line.split(":", 1) for line in f if ":" in line)
+        available = int(status["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and "VmSize" in status:
+        available = min(available, soft - int(status["VmSize"].split()[0]) * 1024)
+    return max(available, 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import ParamError
+from .errors import ParamError, file_kind
 
 # params.yaml is small (a few kB, a few hundred values): larger text, deeper nesting, or aliases
 # that expand it beyond MAX_YAML_VALUES are refused before any value is built, since a few hundred
@@ -93,16 +93,33 @@ def parse_yaml(text: str, source: str = "params.yaml") -> Any:
 
 def read_yaml(path: str | Path) -> Any:
     """:func:`parse_yaml` of a file; a missing or unreadable file is a ParamError naming it, and
-    so is one over MAX_YAML_BYTES (read no further than that)."""
+    so is one over MAX_YAML_BYTES (read no further than that), and anything but a regular file
+    (a FIFO, a device, a socket, a folder: refused before it is opened, so a FIFO cannot hang
+    the check and /dev/zero is not read)."""
+    import os
+    import stat
+
     try:
-        with open(path, "rb") as f:
-            blob = f.read(MAX_YAML_BYTES + 1)
-        if len(blob) > MAX_YAML_BYTES:
-            size = Path(path).stat().st_size
-            raise ParamError(
-                str(path), f"<{size} bytes>", f"a YAML file of at most {MAX_YAML_BYTES} bytes"
-            )
-        text = blob.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; what was opened is then judged
+        # by its own metadata (no window between a check and the open)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
         raise ParamError(str(path), "<unreadable>", f"a readable YAML file ({err})") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ParamError(
+                str(path), f"<{file_kind(mode)}>", "a regular file of YAML (not a pipe or device)"
+            )
+        try:
+            os.set_blocking(fd, True)
+            blob = f.read(MAX_YAML_BYTES + 1)
+            if len(blob) > MAX_YAML_BYTES:
+                size = os.fstat(fd).st_size
+                raise ParamError(
+                    str(path), f"<{size} bytes>", f"a YAML file of at most {MAX_YAML_BYTES} bytes"
+                )
+            text = blob.decode("utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ParamError(str(path), "<unreadable>", f"a readable YAML file ({err})") from None
     return parse_yaml(text, str(path))

@@ -19,12 +19,13 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..running.errors import DataError
+from ..running.errors import DataError, not_regular
 from .paths import producer
 
 # Why a write can fail that is no bug: the disk, the folder's permissions, a limit. Each is one
@@ -126,20 +127,24 @@ def rerun_advice(path: str | Path) -> str:
     return f"rerun `dvc repro --force {stage}`" if stage else "replace it"
 
 
-def load_tensors(path: str | Path, keys: tuple[str, ...] = ()) -> dict:
-    """torch.load restricted to tensors and plain containers (``weights_only=True``).
+# The most bytes a record of this pipeline unpacks to: twice one byte per pixel of the largest
+# split there can be (MNIST's 60000 training images, at CIFAR-10's 3 x 32 x 32): a prepared split
+# holds its images as uint8 and an FGSM sweep one int8 sign per pixel, and everything else a
+# record holds (labels, logits, per-neuron numbers) is small beside them. Checkpoints are
+# bounded tighter, by what their architecture holds (models.load_checkpoint).
+MAX_RECORD_BYTES = 2 * 60_000 * 3 * 32 * 32
+# The most bytes of a file's pickled structure (data.pkl: names, specs, lists per epsilon or
+# per neuron; a few kB in practice): unpickled, a pickle of small numbers takes several times
+# its size, so it is bounded on its own.
+MAX_PICKLE_BYTES = 16 << 20
 
-    Returns a dict holding at least `keys`. Anything else (a missing, truncated or corrupt file,
-    one that asks for code, one of another structure) is a one-line DataError naming the file and
-    the stage that rewrites it. The message never suggests switching the restriction off.
-    """
+
+def _torch_load(path: Path, map_location: str) -> Any:
+    """torch.load with ``weights_only=True``; any failure is the one-line DataError."""
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} is missing: {rerun_advice(path)}")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a corrupt file fails torch.load in many ways; each is this one line
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if isinstance(err, pickle.UnpicklingError) and found:
@@ -152,6 +157,94 @@ def load_tensors(path: str | Path, keys: tuple[str, ...] = ()) -> dict:
         raise DataError(  # never torch's advice to switch weights_only off
             f"{path} is truncated or corrupt ({type(err).__name__}: {first}): {rerun_advice(path)}"
         ) from None
+
+
+def _tensors(blob: Any) -> Iterator:
+    """Every tensor in a loaded structure of dicts, lists and tuples (iteratively: no depth
+    limit of Python's recursion applies)."""
+    import torch
+
+    stack = [blob]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def load_metadata(path: str | Path, limit: int = MAX_RECORD_BYTES) -> Any:
+    """What `load_tensors` would return, its tensors on torch's meta device: every tensor's
+    dtype, shape and storage size as the file declares them, with no storage allocated.
+
+    Checked first, from the zip archive's directory alone: a regular file; a zip archive as
+    torch.save writes it (its entries stored, not compressed); at most `limit` bytes once
+    unpacked, its pickle at most MAX_PICKLE_BYTES. Then no tensor's storage may claim more bytes
+    than the archive holds. Anything wrong is a one-line DataError naming the file (before any
+    storage is read)."""
+    path = Path(path)
+    found = not_regular(path)
+    if found == "missing":
+        raise DataError(f"{path} is missing: {rerun_advice(path)}")
+    if found is not None:
+        raise DataError(f"{path} is {found}, not a regular file: {rerun_advice(path)}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
+        first = " ".join(str(err).split())[:160]
+        raise DataError(
+            f"{path} is truncated or corrupt (not a zip archive as torch.save writes: "
+            f"{type(err).__name__}: {first}): {rerun_advice(path)}"
+        ) from None
+    unpacked = sum(e.file_size for e in entries)
+    if unpacked > limit:
+        raise DataError(
+            f"{path} unpacks to {unpacked} bytes, more than a file of this pipeline holds "
+            f"({limit} bytes): not a file this pipeline wrote; {rerun_advice(path)}"
+        )
+    pickled = max((e.file_size for e in entries if e.filename.endswith("/data.pkl")), default=0)
+    if pickled > MAX_PICKLE_BYTES:
+        raise DataError(
+            f"{path} holds a pickled structure of {pickled} bytes, more than a file of this "
+            f"pipeline holds ({MAX_PICKLE_BYTES} bytes): not a file this pipeline wrote; "
+            f"{rerun_advice(path)}"
+        )
+    packed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise DataError(
+            f"{path} holds compressed entries ({', '.join(packed[:3])}), which torch.save never "
+            f"writes: not a file this pipeline wrote; {rerun_advice(path)}"
+        )
+    blob = _torch_load(path, "meta")
+    data = sum(e.file_size for e in entries if "/data/" in e.filename)
+    for tensor in _tensors(blob):
+        claimed = tensor.untyped_storage().nbytes()
+        if claimed > data:
+            raise DataError(
+                f"{path}: a {tensor.dtype} tensor of shape {tuple(tensor.shape)} claims a "
+                f"storage of {claimed} bytes, more than the archive's {data} bytes of data: "
+                f"not a file this pipeline wrote; {rerun_advice(path)}"
+            )
+    return blob
+
+
+def load_tensors(
+    path: str | Path, keys: tuple[str, ...] = (), limit: int = MAX_RECORD_BYTES
+) -> dict:
+    """torch.load restricted to tensors and plain containers (``weights_only=True``).
+
+    Returns a dict holding at least `keys`. Anything else (a missing, truncated or corrupt file,
+    one that is not a regular file, one that asks for code, one of another structure, one that
+    unpacks to more than `limit` bytes or whose tensors claim more than it holds: see
+    `load_metadata`, which runs first) is a one-line DataError naming the file and the stage
+    that rewrites it. The message never suggests switching the restriction off.
+    """
+    path = Path(path)
+    load_metadata(path, limit)
+    blob = _torch_load(path, "cpu")
     missing = [k for k in keys if not isinstance(blob, dict) or k not in blob]
     if missing:
         raise DataError(
@@ -167,7 +260,7 @@ def load_split(path: str | Path, dataset: str | None = None) -> dict:
     classes of that dataset. Anything else is a one-line DataError naming the file."""
     import torch
 
-    from ..running.config import CLASSES, IMAGE_SHAPES
+    from ..running.config import CLASSES, IMAGE_SHAPES, RAW_SIZES
 
     split = load_tensors(path, keys=("images", "labels", "index", "classes", "mean", "std"))
     images, labels, index = split["images"], split["labels"], split["index"]
@@ -210,4 +303,26 @@ def load_split(path: str | Path, dataset: str | None = None) -> dict:
                 f"{len(split['classes'])} classes, not {dataset}'s {want[0]} x {want[1]} x "
                 f"{want[2]} of {CLASSES}; {rerun_advice(path)}"
             )
+        raw = "test" if Path(path).stem == "test" else "train"
+        size = RAW_SIZES[dataset][raw]
+        if int(index.max()) >= size:
+            raise DataError(
+                f"{path} names raw position {int(index.max())}, beyond {dataset}'s raw {raw} "
+                f"split of {size} images; {rerun_advice(path)}"
+            )
     return split
+
+
+def check_disjoint(path: str | Path, split: dict, other_path: str | Path, other: dict) -> None:
+    """Two prepared splits drawn from the same raw split (the selection and train splits: the
+    selection split is never trained on) must share no raw position; else a one-line DataError
+    naming both files."""
+    import numpy as np
+
+    shared = np.intersect1d(split["index"].numpy(), other["index"].numpy())
+    if len(shared):
+        raise DataError(
+            f"{path} and {other_path} share {len(shared)} raw images (positions "
+            f"{shared[:3].tolist()}...): the selection split must never be trained on; "
+            f"{rerun_advice(path)}"
+        )
