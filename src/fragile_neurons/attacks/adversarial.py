@@ -78,7 +78,7 @@ def _gradient_and_logits(
     return grad, logits.detach()
 
 
-def signs_and_logits(
+def gradient_batches(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -86,37 +86,38 @@ def signs_and_logits(
     batch_size: int,
     device: torch.device,
     label_mode: str = "true",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """grad_x CE (float, before the sign) and the clean logits of the same forward pass, batch by
+    batch of `batch_size` images in order, on `device` (`label_mode` as `_gradient_and_logits`):
+    what `signs_and_logits` and `input_gradients` take the same keyword options for."""
+    _check(images, labels, label_mode)
+    model.eval()
+    for s in batch_slices(len(images), batch_size):
+        x, y = as_input(images[s], device), labels[s].to(device)
+        yield _gradient_and_logits(model, x, y, label_mode)
+
+
+def signs_and_logits(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sign(grad_x CE) for every image, as int8 on the CPU (the whole FGSM grid's gradient), and
     the clean logits of the same forward pass, on the CPU: bit for bit those of a no-grad pass,
-    so the clean accuracy costs no second pass."""
-    _check(images, labels, label_mode)
-    model.eval()
+    so the clean accuracy costs no second pass. `options`: `gradient_batches`'s (batch_size,
+    device, label_mode)."""
     signs, logits = [], []
-    for s in batch_slices(len(images), batch_size):
-        x, y = as_input(images[s], device), labels[s].to(device)
-        grad, out = _gradient_and_logits(model, x, y, label_mode)
+    for grad, out in gradient_batches(model, images, labels, **options):
         signs.append(grad.sign().to(torch.int8).cpu())
         logits.append(out.cpu())
     return torch.cat(signs), torch.cat(logits)
 
 
 def input_gradients(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int,
-    device: torch.device,
-    label_mode: str = "true",
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options
 ) -> Iterator[torch.Tensor]:
     """The input gradients of `signs_and_logits` themselves (float, before the sign), batch by
-    batch of `batch_size` images in order, on the CPU."""
-    _check(images, labels, label_mode)
-    model.eval()
-    for s in batch_slices(len(images), batch_size):
-        x, y = as_input(images[s], device), labels[s].to(device)
-        yield _gradient_and_logits(model, x, y, label_mode)[0].cpu()
+    batch in order, on the CPU (`options`: `gradient_batches`'s)."""
+    for grad, _ in gradient_batches(model, images, labels, **options):
+        yield grad.cpu()
 
 
 def gradient_signs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options):

@@ -65,12 +65,7 @@ class Reference(NamedTuple):
 def load(ctx, settings: Settings) -> Inputs:
     if not settings.wanted:
         return Inputs(None, None)
-    dataset = ctx.run["dataset"]
-    train = io.load_split(paths.prepared(ctx.name, "train"), dataset)
-    selection_path = paths.prepared(ctx.name, "selection")
-    selection = io.load_split(selection_path, dataset)
-    io.check_disjoint(paths.prepared(ctx.name, "train"), train, selection_path, selection)
-    return Inputs(train, io.load_split(paths.prepared(ctx.name, "test"), dataset))
+    return Inputs(*io.load_training_splits(ctx.name, ctx.run["dataset"]))
 
 
 def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) -> Reference:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..running.errors import DataError, not_regular
-from .paths import producer
+from .paths import prepared, producer
 
 # Why a write can fail that is no bug: the disk, the folder's permissions, a limit. Each is one
 # line naming the file (a DataError); the output it would replace is left as it was.
@@ -326,3 +326,12 @@ def check_disjoint(path: str | Path, split: dict, other_path: str | Path, other:
             f"{shared[:3].tolist()}...): the selection split must never be trained on; "
             f"{rerun_advice(path)}"
         )
+
+
+def load_training_splits(run: str, dataset: str) -> tuple[dict, dict]:
+    """Run `run`'s prepared train and test splits, the train split checked against the selection
+    split (`check_disjoint`): what the train and reference stages fit on."""
+    train_path, selection_path = prepared(run, "train"), prepared(run, "selection")
+    train = load_split(train_path, dataset)
+    check_disjoint(train_path, train, selection_path, load_split(selection_path, dataset))
+    return train, load_split(prepared(run, "test"), dataset)
