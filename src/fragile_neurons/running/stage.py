@@ -225,10 +225,12 @@ def _run_once(module: ModuleType, args: argparse.Namespace, stage: str) -> None:
     try:
         params = load_params(args.params)
         _contract(module, Context("", {}, params, None, stage=stage))
-    except ParamError as err:
+    except (ParamError, DataError) as err:  # a bad setting, or an output that cannot be written
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except Stopped as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"error: {stage} stopped by {name}; rerun it", file=sys.stderr)
         sys.exit(128 + stop.signum)
 
 
