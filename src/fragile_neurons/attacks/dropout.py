@@ -404,8 +404,8 @@ def scan(
     images, once), the signs crafted on the intact network.
 
     At most `batch_size` images per pass; `group` dropped networks per pass (None: passes of
-    BATCH_ELEMENTS). The numbers of `naive_scan`: the same accuracies (up to an argmax tie broken
-    differently by float rounding), losses to float tolerance.
+    BATCH_ELEMENTS). The numbers of the naive scan (tests/oracles.py): the same accuracies (up to
+    an argmax tie broken differently by float rounding), losses to float tolerance.
     """
     _check(images, labels, signs, epsilons)
     model.eval().to(device)

@@ -189,7 +189,7 @@ def table_columns(by: list[str]) -> tuple[tuple[str, str, int], ...]:
 
 
 def cell(stats: dict | None, digits: int = 3, n: int | None = None) -> str:
-    """A summary by its kind (sweep.summarise_values): `mean [low, high]` (the value alone for
+    """A summary by its kind (seedstats.summarise_values): `mean [low, high]` (the value alone for
     one seed), `k/n` for a flag, `p < ALPHA in k/n, median m` for p-values, `median m` for a
     count; `(n = k)` appended where k differs from the column's `n`."""
     if not stats:

@@ -254,7 +254,7 @@ def load_tensors(
 
 
 def load_split(path: str | Path, dataset: str | None = None) -> dict:
-    """A prepared split (see data.prepare): uint8 images N x C x H x W, int64 labels N, int64
+    """A prepared split (see datasets.splits): uint8 images N x C x H x W, int64 labels N, int64
     index N (distinct positions >= 0 in the raw split the images came from), the class names, and
     the per-channel mean and std (C values each, finite, std > 0); with `dataset`, images and
     classes of that dataset. Anything else is a one-line DataError naming the file."""

@@ -16,9 +16,9 @@ def params_checked() -> Path:
     return Path("data/params.ok")
 
 
-# The prepared splits (data.prepare): train (training only), selection (carved out of the raw
-# training split, never trained on: the scan set S and everything that chooses neurons) and test
-# (evaluation only).
+# The prepared splits (datasets.splits.draw_splits): train (training only), selection (carved out
+# of the raw training split, never trained on: the scan set S and everything that chooses neurons)
+# and test (evaluation only).
 SPLITS = ("train", "selection", "test")
 
 
