@@ -36,7 +36,6 @@ class Settings:
     seed: int  # reference_seed(seed)
     wanted: bool  # runs.<name>.reference
     deterministic: str
-    name: str
 
     @classmethod
     def from_params(cls, params: dict, name: str) -> Settings:
@@ -46,7 +45,6 @@ class Settings:
             reference_seed(params["seed"]),
             params["runs"][name]["reference"],
             params["deterministic"],
-            name,
         )
 
 

@@ -276,6 +276,15 @@ def _power(by_run: dict[str, dict | None], row: Row) -> str:
 VERDICTS = {"supports": "supported", "contradicts": "contradicted", "absent": "absent"}
 
 
+def block_verdict(own: dict[str, str]) -> str:
+    """A block's verdict from its runs' own (`run_verdict`): the one they all share, else
+    "not shown"."""
+    shared = set(own.values())
+    if len(shared) == 1 and (word := shared.pop()) in VERDICTS:
+        return VERDICTS[word]
+    return "not shown"
+
+
 def verdict(by_run: dict[str, dict | None], row: Row, absent: str = "") -> str:
     """VERDICT_RULE for one row: {run: its summary of the row's key}; `absent` says why a
     primary row has no values (e.g. the runs have no reference network)."""
@@ -284,11 +293,9 @@ def verdict(by_run: dict[str, dict | None], row: Row, absent: str = "") -> str:
     if not by_run or all(stats is None for stats in by_run.values()):
         return f"n/a: {absent}" if absent else "n/a"
     own = {run: run_verdict(stats, row) for run, stats in by_run.items()}
-    for word, block in VERDICTS.items():
-        if all(v == word for v in own.values()):
-            return block + _power(by_run, row)
-    named = ", ".join(f"{run} {v}" for run, v in own.items())
-    return f"not shown ({named})" + _power(by_run, row)
+    block = block_verdict(own)
+    named = "" if block != "not shown" else f" ({', '.join(f'{r} {v}' for r, v in own.items())})"
+    return block + named + _power(by_run, row)
 
 
 def _seeds(run: str, n: int) -> str:
@@ -459,11 +466,12 @@ def plain_verdict(by_run: dict[str, dict | None], row: Row, absent: str = "") ->
         return f"**not measured**: {absent or 'no run has a value'}."
     band = f"(-{row.smallest_effect:g}, {row.smallest_effect:g})" if row.smallest_effect else ""
     own = {run: run_verdict(stats, row) for run, stats in by_run.items()}
-    if all(v == "supports" for v in own.values()):
+    block = block_verdict(own)
+    if block == "supported":
         return "**supported**: the 95% interval lies above 0 in every run."
-    if all(v == "contradicts" for v in own.values()):
+    if block == "contradicted":
         return "**contradicted**: the 95% interval lies below 0 in every run, against the claim."
-    if all(v == "absent" for v in own.values()):
+    if block == "absent":
         return (f"**absent**: the 95% interval lies inside {band} in every run: no effect as "
                 "large as the smallest of interest.")  # fmt: skip
     parts = []

@@ -222,16 +222,9 @@ def _contract(module: ModuleType, ctx: Context) -> None:
 
 def _run_once(module: ModuleType, args: argparse.Namespace, stage: str) -> None:
     """A stage of all of params.yaml (no run, no device, no torch)."""
-    try:
+    with one_line(stage):
         params = load_params(args.params)
         _contract(module, Context("", {}, params, None, stage=stage))
-    except (ParamError, DataError) as err:  # a bad setting, or an output that cannot be written
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except Stopped as stop:
-        name = signal.Signals(stop.signum).name
-        print(f"error: {stage} stopped by {name}; rerun it", file=sys.stderr)
-        sys.exit(128 + stop.signum)
 
 
 def _run(module: ModuleType, args: argparse.Namespace, stage: str) -> None:
@@ -243,7 +236,7 @@ def _run(module: ModuleType, args: argparse.Namespace, stage: str) -> None:
         watch_nondeterminism,
     )
 
-    try:
+    with one_line(f"{stage} {args.run}"):
         stop_with_parent()
         params = load_params(args.params)
         run = get_run(params, args.run)
@@ -266,21 +259,29 @@ def _run(module: ModuleType, args: argparse.Namespace, stage: str) -> None:
         print(
             f"{stage} {args.run}: {time.perf_counter() - start:.1f} s on {device}", file=sys.stderr
         )
+
+
+@contextmanager
+def one_line(what: str) -> Iterator[None]:
+    """Within the block, a bad setting or input (ParamError, DataError) or memory run out is one
+    `error:` line on stderr and exit status 2; a stop signal one line and 128 + its number."""
+    try:
+        yield
     except (ParamError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except MemoryError:  # a bad input never gets here (sizes are checked first); a big batch may
         print(
-            f"error: {stage} {args.run} ran out of memory; lower batch_size (or the run's "
-            f"sizes), or free memory, and rerun",
+            f"error: {what} ran out of memory; lower batch_size (or the run's sizes), or free "
+            f"memory, and rerun",
             file=sys.stderr,
         )
         sys.exit(2)
     except Stopped as stop:
         name = signal.Signals(stop.signum).name
         print(
-            f"error: {stage} {args.run} stopped by {name}; every output is whole or as it was, "
-            f"and DVC records the stage as not run: rerun it",
+            f"error: {what} stopped by {name}; every output is whole or as it was, and DVC "
+            f"records the stage as not run: rerun it",
             file=sys.stderr,
         )
         sys.exit(128 + stop.signum)
