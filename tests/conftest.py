@@ -85,10 +85,12 @@ def prepare_splits(
     return tuple(prepare.run(prepare.load(None, settings), settings))
 
 
-def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
+def labels_record(
+    phi, label: list[str], fraction: float = 0.25, reliability: float = float("nan")
+) -> Labels:
     """A label stage's record with fragility `phi` (also every impact and loss impact: a clean
-    score) and `label`; antifragile where robust and phi < 0; every McNemar p-value 1 and no
-    warnings (resolved)."""
+    score) and `label`; antifragile where robust and phi < 0; every McNemar p-value 1, no
+    warnings (resolved) and the clean phi's split-half `reliability`."""
     phi = torch.as_tensor(phi, dtype=torch.float64)
     robust = torch.tensor([name == "robust" for name in label])
     return Labels(
@@ -105,6 +107,7 @@ def labels_record(phi, label: list[str], fraction: float = 0.25) -> Labels:
         difference_loss_impact=phi,
         mcnemar_p=torch.ones_like(phi),
         warnings=[],
+        clean_reliability=float(reliability),
     )
 
 
@@ -157,12 +160,15 @@ def targeting_record(
     gain=None,
     reference=None,
     surrogate=None,
+    placebo=None,
+    reference_halves=None,
 ) -> Targeting:
     """An attack stage's targeting record with attack share `share` (E x N; also T and R unless
     `effect` is given), magnitudes `magnitude`, noise share `noise` (default: uniform over the
     neurons), filter gain `gain` (default 1), reference share `reference` (default: none, NaN)
-    and surrogate share `surrogate` (default: uniform); X, X^ref and X^sur are computed from
-    them as the stage does."""
+    surrogate share `surrogate` (default: uniform), placebo share `placebo` (default: none,
+    NaN; needs `reference`) and X^ref on each half of S `reference_halves` (2 x N; default NaN);
+    X, X^ref, X^plc and X^sur are computed from them as the stage does."""
     share = torch.as_tensor(share, dtype=torch.float64)
     e, n = share.shape
     epsilons = [0.1 * (i + 1) for i in range(e)] if epsilons is None else list(epsilons)
@@ -173,6 +179,10 @@ def targeting_record(
     reference_share = nan if reference is None else torch.as_tensor(reference, dtype=torch.float64)
     uniform = torch.full((e, n), 1 / n, dtype=torch.float64)
     surrogate = uniform if surrogate is None else torch.as_tensor(surrogate, dtype=torch.float64)
+    placebo_share = nan if placebo is None else torch.as_tensor(placebo, dtype=torch.float64)
+    halves = torch.full((2, n), float("nan"), dtype=torch.float64)
+    if reference_halves is not None:
+        halves = torch.as_tensor(reference_halves, dtype=torch.float64)
     return Targeting(
         epsilons=epsilons,
         epsilon_labels=[f"{x:g}" for x in epsilons],
@@ -190,6 +200,10 @@ def targeting_record(
         reference=reference is not None,
         reference_share=reference_share,
         reference_excess=excess_share(share, reference_share),
+        reference_excess_halves=halves,
+        placebo=placebo is not None,
+        placebo_share=placebo_share,
+        placebo_excess=excess_share(reference_share, placebo_share),
         surrogate_share=surrogate,
         surrogate_excess=excess_share(share, surrogate),
         surrogate_seed=1,
@@ -377,6 +391,7 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
             "device": "cpu",
         },
         "reference": {"headline": {"test_accuracy": 0.985 - 0.001 * seed}, "reference": True},
+        "placebo": {"headline": {"test_accuracy": 0.984 - 0.001 * seed}, "placebo": True},
         "label": {
             "headline": {
                 "resolved": seed != 3,
@@ -390,6 +405,11 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
                 "reference": True,
                 "reference_excess_spearman_rho": offset + 0.1 * seed - 0.15,
                 "reference_excess_spearman_p": 0.02 * (seed + 1),
+                "placebo": True,
+                "placebo_excess_spearman_rho": 0.02 * seed - 0.03,
+                "placebo_excess_spearman_p": 0.5,
+                "reference_excess_reliability": 0.4 + 0.05 * seed,
+                "ceiling": 0.5 + 0.02 * seed,
                 "surrogate_excess_spearman_rho": 0.05 * seed,
                 "surrogate_excess_spearman_p": 0.3,
                 "excess_spearman_rho": offset + 0.1 * seed - 0.15,

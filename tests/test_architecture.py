@@ -111,7 +111,7 @@ def test_every_stage_module_is_a_stage():
 
 FRAME = {"device", "threads", "deterministic"}  # the frame's (running/stage.py), for every stage
 # What a stage's load reads of its run to check an input, rather than its Settings
-LOAD_READS = {"attack": {"runs.{run}.reference"}}  # models.load_reference: f_ref, or none
+LOAD_READS = {"attack": {"runs.{run}.reference", "runs.{run}.placebo"}}  # controls.load_control
 # What a stage's Settings reads but its computation never uses: the baseline shares evaluate's
 # robustness.Settings, and attacks only the original, never the random draws
 UNUSED = {"baseline": {"evaluate.random_samples"}}

@@ -44,15 +44,17 @@ def workdir(tmp_path, monkeypatch, mnist_prepared, trained_mnist):
     spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
     save_checkpoint(paths.model("mnist"), trained_mnist, spec)
     save_checkpoint(paths.reference("mnist"), scrambled(trained_mnist), spec)
+    save_checkpoint(paths.placebo("mnist"), scrambled(trained_mnist, transpose=False), spec)
     return tmp_path
 
 
-def scrambled(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` whose first-layer filters are flipped and transposed: another network
+def scrambled(model: torch.nn.Module, transpose: bool = True) -> torch.nn.Module:
+    """A copy of `model` whose first-layer filters are flipped (and transposed): another network
     of the same architecture, whose FGSM has another spatial structure."""
     other = copy.deepcopy(model)
     with torch.no_grad():
-        other.conv1.weight.copy_(other.conv1.weight.flip(2).transpose(2, 3))
+        weight = other.conv1.weight.flip(2)
+        other.conv1.weight.copy_(weight.transpose(2, 3) if transpose else weight)
     return other
 
 
@@ -66,22 +68,52 @@ def test_the_reference_excess_is_one_when_the_reference_is_the_network_itself(
         layer=None, samples=SAMPLES, seed=3, batch_size=BATCH, device=CPU,
     )  # fmt: skip
     test = {k: mnist_selection[k][:8] for k in ("images", "labels")}
-    inputs = attack.Inputs(trained_mnist, mnist_selection, test, copy.deepcopy(trained_mnist))
+    itself_ = copy.deepcopy(trained_mnist)
+    inputs = attack.Inputs(trained_mnist, mnist_selection, test, itself_, None)
     itself = attack.run(inputs, settings)
     same = itself.targeting
     assert same.reference and torch.equal(same.reference_share, same.share)
     assert torch.allclose(same.reference_excess, torch.ones(32, dtype=torch.float64))
-    inputs = attack.Inputs(trained_mnist, mnist_selection, test, scrambled(trained_mnist))
+    other_ = scrambled(trained_mnist)
+    inputs = attack.Inputs(trained_mnist, mnist_selection, test, other_, None)
     other = attack.run(inputs, settings)
     moved = (other.targeting.reference_excess - 1).abs()
     assert torch.isfinite(moved).all() and moved.max() > 0.01
     assert torch.equal(other.targeting.share, same.share)  # f's own attack does not change
-    none = attack.run(attack.Inputs(trained_mnist, mnist_selection, test, None), settings)
+    none = attack.run(attack.Inputs(trained_mnist, mnist_selection, test, None, None), settings)
     none = none.targeting
     assert not none.reference and torch.isnan(none.reference_excess).all()
     # the surrogate: seeded, aimed nowhere, so X^sur is defined and differs from 1
     assert torch.equal(none.surrogate_share, same.surrogate_share) and none.surrogate_seed == 4
     assert torch.isfinite(none.surrogate_excess).all()
+
+
+def test_the_placebo_excess_is_one_when_the_placebo_is_the_reference(
+    mnist_selection, trained_mnist
+):
+    """X^plc = mean D^ref / mean D^ref2: where f_ref2 is f_ref, D^ref2 is D^ref and X^plc = 1 for
+    every neuron; another placebo moves it. X^ref is measured on each half of S too, and all of
+    S is their weighted mean."""
+    settings = attack.Settings(
+        epsilons=[0.0, 0.1, 0.2], epsilon_labels=["0", "0.1", "0.2"], label_mode="true",
+        layer=None, samples=SAMPLES, seed=3, batch_size=BATCH, device=CPU,
+    )  # fmt: skip
+    test = {k: mnist_selection[k][:8] for k in ("images", "labels")}
+    reference = scrambled(trained_mnist)
+    same = attack.Inputs(trained_mnist, mnist_selection, test, reference, copy.deepcopy(reference))
+    target = attack.run(same, settings).targeting
+    assert target.placebo and torch.equal(target.placebo_share, target.reference_share)
+    assert torch.allclose(target.placebo_excess, torch.ones(32, dtype=torch.float64))
+    halves = target.reference_excess_halves
+    assert halves.shape == (2, 32) and torch.isfinite(halves).all()
+    assert not torch.equal(halves[0], halves[1])  # two halves of S, two measurements
+    placebo = scrambled(trained_mnist, transpose=False)
+    other = attack.Inputs(trained_mnist, mnist_selection, test, reference, placebo)
+    moved = attack.run(other, settings).targeting
+    assert (moved.placebo_excess - 1).abs().max() > 0.01
+    assert torch.equal(moved.reference_excess, target.reference_excess)  # the primary stays
+    with pytest.raises(ValueError, match="needs the reference"):
+        attack.run(attack.Inputs(trained_mnist, mnist_selection, test, None, placebo), settings)
 
 
 OUTPUTS = [

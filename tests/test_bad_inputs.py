@@ -65,7 +65,7 @@ PARAMS = {
     "runs": {
         RUN: {
             "dataset": "mnist", "arch": "mnist_cnn", "selection_size": 50, "reference": True,
-            "train_size": 200, "test_size": 80,
+            "placebo": True, "train_size": 200, "test_size": 80,
             "train": {"epochs": 2, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0,
                       "augment": False},
             "attack": {"epsilons": [0, 0.1, 0.2], "labels": True},
@@ -83,7 +83,7 @@ PARAMS = {
 }  # fmt: skip
 CIFAR_RUN = {
     "dataset": "cifar10", "arch": "cifar_cnn", "selection_size": 50, "reference": False,
-    "train_size": 100, "test_size": 60,
+    "placebo": False, "train_size": 100, "test_size": 60,
     "train": {"epochs": 1, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0, "augment": True},
     "attack": {"epsilons": [0, "2/255", "8/255"], "labels": True},
 }  # fmt: skip

@@ -120,7 +120,8 @@ def test_correlate_summary_per_epsilon_and_mean():
     assert list(table.columns) == [
         "neuron", "label", "antifragile", "phi", "share", "targeted", "excess_share",
         "null_excess", "noise_share", "filter_gain", "reference_excess", "reference_share",
-        "surrogate_excess", "clean_impact", "adversarial_impact", "difference_impact",
+        "placebo_excess", "surrogate_excess", "clean_impact", "adversarial_impact",
+        "difference_impact",
     ]  # fmt: skip
     assert table["targeted"].sum() == 2
     assert table.loc[table["targeted"], "neuron"].tolist() == most_targeted(mean, 0.25).tolist()
@@ -167,6 +168,7 @@ def test_every_score_is_set_against_d_x_n_and_g_and_the_headline_is_x():
             "filter_gain",
             "reference_excess",
             "reference_share",
+            "placebo_excess",
             "surrogate_excess",
         }
         assert per_score["excess"]["neurons"] == 4
@@ -199,3 +201,38 @@ def test_the_figure_shows_x_against_phi_with_the_noise_band_and_its_draws(tmp_pa
     nulls = [c for c in excess.collections if c.get_label() == "X of random noise, per neuron"]
     assert len(nulls) == 1 and len(nulls[0].get_offsets()) == table["null_excess"].notna().sum()
     fig.savefig(tmp_path / "correlate.png")
+
+
+def test_the_placebo_row_and_the_ceiling_of_the_primary():
+    """rho(phi, X^plc) stands beside the primary; X^ref's split-half reliability is
+    Spearman-Brown of its halves' Spearman rho, and the ceiling sqrt(rel(phi) * rel(X^ref))."""
+    phi = torch.tensor([0.4, 0.1, 0.3, 0.2, 0.05, 0.25])
+    label = ["fragile", "robust", "fragile", "neutral", "robust", "neutral"]
+    share = torch.tensor([[0.3, 0.1, 0.2, 0.15, 0.1, 0.15]], dtype=torch.float64)
+    reference = torch.full((1, 6), 1 / 6, dtype=torch.float64)
+    placebo = torch.tensor([[0.2, 0.1, 0.2, 0.2, 0.1, 0.2]], dtype=torch.float64)
+    halves = [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2.0, 1.0, 3.0, 4.0, 6.0, 5.0]]
+    targeting = targeting_record(
+        share, torch.ones(6), reference=reference, placebo=placebo, reference_halves=halves
+    )
+    summary, table = run(labels_record(phi, label, reliability=0.64), targeting, 0.25)
+    head = summary["headline"]
+    x_plc = (reference / placebo).numpy()[0]
+    assert table["placebo_excess"].tolist() == pytest.approx(x_plc.tolist())
+    rho = stats.spearmanr(phi.numpy(), x_plc).statistic
+    assert head["placebo"] is True and head["placebo_excess_spearman_rho"] == pytest.approx(rho)
+    r = stats.spearmanr(*halves).statistic
+    assert head["reference_excess_reliability"] == pytest.approx(2 * r / (1 + r))
+    assert head["ceiling"] == pytest.approx(math.sqrt(0.64 * 2 * r / (1 + r)))
+    none = run(labels_record(phi, label), targeting_record(share, torch.ones(6)), 0.25)[0]
+    assert none["headline"]["placebo"] is False
+    assert math.isnan(none["headline"]["placebo_excess_spearman_rho"])
+    assert math.isnan(none["headline"]["ceiling"])  # no reliability of X^ref without f_ref
+
+
+def test_the_ceiling_counts_a_negative_reliability_as_zero():
+    from fragile_neurons.stats.reliability import ceiling
+
+    assert ceiling(0.81, 0.64) == pytest.approx(0.72)
+    assert ceiling(-0.2, 0.9) == 0.0
+    assert math.isnan(ceiling(math.nan, 0.5))

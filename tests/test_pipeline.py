@@ -33,14 +33,14 @@ TINY = {
     "runs": {
         "digits": {
             "dataset": "mnist", "arch": "mnist_cnn", "selection_size": 50, "reference": True,
-            "train_size": 200, "test_size": 80,
+            "placebo": True, "train_size": 200, "test_size": 80,
             "train": {"epochs": 2, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0,
                       "augment": False},
             "attack": {"epsilons": [0, 0.1, 0.2], "labels": True},
         },
         "objects": {
             "dataset": "cifar10", "arch": "cifar_cnn", "selection_size": 50, "reference": False,
-            "train_size": 100, "test_size": 60,
+            "placebo": False, "train_size": 100, "test_size": 60,
             "train": {"epochs": 1, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0,
                       "augment": True},
             "attack": {"epsilons": [0, "2/255", "8/255"], "labels": "predicted"},

@@ -161,12 +161,14 @@ def test_frame_has_one_row_per_neuron_and_epsilon():
         "share",
         "noise_share",
         "reference_share",
+        "placebo_share",
         "surrogate_share",
         "magnitude",
         "excess_share",
         "null_excess",
         "filter_gain",
         "reference_excess",
+        "placebo_excess",
         "surrogate_excess",
     ]
     assert len(frame) == 8

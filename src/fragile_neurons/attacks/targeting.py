@@ -30,6 +30,12 @@ on which image gets it; so two more controls, on the same images S (method.md se
 - reference excess   X^ref_k  = mean_eps D_k(eps) / mean_eps D^ref_k(eps): the primary measure of
                                 claim 1 (how much more of f's own attack than of another trained
                                 network's lands on neuron k)
+- reliability of X^ref: X^ref on each half of S (`datasets.splits.halves`), whose Spearman rho
+                                across neurons gives its split-half reliability (correlate)
+- placebo share      D^ref2_k(eps) = D_k(eps) under the FGSM signs of the placebo network f_ref2
+                                (a second reference network, seed + 2000)
+- placebo excess     X^plc_k  = mean_eps D^ref_k(eps) / mean_eps D^ref2_k(eps): two networks that
+                                are not f, the primary's empirical null (method.md section 2, v4)
 - surrogate share    D^sur_k(eps) = D_k(eps) under the signs of a spectrum-matched surrogate of f's
                                 gradient (`surrogate_signs`: per image and channel, the 2-D Fourier
                                 amplitudes kept, the phases those of seeded white noise)
@@ -48,6 +54,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..datasets.splits import halves
 from ..network.inference import as_input, batch_slices
 from ..running.config import epsilon_label
 from ..storage.records import ScanLayer, Targeting
@@ -132,6 +139,46 @@ def _share(effect: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, effect / total, torch.full_like(effect, math.nan))
 
 
+def _in_halves(
+    model: nn.Module,
+    layer: ScanLayer,
+    images: torch.Tensor,
+    sign_sets: list[torch.Tensor],
+    epsilons: list[float],
+    *,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[list[torch.Tensor]]]:
+    """`_effects` on each half of S (`datasets.splits.halves`) and on all of it (the halves'
+    means weighted by their sizes): m, T per sign set, and T per half and sign set (empty where S
+    holds one image)."""
+    first, second = halves(len(images))
+    if first.stop == 0:
+        magnitude, effects = _effects(
+            model, layer, images, sign_sets, epsilons, batch_size=batch_size, device=device
+        )
+        return magnitude, effects, []
+    parts = [
+        _effects(
+            model,
+            layer,
+            images[part],
+            [signs[part] for signs in sign_sets],
+            epsilons,
+            batch_size=batch_size,
+            device=device,
+        )  # fmt: skip
+        for part in (first, second)
+    ]
+    weights = [first.stop / len(images), (second.stop - second.start) / len(images)]
+    magnitude = sum(w * m for w, (m, _) in zip(weights, parts, strict=True))
+    effects = [
+        sum(w * part[1][i] for w, part in zip(weights, parts, strict=True))
+        for i in range(len(sign_sets))
+    ]
+    return magnitude, effects, [effects_of_half for _, effects_of_half in parts]
+
+
 def targeting(
     model: nn.Module,
     layer: ScanLayer,
@@ -141,6 +188,7 @@ def targeting(
     epsilon_labels: list[str] | None = None,
     *,
     reference_signs: torch.Tensor | None = None,
+    placebo_signs: torch.Tensor | None = None,
     surrogate: torch.Tensor | None = None,
     noise_seed: int = 0,
     surrogate_seed: int = 1,
@@ -153,20 +201,31 @@ def targeting(
     `noise_signs(images.shape, noise_seed)`, a second random draw from the same generator (the
     null: X of a random perturbation against another, `Targeting.null_excess`), the filter
     gain G, the reference share D^ref under `reference_signs` (the FGSM signs of the reference
-    network on the same images; None: no reference network, D^ref and X^ref NaN) and the
-    surrogate share D^sur under the signs `surrogate` (`surrogate_signs`, drawn with
-    `surrogate_seed`, which the record keeps; None: D^sur and X^sur NaN)."""
+    network on the same images; None: no reference network, D^ref and X^ref NaN) with X^ref on
+    each half of S (its split-half reliability), the placebo share D^ref2 under `placebo_signs`
+    (the second reference network's; None: no placebo, D^ref2 and X^plc NaN; it needs
+    `reference_signs`) and the surrogate share D^sur under the signs `surrogate`
+    (`surrogate_signs`, drawn with `surrogate_seed`, which the record keeps; None: D^sur and
+    X^sur NaN). Each half of S is measured on its own and all of S as their weighted mean."""
+    if placebo_signs is not None and reference_signs is None:
+        raise ValueError("the placebo share D^ref2 needs the reference network's signs too")
     noise, null = noise_signs(images.shape, noise_seed, draws=2)
-    controls = {"reference": reference_signs, "surrogate": surrogate}
+    controls = {"reference": reference_signs, "placebo": placebo_signs, "surrogate": surrogate}
     given = [name for name, value in controls.items() if value is not None]
     sets = [signs, noise, null, *(controls[name] for name in given)]
-    magnitude, (effect, noise_effect, null_effect, *measured) = _effects(
+    magnitude, (effect, noise_effect, null_effect, *measured), by_half = _in_halves(
         model, layer, images, sets, epsilons, batch_size=batch_size, device=device
     )
     share, noise = _share(effect), _share(noise_effect)
     shares = dict.fromkeys(controls, torch.full_like(share, math.nan))
     shares |= {name: _share(value) for name, value in zip(given, measured, strict=True)}
-    reference_share, surrogate_share = shares["reference"], shares["surrogate"]
+    reference_share = shares["reference"]
+    halves_excess = torch.full((2, len(magnitude)), math.nan, dtype=torch.float64)
+    if reference_signs is not None and by_half:
+        at = 3 + given.index("reference")
+        halves_excess = torch.stack(
+            [excess_share(_share(half[0]), _share(half[at])) for half in by_half]
+        )
     return Targeting(
         epsilons=list(epsilons),
         epsilon_labels=list(epsilon_labels or map(epsilon_label, epsilons)),
@@ -182,8 +241,12 @@ def targeting(
         reference=reference_signs is not None,
         reference_share=reference_share,
         reference_excess=excess_share(share, reference_share),
-        surrogate_share=surrogate_share,
-        surrogate_excess=excess_share(share, surrogate_share),
+        reference_excess_halves=halves_excess,
+        placebo=placebo_signs is not None,
+        placebo_share=shares["placebo"],
+        placebo_excess=excess_share(reference_share, shares["placebo"]),
+        surrogate_share=shares["surrogate"],
+        surrogate_excess=excess_share(share, shares["surrogate"]),
         surrogate_seed=surrogate_seed,
     )
 

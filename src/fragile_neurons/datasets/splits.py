@@ -131,3 +131,11 @@ def scan_set(selection: dict, samples: int | None) -> tuple[torch.Tensor, torch.
     (all when None). More than the split holds is a ParamError naming scan.samples."""
     check_scan_samples(samples, len(selection["labels"]))
     return selection["images"][:samples], selection["labels"][:samples]
+
+
+def halves(samples: int) -> tuple[slice, slice]:
+    """The two halves of the scan set S (method.md section 3): its first samples // 2 images
+    and the rest, each in S's seeded order. Split-half reliabilities (phi's, psi's, X^ref's)
+    are computed on these; with one image the first half is empty."""
+    half = samples // 2
+    return slice(0, half), slice(half, samples)

@@ -29,7 +29,6 @@ from ..running.config import ARCH_ALLOWED, CLASSES, IMAGE_SHAPES, is_builder
 from ..running.errors import DataError, ParamError
 from ..storage.io import load_metadata, load_tensors, rerun_advice, save_tensors
 from ..storage.paths import model as model_path
-from ..storage.paths import reference as reference_path
 
 
 class Normalize(nn.Module):
@@ -495,29 +494,3 @@ def degenerate(logits: torch.Tensor, labels: torch.Tensor) -> str | None:
     if len(torch.unique(labels)) > 1 and bool((predicted == predicted[0]).all()):
         return f"predicts class {int(predicted[0])} for every one of {len(logits)} images"
     return None
-
-
-def save_no_reference(path: str | Path, why: str) -> None:
-    """The reference stage's output for a run without a reference network: a file that says why
-    (so that DVC has an output, and the attack stage knows the reference is absent on purpose)."""
-    save_tensors(path, {"absent": why})
-
-
-def load_reference(name: str, run: dict) -> nn.Sequential | None:
-    """Run `name`'s reference network f_ref (models/<name>/reference.pt, the reference stage's),
-    or None where `run` has none (runs.<name>.reference false). A file that disagrees with the
-    param is a DataError naming the stage to rerun."""
-    path = reference_path(name)
-    blob = load_tensors(path)
-    absent = isinstance(blob, dict) and isinstance(blob.get("absent"), str)
-    if absent == bool(run["reference"]):
-        holds = "no reference network" if absent else "a reference network"
-        raise DataError(
-            f"{path} holds {holds}, but runs.{name}.reference is {str(run['reference']).lower()}; "
-            f"{rerun_advice(path)}"
-        )
-    if absent:
-        return None
-    return load_checkpoint(path, arch=run["arch"], key=f"runs.{name}.arch", dataset=run["dataset"])[
-        0
-    ]

@@ -23,9 +23,10 @@ from ..attacks.adversarial import fgsm_examples, fgsm_sweep, gradient_signs, inp
 from ..attacks.targeting import SURROGATE_SEED_OFFSET, surrogate_signs, targeting
 from ..datasets.splits import scan_set
 from ..figures.attack import Examples, examples_figure
+from ..network.controls import PLACEBO, REFERENCE, load_control
 from ..network.inference import as_input
 from ..network.layers import resolve_layer
-from ..network.models import check_batch_memory, degenerate, load_reference, load_trained
+from ..network.models import check_batch_memory, degenerate, load_trained
 from ..running.config import fgsm_settings
 from ..running.errors import DataError
 from ..running.runtime import select_device
@@ -68,6 +69,7 @@ class Inputs(NamedTuple):
     selection: dict  # the prepared selection split: S is its first `scan.samples` images
     test: dict  # the prepared test split
     reference: nn.Module | None  # f_ref; None: the run has none
+    placebo: nn.Module | None  # f_ref2; None: the run has none
 
 
 def load(ctx, settings: Settings) -> Inputs:
@@ -75,7 +77,8 @@ def load(ctx, settings: Settings) -> Inputs:
     selection = io.load_split(paths.prepared(ctx.name, "selection"), dataset)
     test = io.load_split(paths.prepared(ctx.name, "test"), dataset)
     model, _ = load_trained(ctx.name, ctx.run)
-    return Inputs(model, selection, test, load_reference(ctx.name, ctx.run))
+    reference = load_control(REFERENCE, ctx.name, ctx.run)
+    return Inputs(model, selection, test, reference, load_control(PLACEBO, ctx.name, ctx.run))
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,8 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
     ParamError naming the candidates when the model runs no such convolution), the FGSM sweeps of
     the whole test split and of the scan set S, and T, R, D and m on S with S's signs, with
     the controls N, X, G, D^ref (the FGSM of the `reference` network on S; None: the run has
-    none) and D^sur."""
-    model, selection, test, reference = inputs
+    none), D^ref2 (the `placebo` network's) and D^sur."""
+    model, selection, test, reference, placebo = inputs
     device, batch_size = settings.device, settings.batch_size
     channels, size = selection["images"].shape[1:3]
     check_batch_memory(model, channels, size, batch_size, "batch_size", device)
@@ -129,15 +132,17 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
     positive = [(eps, name) for eps, name in named if eps > 0]
     epsilons, names = [eps for eps, _ in positive], [name for _, name in positive]
     options = {"batch_size": batch_size, "device": device, "label_mode": settings.label_mode}
-    reference_signs = None
+    reference_signs = placebo_signs = None
     if reference is not None:
         reference_signs = gradient_signs(reference.to(device), scan_images, scan_labels, **options)
+    if placebo is not None:
+        placebo_signs = gradient_signs(placebo.to(device), scan_images, scan_labels, **options)
     surrogate_seed = settings.seed + SURROGATE_SEED_OFFSET
     gradients = input_gradients(model, scan_images, scan_labels, **options)
     surrogate = surrogate_signs(gradients, surrogate_seed)
     target = targeting(
         model, layer, scan_images, signs, epsilons, names,
-        reference_signs=reference_signs, surrogate=surrogate,
+        reference_signs=reference_signs, placebo_signs=placebo_signs, surrogate=surrogate,
         noise_seed=settings.seed, surrogate_seed=surrogate_seed,
         batch_size=batch_size, device=device,
     )  # fmt: skip
@@ -191,4 +196,5 @@ def metrics(result: Attack) -> dict:
         "scan_clean_accuracy": result.scan_sweep.clean_accuracy,
         "labels": sweep.label_mode,
         "reference": result.targeting.reference,  # D^ref and X^ref measured (a reference network)
+        "placebo": result.targeting.placebo,  # D^ref2 and X^plc measured (a placebo network)
     }

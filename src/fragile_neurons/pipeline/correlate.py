@@ -7,16 +7,17 @@ targeted set (the ceil(top_fraction * N) neurons with the largest share, ties br
 index: ranking.py): the Jaccard index and the hypergeometric p-value of an overlap at least that
 large.
 
-The controls (method.md sections 2 and 4): because the first layer is affine up to clipping, D
-is close to a property of each filter whatever the perturbation. So phi is also set against the
-reference excess X^ref (f's attack's share over the share of the attack of another network
-trained the same way, the reference f_ref: the primary test of "the attack targets fragile
-neurons"), the surrogate excess X^sur (over a perturbation with the gradient's spatial spectrum
-that aims nowhere), the excess share X (over white noise of the same size), the noise share N,
-the filter gain G and the reference share D^ref, for each of the three scores (clean,
-adversarial, difference impact); an association of phi with N, G or D^ref as strong as with D
-means D measures the filters or the task, not f's attack aiming at f's neurons. Neurons whose
-excess is undefined (its control never moves them) are left out of its statistics, and
+The controls (method.md sections 2 and 4): because the first layer is affine up to clipping, D is
+close to a property of each filter whatever the perturbation. So phi is also set against the
+reference excess X^ref (f's attack's share over the share of the attack of another network trained
+the same way, the reference f_ref: the primary test of "the attack targets fragile neurons", beside
+the placebo excess X^plc, two networks that are not f, its empirical null, and the ceiling that the
+reliabilities of phi and X^ref put on it), the surrogate excess X^sur (over a perturbation with the
+gradient's spatial spectrum that aims nowhere), the excess share X (over white noise of the same
+size), the noise share N, the filter gain G and the reference share D^ref, for each of the three
+scores (clean, adversarial, difference impact); an association of phi with N, G or D^ref as strong
+as with D means D measures the filters or the task, not f's attack aiming at f's neurons. Neurons
+whose excess is undefined (its control never moves them) are left out of its statistics, and
 `neurons` says how many remain.
 
 Statistics are reported together with their p-values, whichever way they fall. Where a statistic
@@ -38,6 +39,7 @@ from scipy import stats
 
 from ..figures.correlate import correlation_figure
 from ..stats.ranking import largest, top_count
+from ..stats.reliability import ceiling, split_half
 from ..storage import headline, io, paths
 from ..storage.io import finite_or_none
 from ..storage.records import Labels, Targeting
@@ -121,7 +123,8 @@ def measures(targeting: Targeting) -> dict[str, np.ndarray]:
     """What phi is set against, per neuron (method.md section 4): the mean attack share D over
     E+, the excess share X, the mean noise share N, the filter gain G, the reference excess
     X^ref (the primary measure of claim 1; NaN without a reference network), the mean reference
-    share D^ref and the surrogate excess X^sur."""
+    share D^ref, the placebo excess X^plc (the primary's empirical null; NaN without a placebo
+    network) and the surrogate excess X^sur."""
     return {
         "D": targeting.mean_share(),
         "excess": targeting.excess_share.numpy(),
@@ -129,6 +132,7 @@ def measures(targeting: Targeting) -> dict[str, np.ndarray]:
         "filter_gain": targeting.filter_gain.numpy(),
         "reference_excess": targeting.reference_excess.numpy(),
         "reference_share": targeting.mean_reference_share(),
+        "placebo_excess": targeting.placebo_excess.numpy(),
         "surrogate_excess": targeting.surrogate_excess.numpy(),
     }
 
@@ -152,11 +156,13 @@ def correlations(
 ) -> tuple[dict, pd.DataFrame]:
     """Fragility phi against the attack share D for the mean over E+ and
     for each eps in E+ (the top level and `by_epsilon`, as the paper measures it), and every
-    score against D, X, N, G, X^ref, D^ref and X^sur (`scores`). The headline is the clean
-    phi's (method.md section 7 declares it, whatever label.score labels by): the primary
-    endpoint, its Spearman rho against X^ref with the p-value, beside its rho against X^sur, X,
-    D, N, G and D^ref (secondary), whether the run has a reference network, and whether the
-    labels were resolved (label.py; the fragile set of the overlap comes from them).
+    score against D, X, N, G, X^ref, D^ref, X^plc and X^sur (`scores`). The headline is the
+    clean phi's (method.md section 7 declares it, whatever label.score labels by): the primary
+    endpoint, its Spearman rho against X^ref with the p-value; beside it the placebo's rho
+    against X^plc (its empirical null), X^ref's split-half reliability and the ceiling
+    sqrt(reliability(phi) * reliability(X^ref)); its rho against X^sur, X, D, N, G and D^ref
+    (secondary); whether the run has a reference and a placebo network; and whether the labels
+    were resolved (label.py; the fragile set of the overlap comes from them).
 
     Returns the summary (NaN where undefined) and the per-neuron table correlate.csv.
     """
@@ -170,11 +176,18 @@ def correlations(
         for score, values in scores(labels).items()
     }
     clean = by_score[PRIMARY_SCORE]
+    reliable = split_half(*targeting.reference_excess_halves.numpy())
+    limit = ceiling(labels.clean_reliability, reliable["spearman_brown"])
     summary = {
         "headline": {
             "reference": targeting.reference,  # false: no reference network, no primary endpoint
             "reference_excess_spearman_rho": clean[PRIMARY_MEASURE]["spearman_rho"],
             "reference_excess_spearman_p": clean[PRIMARY_MEASURE]["spearman_p"],
+            "placebo": targeting.placebo,  # false: no placebo network, no empirical null
+            "placebo_excess_spearman_rho": clean["placebo_excess"]["spearman_rho"],
+            "placebo_excess_spearman_p": clean["placebo_excess"]["spearman_p"],
+            "reference_excess_reliability": reliable["spearman_brown"],
+            "ceiling": limit,
             "surrogate_excess_spearman_rho": clean["surrogate_excess"]["spearman_rho"],
             "surrogate_excess_spearman_p": clean["surrogate_excess"]["spearman_p"],
             "excess_spearman_rho": clean["excess"]["spearman_rho"],
@@ -197,6 +210,9 @@ def correlations(
             label: compare(phi, share, fragile, top_fraction) for label, share in by_epsilon
         },
         "scores": by_score,
+        "reference_excess_reliability": reliable,  # X^ref on the halves of S
+        "phi_reliability": labels.clean_reliability,  # the clean phi's, from the labels
+        "ceiling": limit,  # sqrt(reliability(phi) * reliability(X^ref))
         "noise_seed": targeting.noise_seed,
     }
     targeted = np.zeros(n, dtype=bool)
@@ -215,6 +231,7 @@ def correlations(
             "filter_gain": against["filter_gain"],
             "reference_excess": against["reference_excess"],
             "reference_share": against["reference_share"],
+            "placebo_excess": against["placebo_excess"],
             "surrogate_excess": against["surrogate_excess"],
             **{f"{score}_impact": values for score, values in scores(labels).items()},
         }

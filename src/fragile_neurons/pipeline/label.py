@@ -31,10 +31,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from ..figures.label import impact_figure
 from ..stats.ranking import index_decides, ranked, top_count
+from ..stats.reliability import split_half
 from ..stats.significance import ALPHA, mcnemar
 from ..storage import headline, io, paths
 from ..storage.records import Labels, ScanLayer, ScanMeasurements
@@ -74,20 +74,6 @@ def loss_impacts(intact_loss, dropped_loss, epsilons) -> dict[str, np.ndarray]:
     if (eps > 0).any():
         adversarial = rise[:, eps > 0].mean(axis=1)
     return {"clean": clean, "adversarial": adversarial, "difference": adversarial - clean}
-
-
-def split_half(first, second) -> dict[str, float]:
-    """The split-half reliability of a score (method.md section 3): r, the Spearman rho across
-    neurons of the score on the scan set's first half against its second half, and the
-    reliability of the score on all of it by Spearman-Brown, 2r / (1 + r). NaN where r is
-    undefined (a score constant on a half, or fewer than 2 neurons)."""
-    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
-    r = math.nan
-    usable = len(first) >= 2 and np.isfinite(first).all() and np.isfinite(second).all()
-    if usable and np.ptp(first) > 0 and np.ptp(second) > 0:
-        r = float(spearmanr(first, second).statistic)
-    brown = 2 * r / (1 + r) if r > -1 else math.nan
-    return {"split_half_rho": r, "spearman_brown": brown}
 
 
 def reliability(m: ScanMeasurements) -> dict[str, dict[str, float]]:
@@ -161,7 +147,8 @@ def assign(phi, fraction: float, loss_impact=None) -> Assignment:
 def labelled(measurements: ScanMeasurements, score: str, fraction: float) -> Labels:
     """Impacts and loss impacts, phi = the `score` impact (label.score), labels under `fraction`
     (label.fraction) with ties in phi broken by the `score` loss impact, and each neuron's
-    McNemar p-value."""
+    McNemar p-value; the clean phi's split-half reliability (the ceiling of claim 1's primary
+    endpoint, which the correlate stage reports)."""
     m = measurements
     impacts = impact_scores(m.intact_correct, m.dropped_correct, m.epsilons, m.samples)
     losses = loss_impacts(m.intact_loss, m.dropped_loss, m.epsilons)
@@ -180,6 +167,7 @@ def labelled(measurements: ScanMeasurements, score: str, fraction: float) -> Lab
         difference_loss_impact=torch.from_numpy(losses["difference"]),
         mcnemar_p=torch.from_numpy(mcnemar_p(m.dropped_lost, m.dropped_gained)),
         warnings=assigned.warnings,
+        clean_reliability=reliability(m)["clean"]["spearman_brown"],
     )
 
 

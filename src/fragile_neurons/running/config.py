@@ -355,6 +355,7 @@ RUN_SCHEMA = {
     "arch": _arch,
     "selection_size": Integer(1),  # the selection split, carved out of the training split
     "reference": _bool,  # train the reference network f_ref (seed + 1000), claim 1 control
+    "placebo": _bool,  # train the placebo network f_ref2 (seed + 2000), the primary's null
     "train_size": Integer(1, optional=True),
     "test_size": Integer(1, optional=True),
     "train": {
@@ -488,6 +489,13 @@ def validate(raw: Any) -> dict:
         check_scan_samples(
             params["scan"]["samples"], run["selection_size"], f" (runs.{name}.selection_size)"
         )
+        if run["placebo"] and not run["reference"]:
+            raise ParamError(
+                f"runs.{name}.placebo",
+                True,
+                f"false where runs.{name}.reference is false (X^plc compares the reference "
+                "network's attack with the placebo network's)",
+            )
     evaluate = params["evaluate"]
     if evaluate["random_samples"] is not None and evaluate["random_samples"] > evaluate["samples"]:
         raise ParamError(

@@ -53,6 +53,7 @@ def _interval(name: str, file: str) -> tuple[Key, ...]:
 HEADLINES: dict[str, tuple[Key, ...]] = {
     "train": (Key("test_accuracy", float, "test_accuracy"),),
     "reference": (Key("test_accuracy", float, "test_accuracy"),),  # f_ref's; None: no f_ref
+    "placebo": (Key("test_accuracy", float, "test_accuracy"),),  # f_ref2's; None: no f_ref2
     "label": (
         Key("resolved", bool, "resolved"),  # false: a cut-off rests on the neuron index
         Key("significant", int, "significant"),  # labelled neurons with McNemar p < ALPHA
@@ -62,6 +63,11 @@ HEADLINES: dict[str, tuple[Key, ...]] = {
         Key("reference", bool, "reference"),  # false: no reference network, no X^ref
         Key("reference_excess_spearman_rho", float, "excess_ref"),  # claim 1's primary endpoint
         Key("reference_excess_spearman_p", float, "excess_ref", "p"),
+        Key("placebo", bool, "placebo"),  # false: no placebo network, no X^plc
+        Key("placebo_excess_spearman_rho", float, "excess_plc"),  # the primary's empirical null
+        Key("placebo_excess_spearman_p", float, "excess_plc", "p"),
+        Key("reference_excess_reliability", float, "excess_ref_reliability"),  # split-half, S-B
+        Key("ceiling", float, "ceiling"),  # sqrt(rel(phi) * rel(X^ref)): the primary's ceiling
         Key("surrogate_excess_spearman_rho", float, "excess_sur"),
         Key("surrogate_excess_spearman_p", float, "excess_sur", "p"),
         Key("excess_spearman_rho", float, "excess"),

@@ -33,9 +33,25 @@ def model(run: str) -> Path:
     return Path("models") / run / "model.pt"
 
 
+CONTROLS = ("reference", "placebo")
+
+
+def control(run: str, key: str) -> Path:
+    """A control network (network/controls.py): the reference network f_ref or the placebo
+    network f_ref2 (method.md, Notation and section 2), or the note that the run has none."""
+    if key not in CONTROLS:
+        raise ValueError(f"no control network {key!r}; the controls are {CONTROLS}")
+    return Path("models") / run / f"{key}.pt"
+
+
 def reference(run: str) -> Path:
-    """The reference network f_ref (method.md, Notation), or the note that the run has none."""
-    return Path("models") / run / "reference.pt"
+    """The reference network f_ref, or the note that the run has none."""
+    return control(run, "reference")
+
+
+def placebo(run: str) -> Path:
+    """The placebo network f_ref2, or the note that the run has none."""
+    return control(run, "placebo")
 
 
 def hardened(run: str) -> Path:

@@ -13,6 +13,7 @@ Which stage writes and which reads each record: docs/architecture.md's table, th
 CSV tables for people and `dvc plots` are written from records (`frame`); no stage reads a CSV.
 """
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -234,7 +235,10 @@ class Targeting(Record):
     first, what X looks like when nothing aims) and the filter gain G, each N; the reference
     share D^ref (E x N: D under the FGSM of the reference network f_ref; NaN throughout when
     `reference` is false, the run having none) and X^ref = mean D / mean D^ref (N), the primary
-    measure of claim 1; the surrogate share D^sur (E x N: D under the signs of a
+    measure of claim 1, and X^ref on each half of the scan set (`reference_excess_halves`, 2 x N:
+    its split-half reliability); the placebo share D^ref2 (E x N: D under the FGSM of the placebo
+    network f_ref2; NaN throughout when `placebo` is false) and X^plc = mean D^ref / mean D^ref2
+    (N), the primary's empirical null; the surrogate share D^sur (E x N: D under the signs of a
     spectrum-matched surrogate of f's gradient, drawn with `surrogate_seed`) and
     X^sur = mean D / mean D^sur (N). D and the control shares are NaN in a row where no neuron
     moves at all (the share of a zero attack is undefined); an excess is NaN where its control
@@ -254,6 +258,10 @@ class Targeting(Record):
     reference: bool  # whether the run has a reference network (runs.<name>.reference)
     reference_share: torch.Tensor  # D^ref
     reference_excess: torch.Tensor  # X^ref
+    reference_excess_halves: torch.Tensor  # X^ref on each half of S (2 x N; NaN: one image)
+    placebo: bool  # whether the run has a placebo network (runs.<name>.placebo)
+    placebo_share: torch.Tensor  # D^ref2
+    placebo_excess: torch.Tensor  # X^plc
     surrogate_share: torch.Tensor  # D^sur
     surrogate_excess: torch.Tensor  # X^sur
     surrogate_seed: int
@@ -262,19 +270,25 @@ class Targeting(Record):
         _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
         n = len(self.magnitude)
         per_neuron = ("magnitude", "excess_share", "null_excess", "filter_gain")
-        for name in (*per_neuron, "reference_excess", "surrogate_excess"):
+        for name in (*per_neuron, "reference_excess", "placebo_excess", "surrogate_excess"):
             _tensor(name, getattr(self, name), torch.float64, n)
+        _tensor("reference_excess_halves", self.reference_excess_halves, torch.float64, 2, n)
         for name in (
             "effect",
             "relative_effect",
             "share",
             "noise_share",
             "reference_share",
+            "placebo_share",
             "surrogate_share",
         ):
             _tensor(name, getattr(self, name), torch.float64, len(self.epsilons), n)
         if not self.reference and not torch.isnan(self.reference_share).all():
             raise ValueError("reference_share must be NaN throughout without a reference network")
+        if not self.placebo and not torch.isnan(self.placebo_share).all():
+            raise ValueError("placebo_share must be NaN throughout without a placebo network")
+        if self.placebo and not self.reference:
+            raise ValueError("a placebo share needs the reference network's (X^plc = D^ref/D^ref2)")
         for name in ("magnitude", "filter_gain"):
             value = getattr(self, name)
             if not (torch.isfinite(value).all() and (value >= 0).all()):
@@ -295,9 +309,13 @@ class Targeting(Record):
         """Each neuron's reference share D^ref averaged over the positive epsilons."""
         return self.reference_share.numpy().mean(axis=0)
 
+    def mean_placebo_share(self) -> np.ndarray:
+        """Each neuron's placebo share D^ref2 averaged over the positive epsilons."""
+        return self.placebo_share.numpy().mean(axis=0)
+
     def frame(self) -> pd.DataFrame:
         """targeting.csv: one row per (neuron, epsilon), neurons outer; the per-neuron controls
-        X, its null, G, X^ref and X^sur repeated on each of the neuron's rows."""
+        X, its null, G, X^ref, X^plc and X^sur repeated on each of the neuron's rows."""
         n_eps, n_neurons = self.effect.shape
 
         def per_neuron(values: torch.Tensor) -> np.ndarray:
@@ -313,12 +331,14 @@ class Targeting(Record):
                 "share": self.share.T.flatten().numpy(),
                 "noise_share": self.noise_share.T.flatten().numpy(),
                 "reference_share": self.reference_share.T.flatten().numpy(),
+                "placebo_share": self.placebo_share.T.flatten().numpy(),
                 "surrogate_share": self.surrogate_share.T.flatten().numpy(),
                 "magnitude": per_neuron(self.magnitude),
                 "excess_share": per_neuron(self.excess_share),
                 "null_excess": per_neuron(self.null_excess),
                 "filter_gain": per_neuron(self.filter_gain),
                 "reference_excess": per_neuron(self.reference_excess),
+                "placebo_excess": per_neuron(self.placebo_excess),
                 "surrogate_excess": per_neuron(self.surrogate_excess),
             }
         )
@@ -460,6 +480,7 @@ class Labels(Record):
     difference_loss_impact: torch.Tensor  # adversarial minus clean
     mcnemar_p: torch.Tensor  # exact two-sided, of the clean discordant counts
     warnings: list[str]
+    clean_reliability: float  # the clean phi's split-half reliability (Spearman-Brown; NaN)
 
     def check(self) -> None:
         n = len(self.phi)
@@ -481,6 +502,9 @@ class Labels(Record):
             raise ValueError(f"every label must be one of {LABELS}")
         if not ((self.mcnemar_p >= 0) & (self.mcnemar_p <= 1)).all():
             raise ValueError("mcnemar_p must lie in [0, 1]")
+        reliable = self.clean_reliability
+        if not isinstance(reliable, float) or not (math.isnan(reliable) or reliable <= 1):
+            raise ValueError("clean_reliability must be a float <= 1, or NaN")
 
     def mismatch(self, neurons: int | None = None):
         return _neurons(len(self.phi), neurons)
