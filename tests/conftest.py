@@ -137,16 +137,28 @@ def gains_record(gain, draws: int = 2) -> Gains:
     )
 
 
-def first_half(counts, samples: int) -> dict:
-    """The first-half fields of a ScanMeasurements (samples // 2 images) whose correct counts
-    are `counts` ({'intact_correct': ..., 'dropped_correct': ...}): each count split in
-    proportion, floor(count * half / samples), which both halves can hold."""
+def first_half(counts, samples: int, losses=None) -> dict:
+    """The per-half fields of a ScanMeasurements (first half: samples // 2 images) whose correct
+    counts are `counts` ({'intact_correct': ..., 'dropped_correct': ...}) and mean losses
+    `losses` ({'intact_loss': ..., 'dropped_loss': ...}; None: 0): each count split in
+    proportion, floor(count * half / samples), which both halves can hold; each loss summed
+    over each half as if every image had the mean loss."""
     half = samples // 2
+    if losses is None:
+        losses = {
+            name.replace("correct", "loss"): torch.zeros(torch.as_tensor(value).shape)
+            for name, value in counts.items()
+        }
     return {
         "half_samples": half,
         **{
             f"first_half_{name}": torch.as_tensor(value) * half // samples
             for name, value in counts.items()
+        },
+        **{
+            f"{which}_half_{name}_sum": torch.as_tensor(value, dtype=torch.float64) * size
+            for name, value in losses.items()
+            for which, size in (("first", half), ("second", samples - half))
         },
     }
 
@@ -397,6 +409,7 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
                 "resolved": seed != 3,
                 "significant": 2 + seed,
                 "clean_reliability": 0.6 + 0.05 * seed,
+                "loss_reliability": 0.7 + 0.04 * seed,
             },
             "score": "clean",
         },
@@ -419,6 +432,8 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
                 "noise_spearman_rho": 0.1,
                 "filter_gain_spearman_rho": 0.2 + 0.01 * seed,
                 "reference_share_spearman_rho": 0.25,
+                "loss_reference_excess_spearman_rho": offset + 0.08 * seed - 0.1,
+                "loss_reference_excess_spearman_p": 0.03 * (seed + 1),
             },
             "score": "clean",
             "spearman_rho": 0.5,  # top level: not a headline

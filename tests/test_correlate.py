@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,7 +12,13 @@ import torch
 from conftest import labels_record, targeting_record
 from scipy import stats
 
-from fragile_neurons.pipeline.correlate import association, json_ready, most_targeted, overlap
+from fragile_neurons.pipeline.correlate import (
+    association,
+    association_where_defined,
+    json_ready,
+    most_targeted,
+    overlap,
+)
 from fragile_neurons.pipeline.correlate import correlations as run
 from fragile_neurons.stats.ranking import top_count
 from fragile_neurons.storage import headline
@@ -159,7 +166,8 @@ def test_every_score_is_set_against_d_x_n_and_g_and_the_headline_is_x():
     assert head["filter_gain_spearman_rho"] == pytest.approx(-1.0)
     d_rho = stats.spearmanr(phi, share.numpy().mean(axis=0)).statistic
     assert head["share_spearman_rho"] == pytest.approx(d_rho) == summary["spearman_rho"]
-    assert set(summary["scores"]) == {"clean", "adversarial", "difference"}
+    assert set(summary["scores"]) == {"clean", "adversarial", "difference", "loss"}
+    assert set(summary["secondary_scores"]) == {"loss"}  # psi: secondary
     for per_score in summary["scores"].values():
         assert set(per_score) == {
             "D",
@@ -236,3 +244,41 @@ def test_the_ceiling_counts_a_negative_reliability_as_zero():
     assert ceiling(0.81, 0.64) == pytest.approx(0.72)
     assert ceiling(-0.2, 0.9) == 0.0
     assert math.isnan(ceiling(math.nan, 0.5))
+
+
+def test_psi_is_set_against_every_measure_as_a_secondary_score():
+    """The loss fragility psi (Labels.loss_fragility, the clean loss impact) gets the rows phi
+    gets, by the same association, and its rho against X^ref is a secondary headline number;
+    phi's rows do not change."""
+    g = np.random.default_rng(0)
+    share = torch.as_tensor(g.dirichlet(np.ones(8), size=2), dtype=torch.float64)
+    reference = torch.as_tensor(g.dirichlet(np.ones(8), size=2), dtype=torch.float64)
+    noise = torch.as_tensor(g.dirichlet(np.ones(8), size=2), dtype=torch.float64)
+    gain = torch.as_tensor(g.uniform(1, 2, size=8))
+    targeting = targeting_record(share, torch.ones(8), noise=noise, gain=gain, reference=reference)
+    phi = torch.as_tensor(g.normal(size=8))
+    psi = torch.as_tensor(g.normal(size=8))
+    labels = labels_record(phi, ["fragile", "fragile", "robust", "robust"] + ["neutral"] * 4)
+    with_psi = dataclasses.replace(labels, clean_loss_impact=psi)
+    before, _ = run(labels, targeting, 0.25)
+    summary, _ = run(with_psi, targeting, 0.25)
+    loss = summary["scores"]["loss"]
+    x_ref = targeting.reference_excess.numpy()
+    assert loss["reference_excess"] == association_where_defined(psi.numpy(), x_ref)
+    assert loss["D"] == association_where_defined(psi.numpy(), targeting.mean_share())
+    rho = stats.spearmanr(psi.numpy(), x_ref)
+    head = summary["headline"]
+    assert head["loss_reference_excess_spearman_rho"] == pytest.approx(rho.statistic)
+    assert head["loss_reference_excess_spearman_p"] == pytest.approx(rho.pvalue)
+    headline.check("correlate", head)
+    for name, values in loss.items():
+        assert values["neurons"] == 8 and math.isfinite(values["spearman_rho"]), name
+
+    def same(a, b) -> bool:  # NaN as NaN
+        return json.dumps(json_ready(a)) == json.dumps(json_ready(b))
+
+    for score in ("clean", "adversarial", "difference"):  # phi's rows: psi changes none
+        assert same(summary["scores"][score], before["scores"][score])
+    phi_head = {k: v for k, v in head.items() if not k.startswith("loss_")}
+    before_head = {k: v for k, v in before["headline"].items() if not k.startswith("loss_")}
+    assert same(phi_head, before_head)

@@ -71,7 +71,13 @@ def measurements(
         else torch.tensor(dropped_loss, dtype=torch.float64),
         dropped_lost=torch.tensor(lost if lost is not None else [max(-c, 0) for c in change]),
         dropped_gained=torch.tensor(gained if gained is not None else [max(c, 0) for c in change]),
-        **first_half({"intact_correct": intact, "dropped_correct": dropped}, samples),
+        **first_half(
+            {"intact_correct": intact, "dropped_correct": dropped},
+            samples,
+            None
+            if intact_loss is None
+            else {"intact_loss": intact_loss, "dropped_loss": dropped_loss},
+        ),
     )
 
 
@@ -218,6 +224,7 @@ def test_the_label_stage_tables_and_metrics():
         "adversarial_impact",
         "difference_impact",
         "loss_impact",
+        "loss_fragility",
         "mcnemar_p",
         "magnitude",
         "share",
@@ -243,6 +250,7 @@ def test_the_label_stage_tables_and_metrics():
     zero = torch.zeros(1, 4, dtype=torch.float64)
     frame = table(labels, targeting_record(zero, zero[0] + 1, epsilons=[0.1]))
     assert frame["loss_impact"].tolist() == pytest.approx([0.4, 0.0, 0.2, 0.1])
+    assert frame["loss_fragility"].tolist() == pytest.approx([0.4, 0.0, 0.2, 0.1])  # psi
     assert frame["mcnemar_p"].tolist() == pytest.approx([2 / 2**6, 1.0, 1.0, 1.0])
     report = metrics(labels, scan, ScanLayer("conv1", "conv1", 4))
     assert report["resolved"] is True and report["warnings"] == []
@@ -354,10 +362,89 @@ def test_reliability_sets_the_halves_of_the_scan_set_against_each_other():
         half_samples=5,
         first_half_intact_correct=torch.tensor([5, 4]),
         first_half_dropped_correct=torch.tensor([[5, 4], [4, 3], [3, 2]]),
+        **{  # no loss moves: psi is constant on each half, with no reliability
+            f"{half}_half_{net}_loss_sum": torch.zeros(shape, dtype=torch.float64)
+            for half in ("first", "second")
+            for net, shape in (("intact", (2,)), ("dropped", (3, 2)))
+        },
     )
     got = reliability(m)
-    assert set(got) == {"clean", "adversarial", "difference"}
+    assert set(got) == {"clean", "adversarial", "difference", "loss"}
+    assert math.isnan(got["loss"]["split_half_rho"])
     assert got["clean"]["split_half_rho"] == pytest.approx(0.5)
     assert got["clean"]["spearman_brown"] == pytest.approx(2 / 3)
     assert got["adversarial"]["split_half_rho"] == pytest.approx(1.0)
     assert got["adversarial"]["spearman_brown"] == pytest.approx(1.0)
+
+
+def halves_scan(seed: int = 0, neurons: int = 6, samples: int = 9) -> ScanMeasurements:
+    """A scan of `samples` images whose every image has its own (random) cross-entropy for the
+    intact network and each dropped one, at epsilons 0 and 0.1, with random correct/wrong
+    predictions: the record the scan would make of them, and the per-image losses."""
+    g = torch.Generator().manual_seed(seed)
+    half = samples // 2
+    loss = torch.rand(neurons + 1, 2, samples, generator=g, dtype=torch.float64) * 3
+    hits = torch.rand(neurons + 1, 2, samples, generator=g) < 0.7
+    hits[:, :, 0] = True  # some image the intact network and every dropped one get right
+    right = hits[0, 0]
+    lost = (right & ~hits[1:, 0]).sum(dim=1)
+    gained = (~right & hits[1:, 0]).sum(dim=1)
+    m = ScanMeasurements(
+        epsilons=[0.0, 0.1],
+        epsilon_labels=["0", "0.1"],
+        samples=samples,
+        path="naive",
+        intact_correct=hits[0].sum(dim=1),
+        intact_loss=loss[0].sum(dim=1) / samples,
+        dropped_correct=hits[1:].sum(dim=2),
+        dropped_loss=loss[1:].sum(dim=2) / samples,
+        dropped_lost=lost,
+        dropped_gained=gained,
+        half_samples=half,
+        first_half_intact_correct=hits[0, :, :half].sum(dim=1),
+        first_half_dropped_correct=hits[1:, :, :half].sum(dim=2),
+        first_half_intact_loss_sum=loss[0, :, :half].sum(dim=1),
+        first_half_dropped_loss_sum=loss[1:, :, :half].sum(dim=2),
+        second_half_intact_loss_sum=loss[0, :, half:].sum(dim=1),
+        second_half_dropped_loss_sum=loss[1:, :, half:].sum(dim=2),
+    )
+    return m, loss
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_psi_is_the_clean_loss_impact_and_its_reliability_that_of_its_halves(seed):
+    """psi_k = mean cross-entropy of f^(-k) minus that of f on S (clean); its reliability the
+    Spearman-Brown value of the Spearman rho of psi on the first half against the second,
+    computed here from the per-image losses with scipy."""
+    m, loss = halves_scan(seed)
+    labels = run(m, "clean", 0.25)
+    clean = loss[:, 0]  # networks x images
+    psi = (clean[1:] - clean[0]).mean(dim=1)
+    np.testing.assert_allclose(labels.loss_fragility.numpy(), psi.numpy(), rtol=0, atol=1e-12)
+    half = m.half_samples
+    first = (clean[1:, :half] - clean[0, :half]).mean(dim=1).numpy()
+    second = (clean[1:, half:] - clean[0, half:]).mean(dim=1).numpy()
+    r = stats.spearmanr(first, second).statistic
+    got = reliability(m)["loss"]
+    assert got["split_half_rho"] == pytest.approx(r, abs=1e-12)
+    assert got["spearman_brown"] == pytest.approx(2 * r / (1 + r), abs=1e-12)
+    report = metrics(labels, m, ScanLayer("conv1", "conv1", 6))
+    assert report["loss_reliability"] == report["headline"]["loss_reliability"]
+    assert report["loss_reliability"] == pytest.approx(2 * r / (1 + r), abs=1e-12)
+    assert report["reliability"]["loss"] == got
+    # psi is secondary: phi, the labels and phi's reliability are those of the counts alone
+    counts_only = measurements(
+        m.intact_correct.tolist(), m.dropped_correct.tolist(), m.epsilons, m.samples,
+        lost=m.dropped_lost.tolist(), gained=m.dropped_gained.tolist(),
+        intact_loss=m.intact_loss.tolist(), dropped_loss=m.dropped_loss.tolist(),
+    )  # fmt: skip
+    again = run(counts_only, "clean", 0.25)
+    assert torch.equal(again.phi, labels.phi) and again.label == labels.label
+
+
+def test_the_halves_loss_sums_must_add_up_to_the_whole():
+    m, _ = halves_scan()
+    blob = m.to_dict()
+    blob["second_half_dropped_loss_sum"] = blob["second_half_dropped_loss_sum"] + 0.5
+    with pytest.raises(ValueError, match="must add up"):
+        ScanMeasurements.from_dict(blob)

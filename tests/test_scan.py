@@ -99,6 +99,23 @@ def assert_same(fast: ScanMeasurements, naive: ScanMeasurements, flips: bool = T
     assert torch.equal(fast.first_half_dropped_correct, naive.first_half_dropped_correct)
     torch.testing.assert_close(fast.intact_loss, naive.intact_loss, rtol=0, atol=1e-5)
     torch.testing.assert_close(fast.dropped_loss, naive.dropped_loss, rtol=0, atol=1e-5)
+    for name in (
+        "first_half_intact_loss_sum",
+        "first_half_dropped_loss_sum",
+        "second_half_intact_loss_sum",
+        "second_half_dropped_loss_sum",
+    ):  # sums over up to half the images: the tolerance of a mean times the images
+        tolerance = 1e-5 * max(fast.samples - fast.half_samples, 1)
+        got, oracle = getattr(fast, name), getattr(naive, name)
+        torch.testing.assert_close(got, oracle, rtol=0, atol=tolerance)
+    for m, exact in ((fast, True), (naive, False)):  # the halves add up to the whole
+        whole = torch.cat([m.intact_loss[None], m.dropped_loss]) * m.samples
+        halves = torch.cat(
+            [m.first_half_intact_loss_sum[None], m.first_half_dropped_loss_sum]
+        ) + torch.cat([m.second_half_intact_loss_sum[None], m.second_half_dropped_loss_sum])
+        # the scan sums the same float32 losses twice; the oracle's halves are its own losses
+        tolerance = 1e-12 if exact else 1e-6
+        torch.testing.assert_close(halves, whole, rtol=tolerance, atol=tolerance)
     # not vacuous: dropping neurons changes the losses and (flips) some predictions
     assert (naive.dropped_loss - naive.intact_loss).abs().max() > 1e-3
     assert not flips or (naive.dropped_correct != naive.intact_correct).any()
@@ -140,6 +157,16 @@ def test_the_first_half_counts_are_a_scan_of_the_first_half_alone(n):
     assert torch.equal(whole.first_half_intact_correct, alone.intact_correct)
     assert torch.equal(whole.first_half_dropped_correct, alone.dropped_correct)
     assert (whole.dropped_correct - whole.first_half_dropped_correct).max() <= n - half
+    # and the halves' summed losses are those of a scan of each half alone
+    rest = scan(
+        model, layer, images[half:], labels[half:], signs[half:], EPSILONS, batch_size=5,
+        device=CPU,
+    )  # fmt: skip
+    for name, part in (("first", alone), ("second", rest)):
+        for net in ("intact", "dropped"):
+            got = getattr(whole, f"{name}_half_{net}_loss_sum")
+            mean = getattr(part, f"{net}_loss")
+            torch.testing.assert_close(got / part.samples, mean, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", ["mnist_cnn", "cifar_cnn"])

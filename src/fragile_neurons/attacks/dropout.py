@@ -25,7 +25,12 @@ set) at one epsilon.
 Several dropped networks share a forward pass, whose size BATCH_ELEMENTS bounds (see
 benchmarks/README.md). The intact network's numbers come from the same path.
 Accuracies are kept as counts of correct predictions (integers, so equal scores are exactly
-equal); losses are mean cross-entropies. On the clean images every path also counts, per neuron,
+equal); losses are mean cross-entropies. Each half of the scan set (its first samples // 2
+images and the rest, in its seeded order) also gets its own tallies, at every epsilon: the first
+half's correct counts (the second's are the totals minus these) and each half's summed
+cross-entropy, so that every score, accuracy or loss (phi, and the loss fragility psi of
+method.md section 3), can be computed on each half for its split-half reliability; the totals
+are tallied as before, not from the halves. On the clean images every path also counts, per neuron,
 the images that f gets right and f^(-k) wrong (`dropped_lost`) and the reverse
 (`dropped_gained`): the discordant pairs of the label stage's McNemar test. So the scan set needs
 epsilon 0 (`with_clean` adds it).
@@ -84,7 +89,9 @@ def with_clean(epsilons: Sequence[float], labels: Sequence[str]) -> tuple[list, 
 
 class _Tally:
     """Correct predictions and summed cross-entropy; row 0 the intact network, row k + 1 the
-    network without neuron k; one column per epsilon. On the clean images (epsilon 0) also the
+    network without neuron k; one column per epsilon. The same per half of the scan set (images
+    [0, half) and [half, samples)): the first half's correct predictions, and each half's summed
+    cross-entropy. On the clean images (epsilon 0) also the
     discordant counts against the intact network, per neuron: `lost`, the images the intact
     network classifies correctly and the network without neuron k does not, and `gained`, the
     reverse. The intact network's batch must be added before the dropped networks' batches of
@@ -95,6 +102,7 @@ class _Tally:
         self.half = samples // 2  # the first half of the scan set: images [0, half)
         self.first_correct = torch.zeros(channels + 1, len(epsilons), dtype=torch.int64)
         self.loss = torch.zeros(channels + 1, len(epsilons), dtype=torch.float64)
+        self.half_loss = torch.zeros(2, channels + 1, len(epsilons), dtype=torch.float64)
         self.clean = list(epsilons).index(0.0)  # _check: epsilon 0 is there once
         self.intact_hits = torch.zeros(samples, dtype=torch.bool)  # per image, clean
         self.intact_seen = torch.zeros(samples, dtype=torch.bool)
@@ -121,6 +129,10 @@ class _Tally:
         first = max(0, min(images.stop, self.half) - images.start)  # of this batch's images
         self.first_correct[rows, e] += hits[:, :first].sum(dim=1).cpu()
         self.loss[rows, e] += loss.double().sum(dim=1).cpu()
+        if first:
+            self.half_loss[0, rows, e] += loss[:, :first].double().sum(dim=1).cpu()
+        if first < len(y):
+            self.half_loss[1, rows, e] += loss[:, first:].double().sum(dim=1).cpu()
         if e != self.clean:
             return
         if neurons is None:
@@ -151,6 +163,10 @@ class _Tally:
             half_samples=self.half,
             first_half_intact_correct=self.first_correct[0].clone(),
             first_half_dropped_correct=self.first_correct[1:].clone(),
+            first_half_intact_loss_sum=self.half_loss[0, 0].clone(),
+            first_half_dropped_loss_sum=self.half_loss[0, 1:].clone(),
+            second_half_intact_loss_sum=self.half_loss[1, 0].clone(),
+            second_half_dropped_loss_sum=self.half_loss[1, 1:].clone(),
         )
 
 

@@ -20,6 +20,12 @@ as with D means D measures the filters or the task, not f's attack aiming at f's
 whose excess is undefined (its control never moves them) are left out of its statistics, and
 `neurons` says how many remain.
 
+The loss fragility psi (method.md section 3, v4; `Labels.loss_fragility`, the clean loss impact)
+is set against the same measures by the same `association`, as a fourth score, `loss`, in
+`scores`: secondary rows beside phi's (`secondary_scores` says so in correlate.json), never the
+primary, never the one that chose the labels. Its Spearman rho against X^ref, with the p-value,
+is in the headline beside the primary's, as a secondary number.
+
 Statistics are reported together with their p-values, whichever way they fall. Where a statistic
 is undefined (a constant phi or share), scipy's NaN is kept as NaN here and written as null in
 JSON; nothing is dropped or replaced.
@@ -38,6 +44,7 @@ import pandas as pd
 from scipy import stats
 
 from ..figures.correlate import correlation_figure
+from ..running.config import LOSS_SCORE
 from ..stats.ranking import largest, top_count
 from ..stats.reliability import ceiling, split_half
 from ..storage import headline, io, paths
@@ -151,18 +158,32 @@ def scores(labels: Labels) -> dict[str, np.ndarray]:
     }
 
 
+# The loss fragility psi, a fourth score beside the three (method.md section 3, v4): secondary.
+SECONDARY_SCORES = {
+    LOSS_SCORE: "psi, the loss fragility: the clean loss impact, mean cross-entropy of f^(-k) "
+    "minus that of f on S (method.md section 3, v4); secondary, declared after the accuracy "
+    "score was seen: never the primary, never chooses the labels"
+}
+
+
+def secondary_scores(labels: Labels) -> dict[str, np.ndarray]:
+    """The secondary scores of every neuron, set against the measures beside `scores`: psi."""
+    return {LOSS_SCORE: labels.loss_fragility.numpy()}
+
+
 def correlations(
     labels: Labels, targeting: Targeting, top_fraction: float
 ) -> tuple[dict, pd.DataFrame]:
     """Fragility phi against the attack share D for the mean over E+ and
     for each eps in E+ (the top level and `by_epsilon`, as the paper measures it), and every
-    score against D, X, N, G, X^ref, D^ref, X^plc and X^sur (`scores`). The headline is the
+    score against D, X, N, G, X^ref, D^ref, X^plc and X^sur (`scores`), and psi as the secondary score `loss`. The headline is the
     clean phi's (method.md section 7 declares it, whatever label.score labels by): the primary
     endpoint, its Spearman rho against X^ref with the p-value; beside it the placebo's rho
     against X^plc (its empirical null), X^ref's split-half reliability and the ceiling
     sqrt(reliability(phi) * reliability(X^ref)); its rho against X^sur, X, D, N, G and D^ref
     (secondary); whether the run has a reference and a placebo network; and whether the labels
-    were resolved (label.py; the fragile set of the overlap comes from them).
+    were resolved (label.py; the fragile set of the overlap comes from them); and, as secondary
+    numbers, psi's Spearman rho against X^ref with its p-value.
 
     Returns the summary (NaN where undefined) and the per-neuron table correlate.csv.
     """
@@ -173,9 +194,9 @@ def correlations(
     against = measures(targeting)
     by_score = {
         score: {name: association_where_defined(values, x) for name, x in against.items()}
-        for score, values in scores(labels).items()
+        for score, values in (scores(labels) | secondary_scores(labels)).items()
     }
-    clean = by_score[PRIMARY_SCORE]
+    clean, loss = by_score[PRIMARY_SCORE], by_score[LOSS_SCORE]
     reliable = split_half(*targeting.reference_excess_halves.numpy())
     limit = ceiling(labels.clean_reliability, reliable["spearman_brown"])
     summary = {
@@ -197,6 +218,9 @@ def correlations(
             "noise_spearman_rho": clean["noise"]["spearman_rho"],
             "filter_gain_spearman_rho": clean["filter_gain"]["spearman_rho"],
             "reference_share_spearman_rho": clean["reference_share"]["spearman_rho"],
+            # psi's (secondary): the primary's measure, for the loss fragility
+            "loss_reference_excess_spearman_rho": loss[PRIMARY_MEASURE]["spearman_rho"],
+            "loss_reference_excess_spearman_p": loss[PRIMARY_MEASURE]["spearman_p"],
         },
         "score": PRIMARY_SCORE,  # the headline's phi
         "labels_score": labels.score,  # label.score: the phi that chose F and R (the overlap's)
@@ -213,6 +237,7 @@ def correlations(
         "reference_excess_reliability": reliable,  # X^ref on the halves of S
         "phi_reliability": labels.clean_reliability,  # the clean phi's, from the labels
         "ceiling": limit,  # sqrt(reliability(phi) * reliability(X^ref))
+        "secondary_scores": SECONDARY_SCORES,  # which of `scores` are secondary, and why
         "noise_seed": targeting.noise_seed,
     }
     targeted = np.zeros(n, dtype=bool)
@@ -247,8 +272,8 @@ def json_ready(obj):
 
 def label_table(labels: Labels, targeting: Targeting) -> pd.DataFrame:
     """label.csv: per neuron, phi, label, antifragile, the impacts, the loss impact of the score
-    (phi's tiebreak) and the McNemar p-value, with the attack stage's magnitude m and attack
-    share D (the mean over E+)."""
+    (phi's tiebreak), the loss fragility psi (secondary) and the McNemar p-value, with the
+    attack stage's magnitude m and attack share D (the mean over E+)."""
     return pd.DataFrame(
         {
             "neuron": np.arange(len(labels.phi)),
@@ -259,6 +284,7 @@ def label_table(labels: Labels, targeting: Targeting) -> pd.DataFrame:
             "adversarial_impact": labels.adversarial_impact.numpy(),
             "difference_impact": labels.difference_impact.numpy(),
             "loss_impact": labels.loss_impact.numpy(),
+            "loss_fragility": labels.loss_fragility.numpy(),
             "mcnemar_p": labels.mcnemar_p.numpy(),
             "magnitude": targeting.magnitude.numpy(),
             "share": targeting.mean_share(),

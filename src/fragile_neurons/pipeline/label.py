@@ -19,6 +19,18 @@ impact is more than noise.
 
 Scores are computed from counts of correct predictions: every score of a scan is an integer
 divided by the same constant, so neurons with equal counts get exactly equal scores and tie.
+
+Reliability: every score, and the loss fragility psi below, is also computed on each half of the
+scan set (its first and second half, each in its seeded order: the scan's per-half tallies),
+and `split_half` gives the Spearman rho r of the two halves across neurons and the
+Spearman-Brown reliability 2r / (1 + r) of the score on all of S.
+
+The loss fragility psi (method.md section 3, v4; secondary): psi_k = the clean loss impact,
+mean cross-entropy of f^(-k) minus that of f on S, continuous where the accuracy drop moves by
+single images. It is `Labels.clean_loss_impact` (`Labels.loss_fragility`), and label.json
+reports its split-half reliability beside phi's. It never replaces phi and never chooses a
+label (it breaks ties in phi only where it is the `label.score` loss impact, as every score's
+loss impact does).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import numpy as np
 import torch
 
 from ..figures.label import impact_figure
+from ..running.config import LOSS_SCORE, SCORES
 from ..stats.ranking import index_decides, ranked, top_count
 from ..stats.reliability import split_half
 from ..stats.significance import ALPHA, mcnemar
@@ -76,20 +89,28 @@ def loss_impacts(intact_loss, dropped_loss, epsilons) -> dict[str, np.ndarray]:
     return {"clean": clean, "adversarial": adversarial, "difference": adversarial - clean}
 
 
+def _half_scores(m: ScanMeasurements, half: int) -> dict[str, np.ndarray]:
+    """The three impact scores and psi (LOSS_SCORE) on half `half` (0: the first `half_samples`
+    images of the scan set, 1: the rest), from the scan's per-half tallies."""
+    if half == 0:
+        size = m.half_samples
+        intact, dropped = m.first_half_intact_correct, m.first_half_dropped_correct
+        intact_loss, dropped_loss = m.first_half_intact_loss_sum, m.first_half_dropped_loss_sum
+    else:
+        size = m.samples - m.half_samples
+        intact = m.intact_correct - m.first_half_intact_correct
+        dropped = m.dropped_correct - m.first_half_dropped_correct
+        intact_loss, dropped_loss = m.second_half_intact_loss_sum, m.second_half_dropped_loss_sum
+    psi = loss_impacts(intact_loss / size, dropped_loss / size, m.epsilons)["clean"]
+    return {**impact_scores(intact, dropped, m.epsilons, size), LOSS_SCORE: psi}
+
+
 def reliability(m: ScanMeasurements) -> dict[str, dict[str, float]]:
-    """Per score (clean, adversarial, difference): `split_half` of its impacts on the first
-    `half_samples` images of the scan set and on the rest."""
+    """Per score (clean, adversarial, difference) and for psi (LOSS_SCORE): `split_half` of its
+    values on the first `half_samples` images of the scan set and on the rest."""
     if m.half_samples == 0:  # one image: no halves
-        return {score: split_half([], []) for score in ("clean", "adversarial", "difference")}
-    first = impact_scores(
-        m.first_half_intact_correct, m.first_half_dropped_correct, m.epsilons, m.half_samples
-    )
-    second = impact_scores(
-        m.intact_correct - m.first_half_intact_correct,
-        m.dropped_correct - m.first_half_dropped_correct,
-        m.epsilons,
-        m.samples - m.half_samples,
-    )
+        return {score: split_half([], []) for score in (*SCORES, LOSS_SCORE)}
+    first, second = _half_scores(m, 0), _half_scores(m, 1)
     return {score: split_half(first[score], second[score]) for score in first}
 
 
@@ -174,11 +195,11 @@ def labelled(measurements: ScanMeasurements, score: str, fraction: float) -> Lab
 def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) -> dict:
     """label.json: the fragile, robust and antifragile neurons, how they were labelled, whether
     the labels are resolved (and the warnings if not), how many labelled neurons have a McNemar
-    p-value below ALPHA, the split-half reliability of every score (`reliability`; the clean
-    phi's Spearman-Brown value, which bounds claim 1's primary endpoint, as
-    `clean_reliability`), and the intact network's accuracy and loss per epsilon on the scan
-    set; its `headline` (headline.py): whether resolved, how many significant, and the clean
-    phi's reliability."""
+    p-value below ALPHA, the split-half reliability of every score and of psi (`reliability`,
+    psi's as `loss`; the clean phi's Spearman-Brown value, which bounds claim 1's primary
+    endpoint, as `clean_reliability`, psi's as `loss_reliability`), and the intact network's
+    accuracy and loss per epsilon on the scan set; its `headline` (headline.py): whether
+    resolved, how many significant, the clean phi's reliability and psi's (secondary)."""
     reliable = reliability(measurements)
     names = measurements.epsilon_labels
     significant = {
@@ -190,6 +211,7 @@ def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) ->
             "resolved": labels.resolved,
             "significant": significant["fragile"] + significant["robust"],
             "clean_reliability": reliable["clean"]["spearman_brown"],
+            "loss_reliability": reliable[LOSS_SCORE]["spearman_brown"],  # psi's: secondary
         },
         "neurons": len(labels.phi),
         "fragile": labels.members("fragile"),
@@ -204,6 +226,7 @@ def metrics(labels: Labels, measurements: ScanMeasurements, layer: ScanLayer) ->
         "significant_fragile": significant["fragile"],
         "significant_robust": significant["robust"],
         "clean_reliability": reliable["clean"]["spearman_brown"],
+        "loss_reliability": reliable[LOSS_SCORE]["spearman_brown"],  # psi's (secondary)
         "reliability": reliable,
         "half_samples": measurements.half_samples,
         "intact_accuracy": dict(zip(names, measurements.intact_accuracy.tolist(), strict=True)),

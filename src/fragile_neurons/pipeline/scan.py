@@ -1,7 +1,10 @@
 """The scan stage (method.md section 3): every neuron of the scanned layer dropped in turn, measured
 clean and under FGSM on the scan set S (the first `scan.samples` images of the selection split),
 by the nodal-dropout scan of `attacks.dropout`: transferred (the attack stage's signs, crafted on
-the intact network) or adaptive (each dropped network's own FGSM)."""
+the intact network) or adaptive (each dropped network's own FGSM). Its record holds, besides the
+totals over S, the tallies of each half of S (the first half's correct counts, each half's summed
+cross-entropy), from which the label stage computes the split-half reliability of phi and of the
+loss fragility psi."""
 
 from __future__ import annotations
 

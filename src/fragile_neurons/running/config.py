@@ -26,6 +26,9 @@ DETERMINISTIC = ("warn", "strict")
 LABEL_MODES = ("true", "predicted")  # attack.labels: FGSM on the true or the predicted labels
 ADVERSARIAL = ("transfer", "adaptive")  # scan.adversarial
 SCORES = ("clean", "adversarial", "difference")  # label.score: the impact that is phi
+# psi, the loss fragility (method.md section 3, v4), reported beside SCORES under this name:
+# secondary, never label.score
+LOSS_SCORE = "loss"
 MODES = ("proportional", "uniform")  # harden.mode
 # Not params, but fixed by method.md: the labels of the label stage (fragile first: the order of
 # tables and legends) and the attacks of the evaluate stage.

@@ -58,6 +58,7 @@ HEADLINES: dict[str, tuple[Key, ...]] = {
         Key("resolved", bool, "resolved"),  # false: a cut-off rests on the neuron index
         Key("significant", int, "significant"),  # labelled neurons with McNemar p < ALPHA
         Key("clean_reliability", float, "reliability"),  # split-half, Spearman-Brown, clean phi
+        Key("loss_reliability", float, "loss_reliability"),  # the same, psi (secondary)
     ),
     "correlate": (  # Spearman rho of the clean phi against each measure, and its p-value
         Key("reference", bool, "reference"),  # false: no reference network, no X^ref
@@ -77,6 +78,9 @@ HEADLINES: dict[str, tuple[Key, ...]] = {
         Key("noise_spearman_rho", float, "noise"),
         Key("filter_gain_spearman_rho", float, "filter_gain"),
         Key("reference_share_spearman_rho", float, "share_ref"),
+        # psi, the loss fragility (secondary, method.md section 3 v4) against X^ref
+        Key("loss_reference_excess_spearman_rho", float, "loss_excess_ref"),
+        Key("loss_reference_excess_spearman_p", float, "loss_excess_ref", "p"),
     ),
     "evaluate": (
         *_interval("clean_accuracy_change", "clean"),

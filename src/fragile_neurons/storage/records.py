@@ -344,6 +344,9 @@ class Targeting(Record):
         )
 
 
+NETS = ("intact", "dropped")  # the scan's two kinds of network, as its fields name them
+
+
 @dataclass(frozen=True)
 class ScanMeasurements(Record):
     """Correct counts and mean losses of the intact network and of every dropped network on the
@@ -352,9 +355,12 @@ class ScanMeasurements(Record):
     k. `path` names how they were computed (scan.py): delta, prefix, hooks, naive or adaptive.
     On the clean images (epsilon 0), per neuron k: dropped_lost[k], the images the intact
     network classifies correctly and the network without k does not, and dropped_gained[k],
-    the reverse (the discordant pairs of McNemar's test). The correct counts of the first
-    `half_samples` images of the scan set alone (`first_half_*`; the second half's are the
-    totals minus these) give phi's split-half reliability (method.md section 3)."""
+    the reverse (the discordant pairs of McNemar's test). The halves of the scan set, its first
+    `half_samples` images and the other samples - half_samples, in its seeded order: the first
+    half's correct counts (`first_half_*_correct`; the second half's are the totals minus these)
+    and each half's summed cross-entropy (`first_half_*_loss_sum`, `second_half_*_loss_sum`;
+    the two add up to samples times the mean loss, to float32 rounding) give the split-half
+    reliability of phi and of the loss fragility psi (method.md section 3)."""
 
     epsilons: list[float]
     epsilon_labels: list[str]
@@ -369,6 +375,10 @@ class ScanMeasurements(Record):
     half_samples: int  # samples // 2: the first half of the scan set
     first_half_intact_correct: torch.Tensor  # int64 (E,)
     first_half_dropped_correct: torch.Tensor  # int64 (N, E)
+    first_half_intact_loss_sum: torch.Tensor  # float64 (E,): summed cross-entropy, first half
+    first_half_dropped_loss_sum: torch.Tensor  # float64 (N, E)
+    second_half_intact_loss_sum: torch.Tensor  # float64 (E,): the same, the second half
+    second_half_dropped_loss_sum: torch.Tensor  # float64 (N, E)
 
     def check(self) -> None:
         _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
@@ -381,6 +391,10 @@ class ScanMeasurements(Record):
         _tensor("dropped_gained", self.dropped_gained, torch.int64, n)
         _tensor("first_half_intact_correct", self.first_half_intact_correct, torch.int64, e)
         _tensor("first_half_dropped_correct", self.first_half_dropped_correct, torch.int64, n, e)
+        for name in ("first", "second"):
+            for net, shape in zip(NETS, ((e,), (n, e)), strict=True):
+                key = f"{name}_half_{net}_loss_sum"
+                _tensor(key, getattr(self, key), torch.float64, *shape)
         counts = torch.cat([self.intact_correct, self.dropped_correct.flatten()])
         if self.samples < 1 or counts.min() < 0 or counts.max() > self.samples:
             raise ValueError(f"counts must lie in [0, samples = {self.samples}]")
@@ -397,6 +411,15 @@ class ScanMeasurements(Record):
         second = counts - first
         if second.max() > self.samples - self.half_samples:
             raise ValueError("the second half's counts (totals minus first half) exceed its size")
+        summed = torch.cat([self.intact_loss[None], self.dropped_loss]) * self.samples
+
+        def half(name: str) -> torch.Tensor:  # (N + 1, E): the intact network first
+            intact, dropped = (getattr(self, f"{name}_half_{net}_loss_sum") for net in NETS)
+            return torch.cat([intact[None], dropped])
+
+        halves = half("first") + half("second")
+        if not torch.allclose(halves, summed, rtol=1e-6, atol=1e-6, equal_nan=True):
+            raise ValueError("the halves' loss sums must add up to samples times the mean losses")
         lost, gained = self.dropped_lost, self.dropped_gained
         if n and (lost.min() < 0 or gained.min() < 0):
             raise ValueError("dropped_lost and dropped_gained must be >= 0")
@@ -463,9 +486,10 @@ class ScanMeasurements(Record):
 class Labels(Record):
     """Each neuron's impacts, its fragility phi (the impact `score` names) and its label under
     `fraction` (method.md section 3), one entry per neuron; the loss impacts that break ties in
-    phi; the McNemar p-value of its clean discordant counts; and `warnings`, why the labels are
-    unresolved (a cut-off only the neuron index decides, a constant phi), empty if they are
-    not."""
+    phi, the clean one being the loss fragility psi (`loss_fragility`: method.md section 3, v4,
+    secondary, never phi); the McNemar p-value of its clean discordant counts; and `warnings`,
+    why the labels are unresolved (a cut-off only the neuron index decides, a constant phi),
+    empty if they are not."""
 
     score: str
     fraction: float
@@ -475,7 +499,7 @@ class Labels(Record):
     difference_impact: torch.Tensor
     label: list[str]  # fragile | robust | neutral
     antifragile: torch.Tensor  # bool: robust with phi < 0
-    clean_loss_impact: torch.Tensor  # loss of f^(-k) minus loss of f, clean
+    clean_loss_impact: torch.Tensor  # loss of f^(-k) minus loss of f, clean: psi
     adversarial_loss_impact: torch.Tensor  # the same, the mean over E+
     difference_loss_impact: torch.Tensor  # adversarial minus clean
     mcnemar_p: torch.Tensor  # exact two-sided, of the clean discordant counts
@@ -518,6 +542,12 @@ class Labels(Record):
     def loss_impact(self) -> torch.Tensor:
         """The loss impact of the score: phi's tiebreak."""
         return getattr(self, f"{self.score}_loss_impact")
+
+    @property
+    def loss_fragility(self) -> torch.Tensor:
+        """psi, the loss fragility (method.md section 3, v4; secondary): the clean loss impact,
+        mean cross-entropy of f^(-k) minus that of f on S."""
+        return self.clean_loss_impact
 
     def members(self, label: str) -> list[int]:
         """The neurons with `label`, in index order."""
