@@ -174,16 +174,16 @@ def secondary_scores(labels: Labels) -> dict[str, np.ndarray]:
 def correlations(
     labels: Labels, targeting: Targeting, top_fraction: float
 ) -> tuple[dict, pd.DataFrame]:
-    """Fragility phi against the attack share D for the mean over E+ and
-    for each eps in E+ (the top level and `by_epsilon`, as the paper measures it), and every
-    score against D, X, N, G, X^ref, D^ref, X^plc and X^sur (`scores`), and psi as the secondary score `loss`. The headline is the
+    """Fragility phi against the attack share D for the mean over E+ and for each eps in E+ (the top
+    level and `by_epsilon`, as the paper measures it), and every score against D, X, N, G, X^ref,
+    D^ref, X^plc and X^sur (`scores`), and psi as the secondary score `loss`. The headline is the
     clean phi's (method.md section 7 declares it, whatever label.score labels by): the primary
-    endpoint, its Spearman rho against X^ref with the p-value; beside it the placebo's rho
-    against X^plc (its empirical null), X^ref's split-half reliability and the ceiling
+    endpoint, its Spearman rho against X^ref with the p-value; beside it the placebo's rho against
+    X^plc (its empirical null), X^ref's split-half reliability and the ceiling
     sqrt(reliability(phi) * reliability(X^ref)); its rho against X^sur, X, D, N, G and D^ref
-    (secondary); whether the run has a reference and a placebo network; and whether the labels
-    were resolved (label.py; the fragile set of the overlap comes from them); and, as secondary
-    numbers, psi's Spearman rho against X^ref with its p-value.
+    (secondary); whether the run has a reference and a placebo network; and whether the labels were
+    resolved (label.py; the fragile set of the overlap comes from them); and, as secondary numbers,
+    psi's Spearman rho against X^ref with its p-value.
 
     Returns the summary (NaN where undefined) and the per-neuron table correlate.csv.
     """
