@@ -160,3 +160,40 @@ def test_the_calibration_tables_gap_arithmetic():
         "calibration": [], "calibration_max_gap": None, "calibrated": None
     }  # fmt: skip
     assert attack_name("apgd-ce", 50, 1) == "apgd-ce 50x1"
+
+
+def _benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "calibrate_attack.py"
+    spec = importlib.util.spec_from_file_location("calibrate_attack", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_calibration_benchmark_parses_and_measures(trained_mnist, batch, capsys):
+    bench = _benchmark()
+    args = bench.arguments(["mnist", "--images", "20", "--candidates", "pgd-3", "apgd-ce-4x2"])
+    assert args.images == 20 and [bench.name_of(c) for c in args.candidates] == [
+        "pgd-3", "apgd-ce-4x2"
+    ]  # fmt: skip
+    assert [bench.name_of(c) for c in bench.arguments(["cifar10"]).candidates] == list(
+        bench.CANDIDATES
+    )
+    for bad in (["mnist", "--candidates", "cw-10"], ["mnist", "--images", "0"]):
+        with pytest.raises(SystemExit):
+            bench.arguments(bad)
+    images, labels = batch
+    rows = bench.calibrate(
+        trained_mnist, images[:12], labels[:12], [0.0, 0.2], ["0", "0.2"], args.candidates,
+        autoattack_steps=3, seed=0, batch_size=12, device=CPU, label_mode="true",
+    )  # fmt: skip
+    assert [r["candidate"] for r in rows] == ["autoattack-3", "pgd-3", "apgd-ce-4x2"]
+    for r in rows:
+        assert r["epsilon"] == "0.2" and r["seconds"] >= 0
+        assert r["gap"] == pytest.approx(r["accuracy"] - r["autoattack"])
+    verdicts = bench.verdicts(rows)
+    assert set(verdicts) == {"pgd-3", "apgd-ce-4x2"}
+    assert all(v["calibrated"] is (v["max_gap"] <= CALIBRATION_GAP) for v in verdicts.values())
