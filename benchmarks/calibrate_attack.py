@@ -1,7 +1,8 @@
 """Benchmark: which primary's attack is strong enough (method.md section 6, "Strength of the
 primary's attack"), measured on a run's trained network against AutoAttack.
 
-    PYTHONPATH=src python benchmarks/calibrate_attack.py mnist --images 500 --out /tmp/cal_mnist.json
+    PYTHONPATH=src python benchmarks/calibrate_attack.py mnist --images 500 \
+        --out /tmp/cal_mnist.json
     PYTHONPATH=src python benchmarks/calibrate_attack.py cifar10 --candidates pgd-10 apgd-ce-50
 
 On the first `--images` images of the prepared test split (default 500; the PGD images are the
@@ -22,7 +23,6 @@ override); writes nothing else.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -63,8 +63,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--candidates", nargs="+", type=parse_candidate, default=None,
         help=f"the attacks to measure (default: {' '.join(CANDIDATES)})",
     )  # fmt: skip
-    parser.add_argument("--autoattack-steps", type=int, default=None,
-                        help="APGD iterations per loss (default: evaluate.autoattack.steps)")
+    parser.add_argument(
+        "--autoattack-steps",
+        type=int,
+        default=None,
+        help="APGD iterations per loss (default: evaluate.autoattack.steps)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: "
                         "params.yaml's `threads`)")  # fmt: skip
     parser.add_argument("--params", default="params.yaml", help="the params file")
@@ -104,10 +108,11 @@ def calibrate(
         if eps == 0:
             continue
 
-        def autoattack():
+        def autoattack(eps=eps):
             apgd = [
-                masking.apgd_correct(model, images, labels, eps, loss=loss,
-                                     steps=autoattack_steps, **options)  # fmt: skip
+                masking.apgd_correct(
+                    model, images, labels, eps, loss=loss, steps=autoattack_steps, **options
+                )  # fmt: skip
                 for loss in masking.LOSSES
             ]
             return apgd[0] & apgd[1]
@@ -119,7 +124,7 @@ def calibrate(
                      "seconds": seconds})  # fmt: skip
         for candidate in candidates:
             correct, seconds = timed(
-                lambda c=candidate: attack_correct(
+                lambda c=candidate, eps=eps: attack_correct(
                     model, images, labels, eps, label_mode=label_mode, **c, **options
                 )
             )

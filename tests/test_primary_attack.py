@@ -116,9 +116,11 @@ def test_restarts_are_the_worst_case(trained_mnist, batch, attack):
     each = []
     for r in range(3):
         g = restart_generator(0, r)
-        fn = apgd_ce if attack == "apgd-ce" else __import__(
-            "fragile_neurons.attacks.adversarial", fromlist=["pgd"]
-        ).pgd
+        fn = (
+            apgd_ce
+            if attack == "apgd-ce"
+            else __import__("fragile_neurons.attacks.adversarial", fromlist=["pgd"]).pgd
+        )
         adv = fn(trained_mnist, images, labels, eps, steps=steps, batch_size=N, device=CPU,
                  generator=g)  # fmt: skip
         each.append(logits_of(trained_mnist, adv, N, CPU).argmax(1) == labels)
@@ -153,7 +155,7 @@ def test_the_calibration_tables_gap_arithmetic():
     assert table["calibration_max_gap"] == pytest.approx(0.062)
     assert table["calibrated"] is False
     close = calibration_table(["0.1"], "apgd-ce 50x1", [0.738], [0.718])
-    assert 0.738 - 0.718 > CALIBRATION_GAP  # in floats: a gap of exactly 0.02 is within it
+    assert CALIBRATION_GAP < 0.738 - 0.718  # in floats: a gap of exactly 0.02 is within it
     assert close["calibrated"] is True
     assert calibration_table(["0.1"], "pgd 10x1", [0.739], [0.718])["calibrated"] is False
     assert calibration_table([], "pgd 10x1", [], []) == {

@@ -27,8 +27,8 @@ from ..attacks.robustness import (
     masking_images,
     masking_outcome,
 )
-from ..stats.measures import Curve
 from ..network.models import load_trained
+from ..stats.measures import Curve
 from ..storage import io, paths
 from ..storage.records import FGSMSweep, OriginalAttacks
 

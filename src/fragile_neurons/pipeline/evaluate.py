@@ -19,10 +19,10 @@ its baseline likewise. The margin over random is hardened minus the mean of the 
 measure, on the draws' PGD images, with the permutation p-value of "hardening beats random": of
 the `hardened` arm only, whose rule the draws follow (method.md section 6); the other arms are
 compared with their baseline alone. The calibration of the primary's attack (the baseline
-stage's: `robustness.calibration_table`) is carried into evaluate.json. The masking check (docs/guide.md, "AutoAttack: the
-masking check"): the hardened network is flagged when its PGD accuracy exceeds its AutoAttack
-accuracy by more than the original's does, counted in images, on the same images at the largest
-epsilon.
+stage's: `robustness.calibration_table`) is carried into evaluate.json. The masking check
+(docs/guide.md, "AutoAttack: the masking check"): the hardened network is flagged when its PGD
+accuracy exceeds its AutoAttack accuracy by more than the original's does, counted in images, on
+the same images at the checked epsilons.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from torch import nn
 from ..attacks import masking
 from ..attacks.robustness import (
     Settings,
-    calibration_table,
     attack_variants,
+    calibration_table,
     load_source,
     masking_images,
     masking_outcome,

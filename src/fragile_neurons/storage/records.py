@@ -614,7 +614,12 @@ class OriginalAttacks(Record):
         for name in ("pgd", "apgd_ce", "apgd_dlr"):
             _tensor(f"masking_{name}", getattr(self, f"masking_{name}"), torch.bool, k, n)
         lengths = {len(self.masking_pgd_accuracy), len(self.masking_autoattack_accuracy)}
-        if (n == 0) != (k == 0) or lengths not in ({0}, {e}) or (k == 0) != (lengths == {0}) or k > 2:
+        if (
+            (n == 0) != (k == 0)
+            or lengths not in ({0}, {e})
+            or (k == 0) != (lengths == {0})
+            or k > 2
+        ):
             raise ValueError(
                 "a masking check needs images, one or two epsilons, and E's accuracies"
             )
