@@ -376,8 +376,12 @@ def stage_metrics(seed: int, compress: float = 0.5, offset: float = 0.0) -> dict
         "clean_accuracy_change": -0.01 * compress + 0.001 * seed,
         "clean_accuracy_change_low": -0.02,
         "clean_accuracy_change_high": 0.0,
+        "calibration_max_gap": 0.01 + 0.005 * seed,
+        "calibrated": seed < 2,
         "masking": seed % 2 == 1,
         "masking_testable": True,
+        "masking_mid_flagged": seed % 2 == 1,
+        "masking_mid_p": 0.5 / (1 + seed),
     }
     for i, attack in enumerate(("fgsm", "pgd", "transfer")):
         gain = offset + 0.1 * (i + 1) * (0.5 - compress) + 0.01 * seed

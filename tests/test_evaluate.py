@@ -280,6 +280,27 @@ def test_summary_measures_gains_and_p_values_per_measure():
     assert summarise(_hand_results(), [0, 0.1], ["0", "0.1"], seed=0) == summary
 
 
+def test_margins_over_random_are_of_the_hardened_arm_only():
+    """method.md section 6: the draws follow the hardened arm's rule, so only it has a margin over
+    random; the other arms keep their gains against their baseline."""
+    results = _hand_results()
+    results["compress_only"] = results["inverse"]
+    results["amplify_only"] = results["random_0"]
+    summary = summarise(results, [0, 0.1], ["0", "0.1"], seed=0)
+    assert set(summary["margin_over_random"]) == set(ATTACKS)
+    for arm in ("compress_only", "amplify_only"):
+        entry = summary["arms"][arm]
+        assert set(entry) == {"baseline", "gain", "clean_accuracy_change"}
+        assert entry["gain"]["pgd"]["auc_plus"]["value"] == pytest.approx(
+            0.75 - 0.25 if arm == "compress_only" else 0.5 - 0.25
+        )
+        assert (
+            summary["headline"][f"{arm}_pgd_auc_plus_gain"]
+            == (entry["gain"]["pgd"]["auc_plus"]["value"])
+        )
+        assert not any(k.startswith(arm) and "margin" in k for k in summary["headline"])
+
+
 def test_pgd_margin_uses_the_draws_images():
     """The random draws under PGD on the first 2 of 4 images: the hardened network's PGD
     measures for the margin are of those 2 images too."""

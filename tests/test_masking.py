@@ -297,7 +297,13 @@ def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkey
     assert on["labels_resolved"] is True
     headline.check("evaluate", on["headline"])  # the declared keys and types
     hardened_keys = [k for k in on["headline"] if k[:3] in ("cle", "fgs", "pgd", "tra")]
-    assert list(on["headline"])[len(hardened_keys) :][-2:] == list(FLAGS)  # the check's flags
+    assert list(on["headline"])[len(hardened_keys) :][-len(FLAGS) :] == list(FLAGS)  # the flags
+    assert on["calibrated"] is on["headline"]["calibrated"]
+    assert [row["epsilon"] for row in on["calibration"]] == LABELS[1:]  # every epsilon of E+
+    for row in on["calibration"]:
+        assert row["attack"] == "pgd 3x1"
+        assert row["gap"] == pytest.approx(row["accuracy"] - row["autoattack"])
+        assert row["accuracy"] == on["autoattack"]["original_pgd_accuracy"][row["epsilon"]]
     for arm in ("compress_only", "amplify_only", "recalibrated"):  # each arm: its PGD AUC+ gain
         assert [k for k in on["headline"] if k.startswith(f"{arm}_")] == [
             f"{arm}_pgd_auc_plus_gain{end}" for end in ("", "_low", "_high")
@@ -309,4 +315,5 @@ def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkey
     monkeypatch.setitem(sys.modules, "torchattacks", None)
     off = _evaluate(trained_mnist, mnist_splits, _settings(autoattack_images=0))
     assert off["autoattack"] is None and off["headline"]["masking"] is None
+    assert off["calibration"] == [] and off["headline"]["calibrated"] is None
     assert off["variants"] == on["variants"]  # the check changes nothing else

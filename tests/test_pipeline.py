@@ -53,7 +53,7 @@ TINY = {
                "match_tolerance": 0.1},
     "evaluate": {"images": 60, "samples": 30,
                  "random_samples": 20,
-                 "pgd": {"steps": 2},
+                 "pgd": {"attack": "pgd", "steps": 2, "restarts": 1},
                  "autoattack": {"images": 8, "steps": 3}},
 }  # fmt: skip
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..network.inference import accuracy_and_loss, as_input, batch_slices, logits_of
-from ..running.config import LABEL_MODES, epsilon_label
+from ..running.config import LABEL_MODES, PRIMARY_ATTACKS, epsilon_label
 from ..storage.records import FGSMSweep
 
 
@@ -222,6 +223,174 @@ def pgd_correct(
         label_mode=label_mode,
     )
     return logits_of(model, adversarial, batch_size, device).argmax(dim=1) == labels
+
+
+def apgd_ce(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    steps: int,
+    batch_size: int,
+    device: torch.device,
+    generator: torch.Generator,
+    label_mode: str = "true",
+    rho: float = 0.75,
+) -> torch.Tensor:
+    """APGD-CE in the L-infinity ball of radius eps (Croce and Hein, ICML 2020), step for step as
+    torchattacks.APGD(norm="Linf", loss="ce", n_restarts=1, eot_iter=1) runs one restart: step
+    size 2 eps halved per image at the checkpoints (every 0.22 `steps`, the interval shrinking by
+    0.03 `steps` down to 0.06 `steps`) where the loss oscillated (fewer than `rho` of the steps
+    since the last checkpoint raised it) or did not improve, the iterate then reset to the best;
+    momentum 0.75. The start, x + eps t / max|t| for t uniform in [-1, 1]^d, is drawn from
+    `generator` for all images at once (so batch-size independent; torchattacks draws it per batch
+    of the images it attacks). Returns per image the last iterate that was misclassified (the
+    start where none was), float in [0, 1] on the CPU: what torchattacks returns for an image it
+    attacks."""
+    _check(images, labels, label_mode)
+    _check_epsilon(eps)
+    if steps < 1:
+        raise ValueError(f"steps = {steps!r}; expected an integer >= 1")
+    x0_all = as_input(images, torch.device("cpu"))
+    t_all = 2 * torch.rand(x0_all.shape, generator=generator) - 1
+    model.eval()
+    out = []
+    for s in batch_slices(len(images), batch_size):
+        x, y = x0_all[s].to(device), labels[s].to(device)
+        if label_mode == "predicted":
+            with torch.no_grad():
+                y = model(x).argmax(dim=1)
+        with _frozen(model):
+            out.append(_apgd_ce_batch(model, x, y, eps, steps, t_all[s].to(device), rho).cpu())
+    return torch.cat(out)
+
+
+def _ce_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, reduction="none")
+        (grad,) = torch.autograd.grad(loss.sum(), [x])
+    return grad.detach(), logits.detach(), loss.detach()
+
+
+def _apgd_ce_batch(model, x, y, eps, steps, t, rho):
+    """One batch of `apgd_ce`, the order of operations torchattacks' `attack_single_run`'s."""
+    n = x.shape[0]
+    steps_2, steps_min, size_decr = (
+        max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    )  # fmt: skip
+    scale = t.reshape(n, -1).abs().max(dim=1, keepdim=True)[0].reshape(-1, 1, 1, 1)
+    x_adv = (x + eps * torch.ones(n, 1, 1, 1, device=x.device) * t / scale).clamp(0.0, 1.0)
+    x_best, x_best_adv = x_adv.clone(), x_adv.clone()
+    loss_steps = torch.zeros(steps, n)
+    grad, logits, loss = _ce_gradient(model, x_adv, y)
+    grad_best = grad.clone()
+    acc = logits.argmax(1) == y
+    loss_best = loss.clone()
+    step_size = eps * torch.ones(n, 1, 1, 1, device=x.device) * 2.0
+    x_adv_old = x_adv.clone()
+    k, counter3 = steps_2, 0
+    loss_best_last_check = loss_best.clone()
+    reduced_last_check = torch.ones(n, dtype=torch.bool)
+    with torch.no_grad():
+        for i in range(steps):
+            grad2 = x_adv - x_adv_old
+            x_adv_old = x_adv.clone()
+            a = 0.75 if i > 0 else 1.0
+            x1 = x_adv + step_size * torch.sign(grad)
+            x1 = torch.clamp(torch.min(torch.max(x1, x - eps), x + eps), 0.0, 1.0)
+            x1 = torch.clamp(
+                torch.min(torch.max(x_adv + (x1 - x_adv) * a + grad2 * (1 - a), x - eps), x + eps),
+                0.0,
+                1.0,
+            )
+            x_adv = x1 + 0.0
+            grad, logits, loss = _ce_gradient(model, x_adv, y)
+            pred = logits.argmax(1) == y
+            acc = acc & pred
+            x_best_adv[~pred] = x_adv[~pred] + 0.0
+            loss_steps[i] = loss.cpu()
+            better = loss > loss_best
+            x_best[better] = x_adv[better].clone()
+            grad_best[better] = grad[better].clone()
+            loss_best[better] = loss[better]
+            counter3 += 1
+            if counter3 == k:
+                rises = sum(loss_steps[i - c] > loss_steps[i - c - 1] for c in range(k))
+                oscillated = rises <= k * rho
+                no_improvement = ~reduced_last_check & (loss_best_last_check >= loss_best).cpu()
+                reduce = oscillated | no_improvement
+                reduced_last_check = reduce.clone()
+                loss_best_last_check = loss_best.clone()
+                if reduce.any():
+                    where = reduce.to(x.device)
+                    step_size[where] /= 2.0
+                    x_adv[where] = x_best[where].clone()
+                    grad[where] = grad_best[where].clone()
+                counter3 = 0
+                k = max(k - size_decr, steps_min)
+    return x_best_adv
+
+
+def restart_generator(seed: int, restart: int) -> torch.Generator:
+    """The generator of a restart's random starts: seeded with `seed` for the first (restart 0),
+    with a SeedSequence of (seed, restart) for the others, so no restart shares another seed's."""
+    if restart == 0:
+        return torch.Generator().manual_seed(seed)
+    state = np.random.SeedSequence([seed, restart]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def attack_correct(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    attack: str,
+    steps: int,
+    restarts: int,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    label_mode: str = "true",
+) -> torch.Tensor:
+    """Per image (bool, on the CPU), whether `model` classifies it correctly under the primary's
+    attack (method.md section 6): `attack` "pgd" (`pgd`, step eps/4 from a random start) or
+    "apgd-ce" (`apgd_ce`; an image misclassified clean counts as not correct, as AutoAttack counts
+    it), `steps` iterations, from the random starts of `restart_generator(seed, r)` for
+    r < `restarts`; correct only if correct under every restart (the worst case). "pgd" with one
+    restart is `pgd_correct` exactly."""
+    if attack not in PRIMARY_ATTACKS:
+        raise ValueError(f"attack = {attack!r}; expected one of {PRIMARY_ATTACKS}")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts = {restarts!r}; expected an integer >= 1")
+    options = {"steps": steps, "batch_size": batch_size, "device": device}
+    correct = None
+    if attack == "apgd-ce":
+        clean = logits_of(model, images, batch_size, device).argmax(dim=1) == labels
+    for r in range(restarts):
+        generator = restart_generator(seed, r)
+        if attack == "pgd":
+            adversarial = pgd(
+                model, images, labels, eps, generator=generator, label_mode=label_mode, **options
+            )
+        else:
+            adversarial = apgd_ce(
+                model, images, labels, eps, generator=generator, label_mode=label_mode, **options
+            )
+        now = logits_of(model, adversarial, batch_size, device).argmax(dim=1) == labels
+        if attack == "apgd-ce":
+            now &= clean
+        correct = now if correct is None else correct & now
+    return correct
+
+
+def attack_name(attack: str, steps: int, restarts: int) -> str:
+    """The primary's attack in a table: e.g. "apgd-ce 50x1" (steps x restarts)."""
+    return f"{attack} {steps}x{restarts}"
 
 
 def fgsm_sweep(

@@ -16,8 +16,9 @@ Each network, on those images, at each checked epsilon:
   `evaluate.autoattack.steps` iterations, one restart, seed `seed`, on the true labels. torchattacks
   draws each batch's start (of `batch_size` images) from the global generator seeded with `seed`;
   the global generator's state is restored afterwards, so nothing else the stage draws changes;
-- PGD as the evaluate stage runs it (`evaluate.pgd.steps`, step eps/4, the run's labels, the same
-  seeded random start), on these same images.
+- the primary's attack as the evaluate stage runs it (`evaluate.pgd`: its attack, steps and
+  restarts, the run's labels, the same seeded random starts; "PGD" below), on these same
+  images.
 An image is robust under AutoAttack (`worst`) when the network classifies it correctly after
 APGD-CE and after APGD-DLR: the per-image worst case, as AutoAttack reports robust accuracy. A
 network's masking gap is the set of images correct under PGD but not under AutoAttack. Over the
@@ -41,7 +42,7 @@ from torch import nn
 from ..network.inference import as_input, batch_slices, logits_of
 from ..running.errors import ParamError
 from ..stats.significance import ALPHA, mcnemar
-from .adversarial import _frozen, pgd_correct
+from .adversarial import _frozen, attack_correct
 
 LOSSES = ("ce", "dlr")  # APGD's losses, in the order they run
 INSTALL = "pip install --no-deps 'torchattacks>=3.5'"
@@ -51,7 +52,8 @@ POSITIONS = ("mid", "max")  # the checked epsilons: PGD accuracy nearest 0.5, an
 HEADLINE = ("masking", "masking_testable") + tuple(
     f"masking_{position}_{what}" for position in POSITIONS for what in ("testable", "flagged", "p")
 )
-FLAGS = HEADLINE[:2]  # of these, the ones in evaluate's headline (headline.py); all in its details
+# of these, the ones in evaluate's headline (headline.py), a seed sweep's keys; all in its details
+FLAGS = (*HEADLINE[:2], "masking_mid_flagged", "masking_mid_p")
 
 
 def require_torchattacks(images: int):
@@ -143,21 +145,17 @@ def outcome(
     labels: torch.Tensor,
     eps: float,
     *,
-    pgd_steps: int,
+    primary: dict,
     autoattack_steps: int,
-    seed: int,
-    batch_size: int,
-    device: torch.device,
-    label_mode: str,
 ) -> Outcome:
-    """`model` on `images` at `eps`: clean, PGD (`pgd_steps` steps, as evaluate runs it, on the
-    `label_mode` labels), APGD-CE and APGD-DLR (`autoattack_steps` iterations, true labels)."""
+    """`model` on `images` at `eps`: clean, the primary's attack (`primary`: the keyword options
+    of `adversarial.attack_correct`, as evaluate runs it, on the labels it names), APGD-CE and
+    APGD-DLR (`autoattack_steps` iterations, true labels)."""
+    seed, batch_size, device = primary["seed"], primary["batch_size"], primary["device"]
     model.eval().to(device)
     clean = logits_of(model, images, batch_size, device).argmax(1) == labels
     options = {"seed": seed, "batch_size": batch_size, "device": device}
-    after_pgd = pgd_correct(
-        model, images, labels, eps, steps=pgd_steps, label_mode=label_mode, **options
-    )
+    after_pgd = attack_correct(model, images, labels, eps, **primary)
     apgd = {
         loss: apgd_correct(model, images, labels, eps, loss=loss, steps=autoattack_steps, **options)
         for loss in LOSSES

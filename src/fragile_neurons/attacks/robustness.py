@@ -5,13 +5,22 @@ the evaluate stage (the variants).
 - FGSM at every epsilon in E on the first `evaluate.images` test images (None: all; eps = 0 is
   the clean image); the original's is the attack stage's sweep (its gradient signs and clean
   logits, the first `images` rows; only the forward passes are made again);
-- PGD-Linf at every epsilon in E+ on the first `evaluate.samples` test images, `steps` steps of
-  eps / 4 from a random start drawn from a generator seeded with `seed` afresh for every network
-  and epsilon, so all networks start from the same points. The random draws are attacked by PGD
-  on the first `evaluate.random_samples` of those images (None: all of them), from the same
-  starts;
+- the primary's attack (records and metrics call it "pgd") at every epsilon in E+ on the first
+  `evaluate.samples` test images: `evaluate.pgd.attack` "pgd" (PGD-Linf, `steps` steps of eps / 4
+  from a uniform random start) or "apgd-ce" (APGD-CE, AutoAttack's step-size schedule), each of
+  `evaluate.pgd.restarts` restarts from the starts of a generator seeded from `seed` afresh for
+  every network and epsilon (`adversarial.restart_generator`), so all networks start from the
+  same points; an image is correct only if correct under every restart. The random draws are
+  attacked on the first `evaluate.random_samples` of those images (None: all of them), from the
+  same starts;
 - FGSM transferred from the original model: the original's signs applied to the network, on the
   FGSM images (the original's own is its white-box FGSM).
+
+The calibration of the primary's attack (method.md section 6, "Strength of the primary's
+attack"): on the masking check's images, at every epsilon of E+, the original's accuracy under the
+primary's attack against AutoAttack's (APGD-CE and APGD-DLR, correct only if correct under both);
+the gap is the primary's minus AutoAttack's, and the attack is calibrated where every gap is at
+most CALIBRATION_GAP (`calibration_table`).
 """
 
 from __future__ import annotations
@@ -29,7 +38,11 @@ from ..running.runtime import select_device
 from ..stats.measures import Curve
 from ..storage.records import FGSMSweep, OriginalAttacks
 from . import masking
-from .adversarial import fgsm_images, pgd_correct, signs_and_logits
+from .adversarial import attack_correct, attack_name, fgsm_images, signs_and_logits
+
+# The primary's accuracy may exceed AutoAttack's by at most this at every epsilon of E+ on the
+# baseline (method.md section 6, "Strength of the primary's attack")
+CALIBRATION_GAP = 0.02
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,8 @@ class Settings:
     autoattack_steps: int  # APGD iterations per loss
     images: int | None = None  # FGSM and transfer on the first `images` test images; None: all
     random_samples: int | None = None  # the random draws' PGD images, the first of PGD's; None: all
+    pgd_attack: str = "pgd"  # the primary's attack: "pgd" | "apgd-ce" (evaluate.pgd.attack)
+    pgd_restarts: int = 1  # its restarts, the worst case over them (evaluate.pgd.restarts)
 
     @classmethod
     def from_params(cls, params: dict, name: str) -> Settings:
@@ -61,6 +76,8 @@ class Settings:
             **fgsm_settings(params, name),
             device=select_device(params["device"]),
             pgd_steps=cfg["pgd"]["steps"],
+            pgd_attack=cfg["pgd"]["attack"],
+            pgd_restarts=cfg["pgd"]["restarts"],
             pgd_samples=cfg["samples"],
             seed=params["seed"],
             autoattack_images=cfg["autoattack"]["images"],
@@ -74,6 +91,25 @@ class Settings:
         entries of records.OriginalAttacks (its MADE_WITH) that the evaluate stage checks against
         its own."""
         return {key: getattr(self, key) for key in OriginalAttacks.MADE_WITH}
+
+    @property
+    def primary(self) -> dict:
+        """The primary's attack as `adversarial.attack_correct` takes it (with seed, batch size,
+        device and labels)."""
+        return {
+            "attack": self.pgd_attack,
+            "steps": self.pgd_steps,
+            "restarts": self.pgd_restarts,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "label_mode": self.label_mode,
+        }
+
+    @property
+    def primary_name(self) -> str:
+        """The primary's attack in a table, e.g. "apgd-ce 50x1" (steps x restarts)."""
+        return attack_name(self.pgd_attack, self.pgd_steps, self.pgd_restarts)
 
     def image_counts(self, n: int) -> dict[str, int]:
         """How many of `n` test images each attack uses: `fgsm` and `transfer` the first
@@ -134,28 +170,17 @@ def pgd_curve(
     clean: torch.Tensor,
     settings: Settings,
 ) -> Curve:
-    """White-box PGD at every epsilon of E+, image by image, from the random start of a generator
-    seeded with `settings.seed` for every epsilon (the same points for every model; the starts of
-    the first k images do not depend on how many follow). `clean`: the model's results on the
-    clean images (those at epsilon 0)."""
+    """The primary's attack, white-box, at every epsilon of E+, image by image
+    (`adversarial.attack_correct`), from the random starts of generators seeded from
+    `settings.seed` for every epsilon (the same points for every model; the starts of the first
+    k images do not depend on how many follow). `clean`: the model's results on the clean images
+    (those at epsilon 0)."""
     rows = []
     for eps in settings.epsilons:
         if eps == 0:
             rows.append(clean)
             continue
-        rows.append(
-            pgd_correct(
-                model,
-                images,
-                labels,
-                eps,
-                steps=settings.pgd_steps,
-                seed=settings.seed,
-                batch_size=settings.batch_size,
-                device=settings.device,
-                label_mode=settings.label_mode,
-            )
-        )
+        rows.append(attack_correct(model, images, labels, eps, **settings.primary))
     return Curve(clean, torch.stack(rows))
 
 
@@ -244,26 +269,29 @@ def masking_outcome(
     images at epsilon `eps`."""
     n = masking_images(settings, len(images))
     return masking.outcome(
-        model,
-        images[:n],
-        labels[:n],
-        eps,
-        pgd_steps=settings.pgd_steps,
+        model, images[:n], labels[:n], eps, primary=settings.primary,
         autoattack_steps=settings.autoattack_steps,
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-        device=settings.device,
-        label_mode=settings.label_mode,
-    )
+    )  # fmt: skip
 
 
-def masking_pgd_accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings
-) -> list[float]:
-    """`model`'s PGD accuracy (as evaluate runs PGD) at every epsilon of E on the first
-    `masking_images` test images, the clean accuracy at epsilon 0: what chooses the check's
-    middle epsilon."""
-    n = masking_images(settings, len(images))
-    x, y = images[:n], labels[:n]
-    clean = logits_of(model, x, settings.batch_size, settings.device).argmax(1) == y
-    return pgd_curve(model, x, y, clean, settings).accuracy()
+def calibration_table(
+    labels: list[str], attack: str, primary: list[float], autoattack: list[float]
+) -> dict:
+    """The calibration of the primary's attack `attack` (e.g. "apgd-ce 50x1") from the original's
+    accuracies under it (`primary`) and under AutoAttack (`autoattack`) at the epsilons named
+    `labels` (those of E+): `calibration`, a row {epsilon, attack, accuracy, autoattack, gap} per
+    epsilon, gap = accuracy - autoattack; `calibration_max_gap`, the largest gap; `calibrated`,
+    every gap at most CALIBRATION_GAP (None for both where there is no row: the check is off)."""
+    if not len(labels) == len(primary) == len(autoattack):
+        raise ValueError("one primary and one AutoAttack accuracy per epsilon")
+    rows = [
+        {"epsilon": label, "attack": attack, "accuracy": p, "autoattack": a, "gap": p - a}
+        for label, p, a in zip(labels, primary, autoattack, strict=True)
+    ]
+    largest = max((row["gap"] for row in rows), default=None)
+    return {
+        "calibration": rows,
+        "calibration_max_gap": largest,
+        # a gap of k/n is computed in floats: a hair of rounding does not uncalibrate it
+        "calibrated": None if largest is None else largest <= CALIBRATION_GAP + 1e-9,
+    }

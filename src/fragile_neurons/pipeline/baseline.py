@@ -1,11 +1,14 @@
 """The baseline stage: the original network attacked on the test split (method.md section 6),
 once, so that an experiment that changes only the hardening attacks only the variants.
 
-The attacks are the evaluate stage's (`robustness`: FGSM from the attack stage's sweep, PGD from
-the common seeded starts) and the original's side of the masking check (`masking`: its PGD
-accuracy on the check's images at every epsilon, which chooses the middle epsilon, and PGD,
-APGD-CE and APGD-DLR there and at the largest). The evaluate stage reads them from the record
-(records.OriginalAttacks) and checks that they were made with its settings.
+The attacks are the evaluate stage's (`robustness`: FGSM from the attack stage's sweep, the
+primary's attack, "PGD", from the common seeded starts) and the original's side of the masking
+check (`masking`): on the check's images, at every epsilon of E+, PGD, APGD-CE and APGD-DLR.
+PGD's accuracy there chooses the middle epsilon; the per-image results there and at the largest
+are the check's; PGD's and AutoAttack's accuracies at every epsilon are the calibration of the
+primary's attack (`robustness.calibration_table`, in evaluate.json). The evaluate stage reads
+them from the record (records.OriginalAttacks) and checks that they were made with its
+settings.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from ..attacks.robustness import (
     load_source,
     masking_images,
     masking_outcome,
-    masking_pgd_accuracy,
 )
 from ..network.models import load_trained
+from ..stats.measures import Curve
 from ..storage import io, paths
 from ..storage.records import FGSMSweep, OriginalAttacks
 
@@ -49,18 +52,27 @@ def load(ctx, settings: Settings) -> Inputs:
 
 def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) -> OriginalAttacks:
     """The original network attacked on the prepared test split; `source`, its FGSM sweep of
-    that split (the attack stage's). The masking check's epsilons: the one where its PGD
-    accuracy on the check's images is nearest 0.5, and the largest."""
+    that split (the attack stage's). On the masking check's images, every epsilon of E+ is
+    attacked by PGD and AutoAttack (the calibration); the check's epsilons: the one where its PGD
+    accuracy there is nearest 0.5, and the largest."""
     model, source, test = inputs
     images, labels = test["images"], test["labels"]
     model.to(settings.device)
     curves = attack_original(model, source, images, labels, settings)
-    accuracy, checked, outcomes = [], [], []
+    accuracy, autoattack, checked, outcomes = [], [], [], []
     if masking_images(settings, len(images)) > 0:
-        accuracy = masking_pgd_accuracy(model, images, labels, settings)
+        every = {eps: masking_outcome(model, images, labels, settings, eps)
+                 for eps in settings.epsilons if eps > 0}  # fmt: skip
+        clean = next(iter(every.values())).clean
+
+        def curve(name: str) -> list[float]:
+            rows = [clean if eps == 0 else getattr(every[eps], name) for eps in settings.epsilons]
+            return Curve(clean, torch.stack(rows)).accuracy()
+
+        accuracy, autoattack = curve("pgd"), curve("worst")
         middle = settings.epsilons[middle_epsilon(settings.epsilons, accuracy)]
         checked = sorted({middle, settings.epsilons[-1]})
-        outcomes = [masking_outcome(model, images, labels, settings, eps) for eps in checked]
+        outcomes = [every[eps] for eps in checked]
     n = len(outcomes[0].clean) if outcomes else 0
 
     def rows(name: str) -> torch.Tensor:
@@ -75,6 +87,7 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
         pgd_clean=curves["pgd"].clean,
         pgd_attacked=curves["pgd"].attacked,
         masking_pgd_accuracy=accuracy,
+        masking_autoattack_accuracy=autoattack,
         masking_epsilons=checked,
         masking_clean=outcomes[0].clean if outcomes else torch.zeros(n, dtype=torch.bool),
         masking_pgd=rows("pgd"),

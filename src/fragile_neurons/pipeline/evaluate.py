@@ -14,12 +14,15 @@ masking (`masking`). This module joins them: `run` attacks the variants, `summar
 evaluate.json, `curves` the robustness curves.
 
 The hardening gain is hardened minus original per measure, with its paired bootstrap 95%
-interval; the inverse gain and the clean-accuracy change likewise. The margin over random is
-hardened minus the mean of the draws per measure, on the draws' PGD images, with the permutation
-p-value of "hardening beats random". The masking check (docs/guide.md, "AutoAttack: the
-masking check"): the hardened network is flagged when its PGD accuracy exceeds its AutoAttack
-accuracy by more than the original's does, counted in images, on the same images at the largest
-epsilon.
+interval; the inverse gain and the clean-accuracy change likewise; each other arm's gain against
+its baseline likewise. The margin over random is hardened minus the mean of the draws per
+measure, on the draws' PGD images, with the permutation p-value of "hardening beats random": of
+the `hardened` arm only, whose rule the draws follow (method.md section 6); the other arms are
+compared with their baseline alone. The calibration of the primary's attack (the baseline
+stage's: `robustness.calibration_table`) is carried into evaluate.json. The masking check
+(docs/guide.md, "AutoAttack: the masking check"): the hardened network is flagged when its PGD
+accuracy exceeds its AutoAttack accuracy by more than the original's does, counted in images, on
+the same images at the checked epsilons.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ..attacks import masking
 from ..attacks.robustness import (
     Settings,
     attack_variants,
+    calibration_table,
     load_source,
     masking_images,
     masking_outcome,
@@ -122,7 +126,9 @@ def masking_check(
         "images": masking_images(settings, len(images)),
         "steps": settings.autoattack_steps,
         "restarts": 1,
+        "pgd_attack": settings.pgd_attack,
         "pgd_steps": settings.pgd_steps,
+        "pgd_restarts": settings.pgd_restarts,
         "alpha": masking.ALPHA,
         "original_pgd_accuracy": dict(
             zip(settings.epsilon_labels, original.masking_pgd_accuracy, strict=False)
@@ -262,7 +268,10 @@ def run(
         why = f"no BatchNorm runs after {layer.neuron_name}: nothing to recalibrate"
         summary["arms"]["recalibrated"] = {"absent": why}
     table = curves(summary, settings.epsilons, settings.epsilon_labels)
-    return Evaluated(summary_with(summary, autoattack, flag, gains, settings), table, difference)
+    calibration = calibration_of(original, settings)
+    return Evaluated(
+        summary_with(summary, autoattack, flag, gains, settings, calibration), table, difference
+    )
 
 
 def write(ctx, outputs: Evaluated) -> None:
@@ -277,18 +286,56 @@ def write(ctx, outputs: Evaluated) -> None:
     headline.write(ctx.name, "evaluate", {**summary, **extra})
 
 
-def summary_with(summary: dict, autoattack, flag: dict, gains: Gains, settings: Settings) -> dict:
-    """evaluate.json: the summary, the masking check, and how the variants were attacked."""
+def calibration_of(original: OriginalAttacks, settings: Settings) -> dict:
+    """The calibration of the primary's attack (`robustness.calibration_table`) at every epsilon
+    of E+, from the baseline stage's accuracies of the original on the masking check's images
+    (no rows where the check is off)."""
+    rows = [
+        (label, p, a)
+        for eps, label, p, a in zip(
+            settings.epsilons,
+            settings.epsilon_labels,
+            original.masking_pgd_accuracy,
+            original.masking_autoattack_accuracy,
+            strict=False,
+        )
+        if eps > 0
+    ]
+    labels, primary, autoattack = ([list(c) for c in zip(*rows, strict=True)] if rows
+                                   else ([], [], []))  # fmt: skip
+    return calibration_table(labels, settings.primary_name, primary, autoattack)
+
+
+def summary_with(
+    summary: dict,
+    autoattack,
+    flag: dict,
+    gains: Gains,
+    settings: Settings,
+    calibration: dict | None = None,
+) -> dict:
+    """evaluate.json: the summary, the masking check, the calibration of the primary's attack
+    (`calibration_of`; none given: no rows), and how the variants were attacked."""
+    if calibration is None:
+        calibration = calibration_table([], settings.primary_name, [], [])
+    headline_keys = {
+        "calibration_max_gap": calibration["calibration_max_gap"],
+        "calibrated": calibration["calibrated"],
+        **{k: flag[k] for k in masking.FLAGS},
+    }
     return {
         **summary,
-        "headline": {**summary["headline"], **{k: flag[k] for k in masking.FLAGS}},
+        "headline": {**summary["headline"], **headline_keys},
         "masking": flag,
+        **calibration,
         # false: F and R, and so the gains, rest on a cut-off the index decided
         "labels_resolved": gains.labels_resolved,
         "autoattack": autoattack,
         "epsilons": settings.epsilon_labels,
         "labels": settings.label_mode,
+        "pgd_attack": settings.pgd_attack,
         "pgd_steps": settings.pgd_steps,
+        "pgd_restarts": settings.pgd_restarts,
         "random_controls": len(gains.random_gain),
         # the draws' moved magnitude M'/M, and whether each lies within the tolerance
         "random_matching": {
@@ -318,7 +365,8 @@ def summarise(
     measure, {value, ci_low, ci_high}, from `bootstrap` paired resamples of a generator seeded
     with `seed` (`resamples`; the same for every attack on the same images);
     `clean_accuracy_change` likewise, on the FGSM images. `margin_over_random`: per attack and
-    measure, hardened minus the draws' mean on the draws' images (`margin_over_random`).
+    measure, hardened minus the draws' mean on the draws' images (`margin_over_random`); of the
+    hardened arm only (the draws follow its rule), so `arms` hold gains alone.
     `headline`: the flat numbers a seed sweep collects. With `magnitude` and `gates`, each
     variant's total output magnitude ratio sum g m / sum m is reported too."""
     draws = [name for name in results if name.startswith("random_")]
@@ -386,10 +434,16 @@ def summarise(
         return paired_gain(a[attack], b[attack], epsilons, weights[n])
 
     def arm(name: str) -> dict:
-        """An arm against its baseline: gains with intervals, the clean-accuracy change, and
-        the margin over the random draws with its permutation p-value."""
+        """An arm against its baseline: gains with intervals and the clean-accuracy change; for
+        the hardened arm, the margin over the random draws with its permutation p-value too."""
         ours, base = results[name], results[ARM_BASELINES[name]]
         gains = {a: paired(ours, base, a) for a in ATTACKS}
+        entry = {
+            "gain": {a: {m: gains[a][m] for m in MEASURES} for a in ATTACKS},
+            "clean_accuracy_change": gains["fgsm"]["clean_accuracy"],  # on FGSM's images
+        }
+        if name != "hardened":
+            return entry
         margin = {}
         for attack in ATTACKS:
             n = len(results[draws[0]][attack])  # the draws' images: the first n of the arm's
@@ -399,11 +453,7 @@ def summarise(
                                                 for d in draws], n)
                 for m in MEASURES
             }  # fmt: skip
-        return {
-            "gain": {a: {m: gains[a][m] for m in MEASURES} for a in ATTACKS},
-            "clean_accuracy_change": gains["fgsm"]["clean_accuracy"],  # on FGSM's images
-            "margin_over_random": margin,
-        }
+        return {**entry, "margin_over_random": margin}
 
     hardened_arm = arm("hardened")
     other_arms = {name: arm(name) for name in arms}

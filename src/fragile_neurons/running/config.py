@@ -34,6 +34,9 @@ MODES = ("proportional", "uniform")  # harden.mode
 # tables and legends) and the attacks of the evaluate stage.
 LABELS = ("fragile", "robust", "neutral")
 ATTACKS = ("fgsm", "pgd", "transfer")
+# evaluate.pgd.attack: the primary's attack (its records keep the key "pgd"), fixed-step PGD-Linf
+# or APGD-CE (AutoAttack's step-size schedule, cross-entropy loss)
+PRIMARY_ATTACKS = ("pgd", "apgd-ce")
 # the hardening's arms besides `hardened` (method.md section 5), each attacked as it is
 ARMS = ("compress_only", "amplify_only", "recalibrated")
 SEED_LIMIT = 2**32  # numpy's seeds are 32-bit
@@ -82,6 +85,7 @@ MAX_THREADS = 1024
 MAX_BATCH = 60_000  # the largest split (MNIST's training images)
 MAX_DRAWS = 1000
 MAX_STEPS = 1000
+MAX_RESTARTS = 100
 MAX_EPSILONS = 64
 MAX_RUNS = 100
 # The smallest positive epsilon: one step of an 8-bit pixel, 1/255 of the images' range [0, 1].
@@ -414,7 +418,13 @@ SCHEMA = {
         "images": TEST_SUBSET,
         "samples": Integer(1, TEST_IMAGES, why=f"a test split has {TEST_IMAGES} images"),
         "random_samples": TEST_SUBSET,
-        "pgd": {"steps": Integer(1, MAX_STEPS, why="each step is a forward and backward pass")},
+        "pgd": {
+            "attack": Choice(PRIMARY_ATTACKS),
+            "steps": Integer(1, MAX_STEPS, why="each step is a forward and backward pass"),
+            "restarts": Integer(
+                1, MAX_RESTARTS, why="each restart is the whole attack again, on every variant"
+            ),
+        },
         "autoattack": {
             "images": Integer(0, TEST_IMAGES, why=f"a test split has {TEST_IMAGES} images"),
             "steps": Integer(1, MAX_STEPS, why="AutoAttack's standard is 100"),

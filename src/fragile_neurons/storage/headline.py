@@ -88,8 +88,15 @@ HEADLINES: dict[str, tuple[Key, ...]] = {
         *(Key(f"{a}_margin_over_random", float, f"{a}_margin") for a in ATTACKS),
         *(Key(f"{a}_p_value", float, f"{a}_margin", "p") for a in ATTACKS),
         *(k for arm in ARMS for k in _interval(f"{arm}_pgd_auc_plus_gain", arm)),  # other arms
+        # the calibration of the primary's attack: the largest gap over AutoAttack, and whether
+        # every gap is within robustness.CALIBRATION_GAP (None: the check off)
+        Key("calibration_max_gap", float, "calibration"),
+        Key("calibrated", bool, "calibrated"),
         Key("masking", bool, "masking"),
         Key("masking_testable", bool, "masking_testable"),
+        # the masking check at the middle epsilon (None: not testable, or the check off)
+        Key("masking_mid_flagged", bool, "masking_mid"),
+        Key("masking_mid_p", float, "masking_mid", "p"),
     ),
 }
 

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..running.config import LABELS, RULES
+from ..running.config import LABELS, PRIMARY_ATTACKS, RULES
 from ..running.errors import DataError
 from .io import load_tensors, rerun_advice, save_tensors
 
@@ -624,26 +624,33 @@ class OriginalAttacks(Record):
     the evaluate stage attacks every variant (`robustness`): correct on the clean image and
     after FGSM at every epsilon of E on the FGSM images, the same under PGD on the PGD images;
     and for the masking check (none of it when the check is off), on its images: the PGD
-    accuracy at every epsilon of E, the checked epsilons (`masking.middle_epsilon`'s, then the
-    largest; one when they coincide), and per image correct on the clean image and, at each
-    checked epsilon, after PGD, APGD-CE and APGD-DLR; with the settings that made them
-    (`MADE_WITH`, which the evaluate stage checks against its own)."""
+    accuracy at every epsilon of E and AutoAttack's (correct after APGD-CE and APGD-DLR; the
+    calibration of the primary's attack, `robustness.calibration_table`), the checked epsilons
+    (`masking.middle_epsilon`'s, then the largest; one when they coincide), and per image correct
+    on the clean image and, at each checked epsilon, after PGD, APGD-CE and APGD-DLR; with the
+    settings that made them (`MADE_WITH`, which the evaluate stage checks against its own). "PGD"
+    is the primary's attack: `pgd_attack` ("pgd" or "apgd-ce") with `pgd_steps` steps and
+    `pgd_restarts` restarts."""
 
     MADE_WITH: ClassVar[tuple[str, ...]] = (
-        "epsilons", "label_mode", "batch_size", "seed", "pgd_steps", "autoattack_steps",
+        "epsilons", "label_mode", "batch_size", "seed", "pgd_attack", "pgd_steps", "pgd_restarts",
+        "autoattack_steps",
     )  # fmt: skip
 
     epsilons: list[float]
     label_mode: str
     batch_size: int
     seed: int
+    pgd_attack: str
     pgd_steps: int
+    pgd_restarts: int
     autoattack_steps: int
     fgsm_clean: torch.Tensor  # bool, n_fgsm
     fgsm_attacked: torch.Tensor  # bool, |E| x n_fgsm
     pgd_clean: torch.Tensor  # bool, n_pgd
     pgd_attacked: torch.Tensor  # bool, |E| x n_pgd
     masking_pgd_accuracy: list[float]  # per epsilon of E, on the check's images (empty: off)
+    masking_autoattack_accuracy: list[float]  # the same under AutoAttack (epsilon 0: clean)
     masking_epsilons: list[float]  # the checked epsilons (empty: off)
     masking_clean: torch.Tensor  # bool, n_masking
     masking_pgd: torch.Tensor  # bool, checked epsilons x n_masking
@@ -660,13 +667,24 @@ class OriginalAttacks(Record):
         _tensor("masking_clean", self.masking_clean, torch.bool, n)
         for name in ("pgd", "apgd_ce", "apgd_dlr"):
             _tensor(f"masking_{name}", getattr(self, f"masking_{name}"), torch.bool, k, n)
-        if (n == 0) != (k == 0) or len(self.masking_pgd_accuracy) not in (0, e) or k > 2:
+        lengths = {len(self.masking_pgd_accuracy), len(self.masking_autoattack_accuracy)}
+        if (
+            (n == 0) != (k == 0)
+            or lengths not in ({0}, {e})
+            or (k == 0) != (lengths == {0})
+            or k > 2
+        ):
             raise ValueError(
                 "a masking check needs images, one or two epsilons, and E's accuracies"
             )
         if any(eps not in self.epsilons or eps <= 0 for eps in self.masking_epsilons):
             raise ValueError(f"checked epsilons {self.masking_epsilons} are not of E+")
         _setting("label_mode", self.label_mode)
+        if self.pgd_attack not in PRIMARY_ATTACKS or self.pgd_restarts < 1 or self.pgd_steps < 1:
+            raise ValueError(
+                f"the primary's attack {self.pgd_attack!r} {self.pgd_steps}x{self.pgd_restarts} "
+                f"is not one of {PRIMARY_ATTACKS} with steps and restarts >= 1"
+            )
 
     def made(self) -> dict:
         """How the attacks were made, and on how many images each."""
