@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..datasets.splits import halves
 from ..network.gates import apply_gate, drop_gains, gated
 from ..network.inference import as_input, batch_slices
 from ..running.config import epsilon_label
@@ -99,7 +100,7 @@ class _Tally:
 
     def __init__(self, channels: int, epsilons: Sequence[float], samples: int):
         self.correct = torch.zeros(channels + 1, len(epsilons), dtype=torch.int64)
-        self.half = samples // 2  # the first half of the scan set: images [0, half)
+        self.half = halves(samples)[0].stop  # the first half of the scan set: images [0, half)
         self.first_correct = torch.zeros(channels + 1, len(epsilons), dtype=torch.int64)
         self.loss = torch.zeros(channels + 1, len(epsilons), dtype=torch.float64)
         self.half_loss = torch.zeros(2, channels + 1, len(epsilons), dtype=torch.float64)
