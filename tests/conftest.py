@@ -219,6 +219,9 @@ def targeting_record(
         surrogate_share=surrogate,
         surrogate_excess=excess_share(share, surrogate),
         surrogate_seed=1,
+        surrogate_iterations=20,
+        surrogate_error=0.1,
+        surrogate_error_max=0.2,
     )
 
 

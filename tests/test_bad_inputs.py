@@ -68,7 +68,8 @@ PARAMS = {
             "placebo": True, "train_size": 200, "test_size": 80,
             "train": {"epochs": 2, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0,
                       "augment": False},
-            "attack": {"epsilons": [0, 0.1, 0.2], "labels": True},
+            "attack": {"epsilons": [0, 0.1, 0.2], "labels": True,
+                       "surrogate_iterations": 20},
         },
     },
     "scan": {"layer": None, "samples": 40, "adversarial": "transfer"},
@@ -85,7 +86,7 @@ CIFAR_RUN = {
     "dataset": "cifar10", "arch": "cifar_cnn", "selection_size": 50, "reference": False,
     "placebo": False, "train_size": 100, "test_size": 60,
     "train": {"epochs": 1, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0, "augment": True},
-    "attack": {"epsilons": [0, "2/255", "8/255"], "labels": True},
+    "attack": {"epsilons": [0, "2/255", "8/255"], "labels": True, "surrogate_iterations": 20},
 }  # fmt: skip
 
 MNIST_RAW = "data/raw/MNIST/raw"
@@ -497,6 +498,11 @@ PARAMS_CASES = [
          "runs.mnist.attack.epsilons", "[0]", "at least one positive epsilon"),
     case("labels-adversarial", "check", set_param("runs.mnist.attack.labels", "adversarial"),
          "runs.mnist.attack.labels", "'adversarial'", "true or 'predicted'"),
+    case("surrogate_iterations-0", "check", set_param("runs.mnist.attack.surrogate_iterations", 0),
+         "runs.mnist.attack.surrogate_iterations", "0", "an integer >= 1, at most 1000"),
+    case("surrogate_iterations-10000", "check",
+         set_param("runs.mnist.attack.surrogate_iterations", 10000),
+         "runs.mnist.attack.surrogate_iterations", "10000", "an integer >= 1, at most 1000"),
     case("scan.layr", "check", set_param("scan.layr", "conv1"), "scan.layr", "'conv1'",
          "known keys here: ['adversarial', 'layer', 'samples']"),
     case("top-level-sed", "check", set_param("sed", 0), "sed", "0", "known keys here"),

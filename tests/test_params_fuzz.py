@@ -277,6 +277,7 @@ SCHEMA_KEYS = {  # the API's argument -> the params key the schema checks with t
     "compress": "harden.compress",
     "mode": "harden.mode",
     "max_gain": "harden.max_gain",
+    "surrogate_iterations": "runs.mnist.attack.surrogate_iterations",
 }
 
 

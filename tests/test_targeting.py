@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from fragile_neurons.attacks import targeting as targeting_module
 from fragile_neurons.attacks.adversarial import fgsm_images
 from fragile_neurons.attacks.targeting import (
     RELATIVE_FLOOR,
@@ -340,25 +341,104 @@ def test_filter_gain_is_the_filter_norm_times_the_batchnorm_scale():
         filter_gain(net, layer)
 
 
-def test_the_surrogate_keeps_the_gradients_amplitude_spectrum_and_not_its_signs():
-    """Per image and channel, |FFT| of the surrogate equals |FFT| of the gradient to float
-    precision, the field is real, and its signs are not the gradient's; the draws are seeded
-    and do not depend on how the images are batched."""
-    generator = torch.Generator().manual_seed(0)
-    gradient = torch.randn(6, 3, 9, 8, generator=generator)  # odd and even sides
-    gradient[:, :, 2:5, 2:5] += 3.0  # spatial structure: a blob
-    noise = torch.randn(gradient.shape, generator=generator, dtype=torch.float64)
-    field = surrogate_field(gradient, noise)
-    assert field.dtype == torch.float64 and field.shape == gradient.shape
-    want = torch.fft.fft2(gradient.double()).abs()
-    got = torch.fft.fft2(field).abs()
-    assert torch.allclose(got, want, rtol=1e-9, atol=1e-9 * want.max())
-    signs = surrogate_signs([gradient], seed=5)
-    agree = (signs == gradient.sign().to(torch.int8)).double().mean().item()
-    assert signs.dtype == torch.int8 and set(signs.unique().tolist()) <= {-1, 1}
-    assert 0.3 < agree < 0.7  # about half, not all: the phases are another's
+def structured_gradient(images: int, channels: int, height: int, width: int, seed: int = 0):
+    """A gradient with spatial structure (smoothed noise and a blob), odd and even sides."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(images, channels, height, width, generator=generator)
+    smooth = (noise + noise.roll(1, -1) + noise.roll(1, -2) + noise.roll((1, 1), (-2, -1))) / 2
+    smooth[:, :, 2:5, 2:5] += 2.0
+    return smooth
+
+
+def amplitude_error(surrogate: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """|| |F(sur)| - |F(s)| ||_2 / || |F(s)| ||_2 per image, over all channels (full fft2)."""
+    want = torch.fft.fft2(signs.double()).abs()
+    got = torch.fft.fft2(surrogate.double()).abs()
+    return (got - want).flatten(1).norm(dim=1) / want.flatten(1).norm(dim=1)
+
+
+def test_the_surrogate_matches_the_spectrum_of_the_signs_better_with_more_iterations():
+    """(a) The reported error is the surrogate's relative amplitude error against s = sign(grad),
+    and it falls with the IAAFT rounds: never up, and lower at 20 rounds than at 1."""
+    gradient = structured_gradient(6, 3, 9, 8)
+    s = gradient.sign().to(torch.int8)
+    errors = []
+    for iterations in (1, 2, 5, 20):
+        surrogate = surrogate_signs(gradient, seed=5, iterations=iterations)
+        assert surrogate.iterations == iterations and surrogate.seed == 5
+        assert surrogate.error.dtype == torch.float64 and surrogate.error.shape == (6,)
+        assert torch.allclose(surrogate.error, amplitude_error(surrogate.signs, s), atol=1e-12)
+        errors.append(surrogate.error)
+    means = [e.mean().item() for e in errors]
+    assert all(a >= b - 1e-12 for a, b in zip(means[:-1], means[1:], strict=True)), means
+    assert means[-1] < means[0] and means[-1] < 0.5, means
+    assert (errors[-1] <= errors[0] + 1e-12).all()
+
+
+def test_the_surrogate_keeps_the_channels_phase_relations():
+    """(b) One phase field per image, added to every channel: identical channels stay identical,
+    and a channel that is a shifted copy of another stays that shifted copy of it."""
+    one = structured_gradient(4, 1, 10, 10)
+    same = surrogate_signs(one.expand(4, 3, 10, 10), seed=2, iterations=20).signs
+    assert torch.equal(same[:, 0], same[:, 1]) and torch.equal(same[:, 0], same[:, 2])
+    shifted = torch.cat([one, one.roll((2, 3), (-2, -1)), one.roll(-4, -1)], dim=1)
+    for iterations in (1, 20):
+        signs = surrogate_signs(shifted, seed=2, iterations=iterations).signs
+        assert torch.equal(signs[:, 1], signs[:, 0].roll((2, 3), (-2, -1)))
+        assert torch.equal(signs[:, 2], signs[:, 0].roll(-4, -1))
+    # so the cross-channel phase differences of the spectrum are those of s
+    spectrum = torch.fft.fft2(signs.double())
+    original = torch.fft.fft2(shifted.sign().double())
+    strong = (spectrum[:, 0].abs() > 1e-6) & (original[:, 0].abs() > 1e-6)
+    got = (spectrum[:, 1] * spectrum[:, 0].conj()).angle()[strong]
+    want = (original[:, 1] * original[:, 0].conj()).angle()[strong]
+    assert torch.allclose(torch.polar(torch.ones_like(got), got - want).real, torch.ones_like(got))
+
+
+def test_the_surrogate_is_plus_minus_one_with_the_counts_of_s_and_other_signs():
+    """(c) and (e): values exactly -1 and +1 (int8) with each channel's count of +1 that of s,
+    and a substantial share of the pixels differs from s; zeros of s stay zeros in number."""
+    gradient = structured_gradient(6, 3, 9, 8)
+    s = gradient.sign().to(torch.int8)
+    surrogate = surrogate_signs([gradient], seed=5).signs
+    assert surrogate.dtype == torch.int8 and surrogate.shape == s.shape
+    assert set(surrogate.unique().tolist()) == {-1, 1}
+    assert torch.equal((surrogate == 1).sum(dim=(2, 3)), (s == 1).sum(dim=(2, 3)))
+    differ = (surrogate != s).double().mean().item()
+    assert 0.25 < differ < 0.75, differ
+    gradient[:, :, 0, :] = 0.0  # a row of exact zeros
+    zeros = surrogate_signs(gradient, seed=5).signs
+    for value in (-1, 0, 1):
+        count = (gradient.sign() == value).sum(dim=(2, 3))
+        assert torch.equal((zeros == value).sum(dim=(2, 3)), count)
+    flat = torch.zeros(2, 1, 4, 4)  # no perturbation at all: none, with no error
+    nothing = surrogate_signs(flat, seed=5)
+    assert torch.equal(nothing.signs, flat.to(torch.int8)) and (nothing.error == 0).all()
+
+
+def test_the_surrogate_is_seeded_and_does_not_depend_on_the_batches(monkeypatch):
+    """(d) The same seed gives the same bytes, however the images are batched or chunked
+    inside; another seed, other signs."""
+    gradient = structured_gradient(11, 3, 9, 8)
+    whole = surrogate_signs(gradient, seed=5)
     batched = surrogate_signs([gradient[:2], gradient[2:5], gradient[5:]], seed=5)
-    assert torch.equal(batched, signs)
-    assert not torch.equal(surrogate_signs([gradient], seed=6), signs)
-    with pytest.raises(ValueError, match="fields of one shape"):
-        surrogate_field(gradient, noise[:, :, :4])
+    assert torch.equal(batched.signs, whole.signs) and torch.equal(batched.error, whole.error)
+    as_signs = surrogate_signs(gradient.sign().to(torch.int8), seed=5)  # only the sign counts
+    assert torch.equal(as_signs.signs, whole.signs)
+    monkeypatch.setattr(targeting_module, "SURROGATE_CHUNK", 3)
+    chunked = surrogate_signs([gradient[:4], gradient[4:]], seed=5)
+    assert torch.equal(chunked.signs, whole.signs) and torch.equal(chunked.error, whole.error)
+    assert not torch.equal(surrogate_signs(gradient, seed=6).signs, whole.signs)
+
+
+def test_the_surrogate_field_checks_its_inputs():
+    signs = torch.ones(2, 3, 6, 5)
+    phase = torch.zeros(2, 6, 3, dtype=torch.float64)
+    field, error = surrogate_field(signs, phase, 1)
+    assert field.dtype == torch.float64 and error.shape == (2,)
+    with pytest.raises(ValueError, match="B x H"):
+        surrogate_field(signs, phase[:, :, :2], 1)
+    with pytest.raises(ValueError, match="iterations"):
+        surrogate_field(signs, phase, 0)
+    with pytest.raises(ValueError, match="B x C x H x W"):
+        surrogate_signs(torch.ones(3, 6, 5), seed=1)

@@ -36,9 +36,16 @@ on which image gets it; so two more controls, on the same images S (method.md se
                                 (a second reference network, seed + 2000)
 - placebo excess     X^plc_k  = mean_eps D^ref_k(eps) / mean_eps D^ref2_k(eps): two networks that
                                 are not f, the primary's empirical null (method.md section 2, v4)
-- surrogate share    D^sur_k(eps) = D_k(eps) under the signs of a spectrum-matched surrogate of f's
-                                gradient (`surrogate_signs`: per image and channel, the 2-D Fourier
-                                amplitudes kept, the phases those of seeded white noise)
+- surrogate share    D^sur_k(eps) = D_k(eps) under a spectrum-matched surrogate of f's own
+                                perturbation s = sign(grad) (v4, `surrogate_signs`): per image,
+                                one seeded random phase field (Hermitian, so the result is real)
+                                added to the phases of every colour channel (the channels keep
+                                their phase relations), then an iterated amplitude-adjusted
+                                surrogate (IAAFT: alternately impose the amplitude spectrum of s
+                                per channel and the +-1 values, `attack.surrogate_iterations`,
+                                default 20): a +-1 field whose spectrum is that of s itself, not
+                                of the raw gradient; the remaining relative amplitude error is
+                                recorded (`Targeting.surrogate_error`)
 - surrogate excess   X^sur_k  = mean_eps D_k(eps) / mean_eps D^sur_k(eps)
 
 The attack stage records them with T, R, D and m (records.Targeting); the correlate stage sets
@@ -50,13 +57,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..datasets.splits import halves
 from ..network.inference import as_input, batch_slices
-from ..running.config import epsilon_label
+from ..running.config import DEFAULTS, epsilon_label
 from ..storage.records import ScanLayer, Targeting
 from .adversarial import fgsm_images
 
@@ -64,6 +72,7 @@ RELATIVE_FLOOR = 1e-12  # keeps R finite for a neuron that never fires (method.m
 SURROGATE_SEED_OFFSET = (
     1  # the surrogate's phases are drawn with seed + 1, the noise signs with seed
 )
+SURROGATE_CHUNK = 256  # images per vectorised IAAFT pass (fixed: the result ignores batching)
 
 
 class _Reached(Exception):
@@ -189,9 +198,8 @@ def targeting(
     *,
     reference_signs: torch.Tensor | None = None,
     placebo_signs: torch.Tensor | None = None,
-    surrogate: torch.Tensor | None = None,
+    surrogate: Surrogate | None = None,
     noise_seed: int = 0,
-    surrogate_seed: int = 1,
     batch_size: int,
     device: torch.device,
 ) -> Targeting:
@@ -204,13 +212,19 @@ def targeting(
     network on the same images; None: no reference network, D^ref and X^ref NaN) with X^ref on
     each half of S (its split-half reliability), the placebo share D^ref2 under `placebo_signs`
     (the second reference network's; None: no placebo, D^ref2 and X^plc NaN; it needs
-    `reference_signs`) and the surrogate share D^sur under the signs `surrogate`
-    (`surrogate_signs`, drawn with `surrogate_seed`, which the record keeps; None: D^sur and
-    X^sur NaN). Each half of S is measured on its own and all of S as their weighted mean."""
+    `reference_signs`) and the surrogate share D^sur under `surrogate` (`surrogate_signs` of
+    `signs`, whose seed, iterations and remaining amplitude error the record keeps; None: D^sur
+    and X^sur NaN, the error NaN and the iterations 0). Each half of S is measured on its own
+    and all of S as their weighted mean."""
     if placebo_signs is not None and reference_signs is None:
         raise ValueError("the placebo share D^ref2 needs the reference network's signs too")
     noise, null = noise_signs(images.shape, noise_seed, draws=2)
-    controls = {"reference": reference_signs, "placebo": placebo_signs, "surrogate": surrogate}
+    surrogate_signs_ = None if surrogate is None else surrogate.signs
+    controls = {
+        "reference": reference_signs,
+        "placebo": placebo_signs,
+        "surrogate": surrogate_signs_,
+    }
     given = [name for name, value in controls.items() if value is not None]
     sets = [signs, noise, null, *(controls[name] for name in given)]
     magnitude, (effect, noise_effect, null_effect, *measured), by_half = _in_halves(
@@ -247,39 +261,122 @@ def targeting(
         placebo_excess=excess_share(reference_share, shares["placebo"]),
         surrogate_share=shares["surrogate"],
         surrogate_excess=excess_share(share, shares["surrogate"]),
-        surrogate_seed=surrogate_seed,
+        surrogate_seed=noise_seed + SURROGATE_SEED_OFFSET if surrogate is None else surrogate.seed,
+        surrogate_iterations=0 if surrogate is None else surrogate.iterations,
+        surrogate_error=math.nan if surrogate is None else surrogate.error.mean().item(),
+        surrogate_error_max=math.nan if surrogate is None else surrogate.error.max().item(),
     )
 
 
-def surrogate_field(gradient: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """A spectrum-matched surrogate of `gradient` (... x H x W, real), float64: per 2-D field,
-    the Fourier amplitudes of `gradient` with the phases of `noise` (a real field of the same
-    shape). The spectrum of a real field is Hermitian, and so is amplitude times such phases:
-    the inverse transform is real, and its amplitude spectrum is the gradient's."""
-    if gradient.shape != noise.shape or gradient.dim() < 2:
+class Surrogate(NamedTuple):
+    """The spectrum-matched surrogate of the sign perturbation s (`surrogate_signs`)."""
+
+    signs: torch.Tensor  # int8, the images' shape: +-1 (0 where s is 0)
+    error: torch.Tensor  # float64 (B,): each image's remaining relative amplitude error
+    seed: int  # of the random phase fields
+    iterations: int  # IAAFT rounds
+
+
+def _impose_values(field: torch.Tensor, ordered: torch.Tensor) -> torch.Tensor:
+    """Rank remapping: per row of `field` (... x P), its smallest entry gets the smallest value
+    of `ordered` (the same shape, each row sorted ascending), and so on; ties in rank order."""
+    order = field.argsort(dim=-1, stable=True)
+    return torch.empty_like(ordered).scatter_(-1, order, ordered)
+
+
+def surrogate_field(
+    signs: torch.Tensor, phase: torch.Tensor, iterations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The IAAFT surrogate of sign fields `signs` (B x C x H x W, values -1, 0, +1), float64 of
+    the same values, and each image's remaining relative amplitude error (B,), float64.
+
+    `phase` (B x H x (W // 2 + 1)): per image one random phase field, the phases of the rfft2 of
+    a real white-noise field (Hermitian, so the result is real). It is added to the phases of
+    every channel's spectrum (the channels keep their phase relations); then `iterations`
+    rounds of (1) the amplitude spectrum |rfft2(s_c)| of each channel imposed on the current
+    phases and (2) the values of s_c imposed by rank (the largest entries get the +1s, as many
+    as s_c has; the smallest the -1s; zeros of s_c stay zeros in number). The error is
+    || |F(surrogate)| - |F(s)| ||_2 / || |F(s)| ||_2 over the full 2-D spectra of all channels
+    (0 where s is 0 throughout)."""
+    if signs.dim() != 4 or phase.shape != (len(signs), signs.shape[2], signs.shape[3] // 2 + 1):
         raise ValueError(
-            f"gradient {tuple(gradient.shape)} and noise {tuple(noise.shape)} must be fields "
-            "of one shape"
+            f"signs {tuple(signs.shape)} must be B x C x H x W and phase {tuple(phase.shape)} "
+            "B x H x (W // 2 + 1)"
         )
-    amplitude = torch.fft.rfft2(gradient.double()).abs()
-    phase = torch.fft.rfft2(noise.double()).angle()
-    return torch.fft.irfft2(torch.polar(amplitude, phase), s=tuple(gradient.shape[-2:]))
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, not {iterations}")
+    size = tuple(signs.shape[-2:])
+    s = signs.double()
+    spectrum = torch.fft.rfft2(s)
+    amplitude = spectrum.abs()
+    ordered = s.flatten(2).sort(dim=-1).values
+    surrogate = s.clone()
+    target = torch.polar(amplitude, spectrum.angle() + phase.double().unsqueeze(1))
+    active = torch.arange(len(s))
+    for round in range(iterations):
+        field = torch.fft.irfft2(target, s=size)
+        values = _impose_values(field.flatten(2), ordered[active]).view_as(field)
+        # an image whose values no longer change is at IAAFT's fixed point: its next rounds
+        # would repeat this one exactly, so it leaves the loop
+        moved = round == 0 or (values != surrogate[active]).flatten(1).any(dim=1)
+        surrogate[active] = values
+        if round == iterations - 1:
+            break
+        if not isinstance(moved, bool):
+            active, values = active[moved], values[moved]
+            if len(active) == 0:
+                break
+        # (1): |rfft2(s_c)| on the current phases (phase 0 where the current amplitude is 0)
+        current = torch.fft.rfft2(values)
+        magnitude = current.abs()
+        wanted = amplitude[active]
+        scale = torch.where(magnitude > 0, wanted / magnitude, torch.zeros_like(magnitude))
+        target = current.mul_(scale)
+        target.real.add_(torch.where(magnitude > 0, torch.zeros_like(wanted), wanted))
+    want = torch.fft.fft2(s).abs()
+    miss = (torch.fft.fft2(surrogate).abs() - want).square().sum(dim=(1, 2, 3)).sqrt()
+    norm = want.square().sum(dim=(1, 2, 3)).sqrt()
+    error = torch.where(norm > 0, miss / norm.clamp_min(1e-300), torch.zeros_like(norm))
+    return surrogate, error
 
 
-def surrogate_signs(gradients: Iterable[torch.Tensor], seed: int) -> torch.Tensor:
-    """The signs (int8) of `surrogate_field` of each batch of input gradients (B x C x H x W,
-    in image order), with the phases of white noise drawn from a generator seeded with `seed`,
-    one image at a time (so the draws do not depend on the batches): the perturbation of the
-    surrogate share D^sur, with the spatial spectrum of f's gradient, aimed nowhere."""
+def surrogate_phases(seed: int, count: int, size: tuple[int, int], generator=None) -> torch.Tensor:
+    """`count` random phase fields (count x H x (W // 2 + 1)), float64: the phases of the rfft2
+    of real white-noise H x W fields drawn one image at a time from a generator seeded with
+    `seed` (or the `generator` given, which goes on from where it is)."""
+    generator = torch.Generator().manual_seed(seed) if generator is None else generator
+    noise = [torch.randn(size, generator=generator, dtype=torch.float64) for _ in range(count)]
+    if not noise:
+        return torch.zeros(0, size[0], size[1] // 2 + 1, dtype=torch.float64)
+    return torch.fft.rfft2(torch.stack(noise)).angle()
+
+
+def surrogate_signs(
+    signs: torch.Tensor | Iterable[torch.Tensor],
+    seed: int,
+    iterations: int = DEFAULTS["surrogate_iterations"],
+) -> Surrogate:
+    """The surrogate perturbation of D^sur (method.md section 2, v4) of the sign perturbation
+    s = sign(grad) of f (`signs`: B x C x H x W, or batches of it in image order; int8 or any
+    real dtype, of which only the sign is taken): per image one random phase field, drawn from
+    a generator seeded with `seed` one image at a time, added to the phases of every channel,
+    then `iterations` IAAFT rounds (`surrogate_field`). Its spatial spectrum is that of s
+    itself, and it aims nowhere. The images are worked in fixed chunks of SURROGATE_CHUNK, so
+    the result does not depend on how `signs` is batched."""
+    if isinstance(signs, torch.Tensor):
+        signs = [signs]
+    s = torch.cat([batch.cpu().sign().to(torch.int8) for batch in signs])
+    if s.dim() != 4:
+        raise ValueError(f"signs must be B x C x H x W, not {tuple(s.shape)}")
     generator = torch.Generator().manual_seed(seed)
-    signs = []
-    for gradient in gradients:
-        shape = tuple(gradient.shape[1:])
-        noise = torch.stack(
-            [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in gradient]
-        )
-        signs.append(surrogate_field(gradient.cpu(), noise).sign().to(torch.int8))
-    return torch.cat(signs)
+    out, errors = torch.empty_like(s), torch.zeros(len(s), dtype=torch.float64)
+    for start in range(0, len(s), SURROGATE_CHUNK):
+        chunk = slice(start, start + SURROGATE_CHUNK)
+        count = len(s[chunk])
+        phase = surrogate_phases(seed, count, tuple(s.shape[-2:]), generator)
+        field, errors[chunk] = surrogate_field(s[chunk], phase, iterations)
+        out[chunk] = field.to(torch.int8)
+    return Surrogate(out, errors, seed, iterations)
 
 
 def noise_signs(

@@ -37,7 +37,7 @@ from torch import nn
 
 from .. import API
 from ..attacks import dropout, targeting
-from ..attacks.adversarial import gradient_signs, input_gradients
+from ..attacks.adversarial import gradient_signs
 from ..network.gates import fold
 from ..network.inference import as_input
 from ..network.layers import convolutions, find_scan_layer
@@ -312,26 +312,31 @@ def attack_share(
     batch_size: int = DEFAULTS["batch_size"],
     device: str | torch.device | None = None,
     reference: nn.Module | None = None,
+    surrogate_iterations: int = DEFAULTS["surrogate_iterations"],
 ) -> ShareReport:
     """How an FGSM attack at each positive epsilon of `epsilons` spreads over the neurons of the
     convolution `layer` (the module itself or its name; None: the first one run) on `images`
     with `labels`: T, R, the attack share D and m, with the controls of method.md section 2: the
     noise share N (D under random signs drawn with `seed`, the same perturbation size), the
     excess share X = mean D / mean N (X > 1: more than white noise gives), the filter gain G, the
-    surrogate excess X^sur (over signs with the spatial spectrum of the model's own gradient,
-    phases drawn with `seed` + 1) and, given a `reference` network (another network trained the
-    same way, on the same inputs and labels), the reference excess X^ref = mean D / mean D^ref,
-    where D^ref is D under the reference's FGSM: the primary test that the attack aims at the
-    model's own neurons (NaN without a reference). The models must normalise their inputs
+    surrogate excess X^sur (over a +-1 surrogate with the spatial spectrum of the model's own
+    sign perturbation: one random phase field per image, drawn with `seed` + 1, added to every
+    channel's phases, then `surrogate_iterations` IAAFT rounds) and, given a `reference`
+    network (another network trained the same way, on the same inputs and labels), the
+    reference excess X^ref = mean D / mean D^ref, where D^ref is D under the reference's FGSM:
+    the primary test that the attack aims at the model's own neurons (NaN without a
+    reference). The models must normalise their inputs
     themselves (images are in [0, 1]). Every per-neuron value of the report is a float64 tensor
     of shape [N] (D and N averaged over the positive epsilons; `targeting` holds them per
     epsilon). `layer_name=`, the keyword's former name, is still taken."""
     label_mode = _rule("label_mode", label_mode)
     seed = _rule("seed", seed)
+    surrogate_iterations = _rule("surrogate_iterations", surrogate_iterations)
     if reference is not None and not isinstance(reference, nn.Module):
         raise ValueError(f"reference must be an nn.Module or None, not {type(reference).__name__}")
     with _attacked(
         model, layer, images, labels, epsilons, label_mode, batch_size, device, seed, reference,
+        surrogate_iterations,
     ) as a:  # fmt: skip
         t = a.targeting
     return ShareReport(a.layer, t, seed)
@@ -537,6 +542,7 @@ def _attacked(
     device,
     seed=0,
     reference=None,
+    surrogate_iterations=DEFAULTS["surrogate_iterations"],
 ) -> Iterator[_Attack]:
     """The inputs checked and the model attacked by FGSM, as the attack stage does, inside
     `_measuring` (the model on its device, in eval mode, its mode restored afterwards); the
@@ -551,13 +557,12 @@ def _attacked(
         if reference is not None:
             with _measuring(reference, where):
                 reference_signs = gradient_signs(reference, x, y, label_mode=label_mode, **options)
-        surrogate_seed = seed + targeting.SURROGATE_SEED_OFFSET
-        gradients = input_gradients(model, x, y, label_mode=label_mode, **options)
-        surrogate = targeting.surrogate_signs(gradients, surrogate_seed)
+        surrogate = targeting.surrogate_signs(  # of the model's own signs s = sign(grad)
+            signs, seed + targeting.SURROGATE_SEED_OFFSET, surrogate_iterations
+        )
         positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
         share = targeting.targeting(
             model, found, x, signs, [e for e, _ in positive], [n for _, n in positive],
-            reference_signs=reference_signs, surrogate=surrogate,
-            noise_seed=seed, surrogate_seed=surrogate_seed, **options,
+            reference_signs=reference_signs, surrogate=surrogate, noise_seed=seed, **options,
         )  # fmt: skip
         yield _Attack(found, x, y, eps, names, options, signs, share)

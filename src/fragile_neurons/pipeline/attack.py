@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..attacks.adversarial import fgsm_examples, fgsm_sweep, gradient_signs, input_gradients
+from ..attacks.adversarial import fgsm_examples, fgsm_sweep, gradient_signs
 from ..attacks.targeting import SURROGATE_SEED_OFFSET, surrogate_signs, targeting
 from ..datasets.splits import scan_set
 from ..figures.attack import Examples, examples_figure
@@ -27,7 +27,7 @@ from ..network.controls import PLACEBO, REFERENCE, load_control
 from ..network.inference import as_input
 from ..network.layers import resolve_layer
 from ..network.models import check_batch_memory, degenerate, load_trained
-from ..running.config import fgsm_settings
+from ..running.config import DEFAULTS, fgsm_settings
 from ..running.errors import DataError
 from ..running.runtime import select_device
 from ..storage import io, paths
@@ -39,7 +39,7 @@ EXAMPLES = 8  # images shown in examples.png
 @dataclass(frozen=True)
 class Settings:
     """What the attack stage reads of params.yaml (dvc.yaml: batch_size, the run's attack,
-    scan.layer, scan.samples), and where it runs."""
+    scan.layer, scan.samples, seed, device), and where it runs."""
 
     epsilons: list[float]  # E, in pixel units
     epsilon_labels: list[str]  # their names in metrics and plots ('8/255')
@@ -50,6 +50,8 @@ class Settings:
     batch_size: int
     device: torch.device
     checkpoint: str = "the model"  # the model's file, which a dead model's error names
+    # attack.surrogate_iterations: the IAAFT rounds of the surrogate of D^sur (method.md 2, v4)
+    surrogate_iterations: int = DEFAULTS["surrogate_iterations"]
 
     @classmethod
     def from_params(cls, params: dict, name: str) -> Settings:
@@ -61,6 +63,7 @@ class Settings:
             seed=params["seed"],
             device=select_device(params["device"]),
             checkpoint=str(paths.model(name)),
+            surrogate_iterations=params["runs"][name]["attack"]["surrogate_iterations"],
         )
 
 
@@ -98,7 +101,10 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
     ParamError naming the candidates when the model runs no such convolution), the FGSM sweeps of
     the whole test split and of the scan set S, and T, R, D and m on S with S's signs, with
     the controls N, X, G, D^ref (the FGSM of the `reference` network on S; None: the run has
-    none), D^ref2 (the `placebo` network's) and D^sur."""
+    none), D^ref2 (the `placebo` network's) and D^sur (the v4 surrogate of S's own signs
+    s = sign(grad): one seeded random phase field per image added to every channel's phases,
+    then `surrogate_iterations` IAAFT rounds imposing the amplitude spectrum of s per channel
+    and its +-1 values)."""
     model, selection, test, reference, placebo = inputs
     device, batch_size = settings.device, settings.batch_size
     channels, size = selection["images"].shape[1:3]
@@ -137,13 +143,13 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
         reference_signs = gradient_signs(reference.to(device), scan_images, scan_labels, **options)
     if placebo is not None:
         placebo_signs = gradient_signs(placebo.to(device), scan_images, scan_labels, **options)
-    surrogate_seed = settings.seed + SURROGATE_SEED_OFFSET
-    gradients = input_gradients(model, scan_images, scan_labels, **options)
-    surrogate = surrogate_signs(gradients, surrogate_seed)
+    surrogate = surrogate_signs(
+        signs, settings.seed + SURROGATE_SEED_OFFSET, settings.surrogate_iterations
+    )  # of f's own perturbation s = sign(grad): S's FGSM signs
     target = targeting(
         model, layer, scan_images, signs, epsilons, names,
         reference_signs=reference_signs, placebo_signs=placebo_signs, surrogate=surrogate,
-        noise_seed=settings.seed, surrogate_seed=surrogate_seed,
+        noise_seed=settings.seed,
         batch_size=batch_size, device=device,
     )  # fmt: skip
     shown = [0.0, *epsilons]  # the clean images first, whether or not 0 is in the grid
@@ -177,7 +183,8 @@ def write(ctx, outputs: Attack) -> None:
 def metrics(result: Attack) -> dict:
     """attack.json: per epsilon, FGSM accuracy, loss, success rate and perturbation norms on the
     test split; its clean accuracy and loss; the scanned layer; the scan set's size and the intact
-    model's accuracy on it; the labels attacked."""
+    model's accuracy on it; the labels attacked; the surrogate's IAAFT rounds and its remaining
+    relative amplitude error (mean and largest over S)."""
     sweep = result.sweep
 
     def by_eps(values: list[float]) -> dict[str, float]:
@@ -197,4 +204,7 @@ def metrics(result: Attack) -> dict:
         "labels": sweep.label_mode,
         "reference": result.targeting.reference,  # D^ref and X^ref measured (a reference network)
         "placebo": result.targeting.placebo,  # D^ref2 and X^plc measured (a placebo network)
+        "surrogate_iterations": result.targeting.surrogate_iterations,
+        "surrogate_error": result.targeting.surrogate_error,
+        "surrogate_error_max": result.targeting.surrogate_error_max,
     }

@@ -86,6 +86,7 @@ MAX_BATCH = 60_000  # the largest split (MNIST's training images)
 MAX_DRAWS = 1000
 MAX_STEPS = 1000
 MAX_RESTARTS = 100
+MAX_SURROGATE_ITERATIONS = 1000
 MAX_EPSILONS = 64
 MAX_RUNS = 100
 # The smallest positive epsilon: one step of an 8-bit pixel, 1/255 of the images' range [0, 1].
@@ -341,6 +342,12 @@ RULES = {
         why="a gain of at most 1 amplifies no neuron: the hardening would be the compress_only "
         "arm under another name",
     ),
+    # runs.<name>.attack.surrogate_iterations: the IAAFT rounds of the surrogate (method.md 2)
+    "surrogate_iterations": Integer(
+        1,
+        MAX_SURROGATE_ITERATIONS,
+        why="each round is two FFTs and a sort of every image of the scan set",
+    ),
 }
 
 # The API's defaults for the settings of RULES it takes: the values params.yaml ships with
@@ -355,6 +362,7 @@ DEFAULTS = {
     "compress": 0.5,
     "mode": "proportional",
     "max_gain": 4.0,
+    "surrogate_iterations": 20,
 }
 
 RUN_SCHEMA = {
@@ -375,6 +383,7 @@ RUN_SCHEMA = {
     "attack": {
         "epsilons": RULES["epsilons"],
         "labels": RULES["label_mode"],
+        "surrogate_iterations": RULES["surrogate_iterations"],
     },
 }
 

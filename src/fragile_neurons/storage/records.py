@@ -228,21 +228,26 @@ class ScanLayer(Record):
 
 @dataclass(frozen=True)
 class Targeting(Record):
-    """How the attack spreads over the neurons (method.md section 2): T, R and D as E x N
-    float64 tensors (rows: the positive epsilons, in grid order), m as N; and the controls: the
-    noise share N (E x N, D under random signs drawn with `noise_seed`), the excess share
-    X = mean D / mean N, the null of X (`null_excess`: X of a second random draw against the
-    first, what X looks like when nothing aims) and the filter gain G, each N; the reference
-    share D^ref (E x N: D under the FGSM of the reference network f_ref; NaN throughout when
-    `reference` is false, the run having none) and X^ref = mean D / mean D^ref (N), the primary
-    measure of claim 1, and X^ref on each half of the scan set (`reference_excess_halves`, 2 x N:
-    its split-half reliability); the placebo share D^ref2 (E x N: D under the FGSM of the placebo
-    network f_ref2; NaN throughout when `placebo` is false) and X^plc = mean D^ref / mean D^ref2
-    (N), the primary's empirical null; the surrogate share D^sur (E x N: D under the signs of a
-    spectrum-matched surrogate of f's gradient, drawn with `surrogate_seed`) and
-    X^sur = mean D / mean D^sur (N). D and the control shares are NaN in a row where no neuron
-    moves at all (the share of a zero attack is undefined); an excess is NaN where its control
-    moves a neuron not at all."""
+    """How the attack spreads over the neurons (method.md section 2): T, R and D as E x N float64
+    tensors (rows: the positive epsilons, in grid order), m as N; and the controls: the noise
+    share N (E x N, D under random signs drawn with `noise_seed`), the excess share X = mean D
+    / mean N, the null of X (`null_excess`: X of a second random draw against the first, what X
+    looks like when nothing aims) and the filter gain G, each N; the reference share D^ref (E x
+    N: D under the FGSM of the reference network f_ref; NaN throughout when `reference` is
+    false, the run having none) and X^ref = mean D / mean D^ref (N), the primary measure of
+    claim 1, and X^ref on each half of the scan set (`reference_excess_halves`, 2 x N: its
+    split-half reliability); the placebo share D^ref2 (E x N: D under the FGSM of the placebo
+    network f_ref2; NaN throughout when `placebo` is false) and X^plc = mean D^ref / mean
+    D^ref2 (N), the primary's empirical null; the surrogate share D^sur (E x N: D under a
+    spectrum-matched surrogate of f's own perturbation s = sign(grad), v4: per image one random
+    phase field, drawn with `surrogate_seed`, added to the phases of every colour channel, then
+    `surrogate_iterations` IAAFT rounds alternately imposing the amplitude spectrum of s per
+    channel and the +-1 values) and X^sur = mean D / mean D^sur (N); the surrogate's remaining
+    relative amplitude error || |F(sur)| - |F(s)| ||_2 / || |F(s)| ||_2 per image, its mean
+    over S (`surrogate_error`) and its largest (`surrogate_error_max`); without a surrogate,
+    D^sur, X^sur and both errors are NaN and `surrogate_iterations` is 0. D and the control
+    shares are NaN in a row where no neuron moves at all (the share of a zero attack is
+    undefined); an excess is NaN where its control moves a neuron not at all."""
 
     epsilons: list[float]
     epsilon_labels: list[str]
@@ -265,9 +270,24 @@ class Targeting(Record):
     surrogate_share: torch.Tensor  # D^sur
     surrogate_excess: torch.Tensor  # X^sur
     surrogate_seed: int
+    surrogate_iterations: int  # IAAFT rounds (runs.<name>.attack.surrogate_iterations); 0: none
+    surrogate_error: float  # mean over S of the relative amplitude error of the surrogate
+    surrogate_error_max: float  # its largest over S
 
     def check(self) -> None:
         _same_length(epsilons=self.epsilons, epsilon_labels=self.epsilon_labels)
+        errors = (self.surrogate_error, self.surrogate_error_max)
+        if self.surrogate_iterations == 0:
+            if not all(map(math.isnan, errors)):
+                raise ValueError("the surrogate's errors must be NaN without a surrogate")
+        else:
+            _setting("surrogate_iterations", self.surrogate_iterations)
+            mean, largest = errors  # the mean may pass the largest by a rounding error
+            if not (0 <= mean <= largest * (1 + 1e-9) and largest < math.inf):
+                raise ValueError(
+                    f"surrogate_error {self.surrogate_error} and surrogate_error_max "
+                    f"{self.surrogate_error_max} must be finite, >= 0 and in that order"
+                )
         n = len(self.magnitude)
         per_neuron = ("magnitude", "excess_share", "null_excess", "filter_gain")
         for name in (*per_neuron, "reference_excess", "placebo_excess", "surrogate_excess"):
