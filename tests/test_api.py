@@ -83,7 +83,7 @@ def test_scan_layer_gives_the_stages_numbers(trained_mnist, scan_set, one_thread
         device=CPU,
     )
     selection = {"images": images, "labels": labels, "classes": [str(k) for k in range(10)]}
-    inputs = attack_stage.Inputs(trained_mnist, selection, selection, None)
+    inputs = attack_stage.Inputs(trained_mnist, selection, selection, None, None)
     attacked = attack_stage.run(inputs, settings)
     assert report.layer == attacked.layer and report.layer.conv_name == "conv1"
     assert report.targeting.to_dict().keys() == attacked.targeting.to_dict().keys()

@@ -407,7 +407,7 @@ def noise_share(
     """N (E x N), float64: the attack share D of `targeting` with the FGSM signs replaced by
     `noise_signs(images.shape, seed)`, at every epsilon in `epsilons`."""
     signs = noise_signs(images.shape, seed)
-    _, (effect,) = _effects(
+    _, (effect,), _ = _in_halves(
         model, layer, images, [signs], epsilons, batch_size=batch_size, device=device
     )
     return _share(effect)
