@@ -10,14 +10,18 @@ read through headline.py, and evaluate.json, attack.json and data.json) and metr
 
 --readme FILE: the findings (`findings`), the claims table's primary rows and each verdict in
 one plain sentence, between FILE's markers. --results FILE: the full results (`section`)
-between FILE's markers: (a) the claims table: one row per claim and measure; a block of columns
-for the baseline's group of metrics/sweeps/seeds.json and one for each other group of
+between FILE's markers: (a) the claims table: one row per claim and measure; first a block of
+the baseline's own seed 0 (its metrics/<run>/ headlines: one-seed cells, no verdict), then a block
+of columns for the baseline's group of metrics/sweeps/seeds.json and one for each other group of
 metrics/sweeps/models.json (other models, e.g. ResNet-18: experiments that change a run's
 `arch`), each column a run's mean [95% CI] over seeds, each block with its verdict by
 VERDICT_RULE and the commands that regenerate it; (b) a dose-response table for each other
 summary in metrics/sweeps/ (compress.json: harden.compress; selection.json: the selection-size
-study, with its own columns) and each run with at least two settings; (c) the baseline's tables.
-A missing summary is a sentence saying so and how to make it.
+study, with its own columns) and each run with at least two settings; (c) the baseline's tables;
+(d) the calibration of the primary's attack against AutoAttack (evaluate.json's `calibration`).
+A missing summary is a sentence saying so and how to make it. A block of a summary of an older
+method version than headline.METHOD (one without `method`: v3) says so in its headers and
+verdicts.
 """
 
 from __future__ import annotations
