@@ -87,7 +87,8 @@ def stats(low, high, n=5, mean=None, values=None):
 
 
 PRIMARY = report.CLAIMS[0]  # claim 1's primary: a Spearman rho, smallest effect of interest 0.3
-SECONDARY = report.CLAIMS[3]
+SECONDARY = next(r for r in report.CLAIMS if r.key == "correlate.surrogate_excess_spearman_rho")
+GAIN = next(r for r in report.CLAIMS if r.key == "evaluate.pgd_auc_plus_gain")  # claim 2's
 
 
 @pytest.mark.parametrize(
@@ -130,10 +131,7 @@ def test_the_power_is_at_the_smallest_effect_where_the_observed_mean_is_smaller(
     large = stats(0.2, 0.6, mean=0.4) | {"kind": "correlation", "sd": 0.2, "seeds_for_power": 5}
     assert report.power_seeds(large, PRIMARY) == "5"
     gain = stats(-0.02, 0.01, mean=-0.004) | {"sd": 0.01, "seeds_for_power": 50}
-    assert (
-        report.power_seeds(gain, report.CLAIMS[9])
-        == f"{seeds_for_power(0.01, 0.01)} at the effect 0.01"
-    )
+    assert report.power_seeds(gain, GAIN) == f"{seeds_for_power(0.01, 0.01)} at the effect 0.01"
 
 
 def test_a_verdict_needs_an_interval_for_every_run_and_gives_the_seeds_for_power():
@@ -442,9 +440,14 @@ def test_the_command_rewrites_only_between_the_markers_and_checks(project):
         "| cifar10: AUC | FGSM | PGD | FGSM transferred |",
         "| --- | --- | --- | --- |",
         "| original | n/a | n/a | n/a |",
+        "",
+        "### The primary's attack, calibrated",
+        "",
+        report.calibration_section(report.committed_runs()),  # none in this project: a sentence
         report.END,
         "",
     ]
+    assert "predates the calibration" in end[-3]
     assert text.endswith("\n".join(end))
     assert subprocess.run([*command, "--check"], cwd=project).returncode == 0
     # only the file that differs is named, and nothing is written
@@ -471,12 +474,18 @@ def test_the_findings_give_each_primary_row_and_its_verdict_in_a_plain_sentence(
     text = report.findings(report.committed_runs())
     head, *rows = table_rows(text)
     assert head == ["claim", "model", "primary endpoint", "mnist", "cifar10", "verdict"]
-    assert [r[:2] for r in rows] == [
+    assert [r[:2] for r in rows] == [  # the baseline's seed 0 first (its metrics are v4's)
+        ["the attack targets fragile neurons", "mnist_cnn, cifar_cnn (seed 0, method v4)"],
+        ["hardening improves robustness", "mnist_cnn, cifar_cnn (seed 0, method v4)"],
         ["the attack targets fragile neurons", "mnist_cnn, cifar_cnn"],
         ["hardening improves robustness", "mnist_cnn, cifar_cnn"],
         ["the attack targets fragile neurons", "resnet18"],
         ["hardening improves robustness", "resnet18"],
     ]
+    seed0 = run_values(0, 0.5, OFFSETS["mnist"])
+    rho, p = (seed0[f"correlate.reference_excess_spearman_{k}"] for k in ("rho", "p"))
+    assert rows[0][3] == f"{rho:.3f} (p = {p:.2g})" and rows[0][-1] == rows[1][-1] == "n/a"
+    rows = rows[2:]
     group = sweep_summary(SEEDS, [])["groups"][0]["runs"]
     rho = group["mnist"]["correlate.reference_excess_spearman_rho"]
     assert rows[0][3] == f"{report.cell(rho)} (5 seeds)"
@@ -484,6 +493,10 @@ def test_the_findings_give_each_primary_row_and_its_verdict_in_a_plain_sentence(
     # the fixture: rho's interval holds 0 on mnist and lies above it on cifar10 (as the claims
     # table's verdict says), and each row's verdict is the first word of its sentence
     sentences = text.split("\n\n")[-1].replace("\n  ", " ").splitlines()  # items, unwrapped
+    assert sentences.pop(0) == (  # one sentence for seed 0's block
+        "- Seed 0 (mnist_cnn on mnist and cifar_cnn on cifar10, method v4): **n/a** for every "
+        "claim: 1 seed; the v4 sweeps will give the verdicts."
+    )
     assert sentences[0] == (
         "- The attack targets fragile neurons (mnist_cnn on mnist and cifar_cnn on cifar10): "
         "**not shown**: on mnist the 95% interval holds 0 and reaches beyond (-0.3, 0.3); on "
@@ -520,3 +533,120 @@ def test_a_plain_verdict_says_the_rule_s_verdict_and_why(lows_highs, expected):
     assert report.plain_verdict(by_run, PRIMARY) == expected
     rule = report.verdict(by_run, PRIMARY)
     assert expected.split("**")[1] == ("not measured" if rule == "n/a" else rule.split(" (")[0])
+
+
+# --- method versions, the baseline's own block, the calibration ---------------------------------
+
+
+def test_a_summary_without_a_method_is_method_v3_and_its_block_says_so(project):
+    from fragile_neurons.reporting.sweep import method_of
+    from fragile_neurons.storage.headline import METHOD
+
+    summary = sweep_summary(SEEDS, [])
+    assert summary["method"] == METHOD == "v4"  # the sweep records the current method
+    older = {k: v for k, v in summary.items() if k != "method"}  # written before the field
+    assert method_of(older) == "v3" and method_of(summary) == "v4"
+    head, *rows = table_rows(report.claims_table(report.claim_blocks(older), PARAMS["runs"]))
+    assert head[2:] == [
+        "mnist, mnist_cnn (5 seeds, method v3)", "cifar10, cifar_cnn (5 seeds, method v3)",
+        "verdict, mnist_cnn and cifar_cnn (method v3)",
+    ]  # fmt: skip
+    group = older["groups"][0]["runs"]
+    by_run = {run: group[run][PRIMARY.key] for run in ("mnist", "cifar10")}
+    assert rows[0][-1] == f"method v3's verdict: {report.verdict(by_run, PRIMARY)}"
+    assert [r[-1] == "" for r in rows] == [not row.primary for row in report.CLAIMS]
+    current = table_rows(report.claims_table(report.claim_blocks(summary), PARAMS["runs"]))
+    assert "method" not in " ".join(current[0]) and "method" not in current[1][-1]
+    # the findings: the v3 block's rows and each of its sentences say method v3
+    (project / "metrics" / "sweeps").mkdir()
+    (project / "metrics/sweeps/seeds.json").write_text(to_json(older))
+    text = report.findings(report.committed_runs())
+    assert [r[1] for r in table_rows(text)[1:]] == [
+        *["mnist_cnn, cifar_cnn (seed 0, method v4)"] * 2,
+        *["mnist_cnn, cifar_cnn (method v3)"] * 2,
+    ]
+    sentences = text.split("\n\n")[-1].replace("\n  ", " ").splitlines()
+    assert len(sentences) == 3 and all("method v3)" in s for s in sentences[1:])
+
+
+def test_the_sweep_records_the_method_of_its_baseline_commit(monkeypatch):
+    from fragile_neurons.reporting import sweep
+
+    titles = {"a": "# The method, defined (v3)\n\ntext", "b": None}
+    monkeypatch.setattr(sweep, "git_show", lambda rev, path: titles[rev])
+    assert sweep.method_at("a") == "v3"
+    assert sweep.method_at("b") == sweep.METHOD  # no docs/method.md title: the current one
+    assert (
+        (ROOT / "docs/method.md").read_text().startswith(f"# The method, defined ({sweep.METHOD})")
+    )  # METHOD is docs/method.md's version
+
+
+def test_the_baseline_block_has_one_seed_cells_and_no_verdict():
+    values = {run: run_values(0, 0.5, OFFSETS[run]) for run in ("mnist", "cifar10")}
+    block = report.seed0_block(values)
+    assert block.seed0 and block.method == "v4"
+    head, *rows = table_rows(report.claims_table([block], PARAMS["runs"], missing=""))
+    assert head[2:] == [
+        "mnist, mnist_cnn (seed 0, method v4)", "cifar10, cifar_cnn (seed 0, method v4)",
+        "verdict, mnist_cnn and cifar_cnn (seed 0)",
+    ]  # fmt: skip
+    at = {row.key: cells for row, cells in zip(report.CLAIMS, rows, strict=True)}
+    mnist = values["mnist"]
+    rho = mnist["correlate.reference_excess_spearman_rho"]
+    p = mnist["correlate.reference_excess_spearman_p"]
+    assert at[PRIMARY.key][2:] == [
+        f"{rho:.3f} (p = {p:.2g})", at[PRIMARY.key][3], report.ONE_SEED
+    ]  # fmt: skip
+    assert report.ONE_SEED == "n/a: 1 seed (the v4 sweeps will give the verdict)"
+    assert at[GAIN.key][-1] == report.ONE_SEED
+    placebo = mnist["correlate.placebo_excess_spearman_rho"]
+    assert at["correlate.placebo_excess_spearman_rho"][2] == f"{placebo:.3f} (p = 0.5)"
+    gain = [mnist[f"evaluate.pgd_auc_plus_gain{k}"] for k in ("", "_low", "_high")]
+    assert at[GAIN.key][2] == "{:.3f} (the seed's CI [{:.3f}, {:.3f}])".format(*gain)
+    assert at["evaluate.calibrated"][2:4] == ["1/1", "1/1"]  # seed 0 is calibrated
+    assert at["placebo.test_accuracy"][2] == f"{mnist['placebo.test_accuracy']:.4f}"
+    assert all(cells[-1] == "" for key, cells in at.items() if key not in (PRIMARY.key, GAIN.key))
+    # metrics that predate v4 (none of its keys): the block says method v3 and shows n/a
+    old = {run: {k: v for k, v in h.items() if k not in report.V4_KEYS and "placebo" not in k
+                 and "ceiling" not in k and "loss" not in k and "reliability" not in k}
+           for run, h in values.items()}  # fmt: skip
+    head, *rows = table_rows(report.claims_table([report.seed0_block(old)], PARAMS["runs"], ""))
+    assert head[2] == "mnist, mnist_cnn (seed 0, method v3)"
+    at = {row.key: cells for row, cells in zip(report.CLAIMS, rows, strict=True)}
+    assert at["correlate.ceiling"][2:4] == ["n/a", "n/a"]
+    assert at["evaluate.calibrated"][2:4] == ["n/a", "n/a"]
+    assert report.seed0_block({}) is None
+
+
+def test_the_calibration_section_tabulates_each_run_s_rows(project):
+    evaluate = project / "metrics" / "mnist" / "evaluate.json"
+    details = json.loads(evaluate.read_text())
+    rows = [
+        {"epsilon": "0.1", "attack": "apgd-ce 50x1", "accuracy": 0.91, "autoattack": 0.9,
+         "gap": 0.01},
+        {"epsilon": "0.3", "attack": "apgd-ce 50x1", "accuracy": 0.425, "autoattack": 0.4,
+         "gap": 0.025},
+    ]  # fmt: skip
+    evaluate.write_text(json.dumps(details | {"calibration": rows, "calibrated": False}))
+    text = report.calibration_section(report.committed_runs())
+    lines = text.splitlines()
+    assert "at most 0.02" in text.replace("\n", " ")
+    assert lines[
+        lines.index("| run | epsilon | attack | its accuracy | AutoAttack's | gap | calibrated |")
+        + 2 :
+    ][:2] == [  # fmt: skip
+        "| mnist | 0.1 | apgd-ce 50x1 | 0.9100 | 0.9000 | 0.0100 | no |",
+        "| mnist | 0.3 | apgd-ce 50x1 | 0.4250 | 0.4000 | 0.0250 | no |",
+    ]
+    assert lines[-1] == "cifar10: its evaluate.json predates the calibration."
+    assert "### The primary's attack, calibrated\n\n" + text in report.section(
+        report.committed_runs()
+    )
+    evaluate.write_text(json.dumps(details | {"calibration": [], "calibrated": None}))
+    assert "mnist: the check is off (no rows)." in report.calibration_section(
+        report.committed_runs()
+    )
+    evaluate.write_text(json.dumps(details))
+    assert report.calibration_section(report.committed_runs()).startswith(
+        "The committed baseline predates the calibration"
+    )

@@ -370,8 +370,8 @@ def test_real_experiments_are_read_back_with_the_baseline_as_a_member(experiment
     assert left_out == [] and len(members) == 6
     baseline = next(m for m in members if m["baseline"])
     assert baseline["seed"] == 0 and set(baseline["runs"]) == {"mnist", "cifar10"}
-    # every declared headline of the stages this small pipeline runs (it has no reference)
-    ran = {k for k in HEADLINE_KEYS if not k.startswith("reference.")}
+    # every declared headline of the stages this small pipeline runs (no reference, no placebo)
+    ran = {k for k in HEADLINE_KEYS if not k.startswith(("reference.", "placebo."))}
     assert set(baseline["runs"]["mnist"]) == ran
     seed3 = next(m for m in members if m["seed"] == 3)
     assert list(seed3["runs"]) == ["mnist"]  # its cifar10 files are the baseline's: not counted

@@ -10,14 +10,18 @@ read through headline.py, and evaluate.json, attack.json and data.json) and metr
 
 --readme FILE: the findings (`findings`), the claims table's primary rows and each verdict in
 one plain sentence, between FILE's markers. --results FILE: the full results (`section`)
-between FILE's markers: (a) the claims table: one row per claim and measure; a block of columns
-for the baseline's group of metrics/sweeps/seeds.json and one for each other group of
+between FILE's markers: (a) the claims table: one row per claim and measure; first a block of
+the baseline's own seed 0 (its metrics/<run>/ headlines: one-seed cells, no verdict), then a block
+of columns for the baseline's group of metrics/sweeps/seeds.json and one for each other group of
 metrics/sweeps/models.json (other models, e.g. ResNet-18: experiments that change a run's
 `arch`), each column a run's mean [95% CI] over seeds, each block with its verdict by
 VERDICT_RULE and the commands that regenerate it; (b) a dose-response table for each other
 summary in metrics/sweeps/ (compress.json: harden.compress; selection.json: the selection-size
-study, with its own columns) and each run with at least two settings; (c) the baseline's tables.
-A missing summary is a sentence saying so and how to make it.
+study, with its own columns) and each run with at least two settings; (c) the baseline's tables;
+(d) the calibration of the primary's attack against AutoAttack (evaluate.json's `calibration`).
+A missing summary is a sentence saying so and how to make it. A block of a summary of an older
+method version than headline.METHOD (one without `method`: v3) says so in its headers and
+verdicts.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from ..running.errors import ParamError
 from ..stats.power import seeds_for_power
 from ..stats.significance import ALPHA
 from ..storage import headline, paths
+from ..storage.headline import METHOD, OLDEST_METHOD
 from ..storage.io import write_with
 from .experiments import flatten
-from .seedstats import kind, resummarise, resummarise_run
-from .sweep import SummaryError, load_summary
+from .seedstats import kind, resummarise, resummarise_run, summarise_values
+from .sweep import SummaryError, load_summary, method_of
 from .sweep import load_json as read_json
 from .terminal import run_seeds, seeds_text
 
@@ -47,6 +52,11 @@ END = "<!-- end: fragile-neurons report -->"
 SWEEPS = Path("metrics/sweeps")
 SEEDS = SWEEPS / "seeds.json"
 MODELS = SWEEPS / "models.json"  # experiments of other models: its non-baseline groups are columns
+BASELINE = Path("metrics/<run>")  # the baseline's own headlines (seed 0): the first block
+# headline keys that method v4 added: a baseline whose metrics hold none of them predates v4
+V4_KEYS = ("correlate.placebo", "label.loss_reliability", "placebo.test_accuracy",
+           "evaluate.calibrated", "evaluate.calibration_max_gap")  # fmt: skip
+ONE_SEED = f"n/a: 1 seed (the {METHOD} sweeps will give the verdict)"
 ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD", "transfer": "transferred FGSM"}
 
 
@@ -86,10 +96,29 @@ CLAIMS = (
     Row("", "its p-value in single seeds", "correlate.reference_excess_spearman_p"),
     Row(
         "",
+        "Spearman rho of clean phi and X^plc (placebo: the primary's empirical null, two networks "
+        "that are not f)",
+        "correlate.placebo_excess_spearman_rho",
+        p_key="correlate.placebo_excess_spearman_p",
+    ),
+    Row(
+        "",
         "reliability of clean phi (split-half, Spearman-Brown; a correlation with phi can "
         "hardly exceed its square root)",
         "label.clean_reliability",
     ),
+    Row(
+        "",
+        "reliability of X^ref (split-half, Spearman-Brown)",
+        "correlate.reference_excess_reliability",
+    ),
+    Row("", "ceiling of the primary, sqrt(rel(phi) * rel(X^ref))", "correlate.ceiling"),
+    _secondary(
+        "Spearman rho of psi (loss fragility) and X^ref",
+        "correlate.loss_reference_excess_spearman_rho",
+        p_key="correlate.loss_reference_excess_spearman_p",
+    ),
+    Row("", "reliability of psi (split-half, Spearman-Brown)", "label.loss_reliability"),
     _secondary(
         "Spearman rho of clean phi and X^sur (over a spectrum-matched surrogate)",
         "correlate.surrogate_excess_spearman_rho",
@@ -117,6 +146,12 @@ CLAIMS = (
         primary=True,
         smallest_effect=0.01,  # AUC+: one accuracy point averaged over the epsilons
     ),
+    Row(
+        "",
+        "primary's attack within 0.02 of AutoAttack on the baseline (calibrated)",
+        "evaluate.calibrated",
+    ),
+    Row("", "largest gap to AutoAttack", "evaluate.calibration_max_gap", digits=4),
     *(
         _secondary(f"PGD AUC+ gain of the {name} arm", f"evaluate.{arm}_pgd_auc_plus_gain")
         for arm, name in (
@@ -128,7 +163,7 @@ CLAIMS = (
     _secondary("FGSM AUC+ gain", "evaluate.fgsm_auc_plus_gain"),
     *(
         _secondary(
-            f"{a} margin over random",
+            f"{a} margin over random of the hardened arm",
             f"evaluate.{a.lower()}_margin_over_random",
             p_key=f"evaluate.{a.lower()}_p_value",
         )
@@ -139,8 +174,10 @@ CLAIMS = (
         for a in ("FGSM", "PGD")
     ),
     Row("", "clean-accuracy change (its cost)", "evaluate.clean_accuracy_change", digits=4),
+    Row("", "gradient masking flagged at the mid epsilon (seeds)", "evaluate.masking_mid_flagged"),
     Row("checks", "test accuracy of f", "train.test_accuracy", digits=4),
     Row("", "test accuracy of the reference network f_ref", "reference.test_accuracy", digits=4),
+    Row("", "test accuracy of the placebo network f_ref2", "placebo.test_accuracy", digits=4),
     Row("", "labels resolved (seeds)", "label.resolved"),
     Row("", "gradient masking flagged (seeds)", "evaluate.masking"),
 )
@@ -333,8 +370,58 @@ class Block:
     def arch(self, run: str, runs: dict[str, dict]) -> str:
         return self.group["params"].get(f"runs.{run}.arch") or runs.get(run, {}).get("arch", "?")
 
+    @property
+    def method(self) -> str:
+        """The method version of its numbers (a summary without one: OLDEST_METHOD)."""
+        return method_of(self.summary)
+
+    @property
+    def older(self) -> bool:
+        """Whether its method predates the current one (METHOD): its headers say so."""
+        return self.method != METHOD
+
+    @property
+    def seed0(self) -> bool:
+        """Whether it is the baseline's own block (seed 0, its committed headlines)."""
+        return self.source == BASELINE
+
     def seeds(self) -> list:
         return sorted({s for seeds in run_seeds(self.group).values() for s in seeds})
+
+
+def run_method(found: dict) -> str:
+    """The method version of a run's headlines ({key: value}): METHOD where they hold a key of
+    V4_KEYS, else OLDEST_METHOD (metrics that predate v4)."""
+    return METHOD if any(key in found for key in V4_KEYS) else OLDEST_METHOD
+
+
+def seed0_block(found: dict[str, dict]) -> Block | None:
+    """The baseline's own block from its runs' committed headlines ({run: {key: value}}, as
+    `run_headlines` reads them): one seed, each key summarised as a sweep summarises one seed;
+    its method METHOD where every run's headlines are of it (`run_method`)."""
+    if not found:
+        return None
+    values = {
+        run: {key: summarise_values([("0", value)], key) for key, value in h.items()}
+        for run, h in found.items()
+    }
+    methods = {run_method(h) for h in found.values()}
+    method = METHOD if methods == {METHOD} else OLDEST_METHOD
+    group = {
+        "label": "seed 0",
+        "params": {},
+        "baseline": True,
+        "members": [{"name": "baseline", "rev": "", "seed": 0, "runs": sorted(values)}],
+        "pooled": {},
+        "runs": values,
+    }
+    summary = {"method": method, "rev": "", "by": [], "pooled": {}, "groups": [group]}
+    return Block(BASELINE, summary, group)
+
+
+def baseline_block(runs: dict[str, dict]) -> Block | None:
+    """`seed0_block` of the committed metrics of `runs`."""
+    return seed0_block({run: run_headlines(run) for run in runs})
 
 
 def claim_blocks(seeds: dict, models: dict | None = None) -> list[Block]:
@@ -411,24 +498,53 @@ def block_columns(block: Block, runs: dict[str, dict]) -> list[tuple[str, dict, 
     return [(r, found[r], max((s["n"] for s in found[r].values()), default=0)) for r in order]
 
 
-def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
+def block_verdict_cell(block: Block, by_run: dict[str, dict | None], row: Row, absent: str) -> str:
+    """A block's verdict cell of a row: ONE_SEED for a primary row of the seed-0 block; an older
+    method's verdict says whose it is."""
+    if block.seed0:
+        return ONE_SEED if row.primary else ""
+    text = verdict(by_run, row, absent)
+    return f"method {block.method}'s verdict: {text}" if text and block.older else text
+
+
+def _heads(block: Block, cols: list, runs: dict[str, dict]) -> list[str]:
+    """A block's column headers: a column per run, then its verdict's."""
+    archs = " and ".join(dict.fromkeys(block.arch(run, runs) for run, _, _ in cols))
+    if block.seed0:
+        heads = [f"{r}, {block.arch(r, runs)} (seed 0, method {block.method})" for r, _, _ in cols]
+        return [*heads, f"verdict, {archs} (seed 0)"]
+    mark = f", method {block.method}" if block.older else ""
+    heads = [f"{r}, {block.arch(r, runs)} ({n} seed{'s' * (n != 1)}{mark})" for r, _, n in cols]
+    return [*heads, f"verdict, {archs}" + (f" (method {block.method})" if block.older else "")]
+
+
+def claims_table(blocks: list[Block], runs: dict[str, dict], missing: str | None = None) -> str:
     """The claims table: a row per claim and measure, per block a column per run and a verdict;
-    `runs` are params.yaml's (their order, and each run's `arch` where a group sets none)."""
-    missing = f"`{SEEDS}` holds no group with the baseline's params."
+    `runs` are params.yaml's (their order, and each run's `arch` where a group sets none).
+    `missing`: said where no block is the seed sweep's (default: that seeds.json holds no group
+    with the baseline's params)."""
+    if missing is None:
+        missing = f"`{SEEDS}` holds no group with the baseline's params."
     if not blocks:
         return missing
     columns = [block_columns(block, runs) for block in blocks]
     heads, lines = [], ["Columns and the commands that regenerate them:", ""]
-    if blocks[0].source != SEEDS:
+    if missing and not any(block.source == SEEDS for block in blocks):
         lines[:0] = [missing, ""]
     for block, cols in zip(blocks, columns, strict=True):
-        archs = list(dict.fromkeys(block.arch(run, runs) for run, _, _ in cols))
-        heads += [f"{r}, {block.arch(r, runs)} ({n} seed{'s' * (n != 1)})" for r, _, n in cols]
-        heads.append(f"verdict, {' and '.join(archs)}")
-        lines.append(
-            f"- {', '.join(f'{run} ({block.arch(run, runs)})' for run, _, _ in cols)}: "
-            f"{_provenance(block)}. Regenerate: {commands(block, runs)}."
-        )
+        heads += _heads(block, cols, runs)
+        named = ", ".join(f"{run} ({block.arch(run, runs)})" for run, _, _ in cols)
+        if block.seed0:
+            lines.append(
+                f"- {named}, seed 0 (method {block.method}): the baseline's committed headlines, "
+                f"`{BASELINE}/`, as the baseline's tables below read them; one seed, so no "
+                f"verdict. Regenerate: `dvc repro`."
+            )
+        else:
+            older = f" Method {block.method}: its numbers predate method {METHOD}." * block.older
+            lines.append(
+                f"- {named}: {_provenance(block)}.{older} Regenerate: {commands(block, runs)}."
+            )
     lines += [
         "",
         "Each cell: mean [95% interval] over seeds (correlations on Fisher's z), or for "
@@ -442,11 +558,11 @@ def claims_table(blocks: list[Block], runs: dict[str, dict]) -> str:
     lines += ["| --- | --- |" + " --- |" * len(heads)]
     for row in CLAIMS:
         cells = []
-        for cols in columns:
+        for block, cols in zip(blocks, columns, strict=True):
             by_run = {run: values.get(row.key) for run, values, _ in cols}
             cells += [claim_cell(values, row, n) for _, values, n in cols]
             absent = why_absent(row, {run: values for run, values, _ in cols})
-            cells.append(verdict(by_run, row, absent))
+            cells.append(block_verdict_cell(block, by_run, row, absent))
         lines.append(f"| {row.claim} | {row.measure} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", VERDICT_RULE])
 
@@ -504,14 +620,16 @@ def primary_rows() -> list[tuple[str, Row]]:
 
 def findings(runs: dict[str, dict]) -> str:
     """The README's findings (between its markers, without them): for each claim and block of
-    columns of the claims table, the primary row's values and verdict, then each verdict in one
-    plain sentence; from the committed files, as `section`."""
+    columns of the claims table (the baseline's seed 0 first), the primary row's values and
+    verdict, then each verdict in one plain sentence, an older method's block marked so; from
+    the committed files, as `section`."""
     if not SEEDS.is_file():
         return f"No seed sweep is committed yet (`{SEEDS}`): the findings need one."
     models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
     blocks = claim_blocks(resummarise(load_summary(SEEDS)), models)
     if not blocks:
         return f"`{SEEDS}` holds no group with the baseline's params."
+    blocks = [b for b in [baseline_block(runs)] if b] + blocks
     names = list(dict.fromkeys([r for r in runs] + [r for b in blocks for r in b.group["runs"]]))
     lines = [
         "| claim | model | primary endpoint | " + " | ".join(names) + " | verdict |",
@@ -522,28 +640,42 @@ def findings(runs: dict[str, dict]) -> str:
         cols = block_columns(block, runs)
         models_text = ", ".join(dict.fromkeys(block.arch(run, runs) for run, _, _ in cols))
         on_runs = " and ".join(f"{block.arch(run, runs)} on {run}" for run, _, _ in cols)
+        mark = (
+            f"seed 0, method {block.method}"
+            if block.seed0
+            else f"method {block.method}" * block.older
+        )
         for claim, row in primary_rows():
             by_run = {run: values.get(row.key) for run, values, _ in cols}
-            cells = {
-                run: f"{cell(values.get(row.key), row.digits)} ({n} seed{'s' * (n != 1)})"
-                for run, values, n in cols
-            }
-            absent = why_absent(row, {run: values for run, values, _ in cols})
-            sentence = plain_verdict(by_run, row, absent)
+            if block.seed0:
+                cells = {run: claim_cell(values, row, 1) for run, values, _ in cols}
+                sentence = "**n/a**"
+            else:
+                cells = {
+                    run: f"{cell(values.get(row.key), row.digits)} ({n} seed{'s' * (n != 1)})"
+                    for run, values, n in cols
+                }
+                absent = why_absent(row, {run: values for run, values, _ in cols})
+                sentence = plain_verdict(by_run, row, absent)
             word = sentence.split("**")[1]
             lines.append(
-                f"| {claim} | {models_text} | {PRIMARY_NAMES.get(row.key, row.measure)} | "
+                f"| {claim} | {models_text}{f' ({mark})' if mark else ''} | "
+                f"{PRIMARY_NAMES.get(row.key, row.measure)} | "
                 + " | ".join(cells.get(run, "") for run in names)
                 + f" | {word} |"
             )
-            sentences.append(_wrap(f"- {claim[0].upper()}{claim[1:]} ({on_runs}): {sentence}"))
+            where = f"{on_runs}, {mark}" if mark else on_runs
+            if not block.seed0:
+                sentences.append(_wrap(f"- {claim[0].upper()}{claim[1:]} ({where}): {sentence}"))
+        if block.seed0:  # one sentence for both claims
+            seed0 = f"- Seed 0 ({on_runs}, method {block.method}): **n/a** for every claim"
+            sentences.append(_wrap(f"{seed0}: 1 seed; the {METHOD} sweeps will give the verdicts."))
     intro = _wrap(
-        "Mean [95% interval] over seeds of each claim's primary endpoint, declared before it was "
-        "measured; a claim is supported when the interval lies above 0 in every run, over at "
-        f"least {MIN_SEEDS} seeds, contradicted when it lies below 0 in every run, and absent "
-        "when it lies inside the smallest effect of interest in every run (rho 0.3, AUC+ 0.01; "
-        "declared with method v4, after the method-v3 sweeps below were seen: the v4 sweeps test "
-        "them)."
+        "Each claim's primary endpoint, declared before it was measured: the baseline's seed 0, "
+        "then the mean [95% interval] over seeds; a claim is supported when the interval lies "
+        f"above 0 in every run (at least {MIN_SEEDS} seeds), contradicted when below 0, absent "
+        "when inside the smallest effect of interest (rho 0.3, AUC+ 0.01, declared with method "
+        f"v4 after the method-v3 sweeps were seen) in every run."
     )
     return "\n".join([intro, "", *lines, "", *sentences])
 
@@ -761,20 +893,66 @@ def evaluate_table(run: str) -> str:
     return "\n".join(lines)
 
 
+def calibration_section(runs: dict[str, dict]) -> str:
+    """The calibration of the primary's attack on the baseline (method.md section 6, v4), from
+    each run's evaluate.json (`calibration`: rows {epsilon, attack, accuracy, autoattack, gap},
+    and `calibrated`): a row per run and epsilon; a sentence where no run has it."""
+    from ..attacks.robustness import CALIBRATION_GAP
+
+    details = {run: read_json(paths.metrics(run, "evaluate")) for run in runs}
+    have = {run: d for run, d in details.items() if isinstance(d.get("calibration"), list)}
+    if not have:
+        return (
+            "The committed baseline predates the calibration of the primary's attack (method v4): "
+            "its evaluate.json holds no `calibration`; the v4 rerun of the baseline adds it."
+        )
+    lines = [
+        _wrap(
+            "The primary's attack against AutoAttack on the original network f, seed 0: the "
+            "accuracy under each and the gap between them; the attack is calibrated where every "
+            f"gap is at most {CALIBRATION_GAP:g} (method.md section 6), and a claim-2 gain of an "
+            "uncalibrated attack flatters every variant."
+        ),
+        "",
+        "| run | epsilon | attack | its accuracy | AutoAttack's | gap | calibrated |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    notes = []
+    for run, d in have.items():
+        rows, calibrated = d["calibration"], d.get("calibrated")
+        verdict_text = "n/a" if calibrated is None else "yes" if calibrated else "no"
+        if not rows:
+            notes.append(f"{run}: the check is off (no rows).")
+        for r in rows:
+            lines.append(
+                f"| {run} | {r.get('epsilon')} | {r.get('attack')} | "
+                f"{fixed(r.get('accuracy'), 4)} | {fixed(r.get('autoattack'), 4)} | "
+                f"{fixed(r.get('gap'), 4)} | {verdict_text} |"
+            )
+    missing = [run for run in runs if run not in have]
+    if missing:
+        notes.append(f"{', '.join(missing)}: its evaluate.json predates the calibration.")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
 # --- the section -------------------------------------------------------------------------------
 
 
 def section(runs: dict[str, dict]) -> str:
     """The results section between the markers (without them), from the committed files."""
     parts = ["### Claims, over seeds"]
+    seed0 = [b for b in [baseline_block(runs)] if b]
     if SEEDS.is_file():
         models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
-        parts.append(claims_table(claim_blocks(resummarise(load_summary(SEEDS)), models), runs))
+        blocks = claim_blocks(resummarise(load_summary(SEEDS)), models)
+        parts.append(claims_table([*seed0, *blocks], runs))
     else:
         parts.append(
             f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
             "(see Several seeds in docs/guide.md)."
         )
+        if seed0:
+            parts.append(claims_table(seed0, runs, missing=""))
     parts.append("### Dose-response and other settings")
     found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
     others = [p for p in found if p not in (SEEDS, MODELS)]
@@ -789,6 +967,7 @@ def section(runs: dict[str, dict]) -> str:
     parts += ["### The baseline (seed 0)", baseline_table(runs)]
     for run in runs:
         parts += [attack_table(run), evaluate_table(run)]
+    parts += ["### The primary's attack, calibrated", calibration_section(runs)]
     return "\n\n".join(parts)
 
 

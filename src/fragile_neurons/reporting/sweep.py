@@ -20,6 +20,11 @@ only random draws and float rounding, never what is computed, so they vary withi
 seed, and the thread count and device (another thread count or CPU type changes results like
 another seed). Within a group, each seed of a run counts once (the baseline first, then by
 experiment name).
+
+Method. A summary records `method`, the method version (headline.METHOD, docs/method.md's title)
+of the baseline commit it summarises; one without the field predates it and is method v3
+(`method_of`). The sweep summarises the experiments of one baseline commit, so one method; it
+never pools committed summaries (`--from` shows one).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..running.yaml_file import parse_yaml
+from ..storage.headline import METHOD, OLDEST_METHOD
 from .experiments import MISSING, collect, flatten, git, git_show, sort_key
 from .seedstats import CONFIDENCE, resummarise, summarise_values
 from .terminal import render, render_table
@@ -56,6 +62,22 @@ def load_json(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise SummaryError(f"{path}: not valid JSON ({err})") from None
+
+
+def method_of(summary: dict) -> str:
+    """A summary's method version: its `method`, or OLDEST_METHOD for a summary written before
+    the field was (method v3)."""
+    method = summary.get("method")
+    return method if isinstance(method, str) and method else OLDEST_METHOD
+
+
+def method_at(rev: str) -> str:
+    """The method version of a commit: the `(vN)` of its docs/method.md's title, else METHOD."""
+    import re
+
+    text = git_show(rev, "docs/method.md") or ""
+    found = re.match(r"#[^\n]*\((v\d+)\)", text)
+    return found.group(1) if found else METHOD
 
 
 # What a summary (summarise, to_json) holds: its fields, each group's, each member's, each stat's.
@@ -232,14 +254,17 @@ def summarise(
     by: list[str] | None = None,
     left_out: list[str] = (),
     rev: str = "",
+    method: str = METHOD,
 ) -> dict:
     """The summary (written by --json) of `members` (collect), grouped by the params `by`
     (None: every param that differs among the members, NUISANCE aside; []: none, a seed sweep of
     the baseline's params). `reference` is the baseline's flattened params: with `by` given, a
-    run (per_run) that differs from it outside `by` and NUISANCE is left out."""
+    run (per_run) that differs from it outside `by` and NUISANCE is left out. `method`: the
+    method version of the baseline commit (method_at)."""
     selected, by, left = _select(per_run(members, reference), reference, by)
     groups, duplicates = _group(selected, by, reference)
     return {
+        "method": method,
         "rev": rev,
         "by": by,
         "pooled": _pooled([m for group in groups for m in group["members"]]),
@@ -306,7 +331,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--by {unknown[0]}: no such param in params.yaml")
         members, left_out = collect(args.rev, args.num)
         by = [] if args.seeds else args.by
-        summary = json.loads(to_json(summarise(members, reference, by, left_out, rev)))
+        method = method_at(rev)
+        summary = json.loads(to_json(summarise(members, reference, by, left_out, rev, method)))
     if args.table and summary["groups"]:
         print(render_table(summary) + "\n")
     print(render(summary))
