@@ -539,8 +539,7 @@ def test_a_plain_verdict_says_the_rule_s_verdict_and_why(lows_highs, expected):
 
 
 def test_a_summary_without_a_method_is_method_v3_and_its_block_says_so(project):
-    from fragile_neurons.reporting.sweep import method_of
-    from fragile_neurons.storage.headline import METHOD
+    from fragile_neurons.reporting.sweep import METHOD, method_of
 
     summary = sweep_summary(SEEDS, [])
     assert summary["method"] == METHOD == "v4"  # the sweep records the current method

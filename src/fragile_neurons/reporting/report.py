@@ -20,7 +20,7 @@ summary in metrics/sweeps/ (compress.json: harden.compress; selection.json: the 
 study, with its own columns) and each run with at least two settings; (c) the baseline's tables;
 (d) the calibration of the primary's attack against AutoAttack (evaluate.json's `calibration`).
 A missing summary is a sentence saying so and how to make it. A block of a summary of an older
-method version than headline.METHOD (one without `method`: v3) says so in its headers and
+method version than sweep.METHOD (one without `method`: v3) says so in its headers and
 verdicts.
 """
 
@@ -39,11 +39,10 @@ from ..running.errors import ParamError
 from ..stats.power import seeds_for_power
 from ..stats.significance import ALPHA
 from ..storage import headline, paths
-from ..storage.headline import METHOD, OLDEST_METHOD
 from ..storage.io import write_with
 from .experiments import flatten
 from .seedstats import kind, resummarise, resummarise_run, summarise_values
-from .sweep import SummaryError, load_summary, method_of
+from .sweep import METHOD, OLDEST_METHOD, SummaryError, load_summary, method_of
 from .sweep import load_json as read_json
 from .terminal import run_seeds, seeds_text
 

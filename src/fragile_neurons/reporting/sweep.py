@@ -21,7 +21,7 @@ seed, and the thread count and device (another thread count or CPU type changes 
 another seed). Within a group, each seed of a run counts once (the baseline first, then by
 experiment name).
 
-Method. A summary records `method`, the method version (headline.METHOD, docs/method.md's title)
+Method. A summary records `method`, the method version (METHOD, docs/method.md's title)
 of the baseline commit it summarises; one without the field predates it and is method v3
 (`method_of`). The sweep summarises the experiments of one baseline commit, so one method; it
 never pools committed summaries (`--from` shows one).
@@ -37,10 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from ..running.yaml_file import parse_yaml
-from ..storage.headline import METHOD, OLDEST_METHOD
 from .experiments import MISSING, collect, flatten, git, git_show, sort_key
 from .seedstats import CONFIDENCE, resummarise, summarise_values
 from .terminal import render, render_table
+
+# The method version (docs/method.md's title) the pipeline measures: `fragile-neurons sweep
+# --json` records it in a summary, and `report` marks a summary of an older one (a summary
+# without the field predates it: OLDEST_METHOD).
+METHOD = "v4"
+OLDEST_METHOD = "v3"
 
 # Params whose values vary within a group: they change random draws and float rounding only.
 NUISANCE = ("seed", "threads", "device", "deterministic")

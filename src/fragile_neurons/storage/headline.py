@@ -28,12 +28,6 @@ from .io import write_json
 
 FIELDS = ("value", "low", "high", "p")
 
-# The method version (docs/method.md's title) these headlines measure: `fragile-neurons sweep
-# --json` records it in a summary, and `report` marks a summary of an older one (a summary
-# without the field predates it: OLDEST_METHOD).
-METHOD = "v4"
-OLDEST_METHOD = "v3"
-
 
 @dataclass(frozen=True)
 class Key:
