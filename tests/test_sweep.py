@@ -23,7 +23,7 @@ from fragile_neurons.reporting.seedstats import (
     seeds_for_power,
     summarise_values,
 )
-from fragile_neurons.reporting.sweep import rounded, summarise, to_json
+from fragile_neurons.reporting.sweep import merge, rounded, summarise, to_json
 from fragile_neurons.reporting.terminal import render, render_table
 from fragile_neurons.storage.headline import declared
 
@@ -225,9 +225,14 @@ def test_the_text_and_the_experiment_table_give_whole_names(members):
     apart = [member("baseline", 0, baseline=True), member("m1", 1, runs=("mnist",))]
     apart.append(member("c1", 1, runs=("cifar10",)))
     summary = json.loads(to_json(summarise(apart, flatten(PARAMS), by=[])))
-    rows = [line.split()[:3] for line in render_table(summary).splitlines()[3:]]
+    table = render_table(summary).splitlines()
+    assert table[0] == "all: n = 2 seeds"  # the seeds each run rests on
+    rows = [line.split()[:3] for line in table[3:]]
     assert rows == [["baseline", "cifar10", "0"], ["baseline", "mnist", "0"],
-                    ["c1", "cifar10", "1"], ["m1", "mnist", "1"]]  # fmt: skip
+                    ["c1", "cifar10", "1"], ["m1", "mnist", "1"], ["-" * 80],
+                    ["mean", "cifar10", "n=2"], ["mean", "mnist", "n=2"]]  # fmt: skip
+    accuracy = summary["groups"][0]["runs"]["mnist"]["train.test_accuracy"]["mean"]
+    assert table[-1].split()[3] == f"{accuracy:.4g}"
     assert "3 member(s), seeds 0, 1, the baseline's params" in render(summary)
     long = [member("baseline", 0, baseline=True), member("seed-cifar10-7", 7)]
     summary = json.loads(to_json(summarise(long, flatten(PARAMS), by=[])))
@@ -278,6 +283,154 @@ def test_a_stage_counts_only_where_it_ran_with_the_params_on_fresh_inputs():
     assert fresh_stages(lock, params) == set()
     params["seed"] = 0
     assert fresh_stages(lock, params) == {"train@cifar10", "correlate@cifar10"}
+
+
+# --- slices that add up: --merge adds today's seeds to a committed summary --------------------
+
+CODE = {
+    "check": {"stages/check.py": "c1", "src/fragile_neurons/running/config.py": "f1"},
+    "train@mnist": {"stages/train.py": "t1", "archs": "a1.dir"},
+    "train@cifar10": {"stages/train.py": "t1", "archs": "a1.dir"},
+}
+
+
+def traced(m, cpu="AMD EPYC 7B13", threads=2, code=CODE, method="v4"):
+    """A member as collect reads it: its stages' code md5s, per run where they ran, and the
+    method of its commit."""
+    runtime = {run: {"cpu": cpu, "threads": threads, "device": "cpu"} for run in m["runs"]}
+    return m | {"code": code, "runtime": runtime, "method": method}
+
+
+def day(members, rev="day1", reference=None):
+    """A seed sweep's summary as `sweep --seeds --json` writes it."""
+    reference = reference or flatten(PARAMS)
+    return json.loads(to_json(summarise(members, reference, by=[], rev=rev)))
+
+
+@pytest.fixture
+def first_day():
+    return day([traced(member("baseline", 0, baseline=True)),
+                *(traced(member(f"seed{s}", s, threads=1)) for s in (1, 2))])  # fmt: skip
+
+
+def test_each_member_records_its_provenance_and_the_summary_the_code(first_day):
+    group = first_day["groups"][0]
+    assert group["members"][1]["provenance"] == {
+        "commit": "seed1-r", "method": "v4", "cpu": "AMD EPYC 7B13", "threads": 2,
+        "device": "cpu", "params": {"seed": 1, "threads": 1},
+    }  # fmt: skip
+    assert group["runtime"] == {"cpu": ["AMD EPYC 7B13"], "device": ["cpu"], "threads": [2]}
+    assert first_day["code"] == CODE
+    assert group["settings"]["harden.compress"] == 0.5 and "seed" not in group["settings"]
+    # a member whose code differs from the baseline's in a stage it shares is left out
+    other = CODE | {"train@mnist": {"stages/train.py": "t2", "archs": "a1.dir"}}
+    odd = traced(member("edited", 3, runs=("mnist",)), code=other)
+    summary = day([traced(member("baseline", 0, baseline=True)), odd])
+    assert [m["name"] for m in summary["groups"][0]["members"]] == ["baseline"]
+    assert summary["left_out"] == [
+        "edited (edited-): its code differs from baseline's in stage train@mnist: stages/train.py"
+    ]
+    # a cifar10-only member with that mnist code: train@mnist is not a stage of its run
+    apart = traced(member("c3", 3, runs=("cifar10",)), code=other)
+    summary = day([traced(member("baseline", 0, baseline=True)), apart])
+    assert [m["name"] for m in summary["groups"][0]["members"]] == ["baseline", "c3"]
+
+
+def test_merging_adds_the_new_seeds_and_resummarises_every_key(first_day):
+    """The next day's baseline is the commit of the first day's summary: its seed 0 is the
+    same, so it is kept from the file; seeds 3 and 4 ran on another CPU type."""
+    second = day([traced(member("baseline", 0, baseline=True)),
+                  *(traced(member(f"seed{s}", s), cpu="Intel Xeon 8480") for s in (3, 4))],
+                 rev="day2")  # fmt: skip
+    merged, refused = merge(first_day, second, "seeds.json")
+    assert refused == []
+    group = merged["groups"][0]
+    assert [m["seed"] for m in group["members"]] == [0, 1, 2, 3, 4]
+    assert [m["provenance"]["commit"] for m in group["members"]][-2:] == ["seed3-r", "seed4-r"]
+    assert merged["rev"] == "day2" and merged["baselines"] == ["day1", "day2"]
+    assert group["runtime"]["cpu"] == ["AMD EPYC 7B13", "Intel Xeon 8480"]
+    assert merged["pooled"] == {"seed": [0, 1, 2, 3, 4], "threads": [1, None]}
+    for run, offset in (("mnist", 0.0), ("cifar10", 1.0)):
+        gains = [stage_metrics(s, 0.5, offset)["evaluate"]["headline"]["pgd_auc_plus_gain"]
+                 for s in range(5)]  # fmt: skip
+        stats = group["runs"][run]["evaluate.pgd_auc_plus_gain"]
+        mean, low, high = mean_ci(gains)
+        assert stats["n"] == 5 and stats["mean"] == pytest.approx(mean, rel=1e-5)
+        assert (stats["low"], stats["high"]) == pytest.approx((low, high), rel=1e-5)
+        assert group["runs"][run]["evaluate.masking"]["count"] == 2  # seeds 1 and 3
+    all_five = day([traced(member("baseline", 0, baseline=True)),
+                    *(traced(member(f"seed{s}", s)) for s in (1, 2, 3, 4))])  # fmt: skip
+    written = json.loads(to_json(merged))["groups"][0]["runs"]  # as --json writes it
+    for run, values in all_five["groups"][0]["runs"].items():  # as if collected at once
+        assert set(written[run]) == set(values)
+        for key, stats in values.items():  # (from 6-digit values: float noise near 0 aside)
+            got = written[run][key]
+            assert {f: got[f] for f in ("kind", "n", "values", "count")} == {
+                f: stats[f] for f in ("kind", "n", "values", "count")
+            }
+            for f in ("mean", "low", "high", "sd", "median"):
+                want = stats[f]
+                assert got[f] == (want if want is None else pytest.approx(want, 1e-5, 1e-12))
+    text = render(merged)
+    assert "all: 5 member(s), seeds 0, 1, 2, 3, 4, 2 CPU types, the baseline's params" in text
+    assert render_table(merged).splitlines()[0] == "all: n = 5 seeds, 2 CPU types"
+    again, refused = merge(merged, second, "seeds.json")  # the same day merged twice
+    assert refused == [] and again["groups"] == merged["groups"]
+
+
+def test_a_seed_already_in_the_file_with_other_values_is_refused(first_day):
+    rerun = traced(member("seed2b", 2, runs=("mnist",)), cpu="Intel Xeon 8480")
+    rerun["runs"]["mnist"]["train.test_accuracy"] += 0.001  # another CPU type, other numbers
+    merged, refused = merge(first_day, day([rerun], "day2"), "seeds.json")
+    assert merged is first_day
+    assert refused == [
+        "seed2b (seed2b-): mnist seed 2 is in seeds.json with other values: "
+        "train.test_accuracy 0.988 there, 0.989 now (remove one of them)"
+    ]
+
+
+def test_another_method_is_refused(first_day):
+    newer = day([traced(member(f"seed{s}", s), method="v5") for s in (3, 4, 5, 6)], "day2")
+    assert merge(first_day, newer, "seeds.json")[1] == [
+        "seed3 (seed3-r), seed4 (seed4-r), seed5 (seed5-r) and 1 more: method v5, seeds.json is "
+        "method v4: seeds of one method only (write a new summary: --json without --merge)"
+    ]
+    v3 = {k: v for k, v in first_day.items() if k != "method"}  # written before the field
+    current = day([traced(member("seed3", 3))], "day2")
+    assert merge(v3, current, "old.json")[1] == [
+        "seed3 (seed3-r): method v4, old.json is method v3: seeds of one method only (write a "
+        "new summary: --json without --merge)"
+    ]
+
+
+def test_other_code_is_refused_naming_the_stage_and_file(first_day):
+    other = CODE | {"train@cifar10": {"stages/train.py": "t2", "archs": "a1.dir"}}
+    newer = day([traced(member("seed3", 3), code=other)], "day2")
+    assert merge(first_day, newer, "seeds.json")[1] == [
+        "code differs from seeds.json's in stage train@cifar10: stages/train.py (md5 t1 there, "
+        "t2 now): seeds of one code only"
+    ]
+    older = {k: v for k, v in first_day.items() if k != "code"}
+    assert merge(older, day([traced(member("seed3", 3))]), "old.json")[1] == [
+        "old.json records no code md5s or params (written before sweep --merge): merge only "
+        "into a summary written by this version"
+    ]
+
+
+def test_other_params_are_refused(first_day):
+    uniform = {"harden.mode": "uniform"}
+    reference = flatten(PARAMS) | uniform
+    newer = day([traced(member("seed3", 3, **uniform))], "day2", reference)
+    assert merge(first_day, newer, "seeds.json")[1] == [
+        "seed3 (seed3-r): params differ from seeds.json's group all in harden.mode "
+        "('proportional' there, 'uniform' now)"
+    ]
+    compress = json.loads(to_json(summarise([traced(member("seed3", 3))], flatten(PARAMS))))
+    compress["by"] = ["harden.compress"]
+    assert merge(first_day, compress, "seeds.json")[1] == [
+        "seeds.json groups by nothing (--seeds), this sweep by ['harden.compress']: merge the "
+        "same kind of sweep"
+    ]
 
 
 # --- real DVC experiments: stages that write the metrics of stage_metrics from params.yaml ----

@@ -8,6 +8,12 @@ the member's params on inputs that its fresh upstream stages made (fresh_stages)
 another seed, and one of `label@mnist` counts its mnist stages up to label, not the baseline's
 correlate and evaluate files it carries. So a 5-seed sweep is the baseline (seed 0) and four
 queued seeds.
+
+Provenance. A member also carries what a pooled seed must share and what it may not: `code`, the
+md5 that its dvc.lock records for each code dependency (CODE: the stages' scripts, the package,
+`archs`) of each fresh stage, {stage: {path: md5}}, and `runtime`, per run, where the counted
+stages ran (RUNTIME: the device, torch's thread count, and the CPU model where a stage records
+it), read from the runtime block (`Context.runtime`) of their details, metrics/<run>/<stage>.json.
 """
 
 from __future__ import annotations
@@ -84,6 +90,38 @@ def fresh_stages(lock: dict, params: dict) -> set[str]:
     return {name for name in stages if fresh(name)}
 
 
+# A dependency is code (its md5 must agree for seeds to pool) where it ends in .py or lies in one
+# of these folders; raw data and params.yaml are not (params are compared as params).
+CODE = ("src", "stages", "archs")
+# The fields of a stage's runtime block (Context.runtime) that say where it ran.
+RUNTIME = ("cpu", "threads", "device")
+
+
+def is_code(path: str) -> bool:
+    return path.endswith(".py") or any(path == d or path.startswith(f"{d}/") for d in CODE)
+
+
+def code_deps(lock: dict, stages: set[str]) -> dict[str, dict[str, str]]:
+    """{stage: {path: md5}} of the code dependencies (is_code) of `stages` in `lock`."""
+    entries = lock.get("stages") or {}
+    return {
+        name: {
+            dep["path"]: dep.get("md5")
+            for dep in entries[name].get("deps") or []
+            if is_code(dep["path"])
+        }
+        for name in sorted(stages)
+        if name in entries
+    }
+
+
+def one_or_all(values: list) -> Any:
+    """None for no values, the value where all are one, else the distinct values sorted."""
+    distinct = {json.dumps(v, sort_keys=True): v for v in values if v is not None}
+    found = sorted(distinct.values(), key=sort_key)
+    return None if not found else found[0] if len(found) == 1 else found
+
+
 def git(*args: str) -> str | None:
     result = subprocess.run(["git", *args], capture_output=True, text=True)
     return result.stdout if result.returncode == 0 else None
@@ -99,7 +137,8 @@ def _short(rev: str) -> str:
 
 def read_commit(rev: str, name: str, baseline: bool) -> dict:
     """One member: its name, short rev, params (flattened) and, for each run with a stage that
-    ran with its params (fresh_stages), the headline numbers of those stages."""
+    ran with its params (fresh_stages), the headline numbers of those stages; its provenance:
+    the code md5s of its fresh stages (code_deps) and each run's runtime (module docstring)."""
     params = parse_yaml(git_show(rev, "params.yaml") or "{}") or {}  # as DVC reads it
     lock = parse_yaml(git_show(rev, "dvc.lock") or "{}", "dvc.lock") or {}
     fresh = fresh_stages(lock, params)
@@ -109,7 +148,7 @@ def read_commit(rev: str, name: str, baseline: bool) -> dict:
         if name in fresh
         for out in entry.get("outs") or []
     ]
-    runs = {}
+    runs, runtime = {}, {}
     for run in params.get("runs") or {}:
         folder = f"metrics/{run}/"
         listing = git("ls-tree", "-r", "--name-only", rev, folder) or ""
@@ -123,6 +162,15 @@ def read_commit(rev: str, name: str, baseline: bool) -> dict:
         values = read_files(files)
         if values:
             runs[run] = values
+            details = [  # metrics/<run>/<stage>.json of the counted stages: their runtime block
+                json.loads(git_show(rev, path) or "{}")
+                for path in listing.split()
+                if path.count("/") == 2 and path.endswith(".json") and path in made
+            ]
+            runtime[run] = {
+                key: one_or_all([d.get(key) for d in details if isinstance(d, dict)])
+                for key in RUNTIME
+            }
     return {
         "name": name,
         "rev": _short(rev),
@@ -130,6 +178,8 @@ def read_commit(rev: str, name: str, baseline: bool) -> dict:
         "seed": params.get("seed"),
         "params": flatten(params),
         "runs": runs,
+        "code": code_deps(lock, fresh),
+        "runtime": runtime,
     }
 
 

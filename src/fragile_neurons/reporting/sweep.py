@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..running.yaml_file import parse_yaml
-from .experiments import MISSING, collect, flatten, git, git_show, sort_key
-from .seedstats import CONFIDENCE, resummarise, summarise_values
+from .experiments import MISSING, RUNTIME, collect, flatten, git, git_show, one_or_all, sort_key
+from .seedstats import CONFIDENCE, resummarise, resummarise_run, summarise_values
 from .terminal import render, render_table
 
 # The method version (docs/method.md's title) the pipeline measures: `fragile-neurons sweep
@@ -145,7 +145,15 @@ def per_run(members: list[dict], reference: dict) -> list[dict]:
                 for k, v in source.items()
                 if (not k.startswith("runs.") or k.startswith(own)) is keep
             }
-            entries.append(m | {"params": params, "runs": {run: values}})
+            code = {
+                stage: deps
+                for stage, deps in (m.get("code") or {}).items()
+                if "@" not in stage or stage.endswith(f"@{run}")
+            }
+            runtime = {run: (m.get("runtime") or {}).get(run) or {}}
+            entries.append(
+                m | {"params": params, "runs": {run: values}, "code": code, "runtime": runtime}
+            )
     return entries
 
 
@@ -189,6 +197,7 @@ def _group(entries: list[dict], by: list[str], reference: dict) -> tuple[list[di
     of one member (per_run) joined again; and a line for each duplicate left out."""
     groups: dict[str, dict] = {}
     left = []
+    code: dict[str, tuple[dict, str]] = {}  # stage: its code md5s, the member that set them
     order = sorted(
         entries,
         key=lambda m: (
@@ -199,6 +208,16 @@ def _group(entries: list[dict], by: list[str], reference: dict) -> tuple[list[di
         ),
     )
     for m in order:
+        differs = code_difference({s: c for s, (c, _) in code.items()}, m.get("code") or {})
+        if differs:
+            stage, path = differs
+            left.append(
+                f"{m['name']} ({m['rev']}): its code differs from {code[stage][1]}'s "
+                f"in stage {stage}: {path}"
+            )
+            continue
+        for stage, deps in (m.get("code") or {}).items():
+            code.setdefault(stage, (deps, m["name"]))
         params = {k: m["params"].get(k) for k in by}
         group = groups.setdefault(json.dumps(params, sort_keys=True), {"params": params})
         seen = group.setdefault("members", [])
@@ -211,11 +230,54 @@ def _group(entries: list[dict], by: list[str], reference: dict) -> tuple[list[di
                 f"{_label(params, reference)} ({same['name']})"
             )
         elif mine:
-            mine["runs"] = mine["runs"] | m["runs"]
+            for field in ("runs", "runtime", "code"):
+                mine[field] = (mine.get(field) or {}) | (m.get(field) or {})
         else:
             seen.append(m)
     ordered = sorted(groups.values(), key=lambda g: [sort_key(g["params"][k]) for k in by])
     return ordered, left
+
+
+def code_difference(known: dict[str, dict], code: dict[str, dict]) -> tuple[str, str] | None:
+    """(stage, path) of the first stage in both {stage: {path: md5}} whose code differs: a
+    file of another md5, or one that only one of them depends on; None where none does."""
+    for stage in sorted(set(known) & set(code)):
+        for path in sorted(set(known[stage]) | set(code[stage])):
+            if known[stage].get(path, MISSING) != code[stage].get(path, MISSING):
+                return stage, path
+    return None
+
+
+def provenance(member: dict, method: str) -> dict:
+    """Where a member's numbers come from: its commit, method version, and (over the runs it
+    holds) the CPU model, thread count and device its counted stages recorded (None where none
+    did; the distinct values where they differ), and its NUISANCE params."""
+    runtime = [(member.get("runtime") or {}).get(run) or {} for run in member["runs"]]
+    flat = {key: [] for key in RUNTIME}
+    for entry in runtime:
+        for key in RUNTIME:
+            value = entry.get(key)
+            flat[key] += value if isinstance(value, list) else [value]
+    return {
+        "commit": member["rev"],
+        "method": member.get("method") or method,
+        **{key: one_or_all(values) for key, values in flat.items()},
+        "params": {k: member["params"][k] for k in NUISANCE if k in member["params"]},
+    }
+
+
+def _runtime(members: list[dict]) -> dict[str, list]:
+    """{field: its distinct values} of the members' provenance (RUNTIME), fields recorded."""
+    found = {}
+    for key in RUNTIME:
+        values = []
+        for m in members:
+            value = (m.get("provenance") or {}).get(key)
+            values += value if isinstance(value, list) else [value]
+        distinct = one_or_all(values)
+        if distinct is not None:
+            found[key] = distinct if isinstance(distinct, list) else [distinct]
+    return found
 
 
 def _pooled(members: list[dict]) -> dict[str, list]:
@@ -228,7 +290,7 @@ def _pooled(members: list[dict]) -> dict[str, list]:
     return pooled
 
 
-def _summarise_group(group: dict, reference: dict) -> dict:
+def _summarise_group(group: dict, reference: dict, method: str = METHOD) -> dict:
     members = group["members"]
     runs = {}
     for run in sorted({r for m in members for r in m["runs"]}):
@@ -240,15 +302,24 @@ def _summarise_group(group: dict, reference: dict) -> dict:
             )
             for key in keys
         }
+    entries = [
+        {
+            "name": m["name"],
+            "rev": m["rev"],
+            "seed": m["seed"],
+            "runs": sorted(m["runs"]),
+            "provenance": provenance(m, method),
+        }
+        for m in members
+    ]
     return {
         "label": _label(group["params"], reference),
         "params": group["params"],
         "baseline": all(v == reference.get(k) for k, v in group["params"].items()),
-        "members": [
-            {"name": m["name"], "rev": m["rev"], "seed": m["seed"], "runs": sorted(m["runs"])}
-            for m in members
-        ],
+        "members": entries,
         "pooled": _pooled(members),
+        "runtime": _runtime(entries),
+        "settings": {k: v for k, v in members[0]["params"].items() if k not in NUISANCE},
         "runs": runs,
     }
 
@@ -274,9 +345,148 @@ def summarise(
         "by": by,
         "pooled": _pooled([m for group in groups for m in group["members"]]),
         "confidence": CONFIDENCE,
-        "groups": [_summarise_group(group, reference) for group in groups],
+        "groups": [_summarise_group(group, reference, method) for group in groups],
+        "code": {
+            stage: deps
+            for group in groups
+            for m in group["members"]
+            for stage, deps in (m.get("code") or {}).items()
+        },
         "left_out": sorted({*left_out, *left, *duplicates}),
     }
+
+
+# --- merging a committed summary with today's seeds (slices that add up) -----------------------
+
+
+def _names(members: list[dict], most: int = 3) -> str:
+    names = [f"{m['name']} ({m['rev']})" for m in members]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _seeds(group: dict, run: str) -> set[str]:
+    """The seeds (as in `values`) that a group holds for `run`."""
+    return {seed for stats in group["runs"].get(run, {}).values() for seed in stats["values"]}
+
+
+def _refusals(old: dict, new: dict, source: str) -> list[str]:
+    """Why `new`'s members cannot join `old` (a summary committed as `source`), one line each;
+    the first kind of problem found only (empty: they can)."""
+    members = [m for group in new["groups"] for m in group["members"]]
+    if old["by"] != new["by"]:
+        return [f"{source} groups by {old['by'] or 'nothing (--seeds)'}, this sweep by "
+                f"{new['by'] or 'nothing (--seeds)'}: merge the same kind of sweep"]  # fmt: skip
+    want = method_of(old)
+    other = {}
+    for m in members:
+        method = (m.get("provenance") or {}).get("method") or method_of(new)
+        if method != want:
+            other.setdefault(method, []).append(m)
+    if other:
+        return [
+            f"{_names(ms)}: method {method}, {source} is method {want}: seeds of one method "
+            "only (write a new summary: --json without --merge)"
+            for method, ms in sorted(other.items())
+        ]
+    if not isinstance(old.get("code"), dict) or any(
+        not isinstance(g.get("settings"), dict) for g in old["groups"]
+    ):
+        return [f"{source} records no code md5s or params (written before sweep --merge): "
+                "merge only into a summary written by this version"]  # fmt: skip
+    differs = code_difference(old["code"], new.get("code") or {})
+    if differs:
+        stage, path = differs
+        was, now = old["code"][stage].get(path), new["code"][stage].get(path)
+        return [f"code differs from {source}'s in stage {stage}: {path} (md5 {was} there, "
+                f"{now} now): seeds of one code only"]  # fmt: skip
+    lines = []
+    olds = {json.dumps(g["params"], sort_keys=True): g for g in old["groups"]}
+    for group in new["groups"]:
+        known = olds.get(json.dumps(group["params"], sort_keys=True))
+        if known is None:
+            continue
+        settings, mine = known["settings"], group.get("settings") or {}
+        keys = [k for k in sorted(set(settings) | set(mine))
+                if settings.get(k, MISSING) != mine.get(k, MISSING)]  # fmt: skip
+        if keys:
+            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+            there, now = (repr(d.get(keys[0], "unset")) for d in (settings, mine))
+            lines.append(
+                f"{_names(group['members'])}: params differ from {source}'s group "
+                f"{known['label']} in {keys[0]} ({there} there, {now} now){more}"
+            )
+            continue
+        for m in group["members"]:
+            seed = str(m["seed"])
+            for run in m["runs"]:
+                if seed not in _seeds(known, run):
+                    continue
+                was, now = known["runs"].get(run, {}), group["runs"].get(run, {})
+                for key in sorted(set(was) | set(now)):
+                    a = was.get(key, {}).get("values", {}).get(seed, "missing")
+                    b = now.get(key, {}).get("values", {}).get(seed, "missing")
+                    if a != b:
+                        lines.append(
+                            f"{m['name']} ({m['rev']}): {run} seed {seed} is in {source} with "
+                            f"other values: {key} {a} there, {b} now (remove one of them)"
+                        )
+                        break
+    return lines
+
+
+def merge(old: dict, new: dict, source: str = "FILE") -> tuple[dict, list[str]]:
+    """`old` (a summary committed as `source`) with the seeds of `new` (a summary of the
+    experiments collected now, as to_json writes it) added, group by group (the same params),
+    and every key's summary rebuilt from the merged per-seed values; and the refusals, one line
+    each (_refusals: another grouping, method, code or params, or a seed of a run already in
+    `source` with other values), in which case the summary is `old` unchanged. A seed of a run
+    that `source` holds with the same values is kept from `source`."""
+    refused = _refusals(old, new, source)
+    if refused:
+        return old, refused
+    groups = {json.dumps(g["params"], sort_keys=True): dict(g) for g in old["groups"]}
+    for group in new["groups"]:
+        label = json.dumps(group["params"], sort_keys=True)
+        if label not in groups:
+            groups[label] = group
+            continue
+        known = groups[label]
+        members = list(known["members"])
+        runs = {run: dict(values) for run, values in known["runs"].items()}
+        for m in group["members"]:
+            seed = str(m["seed"])
+            fresh = [run for run in m["runs"] if seed not in _seeds(known, run)]
+            if not fresh:
+                continue  # every run of it already there, with the same values
+            members.append(m | {"runs": fresh})
+            for run in fresh:
+                target = runs.setdefault(run, {})
+                for key, stats in group["runs"].get(run, {}).items():
+                    if seed in stats["values"]:
+                        values = (target.get(key) or {"values": {}})["values"]
+                        target[key] = {"values": values | {seed: stats["values"][seed]}}
+        groups[label] = known | {
+            "members": members,
+            "pooled": _pooled(
+                [{"params": m.get("provenance", {}).get("params", {})} for m in members]
+            ),  # fmt: skip
+            "runtime": _runtime(members),
+            "runs": {run: resummarise_run(values) for run, values in sorted(runs.items())},
+        }
+    ordered = sorted(groups.values(), key=lambda g: [sort_key(g["params"][k]) for k in old["by"]])
+    everyone = [m for g in ordered for m in g["members"]]
+    baselines = [*(old.get("baselines") or [old["rev"]]), new["rev"]]
+    return old | {
+        "rev": new["rev"],
+        "baselines": list(dict.fromkeys(baselines)),
+        "groups": ordered,
+        "pooled": _pooled(
+            [{"params": m.get("provenance", {}).get("params", {})} for m in everyone]
+        ),  # fmt: skip
+        "code": old["code"] | (new.get("code") or {}),
+        "left_out": sorted({*old["left_out"], *new["left_out"]}),
+    }, []
 
 
 def rounded(obj: Any, digits: int = DIGITS) -> Any:
@@ -316,11 +526,25 @@ def main(argv: list[str] | None = None) -> None:
     how.add_argument(
         "--from", dest="source", metavar="FILE", help="show a summary written by --json"
     )
+    parser.add_argument(
+        "--merge",
+        metavar="FILE",
+        help="add the seeds of the experiments to the summary FILE (written by --json), group "
+        "by group; refused, with one line each, where their method, code or params differ "
+        "from FILE's or a seed of a run is in FILE with other values",
+    )
     parser.add_argument("--json", default=None, help="write the summary to this file")
     parser.add_argument(
         "--table", action="store_true", help="also each member's values, in 80 columns"
     )
     args = parser.parse_args(argv)
+    if args.merge and args.source:
+        parser.error("--merge adds experiments to a summary: not with --from")
+    if args.merge:
+        try:
+            committed = load_summary(args.merge)
+        except SummaryError as err:
+            parser.error(f"--merge {err}")
     if args.source:
         try:
             summary = resummarise(load_summary(args.source))
@@ -337,7 +561,17 @@ def main(argv: list[str] | None = None) -> None:
         members, left_out = collect(args.rev, args.num)
         by = [] if args.seeds else args.by
         method = method_at(rev)
+        methods: dict[str, str] = {}
+        for m in members:  # each member's own docs/method.md (one commit's once)
+            m["method"] = methods.get(m["rev"]) or methods.setdefault(m["rev"], method_at(m["rev"]))
         summary = json.loads(to_json(summarise(members, reference, by, left_out, rev, method)))
+        if args.merge:
+            summary, refused = merge(committed, summary, args.merge)
+            for line in refused:
+                print(f"fragile-neurons sweep: --merge refused: {line}", file=sys.stderr)
+            if refused:
+                sys.exit(1)
+            summary = json.loads(to_json(summary))
     if args.table and summary["groups"]:
         print(render_table(summary) + "\n")
     print(render(summary))

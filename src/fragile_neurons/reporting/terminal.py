@@ -41,9 +41,26 @@ def seeds_text(group: dict) -> str:
     return "; ".join(f"{run} {seeds}" for run, seeds in by_run.items())
 
 
+def machines_text(group: dict) -> str:
+    """`, 2 CPU types` where the members' provenance records CPU models (runtime), else ``."""
+    cpus = (group.get("runtime") or {}).get("cpu") or []
+    return f", {len(cpus)} CPU type{'s' * (len(cpus) != 1)}" if cpus else ""
+
+
 def _members_line(group: dict) -> str:
     note = ", the baseline's params" if group["baseline"] else ""
-    return f"{group['label']}: {len(group['members'])} member(s), seeds {seeds_text(group)}{note}"
+    return (
+        f"{group['label']}: {len(group['members'])} member(s), seeds {seeds_text(group)}"
+        f"{machines_text(group)}{note}"
+    )
+
+
+def counts_text(group: dict) -> str:
+    """`n = 8 seeds` where every run has as many, else `n = mnist 8, cifar10 4 seeds`."""
+    counts = {run: len(seeds) for run, seeds in run_seeds(group).items()}
+    if len(set(counts.values())) <= 1:
+        return f"n = {next(iter(counts.values()), 0)} seeds"
+    return "n = " + ", ".join(f"{run} {n}" for run, n in counts.items()) + " seeds"
 
 
 def render(summary: dict, width: int = 80) -> str:
@@ -94,7 +111,9 @@ def render_table(summary: dict) -> str:
     drop most of them there). Xref rho: the clean phi's Spearman rho with the reference excess
     X^ref (claim 1's primary endpoint), D rho: with the paper's D; FGSM+ and PGD+: the AUC+ gains
     (PGD+: claim 2's primary endpoint); PGD mrg: PGD's margin over random; clean: the
-    clean-accuracy change."""
+    clean-accuracy change. Each group's heading says how many seeds it rests on per run (and
+    how many CPU types, where recorded), and its last rows give per run the mean over them, the
+    seed column their count (`n=8`: of the columns' keys, the most seeds any has)."""
     groups = summary["groups"]
     names = [m["name"] for g in groups for m in g["members"]]
     runs = [run for g in groups for run in g["runs"]]
@@ -104,7 +123,8 @@ def render_table(summary: dict) -> str:
     head += "".join(f"{h:>{w}}" for h, _, w in TABLE)
     lines = []
     for group in groups:
-        lines += [group["label"][:80], head, "-" * len(head)]
+        title = f"{group['label']}: {counts_text(group)}{machines_text(group)}"
+        lines += [title if len(title) <= 80 else group["label"][:80], head, "-" * len(head)]
         for member in group["members"]:
             seed = str(member["seed"])
             for run, values in group["runs"].items():
@@ -120,4 +140,14 @@ def render_table(summary: dict) -> str:
                 )
                 name = f"{member['name']:<{name_width}}{run:<{run_width}}"
                 lines.append(f"{name}{seed[:5]:>5}{cells}")
+        lines.append("-" * len(head))
+        for run, values in group["runs"].items():  # the mean over the seeds, and their count
+            cells = "".join(
+                f" {_fit(values[key]['mean'], w - 1):>{w - 1}}"
+                if values.get(key, {}).get("mean") is not None
+                else f"{'-':>{w}}"
+                for _, key, w in TABLE
+            )
+            n = max((s["n"] for _, key, _ in TABLE if (s := values.get(key))), default=0)
+            lines.append(f"{'mean':<{name_width}}{run:<{run_width}}{f'n={n}'[:5]:>5}{cells}")
     return "\n".join(lines)
