@@ -528,6 +528,15 @@ def test_real_experiments_are_read_back_with_the_baseline_as_a_member(experiment
     assert set(baseline["runs"]["mnist"]) == ran
     seed3 = next(m for m in members if m["seed"] == 3)
     assert list(seed3["runs"]) == ["mnist"]  # its cifar10 files are the baseline's: not counted
+    # provenance: the code md5s of the fresh stages (stage.py), where the counted stages ran
+    stages = {f"{s}@{r}" for s in ("train", "label", "harden") for r in ("mnist", "cifar10")}
+    assert set(baseline["code"]) == stages and set(seed3["code"]) == {
+        "train@mnist", "label@mnist", "harden@mnist"
+    }  # fmt: skip
+    assert {json.dumps(m["code"]["train@mnist"]) for m in members} == {
+        json.dumps(baseline["code"]["train@mnist"])
+    } and list(baseline["code"]["train@mnist"]) == ["stage.py"]
+    assert baseline["runtime"]["mnist"] == {"cpu": None, "threads": None, "device": "cpu"}
     summary = summarise(members, flatten(PARAMS))
     assert summary["by"] == ["harden.compress"] and summary["pooled"]["threads"] == [1, None]
     quarter, half = summary["groups"]
@@ -569,6 +578,29 @@ def test_the_sweep_command_writes_the_same_json_twice(experiments, tmp_path):
     assert bad.stderr.startswith("usage: fragile-neurons sweep ")
     assert bad.stderr.endswith(
         "\nfragile-neurons sweep: error: --by harden.compres: no such param in params.yaml\n"
+    )
+    # --merge: the same experiments add nothing; a seed in the file with other values refuses
+    seeds_file = tmp_path / "seeds.json"
+    merged = tmp_path / "merged.json"
+    sh(experiments, *command[:2], "--seeds", "--merge", str(seeds_file), "--json", str(merged))
+    written, again = json.loads(seeds_file.read_text()), json.loads(merged.read_text())
+    assert again["groups"] == written["groups"] and again["baselines"] == [head]
+    edited = json.loads(seeds_file.read_text())
+    accuracy = edited["groups"][0]["runs"]["mnist"]["train.test_accuracy"]["values"]
+    accuracy["1"] += 0.5
+    seeds_file.write_text(json.dumps(edited))
+    refused = subprocess.run([*command[:2], "--seeds", "--merge", str(seeds_file), "--json",
+                              str(tmp_path / "not.json")], cwd=experiments, text=True,
+                             capture_output=True)  # fmt: skip
+    assert refused.returncode == 1 and not (tmp_path / "not.json").exists()
+    assert refused.stderr.startswith("fragile-neurons sweep: --merge refused: ")
+    assert (
+        refused.stderr.count("\n") == 1
+        and (
+            f"mnist seed 1 is in {seeds_file} with other values: train.test_accuracy "
+            f"{accuracy['1']} there, {accuracy['1'] - 0.5:.6g} now"
+        )
+        in refused.stderr
     )
     shown = sh(experiments, *command[:2], "--from", str(out), "--table")
     table = [line for line in shown.splitlines() if not line.startswith((" ", "left out"))]

@@ -435,6 +435,11 @@ def _refusals(old: dict, new: dict, source: str) -> list[str]:
     return lines
 
 
+def _nuisance(members: list[dict]) -> list[dict]:
+    """Summary members as _pooled reads them: their NUISANCE params (provenance)."""
+    return [{"params": (m.get("provenance") or {}).get("params", {})} for m in members]
+
+
 def merge(old: dict, new: dict, source: str = "FILE") -> tuple[dict, list[str]]:
     """`old` (a summary committed as `source`) with the seeds of `new` (a summary of the
     experiments collected now, as to_json writes it) added, group by group (the same params),
@@ -454,12 +459,14 @@ def merge(old: dict, new: dict, source: str = "FILE") -> tuple[dict, list[str]]:
         known = groups[label]
         members = list(known["members"])
         runs = {run: dict(values) for run, values in known["runs"].items()}
+        grown = set()  # the runs that get seeds: each key of theirs summarised again
         for m in group["members"]:
             seed = str(m["seed"])
             fresh = [run for run in m["runs"] if seed not in _seeds(known, run)]
             if not fresh:
                 continue  # every run of it already there, with the same values
             members.append(m | {"runs": fresh})
+            grown.update(fresh)
             for run in fresh:
                 target = runs.setdefault(run, {})
                 for key, stats in group["runs"].get(run, {}).items():
@@ -468,11 +475,12 @@ def merge(old: dict, new: dict, source: str = "FILE") -> tuple[dict, list[str]]:
                         target[key] = {"values": values | {seed: stats["values"][seed]}}
         groups[label] = known | {
             "members": members,
-            "pooled": _pooled(
-                [{"params": m.get("provenance", {}).get("params", {})} for m in members]
-            ),  # fmt: skip
+            "pooled": _pooled(_nuisance(members)),
             "runtime": _runtime(members),
-            "runs": {run: resummarise_run(values) for run, values in sorted(runs.items())},
+            "runs": {
+                run: resummarise_run(values) if run in grown else values
+                for run, values in sorted(runs.items())
+            },
         }
     ordered = sorted(groups.values(), key=lambda g: [sort_key(g["params"][k]) for k in old["by"]])
     everyone = [m for g in ordered for m in g["members"]]
@@ -481,9 +489,7 @@ def merge(old: dict, new: dict, source: str = "FILE") -> tuple[dict, list[str]]:
         "rev": new["rev"],
         "baselines": list(dict.fromkeys(baselines)),
         "groups": ordered,
-        "pooled": _pooled(
-            [{"params": m.get("provenance", {}).get("params", {})} for m in everyone]
-        ),  # fmt: skip
+        "pooled": _pooled(_nuisance(everyone)),
         "code": old["code"] | (new.get("code") or {}),
         "left_out": sorted({*old["left_out"], *new["left_out"]}),
     }, []
