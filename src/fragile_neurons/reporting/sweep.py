@@ -4,6 +4,7 @@
     fragile-neurons sweep --seeds --json metrics/sweeps/seeds.json
     fragile-neurons sweep --by harden.compress --json metrics/sweeps/compress.json
     fragile-neurons sweep --from metrics/sweeps/seeds.json --table   # a committed summary
+    fragile-neurons sweep --seeds --merge metrics/sweeps/seeds.json --json metrics/sweeps/seeds.json
 
 Members: `experiments` (read from their commits with git and DVC). Numbers: `seedstats` (each
 key's summary over seeds by its kind). Text for a terminal: `terminal`.
@@ -24,7 +25,28 @@ experiment name).
 Method. A summary records `method`, the method version (METHOD, docs/method.md's title)
 of the baseline commit it summarises; one without the field predates it and is method v3
 (`method_of`). The sweep summarises the experiments of one baseline commit, so one method; it
-never pools committed summaries (`--from` shows one).
+pools a committed summary only with `--merge` (`--from` shows one).
+
+Provenance. Each member records `provenance`: its commit, its method (its docs/method.md's),
+the CPU model, thread count and device its counted stages ran on (their runtime blocks; None
+where a stage records none: today's stages record no CPU model), and its NUISANCE params. A
+group records `settings`, the other params its members share, and `runtime`, the distinct CPU
+models, thread counts and devices it rests on; a summary records `code`, {stage: {path: md5}},
+the code dependencies (experiments.CODE) that its members' counted stages ran, as their
+dvc.lock says. Within one sweep a member whose code differs from an earlier one's (the
+baseline's first) in a stage both ran is left out.
+
+Slices (`--merge FILE`): a sweep spread over days commits each day's seeds, and the next day adds
+its own to FILE (a summary of this version) rather than starting over: each group of the
+experiments collected now joins FILE's group of the same params (a group FILE lacks is added),
+a seed of a run that FILE holds with the same values is kept from FILE, and every key of a run
+that gets seeds is summarised again from the merged per-seed values; `baselines` lists the
+commits the summary's experiments derive from, `rev` the latest. Nothing is written, and each
+reason is one line (exit 1), where the experiments group by other params than FILE, are of
+another method, ran other code in a stage FILE's members ran (naming the stage and file), have
+other params than FILE's group (naming the first), or hold a seed of a run that FILE has with
+other values (naming the run, seed and first differing key). Thread count, device and CPU type
+are pooled like seeds, and recorded.
 """
 
 from __future__ import annotations
