@@ -233,6 +233,10 @@ def test_the_text_and_the_experiment_table_give_whole_names(members):
                     ["mean", "cifar10", "n=2"], ["mean", "mnist", "n=2"]]  # fmt: skip
     accuracy = summary["groups"][0]["runs"]["mnist"]["train.test_accuracy"]["mean"]
     assert table[-1].split()[3] == f"{accuracy:.4g}"
+    del summary["groups"][0]["runs"]["mnist"]["train.test_accuracy"]["values"]["1"]
+    table = render_table(resummarise(summary)).splitlines()  # a mean of fewer seeds: marked
+    assert table[-2].split()[:4] == ["mean", "mnist", "n=2", "0.99*"]
+    assert table[-1] == "* mnist acc: n=1"
     assert "3 member(s), seeds 0, 1, the baseline's params" in render(summary)
     long = [member("baseline", 0, baseline=True), member("seed-cifar10-7", 7)]
     summary = json.loads(to_json(summarise(long, flatten(PARAMS), by=[])))

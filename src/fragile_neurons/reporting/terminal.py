@@ -113,7 +113,8 @@ def render_table(summary: dict) -> str:
     (PGD+: claim 2's primary endpoint); PGD mrg: PGD's margin over random; clean: the
     clean-accuracy change. Each group's heading says how many seeds it rests on per run (and
     how many CPU types, where recorded), and its last rows give per run the mean over them, the
-    seed column their count (`n=8`: of the columns' keys, the most seeds any has)."""
+    seed column their count (`n=8`: of the columns' keys, the most seeds any has; a mean of
+    fewer seeds is marked `*`, and its count given below)."""
     groups = summary["groups"]
     names = [m["name"] for g in groups for m in g["members"]]
     runs = [run for g in groups for run in g["runs"]]
@@ -141,13 +142,18 @@ def render_table(summary: dict) -> str:
                 name = f"{member['name']:<{name_width}}{run:<{run_width}}"
                 lines.append(f"{name}{seed[:5]:>5}{cells}")
         lines.append("-" * len(head))
+        fewer = []
         for run, values in group["runs"].items():  # the mean over the seeds, and their count
-            cells = "".join(
-                f" {_fit(values[key]['mean'], w - 1):>{w - 1}}"
-                if values.get(key, {}).get("mean") is not None
-                else f"{'-':>{w}}"
-                for _, key, w in TABLE
-            )
-            n = max((s["n"] for _, key, _ in TABLE if (s := values.get(key))), default=0)
-            lines.append(f"{'mean':<{name_width}}{run:<{run_width}}{f'n={n}'[:5]:>5}{cells}")
+            found = [(h, values[key], w) for h, key, w in TABLE if key in values]
+            n = max((s["n"] for _, s, _ in found), default=0)
+            cells = {h: f"{'-':>{w}}" for h, _, w in TABLE}
+            for h, s, w in found:
+                if s.get("mean") is None:
+                    continue
+                mark = "*" if s["n"] < n else ""  # fewer seeds than the row's n: said below
+                cells[h] = f" {_fit(s['mean'], w - 1 - len(mark)) + mark:>{w - 1}}"
+                fewer += [f"* {run} {h}: n={s['n']}"] if mark else []
+            name = f"{'mean':<{name_width}}{run:<{run_width}}{f'n={n}'[:5]:>5}"
+            lines.append(name + "".join(cells[h] for h, _, _ in TABLE))
+        lines += [", ".join(fewer)[:80]] if fewer else []
     return "\n".join(lines)
