@@ -50,8 +50,8 @@ from fragile_neurons.pipeline.train import CURVES
 
 RUN = "mnist"
 STAGES = (
-    "prepare", "train", "reference", "attack", "scan", "label", "correlate", "harden", "baseline",
-    "evaluate",
+    "prepare", "train", "reference", "placebo", "attack", "scan", "label", "correlate", "harden",
+    "baseline", "evaluate",
 )  # fmt: skip
 MARKER = "MARKER"  # beside the project: what a payload creates when it runs
 
@@ -96,6 +96,7 @@ TRAIN_SPLIT = "data/prepared/mnist/train.pt"
 SELECTION_SPLIT = "data/prepared/mnist/selection.pt"
 MODEL = "models/mnist/model.pt"
 REFERENCE = "models/mnist/reference.pt"
+PLACEBO = "models/mnist/placebo.pt"
 HARDENED = "models/mnist/hardened.pt"
 SWEEP = "data/attack/mnist/sweep.pt"
 SCAN_SWEEP = "data/attack/mnist/scan_sweep.pt"
@@ -470,6 +471,11 @@ PARAMS_CASES = [
          "runs.mnist.reference", "7", "true or false"),
     case("reference-missing", "check", drop_param("runs.mnist.reference"),
          "runs.mnist.reference", "<missing>", "required"),
+    case("placebo-7", "check", set_param("runs.mnist.placebo", 7),
+         "runs.mnist.placebo", "7", "true or false"),
+    case("placebo-without-reference", "check",
+         params_edit(lambda p, _: p["runs"]["mnist"].update(reference=False, placebo=True)),
+         "runs.mnist.placebo", "True", "false where runs.mnist.reference is false"),
     case("scan.samples-0", "check", set_param("scan.samples", 0), "scan.samples", "0",
          "an integer >= 1 or null"),
     case("scan.samples-beyond-selection", "check", set_param("scan.samples", 51), "scan.samples",
@@ -718,7 +724,9 @@ DATA_CASES = [
              {k: b[k][..., :5] for k in ("effect", "relative_effect", "share", "magnitude",
                                          "noise_share", "excess_share", "null_excess",
                                          "filter_gain", "reference_share", "reference_excess",
-                                         "surrogate_share", "surrogate_excess")})),
+                                         "reference_excess_halves", "placebo_share",
+                                         "placebo_excess", "surrogate_share",
+                                         "surrogate_excess")})),
          TARGETING, "holds 5 neurons, not the 32", "rerun `dvc repro --force attack@mnist`"),
     case("labels-missing", "harden", remove(LABELS), LABELS, "is missing",
          "rerun `dvc repro --force label@mnist`"),
@@ -1030,8 +1038,9 @@ def builder(module: str) -> Mutation:
 
 
 def one_neuron_checkpoints() -> Mutation:
-    """The run's model and reference trained (here: built) with the one_neuron builder: a scanned
-    layer of 1 neuron. Built in this process from the same layers, without importing the file."""
+    """The run's model, reference and placebo trained (here: built) with the one_neuron builder: a
+    scanned layer of 1 neuron. Built in this process from the same layers, without importing the
+    file."""
 
     def apply(project):
         builder("one_neuron").apply(project)
@@ -1040,7 +1049,7 @@ def one_neuron_checkpoints() -> Mutation:
         from fragile_neurons.network.models import Normalize
 
         spec = {"arch": "archs.one_neuron:build", "channels": 1, "size": 28, "classes": 10}
-        for rel in (MODEL, REFERENCE):
+        for rel in (MODEL, REFERENCE, PLACEBO):
             layers = [
                 ("conv1", nn.Conv2d(1, 1, 3)),
                 ("pool", nn.MaxPool2d(2)),
@@ -1052,7 +1061,8 @@ def one_neuron_checkpoints() -> Mutation:
             save_checkpoint(project / rel, model, spec)
 
     return Mutation(
-        ("params.yaml", "archs/__init__.py", "archs/one_neuron.py", MODEL, REFERENCE), apply
+        ("params.yaml", "archs/__init__.py", "archs/one_neuron.py", MODEL, REFERENCE, PLACEBO),
+        apply,
     )
 
 
@@ -1394,7 +1404,7 @@ def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
     assert {p: pristine[1][p] for p in after} == after  # every file as it was
     earlier = [  # the stages before scan
         "data.json", "train.json", "train/test_accuracy.json", "reference.json",
-        "reference/test_accuracy.json", "attack.json",
+        "reference/test_accuracy.json", "placebo.json", "placebo/test_accuracy.json", "attack.json",
     ]  # fmt: skip
     curves = [f"train/plots/metrics/{c}.tsv" for c in CURVES]
     earlier = [f"metrics/mnist/{name}" for name in earlier] + [
