@@ -284,3 +284,15 @@ def test_psi_is_set_against_every_measure_as_a_secondary_score():
     phi_head = {k: v for k, v in head.items() if not k.startswith("loss_")}
     before_head = {k: v for k, v in before["headline"].items() if not k.startswith("loss_")}
     assert same(phi_head, before_head)
+
+
+def test_split_half_leaves_out_a_neuron_undefined_on_a_half():
+    """A neuron whose X^ref is undefined on a half (its D^ref never moves it there) is left out of
+    the reliability, as the correlations leave it out, and the count says so."""
+    from fragile_neurons.stats.reliability import split_half
+
+    first, second = [1.0, 2.0, float("nan"), 4.0, 5.0], [2.0, 1.0, 3.0, 4.0, 5.0]
+    got = split_half(first, second)
+    r = stats.spearmanr([1, 2, 4, 5], [2, 1, 4, 5]).statistic
+    assert got["neurons"] == 4 and got["split_half_rho"] == pytest.approx(r)
+    assert got["spearman_brown"] == pytest.approx(2 * r / (1 + r))

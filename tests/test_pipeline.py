@@ -178,8 +178,8 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
         params["runs"]["digits"]["train"]["epochs"] = 3
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         dirty = set(json.loads(dvc(project, "status", "--json")))
-        # check reads all of params.yaml; the reference network is trained as f is
-        assert dirty == {"check", "train@digits", "reference@digits"}
+        # check reads all of params.yaml; the reference and placebo networks are trained as f is
+        assert dirty == {"check", "train@digits", "reference@digits", "placebo@digits"}
         params = yaml.safe_load(original)
         params["harden"]["compress"] = 0.25
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -350,8 +350,8 @@ def test_a_resnet18_configuration_runs_as_an_experiment_of_its_run_alone(project
         out = dvc(project, "exp", "run", "-n", "digits-rn18", "-S", "~runs.objects",
                   "-S", "runs.digits.arch=resnet18")  # fmt: skip
         ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-        stages = ("train", "reference", "attack", "scan", "label", "correlate", "harden",
-                  "baseline", "evaluate")  # fmt: skip
+        stages = ("train", "reference", "placebo", "attack", "scan", "label", "correlate",
+                  "harden", "baseline", "evaluate")  # fmt: skip
         assert ran == {"check", *(f"{stage}@digits" for stage in stages)}  # not prepare
         assert list(yaml.safe_load((project / "params.yaml").read_text())["runs"]) == ["digits"]
         train, attack = read(project, "digits", "train"), read(project, "digits", "attack")
@@ -428,7 +428,8 @@ def test_an_edited_builder_reruns_its_run(custom_project):
             BUILDER.replace("nn.Conv2d(channels, 8, 3)", "nn.Conv2d(channels, 8, 3)  # edited")
         )
         dirty = set(json.loads(dvc(custom_project, "status", "--json")))
-        stages = ("train", "reference", "attack", "scan", "harden", "baseline", "evaluate")
+        stages = ("train", "reference", "placebo", "attack", "scan", "harden", "baseline",
+                  "evaluate")  # fmt: skip
         assert dirty == {f"{stage}@mine" for stage in stages}  # all that build the model
     finally:
         builder.write_text(BUILDER)

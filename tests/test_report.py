@@ -649,3 +649,10 @@ def test_the_calibration_section_tabulates_each_run_s_rows(project):
     assert report.calibration_section(report.committed_runs()).startswith(
         "The committed baseline predates the calibration"
     )
+
+
+def test_a_run_without_a_placebo_network_says_so_in_the_placebo_row():
+    row = next(r for r in report.CLAIMS if r.key == "correlate.placebo_excess_spearman_rho")
+    absent = {"correlate.placebo": {"kind": "flag", "n": 2, "count": 0, "values": {0: False}}}
+    assert report.claim_cell(absent, row, 2) == "no placebo network (runs.<name>.placebo is false)"
+    assert report.claim_cell({}, row, 2) == "n/a"  # a summary that predates the placebo

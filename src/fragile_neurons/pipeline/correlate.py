@@ -13,12 +13,12 @@ reference excess X^ref (f's attack's share over the share of the attack of anoth
 the same way, the reference f_ref: the primary test of "the attack targets fragile neurons", beside
 the placebo excess X^plc, two networks that are not f, its empirical null, and the ceiling that the
 reliabilities of phi and X^ref put on it), the surrogate excess X^sur (over a perturbation with the
-gradient's spatial spectrum that aims nowhere), the excess share X (over white noise of the same
-size), the noise share N, the filter gain G and the reference share D^ref, for each of the three
-scores (clean, adversarial, difference impact); an association of phi with N, G or D^ref as strong
-as with D means D measures the filters or the task, not f's attack aiming at f's neurons. Neurons
-whose excess is undefined (its control never moves them) are left out of its statistics, and
-`neurons` says how many remain.
+spatial spectrum of f's own sign perturbation that aims nowhere), the excess share X (over white
+noise of the same size), the noise share N, the filter gain G and the reference share D^ref, for
+each of the three scores (clean, adversarial, difference impact); an association of phi with N, G
+or D^ref as strong as with D means D measures the filters or the task, not f's attack aiming at f's
+neurons. Neurons whose excess is undefined (its control never moves them) are left out of its
+statistics, and `neurons` says how many remain.
 
 The loss fragility psi (method.md section 3, v4; `Labels.loss_fragility`, the clean loss impact)
 is set against the same measures by the same `association`, as a fourth score, `loss`, in

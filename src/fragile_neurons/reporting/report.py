@@ -245,8 +245,12 @@ def cell(stats: dict | None, digits: int = 3, n: int | None = None) -> str:
 
 def claim_cell(values: dict[str, dict], row: Row, n: int) -> str:
     """`cell` of the row's key in one column ({key: summary}); a one-seed value also gets, in
-    brackets, that seed's own uncertainty: its bootstrap 95% CI or its p-value."""
+    brackets, that seed's own uncertainty: its bootstrap 95% CI or its p-value. A placebo row of
+    a run without a placebo network says so (method.md section 2)."""
     stats = values.get(row.key)
+    flag = values.get("correlate.placebo")
+    if not stats and row.key.startswith("correlate.placebo_") and flag and flag.get("count") == 0:
+        return "no placebo network (runs.<name>.placebo is false)"
     text = cell(stats, row.digits, n)
     if not stats or stats["n"] != 1 or stats.get("kind") not in ("estimate", "correlation"):
         return text

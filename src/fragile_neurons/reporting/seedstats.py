@@ -59,7 +59,7 @@ def kind(key: str, values: list) -> str:
     name = key.rsplit(".", 1)[-1]
     if name.endswith(("_p", "p_value")):
         return "p"
-    if name.endswith(("_rho", "_r", "_tau")):
+    if name.endswith(("_rho", "_r", "_tau")) or name == "ceiling":  # a ceiling bounds a rho
         return "correlation"
     if name.endswith("_reliability"):
         return "reliability"

@@ -13,15 +13,17 @@ from scipy.stats import spearmanr
 def split_half(first, second) -> dict[str, float]:
     """The split-half reliability of a score: r, the Spearman rho across neurons of the score on
     the scan set's first half against its second half, and the reliability of the score on all
-    of it by Spearman-Brown, 2r / (1 + r). NaN where r is undefined (a score constant or not
-    finite on a half, or fewer than 2 neurons)."""
+    of it by Spearman-Brown, 2r / (1 + r), over the `neurons` where the score is finite on both
+    halves (a neuron whose X^ref is undefined on a half is left out, as the correlations leave
+    it out). NaN where r is undefined (a score constant on a half, or fewer than 2 neurons)."""
     first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    keep = np.isfinite(first) & np.isfinite(second)
+    first, second = first[keep], second[keep]
     r = math.nan
-    usable = len(first) >= 2 and np.isfinite(first).all() and np.isfinite(second).all()
-    if usable and np.ptp(first) > 0 and np.ptp(second) > 0:
+    if len(first) >= 2 and np.ptp(first) > 0 and np.ptp(second) > 0:
         r = float(spearmanr(first, second).statistic)
     brown = 2 * r / (1 + r) if r > -1 else math.nan
-    return {"split_half_rho": r, "spearman_brown": brown}
+    return {"split_half_rho": r, "spearman_brown": brown, "neurons": int(keep.sum())}
 
 
 def ceiling(*reliabilities: float) -> float:
