@@ -159,18 +159,26 @@ def test_attack_share_reports_d_with_its_controls(trained_mnist, scan_set, one_t
     frame = share.frame()
     assert list(frame.columns) == [
         "neuron", "share", "noise_share", "excess_share", "filter_gain", "magnitude",
-        "reference_excess", "surrogate_excess",
+        "reference_excess", "placebo_excess", "surrogate_excess",
     ]  # fmt: skip
     assert len(frame) == 32 and frame["share"].sum() == pytest.approx(1.0)
     assert torch.isnan(share.reference_excess).all()  # no reference network given
+    assert torch.isnan(share.placebo_excess).all()  # nor a placebo
     assert torch.isfinite(share.surrogate_excess).all()
     itself = attack_share(
         trained_mnist, None, images, labels, EPSILONS, seed=3, batch_size=16,
         reference=copy.deepcopy(trained_mnist),
     )  # fmt: skip
     assert torch.allclose(itself.reference_excess, torch.ones(32, dtype=torch.float64))
+    twice = attack_share(
+        trained_mnist, None, images, labels, EPSILONS, seed=3, batch_size=16,
+        reference=copy.deepcopy(trained_mnist), placebo=copy.deepcopy(trained_mnist),
+    )  # fmt: skip
+    assert torch.allclose(twice.placebo_excess, torch.ones(32, dtype=torch.float64))
     with pytest.raises(ValueError, match="reference must be an nn.Module"):
         attack_share(trained_mnist, None, images, labels, EPSILONS, reference="f_ref")
+    with pytest.raises(ValueError, match="placebo needs a reference"):
+        attack_share(trained_mnist, None, images, labels, EPSILONS, placebo=trained_mnist)
 
 
 def test_harden_model_folds_the_gains_into_a_copy(trained_mnist, scan_set, one_thread):

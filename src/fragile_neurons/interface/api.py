@@ -193,12 +193,17 @@ class ShareReport:
         return self.targeting.reference_excess
 
     @property
+    def placebo_excess(self) -> torch.Tensor:
+        """X^plc per neuron, [N]: mean D^ref / mean D^ref2 (NaN without a placebo network)."""
+        return self.targeting.placebo_excess
+
+    @property
     def surrogate_excess(self) -> torch.Tensor:
         """X^sur per neuron, [N]: mean D / mean D^sur."""
         return self.targeting.surrogate_excess
 
     def frame(self) -> pd.DataFrame:
-        """One row per neuron: mean D, mean N, X, G, m, X^ref and X^sur."""
+        """One row per neuron: mean D, mean N, X, G, m, X^ref, X^plc and X^sur."""
         return pd.DataFrame(
             {
                 "neuron": range(len(self.filter_gain)),
@@ -208,6 +213,7 @@ class ShareReport:
                 "filter_gain": self.filter_gain.numpy(),
                 "magnitude": self.targeting.magnitude.numpy(),
                 "reference_excess": self.reference_excess.numpy(),
+                "placebo_excess": self.placebo_excess.numpy(),
                 "surrogate_excess": self.surrogate_excess.numpy(),
             }
         )
@@ -313,6 +319,7 @@ def attack_share(
     device: str | torch.device | None = None,
     reference: nn.Module | None = None,
     surrogate_iterations: int = DEFAULTS["surrogate_iterations"],
+    placebo: nn.Module | None = None,
 ) -> ShareReport:
     """How an FGSM attack at each positive epsilon of `epsilons` spreads over the neurons of the
     convolution `layer` (the module itself or its name; None: the first one run) on `images`
@@ -325,18 +332,23 @@ def attack_share(
     network (another network trained the same way, on the same inputs and labels), the
     reference excess X^ref = mean D / mean D^ref, where D^ref is D under the reference's FGSM:
     the primary test that the attack aims at the model's own neurons (NaN without a
-    reference). The models must normalise their inputs
+    reference), and, given a `placebo` too (a second such network), the placebo excess
+    X^plc = mean D^ref / mean D^ref2, the primary's empirical null (NaN without one; a placebo
+    needs a reference). The models must normalise their inputs
     themselves (images are in [0, 1]). Every per-neuron value of the report is a float64 tensor
     of shape [N] (D and N averaged over the positive epsilons; `targeting` holds them per
     epsilon). `layer_name=`, the keyword's former name, is still taken."""
     label_mode = _rule("label_mode", label_mode)
     seed = _rule("seed", seed)
     surrogate_iterations = _rule("surrogate_iterations", surrogate_iterations)
-    if reference is not None and not isinstance(reference, nn.Module):
-        raise ValueError(f"reference must be an nn.Module or None, not {type(reference).__name__}")
+    for name, network in (("reference", reference), ("placebo", placebo)):
+        if network is not None and not isinstance(network, nn.Module):
+            raise ValueError(f"{name} must be an nn.Module or None, not {type(network).__name__}")
+    if placebo is not None and reference is None:
+        raise ValueError("placebo needs a reference network too (X^plc = mean D^ref / mean D^ref2)")
     with _attacked(
         model, layer, images, labels, epsilons, label_mode, batch_size, device, seed, reference,
-        surrogate_iterations,
+        surrogate_iterations, placebo,
     ) as a:  # fmt: skip
         t = a.targeting
     return ShareReport(a.layer, t, seed)
@@ -543,26 +555,32 @@ def _attacked(
     seed=0,
     reference=None,
     surrogate_iterations=DEFAULTS["surrogate_iterations"],
+    placebo=None,
 ) -> Iterator[_Attack]:
     """The inputs checked and the model attacked by FGSM, as the attack stage does, inside
     `_measuring` (the model on its device, in eval mode, its mode restored afterwards); the
-    `reference` network's FGSM (None: none) and the surrogate give D^ref and D^sur."""
+    `reference` and `placebo` networks' FGSM (None: none) and the surrogate give D^ref, D^ref2
+    and D^sur."""
     eps, names = _epsilons(epsilons)
     batch_size = _rule("batch_size", batch_size)
     with _measuring(model, device) as where:
         found, x, y = _inputs(model, layer, images, labels, where)
         options = {"batch_size": batch_size, "device": where}
         signs = gradient_signs(model, x, y, label_mode=label_mode, **options)
-        reference_signs = None
+        reference_signs = placebo_signs = None
         if reference is not None:
             with _measuring(reference, where):
                 reference_signs = gradient_signs(reference, x, y, label_mode=label_mode, **options)
+        if placebo is not None:
+            with _measuring(placebo, where):
+                placebo_signs = gradient_signs(placebo, x, y, label_mode=label_mode, **options)
         surrogate = targeting.surrogate_signs(  # of the model's own signs s = sign(grad)
             signs, seed + targeting.SURROGATE_SEED_OFFSET, surrogate_iterations
         )
         positive = [(e, n) for e, n in zip(eps, names, strict=True) if e > 0]
         share = targeting.targeting(
             model, found, x, signs, [e for e, _ in positive], [n for _, n in positive],
-            reference_signs=reference_signs, surrogate=surrogate, noise_seed=seed, **options,
+            reference_signs=reference_signs, placebo_signs=placebo_signs, surrogate=surrogate,
+            noise_seed=seed, **options,
         )  # fmt: skip
         yield _Attack(found, x, y, eps, names, options, signs, share)
