@@ -90,7 +90,7 @@ def gradient_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """grad_x CE (float, before the sign) and the clean logits of the same forward pass, batch by
     batch of `batch_size` images in order, on `device` (`label_mode` as `_gradient_and_logits`):
-    what `signs_and_logits` and `input_gradients` take the same keyword options for."""
+    what `signs_and_logits` takes the same keyword options for."""
     _check(images, labels, label_mode)
     model.eval()
     for s in batch_slices(len(images), batch_size):
@@ -110,15 +110,6 @@ def signs_and_logits(
         signs.append(grad.sign().to(torch.int8).cpu())
         logits.append(out.cpu())
     return torch.cat(signs), torch.cat(logits)
-
-
-def input_gradients(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options
-) -> Iterator[torch.Tensor]:
-    """The input gradients of `signs_and_logits` themselves (float, before the sign), batch by
-    batch in order, on the CPU (`options`: `gradient_batches`'s)."""
-    for grad, _ in gradient_batches(model, images, labels, **options):
-        yield grad.cpu()
 
 
 def gradient_signs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options):

@@ -526,6 +526,13 @@ def validate(raw: Any) -> dict:
             f"null or an integer in [1, evaluate.samples = {evaluate['samples']}] (the random "
             "draws' PGD images are the first of PGD's)",
         )
+    if evaluate["autoattack"]["images"] > evaluate["samples"]:
+        raise ParamError(
+            "evaluate.autoattack.images",
+            evaluate["autoattack"]["images"],
+            f"an integer in [0, evaluate.samples = {evaluate['samples']}] (the calibration and "
+            "the masking check compare with the primary's attack on its own images)",
+        )
     return params
 
 
