@@ -117,10 +117,10 @@ def test_the_placebo_excess_is_one_when_the_placebo_is_the_reference(
 
 
 OUTPUTS = [
-    "plots/mnist/attack.csv",
-    "plots/mnist/targeting.csv",
-    "plots/mnist/examples.png",
-    "metrics/mnist/attack.json",
+    "data/views/mnist/attack/attack.csv",
+    "data/views/mnist/attack/targeting.csv",
+    "data/views/mnist/attack/examples.png",
+    "data/views/mnist/attack/attack.json",
     "data/attack/mnist/sweep.pt",
     "data/attack/mnist/scan_sweep.pt",
     "data/attack/mnist/layer.pt",
@@ -132,7 +132,7 @@ def test_attack_stage_writes_the_contract(workdir, mnist_prepared, trained_mnist
     run_script("attack", "mnist")
     _, selection, test = mnist_prepared
     scan_images, scan_labels = selection["images"][:SAMPLES], selection["labels"][:SAMPLES]
-    report = io.read_json("metrics/mnist/attack.json")
+    report = io.read_json(paths.details("mnist", "attack"))
     logits = logits_of(trained_mnist, test["images"], BATCH, CPU)
     accuracy, _ = accuracy_and_loss(logits, test["labels"])
     assert report["fgsm_accuracy"]["0"] == accuracy == report["clean_accuracy"]
@@ -148,9 +148,9 @@ def test_attack_stage_writes_the_contract(workdir, mnist_prepared, trained_mnist
     )
     assert report["scan_clean_accuracy"] == scan_accuracy
 
-    curve = pd.read_csv("plots/mnist/attack.csv")
+    curve = pd.read_csv(paths.view("mnist", "attack", "attack.csv"))
     assert curve["accuracy"].is_monotonic_decreasing
-    targets = pd.read_csv("plots/mnist/targeting.csv")
+    targets = pd.read_csv(paths.view("mnist", "attack", "targeting.csv"))
     assert len(targets) == 32 * 2 and set(targets["epsilon_label"]) == {"0.1", "1/5"}
     assert targets.groupby("epsilon_label")["share"].sum().tolist() == pytest.approx([1, 1])
 
@@ -208,7 +208,7 @@ def test_a_bad_scan_layer_is_one_line_and_exit_status_2(workdir, capsys):
     assert err.value.code == 2
     message = capsys.readouterr().err
     assert message.count("\n") == 1 and "scan.layer" in message and "'conv2'" in message
-    assert not Path("metrics/mnist/attack.json").exists()
+    assert not paths.details("mnist", "attack").exists()
 
 
 def test_a_scan_set_larger_than_the_selection_split_is_one_line(workdir, capsys):
@@ -222,7 +222,7 @@ def test_a_scan_set_larger_than_the_selection_split_is_one_line(workdir, capsys)
     assert err.value.code == 2
     message = capsys.readouterr().err
     assert message.count("\n") == 1 and "scan.samples" in message and "selection_size" in message
-    assert not Path("metrics/mnist/attack.json").exists()
+    assert not paths.details("mnist", "attack").exists()
 
 
 def test_the_scan_set_is_the_head_of_the_selection_split(mnist_selection):

@@ -51,9 +51,16 @@ from fragile_neurons.pipeline.train import CURVES
 RUN = "mnist"
 STAGES = (
     "prepare", "train", "reference", "placebo", "attack", "scan", "label", "correlate", "harden",
-    "baseline", "evaluate",
+    "baseline", "evaluate", "publish",
 )  # fmt: skip
 MARKER = "MARKER"  # beside the project: what a payload creates when it runs
+# train's curves (DVCLive), rewritten after every epoch; the first is watched for an epoch's end
+TRAIN_VIEW = "data/views/mnist/train/train"
+TRAIN_CURVES = (
+    *(f"{TRAIN_VIEW}/plots/metrics/{c}.tsv" for c in sorted(CURVES, key="train/loss".__ne__)),
+    f"{TRAIN_VIEW}/metrics.json",
+)
+TRAIN_CSV = TRAIN_CURVES[0]
 
 PARAMS = {
     "seed": 0,
@@ -674,6 +681,12 @@ DATA_CASES = [
          "does not hold the gains", "rerun `dvc repro --force harden@mnist`"),
     case("hardened-missing", "evaluate", remove(HARDENED), HARDENED, "is missing",
          "rerun `dvc repro --force harden@mnist`"),
+    case("view-missing", "publish", remove("data/views/mnist/evaluate/robustness.png"),
+         "data/views/mnist/evaluate/robustness.png", "is missing",
+         "rerun `dvc repro --force evaluate@mnist`"),
+    case("view-folder-missing", "publish",
+         Mutation(TRAIN_CURVES, lambda project: shutil.rmtree(project / TRAIN_VIEW)),
+         "data/views/mnist/train/train", "is missing", "rerun `dvc repro --force train@mnist`"),
     # records
     case("sweep-malicious", "evaluate", torch_file(SWEEP, payload), SWEEP, "'io.open'",
          "rerun `dvc repro --force attack@mnist`"),
@@ -1074,12 +1087,6 @@ LONG_LIST = "seed=[" + ",".join(str(i) for i in range(10_000)) + "]"
 
 FROZEN = pytest.mark.skipif(not can_freeze(), reason="needs root and a file system with chattr +i")
 RERUN_TRAIN = "rerun `dvc repro --force train@mnist`"
-# train's curves (DVCLive), rewritten after every epoch; the first is watched for an epoch's end
-TRAIN_CURVES = (
-    *(f"plots/mnist/train/plots/metrics/{c}.tsv" for c in sorted(CURVES, key="train/loss".__ne__)),
-    "plots/mnist/train/metrics.json",
-)
-TRAIN_CSV = TRAIN_CURVES[0]
 RERUN_HARDEN = "rerun `dvc repro --force harden@mnist`"
 SIZE = "more than a"
 
@@ -1307,8 +1314,8 @@ HOSTILE_CASES = [
     case("permission-denied", "correlate", NOTHING, "metrics/mnist/correlate/",
          "permission denied", "Give this user write access",
          fault=raising(__import__("tempfile"), "mkstemp", errno.EACCES)),
-    case("immutable-metrics-folder", "correlate", freeze("metrics/mnist"),
-         "metrics/mnist/correlate.json", "operation not permitted", "Make it writable",
+    case("immutable-views-folder", "correlate", freeze("data/views/mnist/correlate"),
+         "data/views/mnist/correlate/correlate.json", "operation not permitted", "Make it writable",
          marks=FROZEN),
 ]  # fmt: skip
 
@@ -1395,26 +1402,22 @@ def test_an_untampered_cifar_run_prepares(project, capsys):
 
 
 def test_no_stage_reads_a_plot_or_a_metrics_file(project, pristine):
-    """Plots and metrics are written for people: with none of them there, scan, label, correlate,
-    harden, baseline and evaluate run from the records alone and write theirs again, byte for
-    byte."""
-    shutil.rmtree(project / "plots")
-    shutil.rmtree(project / "metrics")
+    """Plots, metrics and their cached views are written for people: with none of them there,
+    scan, label, correlate, harden, baseline and evaluate run from the records alone and write
+    theirs again, byte for byte."""
+    for folder in ("plots", "metrics", "data/views"):
+        shutil.rmtree(project / folder)
+    rerun = ("scan", "label", "correlate", "harden", "baseline", "evaluate")
     with chdir(project), redirect_stderr(io.StringIO()):
-        for stage in ("scan", "label", "correlate", "harden", "baseline", "evaluate"):
+        for stage in rerun:
             run(stage)
     after = md5s(project)
     assert {p: pristine[1][p] for p in after} == after  # every file as it was
-    earlier = [  # the stages before scan
-        "data.json", "train.json", "train/test_accuracy.json", "reference.json",
-        "reference/test_accuracy.json", "placebo.json", "placebo/test_accuracy.json", "attack.json",
-    ]  # fmt: skip
-    curves = [f"train/plots/metrics/{c}.tsv" for c in CURVES]
-    earlier = [f"metrics/mnist/{name}" for name in earlier] + [
-        f"plots/mnist/{name}"
-        for name in ("train/metrics.json", *curves, "attack.csv", "targeting.csv", "examples.png")
-    ]
-    assert {p for p in pristine[1] if p not in after} == set(earlier)
+    written = tuple(f"{top}/mnist/{stage}/" for top in ("data/views", "metrics") for stage in rerun)
+    people = [p for p in pristine[1] if p.startswith(("plots/", "metrics/", "data/views/"))]
+    assert {p for p in pristine[1] if p not in after} == {
+        p for p in people if not p.startswith(written)
+    }  # the published copies (publish did not run) and the earlier stages' files
 
 
 # --- signals: a stage stopped mid-run leaves every output whole or as it was --------------------

@@ -86,3 +86,32 @@ def test_no_stage_depends_on_a_module_it_does_not_run(name):
     code = {dep for dep in stage["deps"] if dep.startswith("src/")}
     extra = code - _closure(script, plumbing=True)
     assert not extra, f"dvc.yaml stage {name!r} depends on {sorted(extra)}, which it never runs"
+
+
+def _outs(stage: dict) -> dict[str, dict]:
+    """{path: its options} of a stage's outputs (metrics and plots not included)."""
+    found = {}
+    for out in stage.get("outs", []):
+        path, options = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+        found[path] = options or {}
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_the_run_cache_can_restore_every_computing_stage(name):
+    """DVC's run-cache restores a stage only when every output is cached, a metric or a plot:
+    every stage but publish (which copies files) keeps it so; publish's outputs are exactly the
+    views of paths.PUBLISHED, and each stage writes its views as a cached folder."""
+    from fragile_neurons.storage import paths
+
+    stage = STAGES[name].get("do", STAGES[name])
+    outs = _outs(stage)
+    if name == "publish":
+        wanted = {paths.published("${key}", n).as_posix()
+                  for names in paths.PUBLISHED.values() for n in names}  # fmt: skip
+        assert set(outs) == wanted
+        assert {f"data/views/${{key}}/{s}" for s in paths.PUBLISHED} <= set(stage["deps"])
+        return
+    assert all(options.get("cache", True) for options in outs.values()), name
+    if name in paths.PUBLISHED:
+        assert f"data/views/${{key}}/{name}" in outs

@@ -19,7 +19,7 @@ def test_every_stage_summary_writes_exactly_its_declared_keys(tmp_path, monkeypa
     summaries = stage_metrics(seed=1)
     for stage in headline.HEADLINES:
         headline.write("r", stage, summaries[stage])
-        details = json.loads((tmp_path / f"metrics/r/{stage}.json").read_text())
+        details = json.loads((tmp_path / f"data/views/r/{stage}/{stage}.json").read_text())
         assert "headline" not in details and details  # the rest of the summary
     assert headline.read_folder(tmp_path / "metrics/r").keys() == headline.declared().keys()
     fgsm = json.loads((tmp_path / "metrics/r/evaluate/fgsm.json").read_text())

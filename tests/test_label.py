@@ -301,7 +301,7 @@ def test_the_label_stage_says_on_stderr_why_labels_are_unresolved(
     capsys.readouterr()
     run_script("label", "mnist")  # no SystemExit: exit status 0
     stderr = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    report = io.read_json(paths.metrics("mnist", "label"))
+    report = io.read_json(paths.details("mnist", "label"))
     labels = Labels.load(paths.labels_record("mnist"))
     assert report["resolved"] is (not tied) is labels.resolved
     if tied:

@@ -163,7 +163,12 @@ def cached_outputs(repo: Path) -> dict:
 def test_forced_rerun_rewrites_identical_bytes(project):
     before = cached_outputs(project)
     curves = [f"plots/digits/train/plots/metrics/{c}.tsv" for c in ("train/accuracy", "test/loss")]
-    outputs = ["plots/digits/train/metrics.json", *curves, "plots/digits/targeting.csv"]
+    outputs = [
+        "plots/digits/train/metrics.json",
+        *curves,
+        "plots/digits/targeting.csv",
+        "metrics/digits/train.json",
+    ]  # published copies, rewritten by publish
     saved = {p: (project / p).read_bytes() for p in outputs}
     dvc(project, "repro", "--force", "--downstream", "train@digits")
     assert cached_outputs(project) == before  # same md5 for every model, tensor, CSV and PNG
@@ -189,10 +194,83 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
             if line.startswith("Running stage")
         }
         stages = {f"{stage}@{run}" for stage in ("harden", "evaluate") for run in TINY["runs"]}
-        assert ran == {"check"} | stages
+        publish = {f"publish@{run}" for run in TINY["runs"]}  # copies what evaluate wrote
+        assert ran == {"check"} | stages | publish
+    finally:
+        params_file.write_text(original)
+        back = dvc(project, "repro")
+    # back to the params of before: every computing stage is restored from DVC's run-cache, and
+    # only publish (it copies files; no run-cache) runs
+    assert ran_stages(back) == publish
+    assert restored(back) == {"check"} | stages
+
+
+def ran_stages(out: str) -> set[str]:
+    """The stages `dvc repro` printed as run."""
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def restored(out: str) -> set[str]:
+    """The stages `dvc repro` restored from its run-cache instead of running them."""
+    return {
+        line.split("'")[1]
+        for line in out.splitlines()
+        if line.startswith("Stage '") and "is cached - skipping run" in line
+    }
+
+
+def test_an_interrupted_repro_resumes_from_the_run_cache(project, tmp_path):
+    """A queued experiment killed mid-way (a reboot, a killed worker, the end of a day) and run
+    again in a fresh workspace, as a re-queued experiment is: the stages that had finished are
+    restored from DVC's run-cache, and only the rest runs."""
+    import signal
+    import time
+
+    params_file, lock_file = project / "params.yaml", project / "dvc.lock"
+    original, lock = params_file.read_text(), lock_file.read_text()
+    log = tmp_path / "repro.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # fmt: skip
+    try:
+        params = yaml.safe_load(original)
+        params["harden"]["compress"] = 0.75
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "dvc"), "repro"],
+                cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while not stage_processes(project, "stages/evaluate.py"):  # harden done, evaluate on
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "evaluate never started"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            deadline = time.monotonic() + 30
+            while stage_processes(project, "stages/evaluate.py"):  # it stops with its parent
+                assert time.monotonic() < deadline, "evaluate outlived DVC"
+                time.sleep(0.1)
+        finally:
+            process.kill()
+        started = [line.split("'")[1] for line in log.read_text().splitlines()
+                   if line.startswith("Running stage")]  # fmt: skip
+        finished, killed = set(started[:-1]), started[-1]
+        assert killed.startswith("evaluate@") and "check" in finished
+        assert any(stage.startswith("harden@") for stage in finished)
+        # a fresh workspace: the state before, outputs checked out, the experiment's params
+        lock_file.write_text(lock)
+        dvc(project, "checkout", "--force", "-q")
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        out = dvc(project, "repro")
+        assert restored(out) == finished  # nothing that had finished runs again
+        stages = {f"{stage}@{run}" for stage in ("harden", "evaluate") for run in TINY["runs"]}
+        assert ran_stages(out) == (stages - finished) | {f"publish@{run}" for run in TINY["runs"]}
     finally:
         params_file.write_text(original)
         dvc(project, "repro")
+    assert json.loads(dvc(project, "status", "--json")) == {}
 
 
 def _edit_a_function_body(path: Path) -> None:
@@ -515,7 +593,7 @@ def test_sigterm_to_dvc_mid_stage_stops_the_stage(tmp_path, synthetic_root, shel
         [str(Path(sys.executable).parent / "dvc"), "repro", "train@digits"],
         cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    curves = repo / "plots" / "digits" / "train" / "metrics.json"  # DVCLive's, after an epoch
+    curves = repo / "data/views/digits/train/train/metrics.json"  # DVCLive's, after an epoch
     try:
         deadline = time.monotonic() + 120
         while not curves.exists():  # an epoch done: training is under way
@@ -534,5 +612,6 @@ def test_sigterm_to_dvc_mid_stage_stops_the_stage(tmp_path, synthetic_root, shel
             os.kill(pid, signal.SIGKILL)
     time.sleep(1)  # a stage that had gone on could write now: none does
     assert not (repo / "models" / "digits" / "model.pt").exists()
+    assert not (repo / "data/views/digits/train").exists()
     assert not (repo / "metrics" / "digits" / "train.json").exists()
     assert not list(repo.rglob("*.tmp"))

@@ -71,7 +71,8 @@ def run(inputs: Inputs, settings: ControlSettings, progress: Callable | None = N
 
 
 def write(ctx, outputs: Trained) -> None:
-    """models/<run>/<control>.pt, metrics/<run>/<control>.json and <control>/ (headline.py)."""
+    """models/<run>/<control>.pt, the headline metrics/<run>/<control>/ (headline.py) and the
+    details data/views/<run>/<control>/<control>.json."""
     control = outputs.control
     if outputs.model is None:
         save_no_control(control.path(ctx.name), f"runs.{ctx.name}.{control.key} is false")

@@ -168,16 +168,18 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
 
 
 def write(ctx, outputs: Attack) -> None:
-    """data/attack/<run>/{sweep,scan_sweep,layer,targeting}.pt, metrics/<run>/attack.json,
-    plots/<run>/{attack,targeting}.csv and examples.png."""
+    """data/attack/<run>/{sweep,scan_sweep,layer,targeting}.pt, and for people (data/views/<run>/
+    attack/) attack.json, attack.csv, targeting.csv and examples.png."""
     outputs.sweep.save(paths.sweep_record(ctx.name))
     outputs.scan_sweep.save(paths.scan_sweep_record(ctx.name))
     outputs.layer.save(paths.layer_record(ctx.name))
     outputs.targeting.save(paths.targeting_record(ctx.name))
-    io.write_csv(paths.plot(ctx.name, "attack.csv"), outputs.sweep.frame())
-    io.write_csv(paths.plot(ctx.name, "targeting.csv"), outputs.targeting.frame())
-    io.save_figure(paths.plot(ctx.name, "examples.png"), examples_figure(outputs.examples))
-    io.write_json(paths.metrics(ctx.name, "attack"), {**metrics(outputs), **ctx.runtime()})
+    io.write_csv(paths.view(ctx.name, "attack", "attack.csv"), outputs.sweep.frame())
+    io.write_csv(paths.view(ctx.name, "attack", "targeting.csv"), outputs.targeting.frame())
+    io.save_figure(
+        paths.view(ctx.name, "attack", "examples.png"), examples_figure(outputs.examples)
+    )
+    io.write_json(paths.details(ctx.name, "attack"), {**metrics(outputs), **ctx.runtime()})
 
 
 def metrics(result: Attack) -> dict:

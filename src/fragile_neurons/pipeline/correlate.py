@@ -330,12 +330,12 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
 
 
 def write(ctx, outputs: Correlated) -> None:
-    """metrics/<run>/correlate.json and its headline correlate/ (headline.py),
-    plots/<run>/correlate.csv, correlate.png and label.csv (the labels joined with the
-    targeting, both of which this stage reads)."""
+    """The headline metrics/<run>/correlate/ (headline.py), and for people (data/views/<run>/
+    correlate/) correlate.json, correlate.csv, correlate.png and label.csv (the labels joined
+    with the targeting, both of which this stage reads)."""
     summary, table, labels, targeting = outputs
     headline.write(ctx.name, "correlate", json_ready(summary))
-    io.write_csv(paths.plot(ctx.name, "correlate.csv"), table)
-    io.write_csv(paths.plot(ctx.name, "label.csv"), label_table(labels, targeting))
+    io.write_csv(paths.view(ctx.name, "correlate", "correlate.csv"), table)
+    io.write_csv(paths.view(ctx.name, "correlate", "label.csv"), label_table(labels, targeting))
     figure = correlation_figure(table, summary, ctx.name)
-    io.save_figure(paths.plot(ctx.name, "correlate.png"), figure)
+    io.save_figure(paths.view(ctx.name, "correlate", "correlate.png"), figure)

@@ -275,12 +275,13 @@ def run(
 
 
 def write(ctx, outputs: Evaluated) -> None:
-    """metrics/<run>/evaluate.json and its headline evaluate/ (headline.py),
-    plots/<run>/evaluate.csv and robustness.png."""
+    """Its headline metrics/<run>/evaluate/ (headline.py), and for people (data/views/<run>/
+    evaluate/, published by publish) evaluate.json, evaluate.csv and robustness.png."""
     summary, table, difference = outputs
-    io.write_csv(paths.plot(ctx.name, "evaluate.csv"), wide_curves(table))
+    io.write_csv(paths.view(ctx.name, "evaluate", "evaluate.csv"), wide_curves(table))
     io.save_figure(
-        paths.plot(ctx.name, "robustness.png"), robustness_figure(table, summary, ctx.name)
+        paths.view(ctx.name, "evaluate", "robustness.png"),
+        robustness_figure(table, summary, ctx.name),
     )
     extra = {"hardened_checkpoint_difference": difference, **ctx.runtime()}
     headline.write(ctx.name, "evaluate", {**summary, **extra})

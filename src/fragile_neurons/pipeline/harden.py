@@ -406,13 +406,13 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
 
 
 def write(ctx, outputs: Hardened) -> None:
-    """models/<run>/hardened.pt, data/harden/<run>/gains.pt, metrics/<run>/harden.json,
-    plots/<run>/gains.csv and filters.png (the filters by label)."""
+    """models/<run>/hardened.pt, data/harden/<run>/gains.pt, and for people (data/views/<run>/
+    harden/) harden.json, gains.csv and filters.png (the filters by label)."""
     save_checkpoint(paths.hardened(ctx.name), outputs.network, outputs.spec)
     outputs.gains.save(paths.gains_record(ctx.name))
-    io.write_csv(paths.plot(ctx.name, "gains.csv"), table(outputs.gains, outputs.labels))
-    io.write_json(paths.metrics(ctx.name, "harden"), outputs.summary)
+    io.write_csv(paths.view(ctx.name, "harden", "gains.csv"), table(outputs.gains, outputs.labels))
+    io.write_json(paths.details(ctx.name, "harden"), outputs.summary)
     layer, labels = outputs.layer, outputs.labels
     title = f"{ctx.name}: {layer.conv_name}, phi = {labels.score} impact"
     figure = filters_figure(layer.conv(outputs.model), labels, title)
-    io.save_figure(paths.plot(ctx.name, "filters.png"), figure)
+    io.save_figure(paths.view(ctx.name, "harden", "filters.png"), figure)

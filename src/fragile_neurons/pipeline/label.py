@@ -274,14 +274,16 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
 
 
 def write(ctx, outputs: Labelled) -> None:
-    """data/label/<run>/labels.pt, metrics/<run>/label.json and label/ (headline.py),
-    plots/<run>/impact.png; why the labels are unresolved, if they are, on stderr. (label.csv,
-    which joins the labels with the attack's targeting, is the correlate stage's; filters.png
-    the harden stage's.)"""
+    """data/label/<run>/labels.pt, the headline metrics/<run>/label/ (headline.py), and for people
+    (data/views/<run>/label/) label.json and impact.png; why the labels are unresolved, if they
+    are, on stderr. (label.csv, which joins the labels with the attack's targeting, is the
+    correlate stage's; filters.png the harden stage's.)"""
     labels, measured, layer = outputs
     for warning in labels.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     labels.save(paths.labels_record(ctx.name))
     headline.write(ctx.name, "label", metrics(labels, measured, layer))
     title = f"{ctx.name}: {layer.conv_name}, phi = {labels.score} impact"
-    io.save_figure(paths.plot(ctx.name, "impact.png"), impact_figure(measured, labels, title))
+    io.save_figure(
+        paths.view(ctx.name, "label", "impact.png"), impact_figure(measured, labels, title)
+    )

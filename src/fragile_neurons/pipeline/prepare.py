@@ -115,7 +115,7 @@ def run(inputs: Inputs, settings: Settings, progress=None) -> Prepared:
 
 
 def write(ctx, outputs: Prepared) -> None:
-    """data/prepared/<run>/{train,selection,test}.pt and metrics/<run>/data.json."""
+    """data/prepared/<run>/{train,selection,test}.pt and data/views/<run>/prepare/data.json."""
     for split in paths.SPLITS:
         io.save_tensors(paths.prepared(ctx.name, split), getattr(outputs, split))
-    io.write_json(paths.metrics(ctx.name, "data"), outputs.report)
+    io.write_json(paths.details(ctx.name, "prepare"), outputs.report)

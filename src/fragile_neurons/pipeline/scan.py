@@ -88,11 +88,11 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
 
 
 def write(ctx, outputs: Scanned) -> None:
-    """data/scan/<run>/measurements.pt, metrics/<run>/scan.json, plots/<run>/scan.csv."""
+    """data/scan/<run>/measurements.pt, and scan.json and scan.csv in data/views/<run>/scan/."""
     measured, layer = outputs
     measured.save(paths.scan_record(ctx.name))
-    io.write_csv(paths.plot(ctx.name, "scan.csv"), measured.frame())
-    io.write_json(paths.metrics(ctx.name, "scan"), {**metrics(measured, layer), **ctx.runtime()})
+    io.write_csv(paths.view(ctx.name, "scan", "scan.csv"), measured.frame())
+    io.write_json(paths.details(ctx.name, "scan"), {**metrics(measured, layer), **ctx.runtime()})
 
 
 def metrics(result: ScanMeasurements, layer: ScanLayer) -> dict:

@@ -62,15 +62,17 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
 
 
 def write(ctx, outputs: Trained) -> None:
-    """models/<run>/model.pt, metrics/<run>/train.json and train/ (headline.py). (The curves,
-    plots/<run>/train/, were written after every epoch by `watch`.)"""
+    """models/<run>/model.pt, the headline metrics/<run>/train/ (headline.py) and the details
+    data/views/<run>/train/train.json. (The curves, data/views/<run>/train/train/, were written
+    after every epoch by `watch`.)"""
     save_checkpoint(paths.model(ctx.name), outputs.model, outputs.spec)
     headline.write(ctx.name, "train", {**summary(outputs.model, outputs.history), **ctx.runtime()})
 
 
 def watch(ctx) -> Iterator[Callable[[str, dict], None]]:
-    """The stage's progress: DVCLive's curves in plots/<run>/train/, after every epoch."""
-    return live_curves(paths.plot(ctx.name, "train"))
+    """The stage's progress: DVCLive's curves in data/views/<run>/train/train/ (publish copies
+    them to plots/<run>/train/), after every epoch."""
+    return live_curves(paths.view(ctx.name, "train", "train"))
 
 
 # The curves DVCLive logs per epoch: plots/metrics/<split>/<measure>.tsv under its folder.

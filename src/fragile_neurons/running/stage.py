@@ -12,7 +12,8 @@ depends on it), and turns a bad setting or missing data into one line on stderr 
 The stage's wall-clock time goes to stderr, never into an output, so a rerun writes the same
 bytes. `progress(step)` is a tqdm line on a terminal, or what the module's own `watch(ctx)`
 yields (train's DVCLive curves, written after every epoch). A module with `PER_RUN = False` (check)
-runs once for all of params.yaml, without a run's name and without importing torch. Nothing here
+runs once for all of params.yaml, without a run's name and without importing torch; one with
+`TORCH = False` (publish) runs for a run without importing torch. Nothing here
 shapes a result: it is the one package module no stage lists in dvc.yaml besides `errors`, `paths`
 and `__init__` (tests/test_dvc_deps.py).
 
@@ -200,7 +201,7 @@ def run_stage(module: ModuleType, argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml", help="the params file")
     args = parser.parse_args(argv)
     stage = module.__name__.rpartition(".")[2]
-    if not per_run:
+    if not per_run or not getattr(module, "TORCH", True):
         with signals_handled():
             _run_once(module, args, stage)
         return
@@ -221,10 +222,13 @@ def _contract(module: ModuleType, ctx: Context) -> None:
 
 
 def _run_once(module: ModuleType, args: argparse.Namespace, stage: str) -> None:
-    """A stage of all of params.yaml (no run, no device, no torch)."""
-    with one_line(stage):
+    """A stage without torch (no device, no seeds): of all of params.yaml (check), or of one run
+    that only moves files (`TORCH = False`: publish)."""
+    name = getattr(args, "run", "")
+    with one_line(f"{stage} {name}".strip()):
         params = load_params(args.params)
-        _contract(module, Context("", {}, params, None, stage=stage))
+        run = get_run(params, name) if name else {}
+        _contract(module, Context(name, run, params, None, stage=stage))
 
 
 def _run(module: ModuleType, args: argparse.Namespace, stage: str) -> None:

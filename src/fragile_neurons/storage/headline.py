@@ -11,7 +11,8 @@ The layout keeps `dvc metrics show` and `dvc metrics diff` narrow. A headline nu
 `field` of `metrics/<run>/<stage>/<file>.json`, and every file uses the same few fields (FIELDS):
 `value`, with `low` and `high` where it has a confidence interval and `p` where it has a
 p-value. DVC's tables have a column per distinct field, so they stay four columns wide however
-many numbers there are. The details, `metrics/<run>/<stage>.json`, are committed outputs but not
+many numbers there are. The details, `metrics/<run>/<stage>.json` (written to the stage's
+`data/views/<run>/<stage>/`, published there by the publish stage), are committed outputs but not
 DVC metrics (read them with git diff, or report's tables).
 """
 
@@ -140,7 +141,8 @@ def files(stage: str, headline: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def write(run: str, stage: str, summary: dict) -> None:
     """The stage's summary: its `headline` checked and written as metrics/<run>/<stage>/*.json
-    (stale files of the folder removed), and the rest to metrics/<run>/<stage>.json."""
+    (stale files of the folder removed), and the rest to the details, `paths.details` (which the
+    publish stage copies to metrics/<run>/<stage>.json)."""
     summary = dict(summary)
     headline = summary.pop("headline", {})
     check(stage, headline)
@@ -152,7 +154,7 @@ def write(run: str, stage: str, summary: dict) -> None:
                 old.unlink()
     for stem, fields in written.items():
         write_json(target / f"{stem}.json", fields)
-    write_json(paths.metrics(run, stage), summary)
+    write_json(paths.details(run, stage), summary)
 
 
 def read(stage_files: dict[str, dict[str, dict]]) -> dict[str, float | bool]:

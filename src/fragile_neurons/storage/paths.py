@@ -1,9 +1,13 @@
 """Where each stage reads and writes, per run: the one place that mirrors dvc.yaml's paths.
 
 Records (records.py) live under data/<stage>/<run>/, named for what they hold; checkpoints under
-models/<run>/; metrics JSON and plot CSVs/PNGs, for people and `dvc metrics`/`dvc plots`, under
-metrics/<run>/<stage>.json (the details), metrics/<run>/<stage>/ (the headline, DVC's metrics) and
-plots/<run>/. No stage reads a file under plots/ or metrics/.
+models/<run>/. What a stage writes for people (its details JSON, plot CSVs and PNGs, training
+curves) goes to its own folder of cached outputs, data/views/<run>/<stage>/ (`view`), so that
+DVC's run-cache can restore every stage; the publish stage copies each of these files to where
+git, review and `dvc metrics`/`dvc plots` read it (`published`): metrics/<run>/<stage>.json (the
+details) and plots/<run>/. A stage's headline, DVC's metrics, is written in place,
+metrics/<run>/<stage>/. No stage reads a file under plots/, metrics/ or data/views/ (publish
+copies their bytes).
 """
 
 from __future__ import annotations
@@ -101,9 +105,52 @@ def original_attacks_record(run: str) -> Path:
     return Path("data/baseline") / run / "original.pt"
 
 
-def metrics(run: str, stage: str) -> Path:
-    """The stage's details: everything it measured, for people (committed, not a DVC metric)."""
-    return Path("metrics") / run / f"{stage}.json"
+# Each stage's files for people, by name, in its folder data/views/<run>/<stage>/ (its details
+# JSON first): the publish stage copies each to `published(run, name)`
+PUBLISHED: dict[str, tuple[str, ...]] = {
+    "prepare": ("data.json",),
+    "train": ("train.json", "train"),  # train/: DVCLive's curves, a folder
+    "reference": ("reference.json",),
+    "placebo": ("placebo.json",),
+    "attack": ("attack.json", "attack.csv", "targeting.csv", "examples.png"),
+    "scan": ("scan.json", "scan.csv"),
+    "label": ("label.json", "impact.png"),
+    "correlate": ("correlate.json", "correlate.csv", "correlate.png", "label.csv"),
+    "harden": ("harden.json", "gains.csv", "filters.png"),
+    "evaluate": ("evaluate.json", "evaluate.csv", "robustness.png"),
+}
+
+
+def views(run: str, stage: str) -> Path:
+    """The folder of the stage's files for people: a cached output of the stage."""
+    if stage not in PUBLISHED:
+        raise ValueError(f"stage {stage!r} writes no files for people; those that do: "
+                         f"{tuple(PUBLISHED)}")  # fmt: skip
+    return Path("data/views") / run / stage
+
+
+def view(run: str, stage: str, name: str) -> Path:
+    """One of the stage's files for people (PUBLISHED), where the stage writes it."""
+    if name not in PUBLISHED.get(stage, ()):
+        raise ValueError(f"stage {stage!r} writes no file {name!r} for people")
+    return views(run, stage) / name
+
+
+def published(run: str, name: str) -> Path:
+    """Where the publish stage copies the view `name`: a details JSON to metrics/<run>/, the rest
+    (CSVs, PNGs, the training curves) to plots/<run>/."""
+    return Path("metrics" if name.endswith(".json") else "plots") / run / name
+
+
+def details(run: str, stage: str) -> Path:
+    """Where the stage writes its details, everything it measured (its view of a JSON)."""
+    return view(run, stage, PUBLISHED[stage][0])
+
+
+def metrics(run: str, name: str) -> Path:
+    """The published details `name` (a stage's, or `data` of prepare): everything it measured,
+    for people (committed, not a DVC metric)."""
+    return Path("metrics") / run / f"{name}.json"
 
 
 def headline(run: str, stage: str) -> Path:
@@ -112,6 +159,7 @@ def headline(run: str, stage: str) -> Path:
 
 
 def plot(run: str, name: str) -> Path:
+    """A published plot file, plots/<run>/<name>."""
     return Path("plots") / run / name
 
 
@@ -130,9 +178,16 @@ def producer(path: str | Path) -> str | None:
     """The `stage@run` of dvc.yaml that writes `path` (None for a path no stage writes): what to
     rerun when a record is missing, stale or corrupt."""
     parts = Path(path).parts
+    if len(parts) >= 4 and parts[:2] == ("data", "views") and parts[3] in PUBLISHED:
+        return f"{parts[3]}@{parts[2]}"
     if len(parts) >= 3 and parts[0] == "data" and parts[1] in RECORD_FOLDERS:
         return f"{RECORD_FOLDERS[parts[1]]}@{parts[2]}"
     if len(parts) == 3 and parts[0] == "models":
-        writers = {"model.pt": "train", "reference.pt": "reference", "hardened.pt": "harden"}
+        writers = {
+            "model.pt": "train",
+            "reference.pt": "reference",
+            "placebo.pt": "placebo",
+            "hardened.pt": "harden",
+        }
         return f"{writers[parts[2]]}@{parts[1]}" if parts[2] in writers else None
     return None
