@@ -115,6 +115,9 @@ LOAD_READS = {"attack": {"runs.{run}.reference", "runs.{run}.placebo"}}  # contr
 # What a stage's Settings reads but its computation never uses: the baseline shares evaluate's
 # robustness.Settings, and attacks only the original, never the random draws
 UNUSED = {"baseline": {"evaluate.random_samples"}}
+# What a stage reads that no stage declares: no result depends on it, so changing it reruns nothing
+# - workers: the processes the independent units run in, each at one thread (running/workers.py)
+NO_DEPENDENCY = {"workers"}
 
 
 class Reading(dict):
@@ -160,8 +163,9 @@ def test_each_stage_reads_exactly_the_params_dvc_yaml_declares(name, monkeypatch
     module = importlib.import_module(f"fragile_neurons.pipeline.{name}")
     with torch.device("cpu"):
         module.Settings.from_params(Reading(params, seen), run)
-    seen -= UNUSED.get(name, set())
+    seen -= UNUSED.get(name, set()) | NO_DEPENDENCY
     seen |= {key.format(run=run) for key in LOAD_READS.get(name, ())}
+    assert not declared(name, run) & NO_DEPENDENCY, "declared, yet no result depends on it"
     wanted = declared(name, run) - FRAME
     covered = {key for key in seen if any(key == w or key.startswith(f"{w}.") for w in wanted)}
     assert seen - FRAME == covered, f"read, not declared: {sorted(seen - FRAME - covered)}"

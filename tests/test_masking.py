@@ -317,3 +317,32 @@ def test_evaluate_reports_the_check_or_nulls(trained_mnist, mnist_splits, monkey
     assert off["autoattack"] is None and off["headline"]["masking"] is None
     assert off["calibration"] == [] and off["headline"]["calibrated"] is None
     assert off["variants"] == on["variants"]  # the check changes nothing else
+
+
+def test_two_workers_give_the_bytes_one_gives(trained_mnist, mnist_splits, monkeypatch):
+    """The baseline stage's epsilons, the evaluate stage's variants and its masking check, run in
+    two worker processes (`workers`): the same per-image results as in this one."""
+    made = []
+    real = evaluate.attack_variants
+
+    def attack_variants(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(evaluate, "attack_variants", attack_variants)
+    records, summaries = [], []
+    run_baseline = baseline.run
+    monkeypatch.setattr(baseline, "run", lambda *a: records.append(run_baseline(*a)) or records[-1])
+    for workers in (1, 2):
+        settings = _settings(autoattack_images=12, workers=workers)
+        summaries.append(json.dumps(json_ready(_evaluate(trained_mnist, mnist_splits, settings))))
+    assert summaries[0] == summaries[1]  # the masking check of the hardened network too
+    one, two = made
+    assert list(one) == list(two) and len(one) >= 5
+    for name in one:
+        for attack, curve in one[name].items():
+            assert torch.equal(curve.clean, two[name][attack].clean)
+            assert torch.equal(curve.attacked, two[name][attack].attacked)
+    for field, value in vars(records[0]).items():
+        other = getattr(records[1], field)
+        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other

@@ -28,6 +28,7 @@ TINY = {
     "device": "cpu",
     "deterministic": "warn",
     "threads": None,
+    "workers": None,
     "batch_size": 64,
     "data": {"root": None, "download": False, "accept_checksum_mismatch": None},  # pinned below
     "runs": {
@@ -185,6 +186,10 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
         dirty = set(json.loads(dvc(project, "status", "--json")))
         # check reads all of params.yaml; the reference and placebo networks are trained as f is
         assert dirty == {"check", "train@digits", "reference@digits", "placebo@digits"}
+        params = yaml.safe_load(original)
+        params["workers"] = 1  # how many processes: no result depends on it
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        assert set(json.loads(dvc(project, "status", "--json"))) == {"check"}
         params = yaml.safe_load(original)
         params["harden"]["compress"] = 0.25
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -35,6 +35,7 @@ from torch import nn
 from ..network.inference import as_input, batch_slices, logits_of
 from ..running.config import fgsm_settings
 from ..running.runtime import select_device
+from ..running.workers import resolve, run_units
 from ..stats.measures import Curve
 from ..storage.records import FGSMSweep, OriginalAttacks
 from . import masking
@@ -48,8 +49,9 @@ CALIBRATION_GAP = 0.02
 @dataclass(frozen=True)
 class Settings:
     """What attacking a network on the test split reads of params.yaml (dvc.yaml: seed,
-    batch_size, the run's attack, evaluate), and where it runs: the baseline stage attacks the
-    original network with these settings, the evaluate stage every variant."""
+    batch_size, the run's attack, evaluate), and where it runs (device, and `workers`, resolved:
+    the same bytes for any count): the baseline stage attacks the original network with these
+    settings, the evaluate stage every variant."""
 
     epsilons: list[float]  # E, increasing, in pixel units
     epsilon_labels: list[str]  # their names in metrics and plots
@@ -65,6 +67,9 @@ class Settings:
     random_samples: int | None = None  # the random draws' PGD images, the first of PGD's; None: all
     pgd_attack: str = "pgd"  # the primary's attack: "pgd" | "apgd-ce" (evaluate.pgd.attack)
     pgd_restarts: int = 1  # its restarts, the worst case over them (evaluate.pgd.restarts)
+    # the processes the independent units run in (`workers.run_units`: the variants, the
+    # epsilons), each at one thread; no result depends on it, so no stage declares it in dvc.yaml
+    workers: int = 1
 
     @classmethod
     def from_params(cls, params: dict, name: str) -> Settings:
@@ -84,6 +89,7 @@ class Settings:
             autoattack_steps=cfg["autoattack"]["steps"],
             images=cfg["images"],
             random_samples=cfg["random_samples"],
+            workers=resolve(params["workers"]),
         )
 
     def made_with(self) -> dict:
@@ -169,18 +175,22 @@ def pgd_curve(
     labels: torch.Tensor,
     clean: torch.Tensor,
     settings: Settings,
+    attacked: dict[float, torch.Tensor] | None = None,
 ) -> Curve:
     """The primary's attack, white-box, at every epsilon of E+, image by image
     (`adversarial.attack_correct`), from the random starts of generators seeded from
     `settings.seed` for every epsilon (the same points for every model; the starts of the first
     k images do not depend on how many follow). `clean`: the model's results on the clean images
-    (those at epsilon 0)."""
+    (those at epsilon 0); `attacked`: the rows already made, per positive epsilon (the baseline
+    stage's units, `original_at`), else they are made here."""
     rows = []
     for eps in settings.epsilons:
         if eps == 0:
             rows.append(clean)
-            continue
-        rows.append(attack_correct(model, images, labels, eps, **settings.primary))
+        elif attacked is not None:
+            rows.append(attacked[eps])
+        else:
+            rows.append(attack_correct(model, images, labels, eps, **settings.primary))
     return Curve(clean, torch.stack(rows))
 
 
@@ -190,11 +200,14 @@ def attack_original(
     images: torch.Tensor,
     labels: torch.Tensor,
     settings: Settings,
+    attacked: dict[float, torch.Tensor] | None = None,
 ) -> dict[str, Curve]:
     """The original network under FGSM and PGD, image by image, on the images of
     `settings.image_counts`: {"fgsm": Curve, "pgd": Curve}. `source`: its white-box FGSM sweep on
     these images (the attack stage's), whose signs and clean logits give its FGSM (forward passes
-    only); its transferred FGSM is that same curve (the source attacked with its own signs)."""
+    only); its transferred FGSM is that same curve (the source attacked with its own signs).
+    `attacked`: PGD's rows made already, per positive epsilon (`original_at`; else `pgd_curve`
+    makes them)."""
     counts = settings.image_counts(len(images))
     n, m = counts["fgsm"], counts["pgd"]
     options = {"batch_size": settings.batch_size, "device": settings.device}
@@ -203,7 +216,21 @@ def attack_original(
     if m > len(logits):  # PGD on images beyond FGSM's: their clean logits
         logits = logits_of(model, images[:m], **options)
     clean = logits[:m].argmax(dim=1) == labels[:m]
-    return {"fgsm": white_box, "pgd": pgd_curve(model, images[:m], labels[:m], clean, settings)}
+    pgd = pgd_curve(model, images[:m], labels[:m], clean, settings, attacked)
+    return {"fgsm": white_box, "pgd": pgd}
+
+
+def original_at(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, eps: float
+) -> tuple[torch.Tensor, masking.Outcome | None]:
+    """The original at one positive epsilon `eps`, a unit of the baseline stage: per image,
+    correct after the primary's attack on the `pgd` images of `settings.image_counts` (the row of
+    `pgd_curve`), and its masking outcome (`masking_outcome`; None where the check is off)."""
+    m = settings.image_counts(len(images))["pgd"]
+    row = attack_correct(model, images[:m], labels[:m], eps, **settings.primary)
+    if masking_images(settings, len(images)) == 0:
+        return row, None
+    return row, masking_outcome(model, images, labels, settings, eps)
 
 
 def attack_variant(
@@ -245,16 +272,16 @@ def attack_variants(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Curve]]:
     """Every variant of `models` (not the original: `attack_original`) attacked by
-    `attack_variant`, on the images of `settings.image_counts`: the random draws, `random_<i>`,
-    under PGD on the `pgd_random` images, the others on the `pgd` images."""
+    `attack_variant`, each a unit (`workers.run_units`, in `settings.workers` processes), on the
+    images of `settings.image_counts`: the random draws, `random_<i>`, under PGD on the
+    `pgd_random` images, the others on the `pgd` images. `progress(name)` as each is done."""
     counts = settings.image_counts(len(images))
-    results = {}
-    for name, model in models.items():
-        m = counts["pgd_random"] if name.startswith("random_") else counts["pgd"]
-        results[name] = attack_variant(model, source, images, labels, settings, m)
-        if progress is not None:
-            progress(name)
-    return results
+    units = {
+        name: (model, source, images, labels, settings,
+               counts["pgd_random"] if name.startswith("random_") else counts["pgd"])
+        for name, model in models.items()
+    }  # fmt: skip
+    return run_units(attack_variant, units, settings.workers, settings.device, progress)
 
 
 def masking_images(settings: Settings, n: int) -> int:

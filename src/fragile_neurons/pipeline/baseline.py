@@ -9,6 +9,10 @@ are the check's; PGD's and AutoAttack's accuracies at every epsilon are the cali
 primary's attack (`robustness.calibration_table`, in evaluate.json). The evaluate stage reads
 them from the record (records.OriginalAttacks) and checks that they were made with its
 settings.
+
+Each epsilon of E+ (its PGD on the PGD images and its masking outcome, each from starts seeded
+afresh) is a unit of `workers.run_units`, so params.yaml's `workers` runs them side by side and
+changes no byte.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from ..attacks.robustness import (
     attack_original,
     load_source,
     masking_images,
-    masking_outcome,
+    original_at,
 )
 from ..network.models import load_trained
+from ..running.workers import run_units
 from ..stats.measures import Curve
 from ..storage import io, paths
 from ..storage.records import FGSMSweep, OriginalAttacks
@@ -54,15 +59,24 @@ def run(inputs: Inputs, settings: Settings, progress: Callable | None = None) ->
     """The original network attacked on the prepared test split; `source`, its FGSM sweep of
     that split (the attack stage's). On the masking check's images, every epsilon of E+ is
     attacked by PGD and AutoAttack (the calibration); the check's epsilons: the one where its PGD
-    accuracy there is nearest 0.5, and the largest."""
+    accuracy there is nearest 0.5, and the largest. Each epsilon of E+ is a unit
+    (`robustness.original_at`: its PGD row and its masking outcome), run in `settings.workers`
+    processes; `progress(label)` as each is done."""
     model, source, test = inputs
     images, labels = test["images"], test["labels"]
     model.to(settings.device)
-    curves = attack_original(model, source, images, labels, settings)
+    units = {label: (model, images, labels, settings, eps)
+             for eps, label in zip(settings.epsilons, settings.epsilon_labels, strict=True)
+             if eps > 0}  # fmt: skip
+    done = run_units(original_at, units, settings.workers, settings.device, progress)
+    positive = [eps for eps in settings.epsilons if eps > 0]
+    at = dict(zip(positive, done.values(), strict=True))  # eps: (PGD row, masking outcome)
+    curves = attack_original(
+        model, source, images, labels, settings, {eps: row for eps, (row, _) in at.items()}
+    )
     accuracy, autoattack, checked, outcomes = [], [], [], []
     if masking_images(settings, len(images)) > 0:
-        every = {eps: masking_outcome(model, images, labels, settings, eps)
-                 for eps in settings.epsilons if eps > 0}  # fmt: skip
+        every = {eps: outcome for eps, (_, outcome) in at.items()}
         clean = next(iter(every.values())).clean
 
         def curve(name: str) -> list[float]:

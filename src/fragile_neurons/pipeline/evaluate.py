@@ -11,7 +11,9 @@ The modules that answer each question: how a variant is attacked, image by image
 (`robustness`); what is measured on a curve (`measures`); the paired bootstrap interval of a
 gain and the permutation p-value of the margin over random (`paired`); the check for gradient
 masking (`masking`). This module joins them: `run` attacks the variants, `summarise` builds
-evaluate.json, `curves` the robustness curves.
+evaluate.json, `curves` the robustness curves. Each variant, and each epsilon of the hardened
+network's masking check, is a unit of `workers.run_units` (params.yaml's `workers`: the same
+bytes for any count).
 
 The hardening gain is hardened minus original per measure, with its paired bootstrap 95%
 interval; the inverse gain and the clean-accuracy change likewise; each other arm's gain against
@@ -53,6 +55,7 @@ from ..network.models import load_checkpoint, load_trained
 from ..network.recalibration import with_statistics
 from ..running.config import ARMS, ATTACKS
 from ..running.errors import DataError
+from ..running.workers import run_units
 from ..stats.measures import MEASURES, Curve, measures
 from ..stats.paired import BOOTSTRAP, margin_over_random, paired_gain, resamples, std
 from ..storage import headline, io, paths
@@ -117,11 +120,14 @@ def masking_check(
     settings: Settings,
 ) -> tuple[dict | None, dict]:
     """The masking check (`masking.check`) of the hardened network at the epsilons the baseline
-    stage checked the original at (`outcomes`, its outcomes there)."""
+    stage checked the original at (`outcomes`, its outcomes there); each epsilon's outcome a
+    unit (`workers.run_units`, in `settings.workers` processes)."""
     images, labels = test["images"], test["labels"]
     checked = original.masking_epsilons
-    ours = [masking_outcome(hardened, images, labels, settings, eps) for eps in checked]
     names = [settings.epsilon_labels[settings.epsilons.index(eps)] for eps in checked]
+    units = {name: (hardened, images, labels, settings, eps)
+             for name, eps in zip(names, checked, strict=True)}  # fmt: skip
+    ours = list(run_units(masking_outcome, units, settings.workers, settings.device).values())
     about = {
         "images": masking_images(settings, len(images)),
         "steps": settings.autoattack_steps,

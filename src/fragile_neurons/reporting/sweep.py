@@ -19,8 +19,8 @@ of those params, labelled by those that differ from the baseline's (e.g.
 `harden.compress=0.25`; all of them for the baseline's setting). The params in NUISANCE change
 only random draws and float rounding, never what is computed, so they vary within a group: the
 seed, and the thread count and device (another thread count or CPU type changes results like
-another seed). Within a group, each seed of a run counts once (the baseline first, then by
-experiment name).
+another seed), and `workers` (which changes no result). Within a group, each seed of a run counts
+once (the baseline first, then by experiment name).
 
 Method. A summary records `method`, the method version (METHOD, docs/method.md's title)
 of the baseline commit it summarises; one without the field predates it and is method v3
@@ -69,8 +69,9 @@ from .terminal import render, render_table
 METHOD = "v4"
 OLDEST_METHOD = "v3"
 
-# Params whose values vary within a group: they change random draws and float rounding only.
-NUISANCE = ("seed", "threads", "device", "deterministic")
+# Params whose values vary within a group: they change random draws and float rounding only
+# (`workers` not even those: the same bytes for any count).
+NUISANCE = ("seed", "threads", "device", "deterministic", "workers")
 DIGITS = 6  # significant digits in the JSON
 
 

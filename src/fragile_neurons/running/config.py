@@ -320,6 +320,21 @@ def _threads(key, v):
     return v
 
 
+def _workers(key, v):
+    """The processes a stage's independent units run in (running/workers.py), or null for the
+    cores this machine lets the process use: at most those (more only wait)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= cores():
+        raise ParamError(
+            key,
+            v,
+            f"null (the {cores()} CPU cores this machine lets the stage use) or an integer in "
+            f"[1, {cores()}]: processes for a stage's independent units, each at one thread",
+        )
+    return v
+
+
 TEST_SUBSET = Integer(1, TEST_IMAGES, optional=True, why=f"a test split has {TEST_IMAGES} images")
 
 # The settings that the API's functions take too, by the API's argument name (as scikit-learn's
@@ -392,6 +407,7 @@ SCHEMA = {
     "device": _device,
     "deterministic": Choice(DETERMINISTIC),
     "threads": _threads,
+    "workers": _workers,
     "batch_size": RULES["batch_size"],
     "data": {
         "root": _str,

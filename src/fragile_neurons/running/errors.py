@@ -64,6 +64,11 @@ class ParamError(ValueError):
         self.refusal = refusal(key, value, allowed)
         super().__init__(f"params: {self.refusal}")
 
+    def __reduce__(self):
+        """Pickled as its three parts, so that it crosses from a worker process (workers.py) as
+        it was raised (an exception is otherwise rebuilt from its message alone)."""
+        return type(self), (self.key, self.value, self.allowed)
+
 
 class DataError(RuntimeError):
     """The data cannot be had: missing files without a download, or checksums that differ."""
