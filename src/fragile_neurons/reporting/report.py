@@ -459,7 +459,7 @@ def commands(block: Block, runs: dict[str, dict]) -> str:
             " ".join(
                 ["dvc exp run --queue"]
                 + [f"-S '~runs.{other}'" for other in by_run if run and other != run]
-                + [f"-S {_seed_values(seeds)} -S threads=1 -C data/raw"]
+                + [f"-S {_seed_values(seeds)} -S threads=1 -S workers=1 -C data/raw"]
             )
             for run, seeds in by_run.items()
             if seeds
@@ -472,7 +472,7 @@ def commands(block: Block, runs: dict[str, dict]) -> str:
     ]
     queue = " ".join(
         ["dvc exp run --queue", *(f"-S {o}" for o in overrides)]
-        + [f"-S {_seed_values(block.seeds())}", "-S threads=1 -C data/raw"]
+        + [f"-S {_seed_values(block.seeds())}", "-S threads=1 -S workers=1 -C data/raw"]
     )
     return f"`{queue}`; `{summarise}`"
 
