@@ -213,7 +213,7 @@ def test_the_claims_table_has_a_row_per_measure_and_a_verdict_by_the_rule():
     )
     assert (
         "Regenerate: `dvc repro` (seed 0); `dvc exp run --queue -S 'seed=range(1,5)' -S threads=1 "
-        "-C data/raw`; `fragile-neurons sweep --rev fffffff --seeds --json "
+        "-S workers=1 -C data/raw`; `fragile-neurons sweep --rev fffffff --seeds --json "
         "metrics/sweeps/seeds.json`." in table
     )
     head, *rows = table_rows(table)
@@ -295,8 +295,8 @@ def test_other_models_are_a_block_of_columns_with_their_own_verdict_and_commands
     )  # its members all ran one thread: nothing pooled beside the seed
     assert (
         "`dvc exp run --queue -S '~runs.cifar10' -S runs.mnist.arch=resnet18 -S 'seed=range(0,3)' "
-        "-S threads=1 -C data/raw`; `fragile-neurons sweep --rev fffffff --by runs.cifar10.arch "
-        "--by runs.mnist.arch --json metrics/sweeps/models.json`" in table
+        "-S threads=1 -S workers=1 -C data/raw`; `fragile-neurons sweep --rev fffffff "
+        "--by runs.cifar10.arch --by runs.mnist.arch --json metrics/sweeps/models.json`" in table
     )
     assert "-S '~runs.mnist' -S runs.cifar10.arch=resnet18 -S seed=0 -S threads" in table
 
@@ -332,8 +332,9 @@ def test_seeds_run_as_one_experiment_per_run_are_counted_and_regenerated_per_run
     table = report.claims_table(report.claim_blocks(summary), PARAMS["runs"])
     assert "6 members (seeds cifar10 0, 1, 2; mnist 0, 1, 2, 3)" in table
     assert (
-        "`dvc exp run --queue -S '~runs.mnist' -S 'seed=range(1,3)' -S threads=1 -C data/raw`; "
-        "`dvc exp run --queue -S '~runs.cifar10' -S 'seed=range(1,4)' -S threads=1 -C data/raw`"
+        "`dvc exp run --queue -S '~runs.mnist' -S 'seed=range(1,3)' -S threads=1 -S workers=1 "
+        "-C data/raw`; `dvc exp run --queue -S '~runs.cifar10' -S 'seed=range(1,4)' -S threads=1 "
+        "-S workers=1 -C data/raw`"
     ) in table
     head = table_rows(table)[0]
     assert head[2:4] == ["mnist, mnist_cnn (4 seeds)", "cifar10, cifar_cnn (3 seeds)"]
