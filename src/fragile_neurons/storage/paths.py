@@ -158,11 +158,6 @@ def headline(run: str, stage: str) -> Path:
     return Path("metrics") / run / stage
 
 
-def plot(run: str, name: str) -> Path:
-    """A published plot file, plots/<run>/<name>."""
-    return Path("plots") / run / name
-
-
 # the folders under data/ that hold a stage's records: folder -> stage
 RECORD_FOLDERS = {
     "prepared": "prepare",
