@@ -178,24 +178,23 @@ def test_forced_rerun_rewrites_identical_bytes(project):
 
 def test_outputs_are_the_same_bytes_whatever_the_worker_count(project):
     """baseline and evaluate run their units (epsilons, networks) in `workers` processes at one
-    thread each: at 1 and at 2 workers they rewrite every output as the fixture's run (`null`,
-    the cores) wrote it, and the published copies too."""
+    thread each: at one worker they rewrite every output as the fixture's run (`null`: one per
+    core, here at least two) wrote it, and the published copies too."""
     from fragile_neurons.running.config import cores
 
     if cores() < 2:
-        pytest.skip("two workers need two cores")
+        pytest.skip("the fixture's run had one worker too")
     params_file = project / "params.yaml"
     original = params_file.read_text()
     before = cached_outputs(project)
     try:
-        for workers in (1, 2):
-            params = yaml.safe_load(original)
-            params["workers"] = workers
-            params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-            out = dvc(project, "repro", "--force", "--downstream", "baseline@digits")
-            assert ran_stages(out) == {"baseline@digits", "evaluate@digits", "publish@digits"}
-            after = cached_outputs(project)
-            assert {p: after[p] for p in before} == before, workers
+        params = yaml.safe_load(original)
+        params["workers"] = 1
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        out = dvc(project, "repro", "--force", "--downstream", "baseline@digits")
+        assert ran_stages(out) == {"baseline@digits", "evaluate@digits", "publish@digits"}
+        after = cached_outputs(project)
+        assert {p: after[p] for p in before} == before
     finally:
         params_file.write_text(original)
         dvc(project, "repro")
