@@ -217,11 +217,7 @@ def test_changing_one_param_dirties_only_what_reads_it(project):
         params = yaml.safe_load(original)
         params["harden"]["compress"] = 0.25
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-        ran = {
-            line.split("'")[1]
-            for line in dvc(project, "repro").splitlines()
-            if line.startswith("Running stage")
-        }
+        ran = ran_stages(dvc(project, "repro"))
         stages = {f"{stage}@{run}" for stage in ("harden", "evaluate") for run in TINY["runs"]}
         publish = {f"publish@{run}" for run in TINY["runs"]}  # copies what evaluate wrote
         assert ran == {"check"} | stages | publish
@@ -456,7 +452,7 @@ def test_a_resnet18_configuration_runs_as_an_experiment_of_its_run_alone(project
     try:
         out = dvc(project, "exp", "run", "-n", "digits-rn18", "-S", "~runs.objects",
                   "-S", "runs.digits.arch=resnet18")  # fmt: skip
-        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+        ran = ran_stages(out)
         stages = ("train", "reference", "placebo", "attack", "scan", "label", "correlate",
                   "harden", "baseline", "evaluate", "publish")  # fmt: skip
         assert ran == {"check", *(f"{stage}@digits" for stage in stages)}  # not prepare
