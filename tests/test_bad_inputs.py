@@ -47,6 +47,7 @@ from fragile_neurons.datasets import cifar, files
 from fragile_neurons.network.models import build_model, save_checkpoint
 from fragile_neurons.pipeline import check
 from fragile_neurons.pipeline.train import CURVES
+from fragile_neurons.running import origin
 
 RUN = "mnist"
 STAGES = (
@@ -764,6 +765,27 @@ DATA_CASES = [
     case("gains-not-finite", "evaluate",
          edit_record(GAINS, lambda b: b["gain"].__setitem__(0, float("inf"))), GAINS,
          "gain must be finite", "rerun `dvc repro --force harden@mnist`"),
+    # records that know where they belong (issue 35 item 2): the origin each carries
+    case("labels-of-another-run", "harden",
+         edit_record(LABELS, lambda b: b["origin"].update(run="twin")), LABELS,
+         "was made for run 'twin' (dataset 'mnist'), not for this stage's run 'mnist'",
+         "rerun `dvc repro --force label@mnist`"),
+    case("targeting-of-another-dataset", "correlate",
+         edit_record(TARGETING, lambda b: b["origin"].update(dataset="cifar10")), TARGETING,
+         "(dataset 'cifar10'), not for this stage's run 'mnist' (dataset 'mnist')",
+         "rerun `dvc repro --force attack@mnist`"),
+    case("model-of-other-classes", "attack",
+         edit_record(MODEL, lambda b: b["origin"].update(classes=list("abcdefghij"))), MODEL,
+         "is of the classes ['a', 'b', 'c', ... (10)]", "rerun `dvc repro --force train@mnist`"),
+    case("labels-made-from-another-model", "harden",
+         edit_record(LABELS, lambda b: b["origin"]["inputs"].update({MODEL: "0" * 32})), LABELS,
+         f"was made from another {MODEL} (md5 {'0' * 32})",
+         "rerun `dvc repro --force label@mnist`"),
+    case("model-retrained-after-the-hardening", "evaluate",
+         edit_record(MODEL, lambda b: b["state_dict"]["fc2.bias"].add_(1e-3)), MODEL,
+         f"was made from another {MODEL}", f"{MODEL} changed after it"),
+    case("gains-without-an-origin", "evaluate", edit_record(GAINS, lambda b: b.pop("origin")),
+         GAINS, "carries no origin", "rerun `dvc repro --force harden@mnist`"),
 ]  # fmt: skip
 
 # --- hostile sizes, structures and disks (issue 25) ---------------------------------------------
@@ -1080,7 +1102,8 @@ def one_neuron_checkpoints() -> Mutation:
                 ("fc", nn.Linear(169, 10)),
             ]
             model = nn.Sequential(OrderedDict([("normalize", Normalize([0.5], [0.25])), *layers]))
-            save_checkpoint(project / rel, model, spec)
+            with chdir(project), origin.within(RUN, "mnist"):  # as the run's train stage would
+                save_checkpoint(rel, model, spec)
 
     return Mutation(
         ("params.yaml", "archs/__init__.py", "archs/one_neuron.py", MODEL, REFERENCE, PLACEBO),

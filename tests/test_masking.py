@@ -125,6 +125,26 @@ def test_apgd_agrees_with_torchattacks(trained_mnist, batch, loss):
         assert p.requires_grad and (p.grad is grad is None or torch.equal(p.grad, grad))
 
 
+@pytest.mark.parametrize("attack", ["pgd", "apgd-ce"])
+def test_the_checks_pgd_is_the_start_of_the_curves_row(trained_mnist, mnist_splits, attack):
+    """The check's PGD results are the first entries of the PGD curve's row at that epsilon
+    (made once, by the baseline's and evaluate's units): the same as attacking the check's
+    images alone, for either primary attack, and the APGD results unchanged."""
+    _, test = mnist_splits
+    images, labels = test["images"][:48], test["labels"][:48]
+    settings = _settings(pgd_samples=48, autoattack_images=20, pgd_attack=attack)
+    eps = 0.1
+    row, reused = robustness.original_at(trained_mnist, images, labels, settings, eps)
+    fresh = robustness.masking_outcome(trained_mnist, images, labels, settings, eps)
+    assert len(row) == 48 and len(reused.pgd) == 20
+    for field in ("clean", "pgd", "apgd_ce", "apgd_dlr"):
+        assert torch.equal(getattr(reused, field), getattr(fresh, field)), field
+    assert torch.equal(reused.pgd, row[:20])
+    # a curve that covers fewer images than the check is not used: the attack runs
+    short = robustness.masking_outcome(trained_mnist, images, labels, settings, eps, pgd=row[:5])
+    assert torch.equal(short.pgd, fresh.pgd)
+
+
 def test_worst_case_is_at_most_each_attack(trained_mnist, batch):
     images, labels = batch
     models = {"original": trained_mnist, "hardened": trained_mnist}

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from fragile_neurons.running.errors import ParamError
-from fragile_neurons.running.runtime import select_device, watch_nondeterminism
+from fragile_neurons.running.runtime import cpu_model, select_device, watch_nondeterminism
 from fragile_neurons.running.stage import Context, run_stage
 
 TORCH_SAYS = (
@@ -73,9 +73,18 @@ def test_the_frame_records_threads_and_nondeterministic_ops(params_file):
     run_stage(stage_of(body), ["mnist"])
     assert seen == {
         "device": "cpu",
+        "cpu": cpu_model(),
         "threads": 1,
         "nondeterministic_ops": ["adaptive_avg_pool2d_backward_cuda"],
     }
+
+
+def test_the_cpu_model_is_the_kernels_name_for_it():
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    if not names:
+        pytest.skip("this kernel names no CPU model in /proc/cpuinfo")
+    assert cpu_model() == names[0]
 
 
 def test_strict_determinism_stops_with_one_line(params_file, capsys):

@@ -147,15 +147,22 @@ def outcome(
     *,
     primary: dict,
     autoattack_steps: int,
+    pgd: torch.Tensor | None = None,
 ) -> Outcome:
     """`model` on `images` at `eps`: clean, the primary's attack (`primary`: the keyword options
     of `adversarial.attack_correct`, as evaluate runs it, on the labels it names), APGD-CE and
-    APGD-DLR (`autoattack_steps` iterations, true labels)."""
+    APGD-DLR (`autoattack_steps` iterations, true labels). `pgd`: the primary's per-image
+    results at `eps` on the first images of the PGD curve, made already (the curve's starts of
+    the first k images do not depend on how many follow, so its first len(images) entries are
+    what the attack would give here); None: the attack runs here."""
     seed, batch_size, device = primary["seed"], primary["batch_size"], primary["device"]
     model.eval().to(device)
     clean = logits_of(model, images, batch_size, device).argmax(1) == labels
     options = {"seed": seed, "batch_size": batch_size, "device": device}
-    after_pgd = attack_correct(model, images, labels, eps, **primary)
+    if pgd is not None and len(pgd) >= len(images):
+        after_pgd = pgd[: len(images)].cpu()
+    else:
+        after_pgd = attack_correct(model, images, labels, eps, **primary)
     apgd = {
         loss: apgd_correct(model, images, labels, eps, loss=loss, steps=autoattack_steps, **options)
         for loss in LOSSES

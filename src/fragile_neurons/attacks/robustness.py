@@ -230,7 +230,7 @@ def original_at(
     row = attack_correct(model, images[:m], labels[:m], eps, **settings.primary)
     if masking_images(settings, len(images)) == 0:
         return row, None
-    return row, masking_outcome(model, images, labels, settings, eps)
+    return row, masking_outcome(model, images, labels, settings, eps, pgd=row)
 
 
 def attack_variant(
@@ -290,14 +290,21 @@ def masking_images(settings: Settings, n: int) -> int:
 
 
 def masking_outcome(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: Settings, eps: float
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: Settings,
+    eps: float,
+    pgd: torch.Tensor | None = None,
 ) -> masking.Outcome:
     """`model` under the masking check (`masking.outcome`) on the first `masking_images` test
-    images at epsilon `eps`."""
+    images at epsilon `eps`; `pgd`: the model's row of its PGD curve at `eps` (the first
+    `pgd` images), whose first entries are the check's PGD results where it covers them (the
+    attack is not run twice)."""
     n = masking_images(settings, len(images))
     return masking.outcome(
         model, images[:n], labels[:n], eps, primary=settings.primary,
-        autoattack_steps=settings.autoattack_steps,
+        autoattack_steps=settings.autoattack_steps, pgd=pgd,
     )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..running.errors import DataError
 from ..storage import paths
-from ..storage.io import load_tensors, rerun_advice, save_tensors
+from ..storage.io import admit, load_tensors, rerun_advice, save_tensors
 from .models import load_checkpoint
 
 
@@ -68,6 +68,7 @@ def load_control(control: Control, name: str, run: dict) -> nn.Sequential | None
             f"{rerun_advice(path)}"
         )
     if absent:
+        admit(path, blob)
         return None
     arch, dataset = run["arch"], run["dataset"]
     return load_checkpoint(path, arch=arch, key=f"runs.{name}.arch", dataset=dataset)[0]

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..running.config import ARCH_ALLOWED, CLASSES, IMAGE_SHAPES, is_builder
 from ..running.errors import DataError, ParamError
-from ..storage.io import load_metadata, load_tensors, rerun_advice, save_tensors
+from ..storage.io import admit, load_metadata, load_tensors, rerun_advice, save_tensors
 from ..storage.paths import model as model_path
 
 
@@ -471,6 +471,7 @@ def load_checkpoint(
         problem = f"does not hold a {spec['arch']} state ({first})"
     if problem is not None:
         raise DataError(f"{path}: {problem}; {rerun_advice(path)}")
+    admit(path, blob)
     return model.eval(), spec
 
 

@@ -116,16 +116,19 @@ def masking_check(
     original: OriginalAttacks,
     outcomes: list[masking.Outcome],
     hardened: nn.Module,
+    pgd: Curve,
     test: dict,
     settings: Settings,
 ) -> tuple[dict | None, dict]:
     """The masking check (`masking.check`) of the hardened network at the epsilons the baseline
     stage checked the original at (`outcomes`, its outcomes there); each epsilon's outcome a
-    unit (`workers.run_units`, in `settings.workers` processes)."""
+    unit (`workers.run_units`, in `settings.workers` processes), its PGD results the first of
+    the hardened network's PGD curve (`pgd`) at that epsilon."""
     images, labels = test["images"], test["labels"]
     checked = original.masking_epsilons
     names = [settings.epsilon_labels[settings.epsilons.index(eps)] for eps in checked]
-    units = {name: (hardened, images, labels, settings, eps)
+    units = {name: (hardened, images, labels, settings, eps,
+                    pgd.attacked[settings.epsilons.index(eps)])
              for name, eps in zip(names, checked, strict=True)}  # fmt: skip
     ours = list(run_units(masking_outcome, units, settings.workers, settings.device).values())
     about = {
@@ -265,7 +268,9 @@ def run(
         "original": attacked,
         **attack_variants(models, source, images, labels, settings, progress),
     }
-    autoattack, flag = masking_check(original, original_outcomes, hardened, test, settings)
+    autoattack, flag = masking_check(
+        original, original_outcomes, hardened, results["hardened"]["pgd"], test, settings
+    )
     magnitude = gains.magnitude.numpy()
     summary = summarise(
         results, settings.epsilons, settings.epsilon_labels, settings.seed, magnitude, gates

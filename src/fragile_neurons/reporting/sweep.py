@@ -27,14 +27,14 @@ of the baseline commit it summarises; one without the field predates it and is m
 (`method_of`). The sweep summarises the experiments of one baseline commit, so one method; it
 pools a committed summary only with `--merge` (`--from` shows one).
 
-Provenance. Each member records `provenance`: its commit, its method (its docs/method.md's),
-the CPU model, thread count and device its counted stages ran on (their runtime blocks; None
-where a stage records none: today's stages record no CPU model), and its NUISANCE params. A
-group records `settings`, the other params its members share, and `runtime`, the distinct CPU
-models, thread counts and devices it rests on; a summary records `code`, {stage: {path: md5}},
-the code dependencies (experiments.CODE) that its members' counted stages ran, as their
-dvc.lock says. Within one sweep a member whose code differs from an earlier one's (the
-baseline's first) in a stage both ran is left out.
+Provenance. Each member records `provenance`: its commit, its method (its docs/method.md's), the CPU
+model, thread count and device its counted stages ran on (their runtime blocks; None where a stage
+records none: stages before the v4 seeds recorded no CPU model), and its NUISANCE params. A group
+records `settings`, the other params its members share, and `runtime`, the distinct CPU models,
+thread counts and devices it rests on; a summary records `code`, {stage: {path: md5}}, the code
+dependencies (experiments.CODE) that its members' counted stages ran, as their dvc.lock says. Within
+one sweep a member whose code differs from an earlier one's (the baseline's first) in a stage both
+ran is left out.
 
 Slices (`--merge FILE`): a sweep spread over days commits each day's seeds, and the next day adds
 its own to FILE (a summary of this version) rather than starting over: each group of the

@@ -42,14 +42,31 @@ def use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name as the kernel reports it (/proc/cpuinfo's first `model name`, else
+    platform.processor()); None where neither says. Another CPU type may round differently, and
+    results then move about as much as with another seed (a sweep records it per seed)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()[:200]
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def describe(device: torch.device, nondeterministic: list[str]) -> dict:
-    """Where a stage ran, for its metrics: the device type, torch's CPU threads, and the
-    operations that ran without a deterministic kernel (empty: a rerun writes the same bytes)."""
-    return {
-        "device": device.type,
-        "threads": torch.get_num_threads(),
-        "nondeterministic_ops": list(nondeterministic),
-    }
+    """Where a stage ran, for its metrics: the device type (and on CUDA its name), the CPU
+    model, torch's CPU threads, and the operations that ran without a deterministic kernel
+    (empty: a rerun writes the same bytes)."""
+    found = {"device": device.type, "cpu": cpu_model(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        found["gpu"] = torch.cuda.get_device_name(device)
+    return found | {"nondeterministic_ops": list(nondeterministic)}
 
 
 def seed_everything(

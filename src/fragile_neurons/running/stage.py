@@ -43,6 +43,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from . import origin
 from .config import get_run, load_params
 from .errors import DataError, ParamError
 
@@ -251,7 +252,8 @@ def _run(module: ModuleType, args: argparse.Namespace, stage: str) -> None:
         with watch_nondeterminism() as ops:
             ctx = Context(args.run, run, params, device, ops, stage)
             try:
-                _contract(module, ctx)
+                with origin.within(args.run, run["dataset"]):  # what it reads and writes
+                    _contract(module, ctx)
             except RuntimeError as err:  # `deterministic: strict` met an op without such a kernel
                 if NONDETERMINISTIC not in str(err):
                     raise

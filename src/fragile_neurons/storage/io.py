@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..running import origin
 from ..running.errors import DataError, not_regular
 from .paths import prepared, producer
 
@@ -111,10 +112,14 @@ def save_figure(path: str | Path, fig) -> None:
 
 
 def save_tensors(path: str | Path, obj: dict) -> None:
-    """torch.save, atomically. Same tensors give the same bytes: torch.save names the records of
+    """torch.save, atomically, with the stage's `origin` (running/origin.py) beside `obj`'s
+    fields within a stage. Same tensors give the same bytes: torch.save names the records of
     its zip archive after the file, so it writes to memory first, not to the temporary file."""
     import torch
 
+    stamped = origin.stamp(obj)
+    if stamped is not None:  # within a stage: where the file belongs (running/origin.py)
+        obj = {**obj, "origin": stamped}
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
@@ -253,6 +258,14 @@ def load_tensors(
     return blob
 
 
+def admit(path: str | Path, blob: Any) -> None:
+    """Within a stage, the last check of a file read and checked: its origin (running/origin.py)
+    must be of the stage's run, dataset and classes and agree with the other files the stage
+    reads; else a one-line DataError naming the file (and the other)."""
+    found = blob.get("origin") if isinstance(blob, dict) else None
+    origin.admit(path, found, rerun_advice(path))
+
+
 def load_split(path: str | Path, dataset: str | None = None) -> dict:
     """A prepared split (see datasets.splits): uint8 images N x C x H x W, int64 labels N, int64
     index N (distinct positions >= 0 in the raw split the images came from), the class names, and
@@ -310,6 +323,7 @@ def load_split(path: str | Path, dataset: str | None = None) -> dict:
                 f"{path} names raw position {int(index.max())}, beyond {dataset}'s raw {raw} "
                 f"split of {size} images; {rerun_advice(path)}"
             )
+    admit(path, split)
     return split
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..running.config import LABELS, PRIMARY_ATTACKS, RULES
 from ..running.errors import DataError
-from .io import load_tensors, rerun_advice, save_tensors
+from .io import admit, load_tensors, rerun_advice, save_tensors
 
 
 def _is_number(value: Any) -> bool:
@@ -113,6 +113,7 @@ class Record:
         problem = record.mismatch(**expected)
         if problem:
             raise DataError(f"{path} {problem}; {rerun_advice(path)}")
+        admit(path, blob)
         return record
 
 
