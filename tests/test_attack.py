@@ -120,6 +120,7 @@ OUTPUTS = [
     "data/views/mnist/attack/attack.csv",
     "data/views/mnist/attack/targeting.csv",
     "data/views/mnist/attack/examples.png",
+    "data/views/mnist/attack/examples.svg",
     "data/views/mnist/attack/attack.json",
     "data/attack/mnist/sweep.pt",
     "data/attack/mnist/scan_sweep.pt",
@@ -197,6 +198,30 @@ def test_attack_stage_writes_the_contract(workdir, mnist_prepared, trained_mnist
     before = {p: Path(p).read_bytes() for p in OUTPUTS}
     run_script("attack", "mnist")
     assert all(Path(p).read_bytes() == before[p] for p in OUTPUTS)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_examples_figure_is_saved_as_png_and_svg(tmp_path, channels):
+    """A grid of 3 epsilons (clean first) by 4 images, each titled with its prediction; no
+    legend (the colours are told in the title)."""
+    from test_figures import check_saved
+
+    from fragile_neurons.figures.attack import Examples, examples_figure
+
+    generator = torch.Generator().manual_seed(0)
+    examples = Examples(
+        images=torch.rand(3, 4, channels, 8, 8, generator=generator),
+        predictions=torch.tensor([[0, 1, 2, 3], [0, 1, 3, 3], [1, 1, 3, 0]]),
+        labels=torch.tensor([0, 1, 2, 3]),
+        classes=["0 - zero", "1 - one", "2 - two", "3 - three"],
+        epsilons=[0.0, 0.1, 0.2],
+        epsilon_labels=["0", "0.1", "1/5"],
+    )
+    fig = examples_figure(examples)
+    assert len(fig.axes) == 12 and not fig.legends
+    assert [ax.get_title() for ax in fig.axes[8:]] == ["1", "1", "3", "0"]
+    assert fig.axes[8].get_ylabel() == "ε = 1/5"
+    check_saved(lambda: examples_figure(examples), tmp_path, "examples")
 
 
 def test_a_bad_scan_layer_is_one_line_and_exit_status_2(workdir, capsys):

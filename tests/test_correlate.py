@@ -194,21 +194,68 @@ def test_neurons_without_a_defined_excess_share_are_left_out_and_counted():
     assert math.isnan(summary["headline"]["excess_spearman_rho"])
 
 
+def _figure_case():
+    """Six neurons, every label and an antifragile one (robust, phi < 0), X from 0.5 to 2."""
+    noise = torch.tensor([[0.4, 0.3, 0.2, 0.1, 0.1, 0.2]] * 2, dtype=torch.float64)
+    share = noise * torch.tensor([0.5, 1.0, 1.5, 2.0, 0.7, 1.2], dtype=torch.float64)
+    targeting = targeting_record(share / share.sum(dim=1, keepdim=True), torch.ones(6), noise=noise)
+    labels = labels_record(
+        [-0.1, 0.1, 0.2, 0.3, 0.05, 0.0],
+        ["robust", "neutral", "neutral", "fragile", "robust", "neutral"],
+    )
+    return run(labels, targeting, 0.25)
+
+
 def test_the_figure_shows_x_against_phi_with_the_noise_band_and_its_draws(tmp_path):
     from fragile_neurons.figures.correlate import correlation_figure
 
-    noise = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1]], dtype=torch.float64)
-    share = noise * torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
-    targeting = targeting_record(share / share.sum(dim=1, keepdim=True), torch.ones(4), noise=noise)
-    labels = labels_record([0.0, 0.1, 0.2, 0.3], ["robust", "neutral", "neutral", "fragile"])
-    summary, table = run(labels, targeting, 0.25)
+    summary, table = _figure_case()
     fig = correlation_figure(table, summary, "test")
     assert len(fig.axes) == 2  # D and X; no per-epsilon panel
     excess = fig.axes[1]
     assert excess.patches, "no noise band"
     nulls = [c for c in excess.collections if c.get_label() == "X of random noise, per neuron"]
     assert len(nulls) == 1 and len(nulls[0].get_offsets()) == table["null_excess"].notna().sum()
-    fig.savefig(tmp_path / "correlate.png")
+
+
+def test_the_figure_marks_each_label_alike_in_both_panels_with_one_legend_outside(tmp_path):
+    """One marker per label (LABEL_STYLES), the same in the panel of D and that of X (an
+    antifragile neuron included), each neuron once per panel; one legend, below the panels."""
+    from test_figures import check_saved, legends_overlapping_axes
+
+    from fragile_neurons.figures.correlate import LABEL_STYLES, correlation_figure, label_styles
+
+    summary, table = _figure_case()
+    assert label_styles(table).tolist() == [
+        "antifragile", "neutral", "neutral", "fragile", "robust", "neutral"
+    ]  # fmt: skip
+    fig = correlation_figure(table, summary, "test")
+    names = {style["label"]: key for key, style in LABEL_STYLES.items()}
+
+    def markers(ax) -> dict:
+        """{label: (marker path, face colours, edge colours, points)} of a panel."""
+        return {
+            names[c.get_label()]: (
+                c.get_paths()[0].vertices.round(6).tolist(),
+                c.get_facecolors().round(6).tolist(),
+                c.get_edgecolors().round(6).tolist(),
+                len(c.get_offsets()),
+            )
+            for c in ax.collections
+            if c.get_label() in names
+        }
+
+    share, excess = (markers(ax) for ax in fig.axes)
+    assert share == excess and set(share) == set(LABEL_STYLES)
+    assert share["antifragile"][1] == []  # hollow: no face
+    assert share["robust"][1] != [] and share["robust"][0] == share["antifragile"][0]
+    assert sum(points for *_, points in share.values()) == len(table)
+    assert [ax.get_legend() for ax in fig.axes] == [None, None] and len(fig.legends) == 1
+    shown = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert shown[:4] == [LABEL_STYLES[k]["label"] for k in LABEL_STYLES]  # each once, first
+    assert len(shown) == len(set(shown)) and "most targeted" in shown
+    assert legends_overlapping_axes(fig) == []
+    check_saved(lambda: correlation_figure(table, summary, "test"), tmp_path, "correlate")
 
 
 def test_the_placebo_row_and_the_ceiling_of_the_primary():

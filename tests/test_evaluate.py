@@ -17,7 +17,7 @@ from fragile_neurons.attacks.robustness import (
     attack_variants,
     load_source,
 )
-from fragile_neurons.figures.evaluate import robustness_figure
+from fragile_neurons.figures.evaluate import VARIANT_STYLES, robustness_figure
 from fragile_neurons.network.gates import fold
 from fragile_neurons.network.inference import as_input
 from fragile_neurons.network.layers import find_scan_layer
@@ -491,7 +491,11 @@ def test_variants_are_attacked_white_box_with_common_starts(trained_mnist, mnist
 
     frame = curves(summary, EPS, LABELS)
     assert len(frame) == 4 * 3 * len(EPS)
-    assert frame["accuracy_std"].notna().sum() == 3 * len(EPS)  # random only
+    for column in ("accuracy_std", "accuracy_low", "accuracy_high"):
+        assert frame[column].notna().sum() == 3 * len(EPS)  # random only
+    random = frame[frame["variant"] == "random"]
+    assert (random["accuracy_low"] <= random["accuracy"]).all()
+    assert (random["accuracy"] <= random["accuracy_high"]).all()
     robustness_figure(frame, summary, "test")  # draws without error
 
 
@@ -530,6 +534,9 @@ def test_one_random_draw_has_no_std():
     json.dumps(summary, allow_nan=False)
     frame = curves(summary, EPS, LABELS)
     assert frame["accuracy_std"].isna().all()
+    random = frame[frame["variant"] == "random"]  # one draw: its range is the draw itself
+    assert random["accuracy_low"].tolist() == random["accuracy_high"].tolist()
+    assert random["accuracy_low"].tolist() == random["accuracy"].tolist()
 
 
 def test_wide_curves_has_one_column_per_attack_and_variant():
@@ -541,7 +548,10 @@ def test_wide_curves_has_one_column_per_attack_and_variant():
                 "epsilon": e,
                 "epsilon_label": str(e),
                 "accuracy": acc,
-                "accuracy_std": 0.01 if v == "random" else float("nan"),
+                **{
+                    f"accuracy_{spread}": value if v == "random" else float("nan")
+                    for spread, value in (("std", 0.01), ("low", 0.7), ("high", 0.85))
+                },
             }
             for a in ATTACKS
             for v, acc in (("original", 0.9), ("random", 0.8))
@@ -552,6 +562,69 @@ def test_wide_curves_has_one_column_per_attack_and_variant():
     assert list(wide["epsilon"]) == [0, 0.1]
     assert list(wide["fgsm_original"]) == [0.9, 0.9] and list(wide["pgd_random"]) == [0.8, 0.8]
     assert "transfer_random_std" in wide and "fgsm_original_std" not in wide
+    assert list(wide["pgd_random_low"]) == [0.7, 0.7]
+    assert list(wide["pgd_random_high"]) == [0.85, 0.85]
+    assert "fgsm_original_low" not in wide and "fgsm_original_high" not in wide
+
+
+def _every_arm() -> dict:
+    """A summary of the hand-made results with every arm: compress-only, amplify-only, and the
+    recalibrated arm with its baseline."""
+    results = _hand_results()
+    results |= {
+        "compress_only": results["inverse"],
+        "amplify_only": results["random_0"],
+        "recalibrated": results["hardened"],
+        "original_recalibrated": results["original"],
+    }
+    return summarise(results, [0, 0.1], ["0", "0.1"], seed=0, bootstrap=100)
+
+
+def test_the_random_draws_range_is_their_lowest_and_highest_accuracy():
+    summary = _every_arm()
+    random = summary["variants"]["random"]["pgd"]
+    # the draws' accuracy: clean 1, 0.75, 1; at 0.1: 0.5, 0, 0.25
+    assert random["accuracy_low"] == {"0": 0.75, "0.1": 0.0}
+    assert random["accuracy_high"] == {"0": 1.0, "0.1": 0.5}
+    assert random["accuracy"] == pytest.approx({"0": 2.75 / 3, "0.1": 0.25})
+    wide = wide_curves(curves(summary, [0, 0.1], ["0", "0.1"]))
+    assert list(wide["fgsm_random_low"]) == [0.75, 0.0]
+    assert list(wide["fgsm_random_high"]) == [1.0, 0.5]
+
+
+def test_the_robustness_figure_draws_every_arm_and_the_draws_range(tmp_path):
+    """Every variant of the CSV a line in every panel, the random draws' mean with a band from
+    their lowest to their highest accuracy (named in the legend), one legend below the panels
+    with each variant's AUC+ under each attack; PNG and SVG, the same bytes twice."""
+    from test_figures import check_saved, legends_overlapping_axes
+
+    summary = _every_arm()
+    frame = curves(summary, [0, 0.1], ["0", "0.1"])
+    assert set(frame["variant"]) == set(VARIANT_STYLES)  # every arm evaluate writes
+    fig = robustness_figure(frame, summary, "test")
+    assert len(fig.axes) == len(ATTACKS)
+    for ax, attack in zip(fig.axes, ATTACKS, strict=True):
+        lines = {(line.get_color(), line.get_linestyle()): line for line in ax.lines}
+        assert len(lines) == len(ax.lines) == len(VARIANT_STYLES)
+        for variant, (colour, style, _) in VARIANT_STYLES.items():
+            rows = frame[(frame["variant"] == variant) & (frame["attack"] == attack)]
+            drawn = lines[(colour, style)].get_ydata()
+            assert list(drawn) == rows["accuracy"].tolist(), variant
+        (band,) = ax.collections  # the random draws' range, and no other band
+        rows = frame[(frame["variant"] == "random") & (frame["attack"] == attack)]
+        edge = {tuple(v) for v in band.get_paths()[0].vertices.round(9).tolist()}
+        for column in ("accuracy_low", "accuracy_high"):
+            assert set(zip(rows["epsilon"], rows[column], strict=True)) <= edge, column
+        assert ax.get_legend() is None
+    (legend,) = fig.legends
+    shown = [text.get_text() for text in legend.get_texts()]
+    assert len(shown) == len(VARIANT_STYLES)
+    assert "random sets: mean of 3 draws, band min to max: 0.250 / 0.250 / 0.250" in shown
+    assert "compress-only: 0.750 / 0.750 / 0.750" in shown
+    assert legends_overlapping_axes(fig) == []
+    check_saved(lambda: robustness_figure(frame, summary, "test"), tmp_path, "robustness")
+    with pytest.raises(ValueError, match="no style for the variants"):
+        robustness_figure(frame.replace({"variant": {"inverse": "new_arm"}}), summary, "test")
 
 
 def test_stale_inputs_are_one_line_data_errors(trained_mnist, mnist_splits, tmp_path, monkeypatch):

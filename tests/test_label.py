@@ -1,8 +1,10 @@
 """Fragility scores and labels follow method.md section 3, ties included, on a hand-made scan."""
 
+import dataclasses
 import math
 import shutil
 
+import matplotlib.colors
 import numpy as np
 import pytest
 import torch
@@ -328,7 +330,44 @@ def test_the_impact_figure_shows_the_clean_impact_on_its_own_scale(tmp_path):
     assert clean.get_array().shape == (8, 1) and adversarial.get_array().shape == (8, 2)
     assert clean.get_clim() == pytest.approx((-abs(impact[:, 0]).max(), abs(impact[:, 0]).max()))
     assert adversarial.get_clim()[1] == pytest.approx(abs(impact[:, 1:]).max())
-    fig.savefig(tmp_path / "impact.png")
+
+
+def _antifragile_labels():
+    """The hand-made scan's labels with neuron 0 robust and antifragile (phi < 0)."""
+    labelled = run(measurements(), "clean", 0.25)
+    phi, antifragile = labelled.phi.clone(), torch.zeros(len(labelled.label), dtype=torch.bool)
+    phi[0], antifragile[0] = -0.1, True
+    label = ["robust", *labelled.label[1:]]
+    return dataclasses.replace(labelled, phi=phi, label=label, antifragile=antifragile)
+
+
+def test_the_impact_figure_is_saved_with_its_legend_outside(tmp_path):
+    from test_figures import check_saved, legends_overlapping_axes
+
+    from fragile_neurons.figures.label import impact_figure
+
+    measured, labelled = measurements(), _antifragile_labels()
+    fig = impact_figure(measured, labelled, "test")
+    assert [t.get_text() for t in fig.legends[0].get_texts()][-1].startswith("robust, antifragile")
+    assert legends_overlapping_axes(fig) == []
+    check_saved(lambda: impact_figure(measured, labelled, "test"), tmp_path, "impact")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_filters_figure_frames_each_filter_and_is_saved(tmp_path, channels):
+    from test_figures import check_saved, legends_overlapping_axes
+
+    from fragile_neurons.figures.label import COLOURS, filters_figure
+
+    labelled = _antifragile_labels()
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, len(labelled.label), 3)
+    fig = filters_figure(conv, labelled, "test")
+    assert [ax.get_title() for ax in fig.axes][:2] == ["0: -0.100", "1: +0.300"]
+    frame = fig.axes[0].spines["top"].get_edgecolor()
+    assert matplotlib.colors.to_hex(frame) == COLOURS["antifragile"]
+    assert legends_overlapping_axes(fig) == []
+    check_saved(lambda: filters_figure(conv, labelled, "test"), tmp_path, "filters")
 
 
 def test_split_half_reliability_by_hand():

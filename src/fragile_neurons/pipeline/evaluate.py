@@ -287,7 +287,7 @@ def run(
 
 def write(ctx, outputs: Evaluated) -> None:
     """Its headline metrics/<run>/evaluate/ (headline.py), and for people (data/views/<run>/
-    evaluate/, published by publish) evaluate.json, evaluate.csv and robustness.png."""
+    evaluate/, published by publish) evaluate.json, evaluate.csv and robustness.png (and .svg)."""
     summary, table, difference = outputs
     io.write_csv(paths.view(ctx.name, "evaluate", "evaluate.csv"), wide_curves(table))
     io.save_figure(
@@ -373,9 +373,11 @@ def summarise(
     `variants`: per variant (original, hardened, inverse) its clean accuracy (on the FGSM images)
     and per attack the accuracy per epsilon label, AUC, AUC+ and relative AUC; the random draws
     (`random_<i>`) pooled as the mean, std (sample std over draws; None for one draw) and list of
-    draws of each. `gain` and `inverse_gain`: hardened (inverse) minus original per attack and
-    measure, {value, ci_low, ci_high}, from `bootstrap` paired resamples of a generator seeded
-    with `seed` (`resamples`; the same for every attack on the same images);
+    draws of each, and per epsilon the accuracy's mean, std and range over draws (`accuracy_low`,
+    `accuracy_high`: the lowest and highest draw). `gain` and `inverse_gain`: hardened (inverse)
+    minus original per attack and measure, {value, ci_low, ci_high}, from `bootstrap` paired
+    resamples of a generator seeded with `seed` (`resamples`; the same for every attack on the
+    same images);
     `clean_accuracy_change` likewise, on the FGSM images. `margin_over_random`: per attack and
     measure, hardened minus the draws' mean on the draws' images (`margin_over_random`); of the
     hardened arm only (the draws follow its rule), so `arms` hold gains alone.
@@ -419,11 +421,13 @@ def summarise(
         "clean_accuracy": statistics.mean(d["clean_accuracy"] for d in per_draw),
     }
     for attack in ATTACKS:
+        accuracies = {e: [d[attack]["accuracy"][e] for d in per_draw] for e in labels}
         entry = {
-            "accuracy": {
-                e: statistics.mean(d[attack]["accuracy"][e] for d in per_draw) for e in labels
-            },
-            "accuracy_std": {e: std([d[attack]["accuracy"][e] for d in per_draw]) for e in labels},
+            "accuracy": {e: statistics.mean(a) for e, a in accuracies.items()},
+            "accuracy_std": {e: std(a) for e, a in accuracies.items()},
+            # the range over draws, robustness.png's band
+            "accuracy_low": {e: min(a) for e, a in accuracies.items()},
+            "accuracy_high": {e: max(a) for e, a in accuracies.items()},
         }
         for m in MEASURES:
             values = [d[attack][m] for d in per_draw]
@@ -526,36 +530,45 @@ def arm_headline(name: str, arm: dict | None) -> dict:
     }
 
 
+# the columns of `curves` that only the random draws fill: their std and range over draws
+SPREAD = ("accuracy_std", "accuracy_low", "accuracy_high")
+
+
 def curves(summary: dict, epsilons: list[float], labels: list[str]) -> pd.DataFrame:
-    """The long table (variant, attack, epsilon, epsilon_label, accuracy, accuracy_std) of every
-    robustness curve in a summary; accuracy_std is the std over random draws (NaN otherwise)."""
+    """The long table (variant, attack, epsilon, epsilon_label, accuracy, accuracy_std,
+    accuracy_low, accuracy_high) of every robustness curve in a summary; accuracy_std is the std
+    over random draws, accuracy_low and accuracy_high their lowest and highest accuracy (NaN for
+    the other variants, and the std for one draw)."""
     rows = []
     for variant, result in summary["variants"].items():
         for attack in ATTACKS:
-            std = result[attack].get("accuracy_std", {})
-            nan = float("nan")
+            spread = {column: result[attack].get(column, {}) for column in SPREAD}
             for eps, label in zip(epsilons, labels, strict=True):
-                rows.append(
-                    {
-                        "variant": variant,
-                        "attack": attack,
-                        "epsilon": eps,
-                        "epsilon_label": label,
-                        "accuracy": result[attack]["accuracy"][label],
-                        "accuracy_std": nan if std.get(label) is None else std[label],
-                    }
-                )
+                row = {
+                    "variant": variant,
+                    "attack": attack,
+                    "epsilon": eps,
+                    "epsilon_label": label,
+                    "accuracy": result[attack]["accuracy"][label],
+                }
+                for column, values in spread.items():
+                    value = values.get(label)
+                    row[column] = float("nan") if value is None else value
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
 def wide_curves(frame: pd.DataFrame) -> pd.DataFrame:
     """The long table of `curves` as one row per epsilon with a column `<attack>_<variant>` per
-    curve (and `<attack>_random_std`), the layout `dvc plots` draws as one line per column."""
+    curve (and `<attack>_random_std`, `_low`, `_high`: the draws' std and range), the layout
+    `dvc plots` draws as one line per column."""
     table = frame[["epsilon", "epsilon_label"]].drop_duplicates().reset_index(drop=True)
     for attack in ATTACKS:
         for variant in frame["variant"].unique():
             rows = frame[(frame["attack"] == attack) & (frame["variant"] == variant)]
             table[f"{attack}_{variant}"] = rows["accuracy"].to_numpy()
-            if rows["accuracy_std"].notna().any():
-                table[f"{attack}_{variant}_std"] = rows["accuracy_std"].to_numpy()
+            for column in SPREAD:
+                if column in rows and rows[column].notna().any():
+                    suffix = column.removeprefix("accuracy_")
+                    table[f"{attack}_{variant}_{suffix}"] = rows[column].to_numpy()
     return table

@@ -1,6 +1,7 @@
 """The publish stage: each stage's files for people, copied from the stage's cached folder
 data/views/<run>/<stage>/ to where git, review and `dvc metrics`/`dvc plots` read them:
-metrics/<run>/<stage>.json (the details) and plots/<run>/ (CSVs, PNGs, the training curves).
+metrics/<run>/<stage>.json (the details) and plots/<run>/ (CSVs, figures as PNG and SVG, the
+training curves).
 
 Why a stage of its own: DVC's run-cache restores a stage only when each of its outputs is cached or
 a metric or plot, and a details JSON is neither (it would flood `dvc metrics show`). So every

@@ -103,11 +103,31 @@ def write_csv(path: str | Path, frame) -> None:
     write_with(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
 
 
+FIGURE_DPI = 200  # the PNGs' resolution, fit for print (the SVGs are vectors)
+# Equal plots give equal bytes: no version or date in either file, and the SVG's element ids
+# hashed with a fixed salt (matplotlib salts them with a random uuid otherwise); text as paths,
+# so the SVG needs no font installed wherever it is read.
+SVG_RC = {"svg.hashsalt": "fragile-neurons", "svg.fonttype": "path"}
+
+
 def save_figure(path: str | Path, fig) -> None:
-    """A matplotlib figure as PNG, without version metadata, so equal plots give equal bytes."""
+    """A matplotlib figure as PNG at FIGURE_DPI (`path`, a .png) and as SVG beside it (the same
+    stem, .svg), each cropped to what is drawn, legends outside the axes included, and without
+    version or date metadata, so equal plots give equal bytes. The figure is closed."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
-    write_with(path, lambda p: fig.savefig(p, format="png", dpi=110, metadata={"Software": None}))
+    path = Path(path)
+    if path.suffix != ".png":
+        raise ValueError(f"a figure is saved as name.png and name.svg, not as {path.name}")
+    files = {
+        path: {"format": "png", "dpi": FIGURE_DPI, "metadata": {"Software": None}},
+        path.with_suffix(".svg"): {"format": "svg", "metadata": {"Date": None, "Creator": None}},
+    }
+    with matplotlib.rc_context(SVG_RC):
+        for target, options in files.items():
+            write_with(target, lambda p, o=options: fig.savefig(
+                p, bbox_inches="tight", pad_inches=0.05, **o))  # fmt: skip
     plt.close(fig)
 
 

@@ -1,7 +1,7 @@
 """Where each stage reads and writes, per run: the one place that mirrors dvc.yaml's paths.
 
 Records (records.py) live under data/<stage>/<run>/, named for what they hold; checkpoints under
-models/<run>/. What a stage writes for people (its details JSON, plot CSVs and PNGs, training
+models/<run>/. What a stage writes for people (its details JSON, plot CSVs, figures, training
 curves) goes to its own folder of cached outputs, data/views/<run>/<stage>/ (`view`), so that
 DVC's run-cache can restore every stage; the publish stage copies each of these files to where
 git, review and `dvc metrics`/`dvc plots` read it (`published`): metrics/<run>/<stage>.json (the
@@ -106,18 +106,19 @@ def original_attacks_record(run: str) -> Path:
 
 
 # Each stage's files for people, by name, in its folder data/views/<run>/<stage>/ (its details
-# JSON first): the publish stage copies each to `published(run, name)`
+# JSON first; each figure as PNG and SVG, io.save_figure): the publish stage copies each to
+# `published(run, name)`
 PUBLISHED: dict[str, tuple[str, ...]] = {
     "prepare": ("data.json",),
     "train": ("train.json", "train"),  # train/: DVCLive's curves, a folder
     "reference": ("reference.json",),
     "placebo": ("placebo.json",),
-    "attack": ("attack.json", "attack.csv", "targeting.csv", "examples.png"),
+    "attack": ("attack.json", "attack.csv", "targeting.csv", "examples.png", "examples.svg"),
     "scan": ("scan.json", "scan.csv"),
-    "label": ("label.json", "impact.png"),
-    "correlate": ("correlate.json", "correlate.csv", "correlate.png", "label.csv"),
-    "harden": ("harden.json", "gains.csv", "filters.png"),
-    "evaluate": ("evaluate.json", "evaluate.csv", "robustness.png"),
+    "label": ("label.json", "impact.png", "impact.svg"),
+    "correlate": ("correlate.json", "correlate.csv", "correlate.png", "correlate.svg", "label.csv"),
+    "harden": ("harden.json", "gains.csv", "filters.png", "filters.svg"),
+    "evaluate": ("evaluate.json", "evaluate.csv", "robustness.png", "robustness.svg"),
 }
 
 
@@ -138,7 +139,7 @@ def view(run: str, stage: str, name: str) -> Path:
 
 def published(run: str, name: str) -> Path:
     """Where the publish stage copies the view `name`: a details JSON to metrics/<run>/, the rest
-    (CSVs, PNGs, the training curves) to plots/<run>/."""
+    (CSVs, PNGs and SVGs, the training curves) to plots/<run>/."""
     return Path("metrics" if name.endswith(".json") else "plots") / run / name
 
 
