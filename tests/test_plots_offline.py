@@ -92,7 +92,7 @@ def legend_entries(dom: str, plot: str) -> set[str]:
 
 def test_every_variant_has_its_legend_entry_and_no_revision_entry(page, browser):
     """`dvc plots show`: the robustness chart has every arm and the random draws (a line and a
-    band of +-1 sd), and no legend says "workspace"."""
+    band from the lowest draw to the highest), and no legend says "workspace"."""
     dom = headless(browser, "--dump-dom", page.as_uri()).stdout
     texts = legend_entries(dom, ROBUSTNESS)
     arms = {"original", "hardened", "inverse", "compress_only", "amplify_only", "random"}
