@@ -20,6 +20,7 @@ from fragile_neurons.datasets.splits import scan_set
 from fragile_neurons.network.inference import accuracy_and_loss, logits_of
 from fragile_neurons.network.models import save_checkpoint
 from fragile_neurons.pipeline import attack
+from fragile_neurons.running import origin
 from fragile_neurons.running.errors import ParamError
 from fragile_neurons.storage import io, paths
 from fragile_neurons.storage.records import FGSMSweep, ScanLayer, ScanMeasurements, Targeting
@@ -39,12 +40,13 @@ def workdir(tmp_path, monkeypatch, mnist_prepared, trained_mnist):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     _, selection, test = mnist_prepared
     monkeypatch.chdir(tmp_path)
-    io.save_tensors(paths.prepared("mnist", "selection"), selection)
-    io.save_tensors(paths.prepared("mnist", "test"), test)
-    spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
-    save_checkpoint(paths.model("mnist"), trained_mnist, spec)
-    save_checkpoint(paths.reference("mnist"), scrambled(trained_mnist), spec)
-    save_checkpoint(paths.placebo("mnist"), scrambled(trained_mnist, transpose=False), spec)
+    with origin.within("mnist", "mnist"):  # written as the run's prepare and train stages would
+        io.save_tensors(paths.prepared("mnist", "selection"), selection)
+        io.save_tensors(paths.prepared("mnist", "test"), test)
+        spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
+        save_checkpoint(paths.model("mnist"), trained_mnist, spec)
+        save_checkpoint(paths.reference("mnist"), scrambled(trained_mnist), spec)
+        save_checkpoint(paths.placebo("mnist"), scrambled(trained_mnist, transpose=False), spec)
     return tmp_path
 
 

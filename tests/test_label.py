@@ -23,6 +23,7 @@ from fragile_neurons.pipeline.label import (
     split_half,
 )
 from fragile_neurons.pipeline.label import labelled as run
+from fragile_neurons.running import origin
 from fragile_neurons.running.errors import DataError
 from fragile_neurons.stats.ranking import top_count
 from fragile_neurons.storage import io, paths
@@ -286,20 +287,22 @@ def test_the_label_stage_says_on_stderr_why_labels_are_unresolved(
     shutil.copy(ROOT / "params.yaml", "params.yaml")
     torch.manual_seed(0)
     spec = {"arch": "mnist_cnn", "channels": 1, "size": 28, "classes": 10}
-    save_checkpoint(paths.model("mnist"), build_model("mnist_cnn", 1, 28, 10, [0.5], [0.3]), spec)
     n = 32
-    ScanLayer("conv1", "conv1", n).save(paths.layer_record("mnist"))
     zero = torch.zeros(1, n, dtype=torch.float64)
-    targeting_record(zero, zero[0] + 1, epsilons=[0.1]).save(paths.targeting_record("mnist"))
     rise = [0.0] * n if tied else [0.001 * k for k in range(n)]
-    measurements(
-        [20, 12],
-        [[19, 12]] * 10 + [[20, 12]] * 22,
-        [0.0, 0.1],
-        samples=20,
-        intact_loss=[0.2, 1.0],
-        dropped_loss=[[0.2 + r, 1.0] for r in rise],
-    ).save(paths.scan_record("mnist"))
+    with origin.within("mnist", "mnist"):  # as the run's train, attack and scan would write them
+        model = build_model("mnist_cnn", 1, 28, 10, [0.5], [0.3])
+        save_checkpoint(paths.model("mnist"), model, spec)
+        ScanLayer("conv1", "conv1", n).save(paths.layer_record("mnist"))
+        targeting_record(zero, zero[0] + 1, epsilons=[0.1]).save(paths.targeting_record("mnist"))
+        measurements(
+            [20, 12],
+            [[19, 12]] * 10 + [[20, 12]] * 22,
+            [0.0, 0.1],
+            samples=20,
+            intact_loss=[0.2, 1.0],
+            dropped_loss=[[0.2 + r, 1.0] for r in rise],
+        ).save(paths.scan_record("mnist"))
     capsys.readouterr()
     run_script("label", "mnist")  # no SystemExit: exit status 0
     stderr = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
