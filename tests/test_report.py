@@ -569,6 +569,35 @@ def test_a_summary_without_a_method_is_method_v3_and_its_block_says_so(project):
     assert len(sentences) == 3 and all("method v3)" in s for s in sentences[1:])
 
 
+def test_an_earlier_method_s_seed_sweep_stays_beside_the_current_one_being_collected(project):
+    """While the current method's seeds are collected in slices (seeds.json, few seeds), the
+    earlier method's sweep (seeds-v3.json) keeps its block after it, marked with its method, in
+    the findings and the claims table; it is no dose-response table."""
+    summary = sweep_summary(SEEDS[:2], [])  # v4: seeds 0 and 1
+    older = {k: v for k, v in sweep_summary(SEEDS, []).items() if k != "method"}  # v3: 5 seeds
+    sweeps = project / "metrics" / "sweeps"
+    sweeps.mkdir()
+    (sweeps / "seeds.json").write_text(to_json(summary))
+    (sweeps / "seeds-v3.json").write_text(to_json(older))
+    text = report.findings(report.committed_runs())
+    assert [r[1] for r in table_rows(text)[1:]] == [
+        *["mnist_cnn, cifar_cnn (seed 0, method v4)"] * 2,
+        *["mnist_cnn, cifar_cnn"] * 2,
+        *["mnist_cnn, cifar_cnn (method v3)"] * 2,
+    ]
+    assert [r[3] for r in table_rows(text)[3:5]] == [
+        f"{report.cell(summary['groups'][0]['runs']['mnist'][row.key], row.digits)} (2 seeds)"
+        for _, row in report.primary_rows()
+    ]
+    sentences = text.split("\n\n")[-1].replace("\n  ", " ").splitlines()
+    assert len(sentences) == 5
+    assert all("fewer than the 3 a verdict needs" in s for s in sentences[1:3])
+    assert all("method v3)" in s for s in sentences[3:])
+    section = report.section(report.committed_runs())
+    assert "--seeds --json metrics/sweeps/seeds-v3.json`" in section  # its regenerate command
+    assert "No dose-response sweep is committed yet" in section  # seeds-v3.json is none
+
+
 def test_the_sweep_records_the_method_of_its_baseline_commit(monkeypatch):
     from fragile_neurons.reporting import sweep
 

@@ -8,20 +8,20 @@ read through headline.py, and evaluate.json, attack.json and data.json) and metr
     fragile-neurons report --readme README.md --results docs/results.md --check
                                                 # exit 1 if either differs, write nothing
 
---readme FILE: the findings (`findings`), the claims table's primary rows and each verdict in
-one plain sentence, between FILE's markers. --results FILE: the full results (`section`)
-between FILE's markers: (a) the claims table: one row per claim and measure; first a block of
-the baseline's own seed 0 (its metrics/<run>/ headlines: one-seed cells, no verdict), then a block
-of columns for the baseline's group of metrics/sweeps/seeds.json and one for each other group of
-metrics/sweeps/models.json (other models, e.g. ResNet-18: experiments that change a run's
-`arch`), each column a run's mean [95% CI] over seeds, each block with its verdict by
-VERDICT_RULE and the commands that regenerate it; (b) a dose-response table for each other
+--readme FILE: the findings (`findings`), the claims table's primary rows and each verdict in one
+plain sentence, between FILE's markers. --results FILE: the full results (`section`) between FILE's
+markers: (a) the claims table: one row per claim and measure; first a block of the baseline's own
+seed 0 (its metrics/<run>/ headlines: one-seed cells, no verdict), then a block of columns for the
+baseline's group of metrics/sweeps/seeds.json, one for that of each earlier method's seed sweep
+(metrics/sweeps/seeds-v3.json: kept while the current method's seeds are collected), and one for
+each other group of metrics/sweeps/models.json (other models, e.g. ResNet-18: experiments that
+change a run's `arch`), each column a run's mean [95% CI] over seeds, each block with its verdict
+by VERDICT_RULE and the commands that regenerate it; (b) a dose-response table for each other
 summary in metrics/sweeps/ (compress.json: harden.compress; selection.json: the selection-size
 study, with its own columns) and each run with at least two settings; (c) the baseline's tables;
-(d) the calibration of the primary's attack against AutoAttack (evaluate.json's `calibration`).
-A missing summary is a sentence saying so and how to make it. A block of a summary of an older
-method version than sweep.METHOD (one without `method`: v3) says so in its headers and
-verdicts.
+(d) the calibration of the primary's attack against AutoAttack (evaluate.json's `calibration`). A
+missing summary is a sentence saying so and how to make it. A block of a summary of an older method
+version than sweep.METHOD (one without `method`: v3) says so in its headers and verdicts.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ END = "<!-- end: fragile-neurons report -->"
 SWEEPS = Path("metrics/sweeps")
 SEEDS = SWEEPS / "seeds.json"
 MODELS = SWEEPS / "models.json"  # experiments of other models: its non-baseline groups are columns
+# seed sweeps of earlier method versions (seeds-v3.json), kept beside seeds.json while the current
+# method's seeds are collected in slices: each a block after the current one, marked with its method
+EARLIER = "seeds-v*.json"
 BASELINE = Path("metrics/<run>")  # the baseline's own headlines (seed 0): the first block
 # headline keys that method v4 added: a baseline whose metrics hold none of them predates v4
 V4_KEYS = ("correlate.placebo", "label.loss_reliability", "placebo.test_accuracy",
@@ -427,9 +430,20 @@ def baseline_block(runs: dict[str, dict]) -> Block | None:
     return seed0_block({run: run_headlines(run) for run in runs})
 
 
-def claim_blocks(seeds: dict, models: dict | None = None) -> list[Block]:
-    """The baseline's group of the seed sweep, then each other group of the models summary."""
+def earlier_sweeps() -> list[tuple[Path, dict]]:
+    """The committed seed sweeps of earlier method versions (EARLIER), the latest method first."""
+    found = sorted(SWEEPS.glob(EARLIER), key=lambda p: int(p.stem.rpartition("v")[2] or 0))
+    return [(path, resummarise(load_summary(path))) for path in reversed(found)]
+
+
+def claim_blocks(
+    seeds: dict, models: dict | None = None, earlier: list[tuple[Path, dict]] = ()
+) -> list[Block]:
+    """The baseline's group of the seed sweep, then that of each earlier method's seed sweep
+    (`earlier`: (file, summary), as `earlier_sweeps` reads them), then each other group of the
+    models summary."""
     blocks = [Block(SEEDS, seeds, g) for g in [baseline_group(seeds)] if g]
+    blocks += [Block(path, old, g) for path, old in earlier for g in [baseline_group(old)] if g]
     if models:
         blocks += [Block(MODELS, models, g) for g in models["groups"] if not g["baseline"]]
     return blocks
@@ -448,10 +462,11 @@ def _seed_values(seeds: list) -> str:
 def commands(block: Block, runs: dict[str, dict]) -> str:
     """The commands that regenerate a block: its experiments, then its sweep summary."""
     summary, group = block.summary, block.group
-    grouping = ["--seeds"] if block.source == SEEDS else [f"--by {k}" for k in summary["by"]]
+    seeds_only = block.source == SEEDS or block.source.match(EARLIER)  # a seed sweep
+    grouping = ["--seeds"] if seeds_only else [f"--by {k}" for k in summary["by"]]
     rev = f"--rev {summary['rev'][:7]}"
     summarise = " ".join(["fragile-neurons sweep", rev, *grouping, f"--json {block.source}"])
-    if block.source == SEEDS:
+    if seeds_only:
         by_run = {run: [s for s in seeds if s != 0] for run, seeds in run_seeds(group).items()}
         if len({tuple(seeds) for seeds in by_run.values()}) == 1:  # both runs in each experiment
             by_run = {"": next(iter(by_run.values()))}
@@ -629,7 +644,7 @@ def findings(runs: dict[str, dict]) -> str:
     if not SEEDS.is_file():
         return f"No seed sweep is committed yet (`{SEEDS}`): the findings need one."
     models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
-    blocks = claim_blocks(resummarise(load_summary(SEEDS)), models)
+    blocks = claim_blocks(resummarise(load_summary(SEEDS)), models, earlier_sweeps())
     if not blocks:
         return f"`{SEEDS}` holds no group with the baseline's params."
     blocks = [b for b in [baseline_block(runs)] if b] + blocks
@@ -947,7 +962,7 @@ def section(runs: dict[str, dict]) -> str:
     seed0 = [b for b in [baseline_block(runs)] if b]
     if SEEDS.is_file():
         models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
-        blocks = claim_blocks(resummarise(load_summary(SEEDS)), models)
+        blocks = claim_blocks(resummarise(load_summary(SEEDS)), models, earlier_sweeps())
         parts.append(claims_table([*seed0, *blocks], runs))
     else:
         parts.append(
@@ -958,7 +973,7 @@ def section(runs: dict[str, dict]) -> str:
             parts.append(claims_table(seed0, runs, missing=""))
     parts.append("### Dose-response and other settings")
     found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
-    others = [p for p in found if p not in (SEEDS, MODELS)]
+    others = [p for p in found if p not in (SEEDS, MODELS) and not p.match(EARLIER)]
     tables = [t for p in others for t in dose_tables(resummarise(load_summary(p)), p)]
     if tables:
         parts += tables
