@@ -475,18 +475,12 @@ def test_the_findings_give_each_primary_row_and_its_verdict_in_a_plain_sentence(
     text = report.findings(report.committed_runs())
     head, *rows = table_rows(text)
     assert head == ["claim", "model", "primary endpoint", "mnist", "cifar10", "verdict"]
-    assert [r[:2] for r in rows] == [  # the baseline's seed 0 first (its metrics are v4's)
-        ["the attack targets fragile neurons", "mnist_cnn, cifar_cnn (seed 0, method v4)"],
-        ["hardening improves robustness", "mnist_cnn, cifar_cnn (seed 0, method v4)"],
+    assert [r[:2] for r in rows] == [  # the v4 sweep holds seed 0: no block of its own
         ["the attack targets fragile neurons", "mnist_cnn, cifar_cnn"],
         ["hardening improves robustness", "mnist_cnn, cifar_cnn"],
         ["the attack targets fragile neurons", "resnet18"],
         ["hardening improves robustness", "resnet18"],
     ]
-    seed0 = run_values(0, 0.5, OFFSETS["mnist"])
-    rho, p = (seed0[f"correlate.reference_excess_spearman_{k}"] for k in ("rho", "p"))
-    assert rows[0][3] == f"{rho:.3f} (p = {p:.2g})" and rows[0][-1] == rows[1][-1] == "n/a"
-    rows = rows[2:]
     group = sweep_summary(SEEDS, [])["groups"][0]["runs"]
     rho = group["mnist"]["correlate.reference_excess_spearman_rho"]
     assert rows[0][3] == f"{report.cell(rho)} (5 seeds)"
@@ -494,10 +488,6 @@ def test_the_findings_give_each_primary_row_and_its_verdict_in_a_plain_sentence(
     # the fixture: rho's interval holds 0 on mnist and lies above it on cifar10 (as the claims
     # table's verdict says), and each row's verdict is the first word of its sentence
     sentences = text.split("\n\n")[-1].replace("\n  ", " ").splitlines()  # items, unwrapped
-    assert sentences.pop(0) == (  # one sentence for seed 0's block
-        "- Seed 0 (mnist_cnn on mnist and cifar_cnn on cifar10, method v4): **n/a** for every "
-        "claim: 1 seed; the v4 sweeps will give the verdicts."
-    )
     assert sentences[0] == (
         "- The attack targets fragile neurons (mnist_cnn on mnist and cifar_cnn on cifar10): "
         "**not shown**: on mnist the 95% interval holds 0 and reaches beyond (-0.3, 0.3); on "
@@ -580,19 +570,18 @@ def test_an_earlier_method_s_seed_sweep_stays_beside_the_current_one_being_colle
     (sweeps / "seeds.json").write_text(to_json(summary))
     (sweeps / "seeds-v3.json").write_text(to_json(older))
     text = report.findings(report.committed_runs())
-    assert [r[1] for r in table_rows(text)[1:]] == [
-        *["mnist_cnn, cifar_cnn (seed 0, method v4)"] * 2,
+    assert [r[1] for r in table_rows(text)[1:]] == [  # seed 0 is in the current sweep
         *["mnist_cnn, cifar_cnn"] * 2,
         *["mnist_cnn, cifar_cnn (method v3)"] * 2,
     ]
-    assert [r[3] for r in table_rows(text)[3:5]] == [
+    assert [r[3] for r in table_rows(text)[1:3]] == [
         f"{report.cell(summary['groups'][0]['runs']['mnist'][row.key], row.digits)} (2 seeds)"
         for _, row in report.primary_rows()
     ]
     sentences = text.split("\n\n")[-1].replace("\n  ", " ").splitlines()
-    assert len(sentences) == 5
-    assert all("fewer than the 3 a verdict needs" in s for s in sentences[1:3])
-    assert all("method v3)" in s for s in sentences[3:])
+    assert len(sentences) == 4
+    assert all("fewer than the 3 a verdict needs" in s for s in sentences[:2])
+    assert all("method v3)" in s for s in sentences[2:])
     section = report.section(report.committed_runs())
     assert "--seeds --json metrics/sweeps/seeds-v3.json`" in section  # its regenerate command
     assert "No dose-response sweep is committed yet" in section  # seeds-v3.json is none

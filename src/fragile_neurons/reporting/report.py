@@ -638,7 +638,8 @@ def primary_rows() -> list[tuple[str, Row]]:
 
 def findings(runs: dict[str, dict]) -> str:
     """The README's findings (between its markers, without them): for each claim and block of
-    columns of the claims table (the baseline's seed 0 first), the primary row's values and
+    columns of the claims table (the baseline's seed 0 first where no sweep of the current method
+    is committed yet, which would hold it), the primary row's values and
     verdict, then each verdict in one plain sentence, an older method's block marked so; from
     the committed files, as `section`."""
     if not SEEDS.is_file():
@@ -647,7 +648,8 @@ def findings(runs: dict[str, dict]) -> str:
     blocks = claim_blocks(resummarise(load_summary(SEEDS)), models, earlier_sweeps())
     if not blocks:
         return f"`{SEEDS}` holds no group with the baseline's params."
-    blocks = [b for b in [baseline_block(runs)] if b] + blocks
+    if all(b.older for b in blocks):  # no sweep of the current method yet: its seed 0 first
+        blocks = [b for b in [baseline_block(runs)] if b] + blocks
     names = list(dict.fromkeys([r for r in runs] + [r for b in blocks for r in b.group["runs"]]))
     lines = [
         "| claim | model | primary endpoint | " + " | ".join(names) + " | verdict |",
