@@ -585,6 +585,14 @@ def test_an_earlier_method_s_seed_sweep_stays_beside_the_current_one_being_colle
     section = report.section(report.committed_runs())
     assert "--seeds --json metrics/sweeps/seeds-v3.json`" in section  # its regenerate command
     assert "No dose-response sweep is committed yet" in section  # seeds-v3.json is none
+    (sweeps / "seeds-vnext.json").write_text("not a summary")  # no method version: not read
+    assert report.findings(report.committed_runs()) == text
+    # seed 0 has its own block while no current-method seed sweep holds it, even beside a
+    # current-method models summary
+    (sweeps / "seeds.json").write_text(to_json(older))
+    (sweeps / "models.json").write_text(to_json(sweep_summary([resnet("c0", 0, "cifar10")], None)))
+    rows = table_rows(report.findings(report.committed_runs()))[1:]
+    assert rows[0][1] == "mnist_cnn, cifar_cnn (seed 0, method v4)"
 
 
 def test_the_sweep_records_the_method_of_its_baseline_commit(monkeypatch):

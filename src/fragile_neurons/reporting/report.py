@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ SEEDS = SWEEPS / "seeds.json"
 MODELS = SWEEPS / "models.json"  # experiments of other models: its non-baseline groups are columns
 # seed sweeps of earlier method versions (seeds-v3.json), kept beside seeds.json while the current
 # method's seeds are collected in slices: each a block after the current one, marked with its method
-EARLIER = "seeds-v*.json"
+EARLIER = re.compile(r"seeds-v(\d+)\.json")
 BASELINE = Path("metrics/<run>")  # the baseline's own headlines (seed 0): the first block
 # headline keys that method v4 added: a baseline whose metrics hold none of them predates v4
 V4_KEYS = ("correlate.placebo", "label.loss_reliability", "placebo.test_accuracy",
@@ -430,10 +431,18 @@ def baseline_block(runs: dict[str, dict]) -> Block | None:
     return seed0_block({run: run_headlines(run) for run in runs})
 
 
+def earlier_version(path: Path) -> int | None:
+    """The method version of an earlier method's seed sweep file (EARLIER: seeds-v3.json, 3);
+    None for any other file."""
+    found = EARLIER.fullmatch(path.name)
+    return int(found.group(1)) if found else None
+
+
 def earlier_sweeps() -> list[tuple[Path, dict]]:
     """The committed seed sweeps of earlier method versions (EARLIER), the latest method first."""
-    found = sorted(SWEEPS.glob(EARLIER), key=lambda p: int(p.stem.rpartition("v")[2] or 0))
-    return [(path, resummarise(load_summary(path))) for path in reversed(found)]
+    found = [p for p in SWEEPS.glob("seeds-v*.json") if earlier_version(p) is not None]
+    found.sort(key=earlier_version, reverse=True)
+    return [(path, resummarise(load_summary(path))) for path in found]
 
 
 def claim_blocks(
@@ -449,6 +458,13 @@ def claim_blocks(
     return blocks
 
 
+def sweep_blocks() -> list[Block]:
+    """`claim_blocks` of the committed sweeps: seeds.json's, each earlier method's seed sweep's,
+    and models.json's (when committed)."""
+    models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
+    return claim_blocks(resummarise(load_summary(SEEDS)), models, earlier_sweeps())
+
+
 def _seed_values(seeds: list) -> str:
     """Hydra's sweep of these seeds: `seed=3`, `seed=range(0,3)` or `seed=choice(0,2)`."""
     numbers = sorted(seeds)
@@ -462,7 +478,7 @@ def _seed_values(seeds: list) -> str:
 def commands(block: Block, runs: dict[str, dict]) -> str:
     """The commands that regenerate a block: its experiments, then its sweep summary."""
     summary, group = block.summary, block.group
-    seeds_only = block.source == SEEDS or block.source.match(EARLIER)  # a seed sweep
+    seeds_only = block.source == SEEDS or earlier_version(block.source) is not None
     grouping = ["--seeds"] if seeds_only else [f"--by {k}" for k in summary["by"]]
     rev = f"--rev {summary['rev'][:7]}"
     summarise = " ".join(["fragile-neurons sweep", rev, *grouping, f"--json {block.source}"])
@@ -644,11 +660,10 @@ def findings(runs: dict[str, dict]) -> str:
     the committed files, as `section`."""
     if not SEEDS.is_file():
         return f"No seed sweep is committed yet (`{SEEDS}`): the findings need one."
-    models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
-    blocks = claim_blocks(resummarise(load_summary(SEEDS)), models, earlier_sweeps())
+    blocks = sweep_blocks()
     if not blocks:
         return f"`{SEEDS}` holds no group with the baseline's params."
-    if all(b.older for b in blocks):  # no sweep of the current method yet: its seed 0 first
+    if not any(b.source == SEEDS and not b.older for b in blocks):  # seed 0 is in no such sweep
         blocks = [b for b in [baseline_block(runs)] if b] + blocks
     names = list(dict.fromkeys([r for r in runs] + [r for b in blocks for r in b.group["runs"]]))
     lines = [
@@ -963,9 +978,7 @@ def section(runs: dict[str, dict]) -> str:
     parts = ["### Claims, over seeds"]
     seed0 = [b for b in [baseline_block(runs)] if b]
     if SEEDS.is_file():
-        models = resummarise(load_summary(MODELS)) if MODELS.is_file() else None
-        blocks = claim_blocks(resummarise(load_summary(SEEDS)), models, earlier_sweeps())
-        parts.append(claims_table([*seed0, *blocks], runs))
+        parts.append(claims_table([*seed0, *sweep_blocks()], runs))
     else:
         parts.append(
             f"No seed sweep is committed yet (`{SEEDS}`): the claims table needs one "
@@ -975,7 +988,7 @@ def section(runs: dict[str, dict]) -> str:
             parts.append(claims_table(seed0, runs, missing=""))
     parts.append("### Dose-response and other settings")
     found = sorted(SWEEPS.glob("*.json")) if SWEEPS.is_dir() else []
-    others = [p for p in found if p not in (SEEDS, MODELS) and not p.match(EARLIER)]
+    others = [p for p in found if p not in (SEEDS, MODELS) and earlier_version(p) is None]
     tables = [t for p in others for t in dose_tables(resummarise(load_summary(p)), p)]
     if tables:
         parts += tables
